@@ -1,0 +1,81 @@
+# vmkit: one non-recursive Makefile. `make` builds every tool, `make check` runs the
+# C unit tests and the bats suites, `make install` honours PREFIX and DESTDIR.
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+VERSION := 0.1.0
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wformat=2 -Wshadow \
+           -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing
+CPPFLAGS += -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Icommon -MMD -MP
+
+PKG_CONFIG ?= pkg-config
+# Each library and the Debian package that provides it, so that a missing one stops
+# the build with a message a newcomer can act on.
+PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libguestfs:libguestfs-dev \
+        popt:libpopt-dev json-c:libjson-c-dev libxml-2.0:libxml2-dev \
+        libcrypt:libcrypt-dev
+CHECK_PKGS := cmocka:libcmocka-dev
+
+define need_pkg
+$(if $(shell $(PKG_CONFIG) --exists $(word 1,$(subst :, ,$(1))) && echo y),,\
+  $(error library $(word 1,$(subst :, ,$(1))) not found: install the Debian package $(word 2,$(subst :, ,$(1)))))
+endef
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+$(foreach p,$(PKGS),$(call need_pkg,$(p)))
+endif
+
+pkgnames = $(foreach p,$(1),$(word 1,$(subst :, ,$(p))))
+LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PKGS)) 2>/dev/null)
+LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null)
+CPPFLAGS   += $(LIB_CFLAGS)
+
+TOOLS := vmrun
+
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_OBJS := $(COMMON_SRCS:.c=.o)
+LIBVMKIT    := common/libvmkit.a
+
+all: $(TOOLS)
+
+$(LIBVMKIT): $(COMMON_OBJS)
+	$(AR) rcs $@ $^
+
+# Each tool is every .c file in its folder, linked with libvmkit.a.
+define tool_rule
+$(1)_SRCS := $$(wildcard $(1)/*.c)
+$(1)_OBJS := $$($(1)_SRCS:.c=.o)
+$(1)/$(1): $$($(1)_OBJS) $(LIBVMKIT)
+	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIBVMKIT) $$(LIB_LIBS)
+$(1): $(1)/$(1)
+.PHONY: $(1)
+ALL_OBJS += $$($(1)_OBJS)
+endef
+$(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
+
+# C unit tests of pure logic: t/unit/test-*.c, each linked with libvmkit.a.
+UNIT_SRCS := $(wildcard t/unit/test-*.c)
+UNIT_BINS := $(UNIT_SRCS:.c=)
+t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< \
+	  $(LIBVMKIT) $(LIB_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+
+check: all $(UNIT_BINS)
+	t/run
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
+	install -m 755 $(foreach t,$(TOOLS),$(t)/$(t)) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7/
+
+clean:
+	rm -f common/*.o common/*.d $(LIBVMKIT) $(foreach t,$(TOOLS),$(t)/*.o $(t)/*.d $(t)/$(t)) \
+	  $(UNIT_BINS) t/unit/*.d
+
+.PHONY: all check install clean
+-include $(COMMON_SRCS:.c=.d) $(ALL_OBJS:.o=.d)

@@ -1,0 +1,148 @@
+/* Domain definitions: written from a vm_spec with libxml2, read back with XPath. */
+#include <string.h>
+
+#include "vmkit.h"
+
+static xmlNodePtr add_disk(xmlNodePtr devs, const struct vm_spec_disk *d, int *nvirtio, int *nsata)
+{
+  bool cdrom = d->device && strcmp(d->device, "cdrom") == 0;
+  xmlNodePtr disk = vm_xml_child(devs, "disk", NULL);
+  vm_xml_set(disk, "type", "file");
+  vm_xml_set(disk, "device", cdrom ? "cdrom" : "disk");
+  xmlNodePtr drv = vm_xml_child(disk, "driver", NULL);
+  vm_xml_set(drv, "name", "qemu");
+  vm_xml_set(drv, "type", d->format ? d->format : "raw");
+  if (!cdrom) vm_xml_set(drv, "discard", "unmap");
+  xmlNodePtr src = vm_xml_child(disk, "source", NULL);
+  vm_xml_set(src, "file", d->path);
+  xmlNodePtr tgt = vm_xml_child(disk, "target", NULL);
+  if (cdrom) {
+    vm_xml_setf(tgt, "dev", "sd%c", 'a' + (*nsata)++);
+    vm_xml_set(tgt, "bus", "sata");
+  } else {
+    vm_xml_setf(tgt, "dev", "vd%c", 'a' + (*nvirtio)++);
+    vm_xml_set(tgt, "bus", "virtio");
+  }
+  if (cdrom || d->readonly) vm_xml_child(disk, "readonly", NULL);
+  return disk;
+}
+
+char *vm_spec_xml(const struct vm_spec *s)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
+  xmlNodePtr dom = xmlNewNode(NULL, BAD_CAST "domain");
+  xmlDocSetRootElement(doc, dom);
+  vm_xml_set(dom, "type", s->virt_type);
+  vm_xml_child(dom, "name", s->name);
+
+  if (s->meta_template) {
+    xmlNodePtr md = vm_xml_child(dom, "metadata", NULL);
+    xmlNodePtr vm = xmlNewChild(md, NULL, BAD_CAST "vm", NULL);
+    xmlNsPtr ns = xmlNewNs(vm, BAD_CAST VM_META_NS, BAD_CAST VM_META_PREFIX);
+    xmlSetNs(vm, ns);
+    xmlNewTextChild(vm, ns, BAD_CAST "template", BAD_CAST s->meta_template);
+  }
+
+  char num[32];
+  snprintf(num, sizeof num, "%llu", (unsigned long long)(s->memory / 1024));
+  vm_xml_set(vm_xml_child(dom, "memory", num), "unit", "KiB");
+  snprintf(num, sizeof num, "%u", s->vcpus);
+  vm_xml_child(dom, "vcpu", num);
+
+  xmlNodePtr os = vm_xml_child(dom, "os", NULL);
+  vm_xml_child(os, "type", "hvm");
+  if (s->kernel) {
+    vm_xml_child(os, "kernel", s->kernel);
+    if (s->initrd) vm_xml_child(os, "initrd", s->initrd);
+    if (s->cmdline) vm_xml_child(os, "cmdline", s->cmdline);
+  } else {
+    vm_xml_set(vm_xml_child(os, "boot", NULL), "dev", "hd");
+    vm_xml_set(vm_xml_child(os, "boot", NULL), "dev", "cdrom");
+  }
+  xmlNodePtr feat = vm_xml_child(dom, "features", NULL);
+  vm_xml_child(feat, "acpi", NULL);
+  vm_xml_child(feat, "apic", NULL);
+  /* host-model keeps a KVM guest migratable between similar hosts; TCG emulates
+   * its default model. */
+  if (strcmp(s->virt_type, "kvm") == 0)
+    vm_xml_set(vm_xml_child(dom, "cpu", NULL), "mode", "host-model");
+  vm_xml_set(vm_xml_child(dom, "clock", NULL), "offset", "utc");
+  vm_xml_child(dom, "on_poweroff", "destroy");
+  vm_xml_child(dom, "on_reboot", "restart");
+  vm_xml_child(dom, "on_crash", "destroy");
+
+  xmlNodePtr devs = vm_xml_child(dom, "devices", NULL);
+  int nvirtio = 0, nsata = 0;
+  for (size_t i = 0; i < s->ndisks; i++) add_disk(devs, &s->disks[i], &nvirtio, &nsata);
+  for (size_t i = 0; i < s->nnics; i++) {
+    const struct vm_spec_nic *n = &s->nics[i];
+    xmlNodePtr nic = vm_xml_child(devs, "interface", NULL);
+    vm_xml_set(nic, "type", n->type);
+    if (n->source) vm_xml_set(vm_xml_child(nic, "source", NULL),
+                              strcmp(n->type, "bridge") == 0 ? "bridge" : "network", n->source);
+    if (n->mac) vm_xml_set(vm_xml_child(nic, "mac", NULL), "address", n->mac);
+    vm_xml_set(vm_xml_child(nic, "model", NULL), "type", "virtio");
+  }
+  /* A pty console for people, logged to a file by virtlogd for scripts. */
+  xmlNodePtr serial = vm_xml_child(devs, "serial", NULL);
+  vm_xml_set(serial, "type", "pty");
+  if (s->console_log) {
+    xmlNodePtr log = vm_xml_child(serial, "log", NULL);
+    vm_xml_set(log, "file", s->console_log);
+    vm_xml_set(log, "append", "off");
+  }
+  vm_xml_set(vm_xml_child(devs, "console", NULL), "type", "pty");
+  xmlNodePtr ch = vm_xml_child(devs, "channel", NULL);
+  vm_xml_set(ch, "type", "unix");
+  xmlNodePtr ct = vm_xml_child(ch, "target", NULL);
+  vm_xml_set(ct, "type", "virtio");
+  vm_xml_set(ct, "name", "org.qemu.guest_agent.0");
+  xmlNodePtr bal = vm_xml_child(devs, "memballoon", NULL);
+  vm_xml_set(bal, "model", "virtio");
+  vm_xml_set(vm_xml_child(bal, "stats", NULL), "period", "5");
+  return vm_xml_dump(doc);
+}
+
+int vm_domain_disks(xmlDocPtr doc, struct vm_disk **disks, size_t *n)
+{
+  CLEANUP_XPATHCTX xmlXPathContextPtr ctx = vm_xpath_ctx(doc);
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(ctx, "/domain/devices/disk");
+  size_t cnt = o && o->nodesetval ? (size_t)o->nodesetval->nodeNr : 0;
+  *disks = calloc(cnt ? cnt : 1, sizeof **disks);
+  *n = cnt;
+  for (size_t i = 0; i < cnt; i++) {
+    xmlNodePtr node = o->nodesetval->nodeTab[i];
+    struct vm_disk *d = &(*disks)[i];
+    ctx->node = node;
+    d->device = vm_xml_prop(node, "device");
+    d->type = vm_xml_prop(node, "type");
+    d->target = vm_xpath_str(ctx, "target/@dev");
+    d->bus = vm_xpath_str(ctx, "target/@bus");
+    d->format = vm_xpath_str(ctx, "driver/@type");
+    d->source = vm_xpath_str(ctx, "source/@file");
+    if (!d->source) d->source = vm_xpath_str(ctx, "source/@dev");
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr ro = vm_xpath_nodes(ctx, "readonly");
+    d->readonly = ro && ro->nodesetval && ro->nodesetval->nodeNr > 0;
+  }
+  return 0;
+}
+
+void vm_disks_free(struct vm_disk *disks, size_t n)
+{
+  for (size_t i = 0; disks && i < n; i++) {
+    free(disks[i].target);
+    free(disks[i].device);
+    free(disks[i].type);
+    free(disks[i].source);
+    free(disks[i].format);
+    free(disks[i].bus);
+  }
+  free(disks);
+}
+
+char *vm_domain_meta(xmlDocPtr doc, const char *key)
+{
+  CLEANUP_XPATHCTX xmlXPathContextPtr ctx = vm_xpath_ctx(doc);
+  CLEANUP_FREE char *expr = vm_strdup_printf("/domain/metadata/vmkit:vm/vmkit:%s", key);
+  return vm_xpath_str(ctx, expr);
+}

@@ -1,0 +1,81 @@
+/* The pool's hosts file: one host a line, "NAME URI [TAG...]", '#' comments. */
+#include <ctype.h>
+#include <errno.h>
+#include <string.h>
+
+#include "vmkit.h"
+
+static char *next_word(char **p)
+{
+  while (**p && isspace((unsigned char)**p)) (*p)++;
+  if (!**p || **p == '#') return NULL;
+  char *w = *p;
+  while (**p && !isspace((unsigned char)**p)) (*p)++;
+  if (**p) *(*p)++ = '\0';
+  return w;
+}
+
+int vm_hosts_parse(const char *text, struct vm_hosts *hosts, int *line)
+{
+  memset(hosts, 0, sizeof *hosts);
+  CLEANUP_FREE char *copy = strdup(text);
+  char *save = NULL;
+  int lineno = 0;
+  for (char *l = copy; l; l = save) {
+    save = strchr(l, '\n');
+    if (save) *save++ = '\0';
+    lineno++;
+    char *p = l, *name = next_word(&p);
+    if (!name) continue;
+    char *uri = next_word(&p);
+    /* A host needs a URI that names a scheme, and a name that is unique. */
+    if (!uri || !strstr(uri, ":/") || vm_hosts_find(hosts, name)) {
+      *line = lineno;
+      vm_hosts_free(hosts);
+      return -1;
+    }
+    struct vm_host *v = realloc(hosts->v, (hosts->n + 1) * sizeof *v);
+    if (!v) { vm_hosts_free(hosts); *line = lineno; return -1; }
+    hosts->v = v;
+    struct vm_host *h = &hosts->v[hosts->n++];
+    memset(h, 0, sizeof *h);
+    h->name = strdup(name);
+    h->uri = strdup(uri);
+    for (char *t; (t = next_word(&p));) vm_strv_add(&h->tags, t);
+  }
+  return 0;
+}
+
+int vm_hosts_load(const char *path, struct vm_hosts *hosts)
+{
+  if (!path) path = getenv("VMKIT_HOSTS");
+  if (!path || !*path) path = "/etc/vmkit/hosts";
+  CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
+  if (!text)
+    return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL,
+                         "cannot read hosts file '%s'", path);
+  int line;
+  if (vm_hosts_parse(text, hosts, &line) < 0)
+    return vm_fail(VM_EXIT_USAGE, "%s:%d: expected 'NAME URI [TAG...]' with a unique NAME",
+                   path, line);
+  return 0;
+}
+
+const struct vm_host *vm_hosts_find(const struct vm_hosts *hosts, const char *name)
+{
+  for (size_t i = 0; i < hosts->n; i++)
+    if (strcmp(hosts->v[i].name, name) == 0) return &hosts->v[i];
+  return NULL;
+}
+
+void vm_hosts_free(struct vm_hosts *hosts)
+{
+  for (size_t i = 0; i < hosts->n; i++) {
+    free(hosts->v[i].name);
+    free(hosts->v[i].uri);
+    vm_strv_free(&hosts->v[i].tags);
+  }
+  free(hosts->v);
+  hosts->v = NULL;
+  hosts->n = 0;
+}

@@ -1,0 +1,112 @@
+/* Running programs (qemu-img, qemu-nbd ...) with an argv, never a shell string,
+ * capturing what they print. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vmkit.h"
+
+struct buf {
+  char *p;
+  size_t n;
+};
+
+static void buf_append(struct buf *b, const char *d, size_t n)
+{
+  char *q = realloc(b->p, b->n + n + 1);
+  if (!q) return;
+  b->p = q;
+  memcpy(b->p + b->n, d, n);
+  b->n += n;
+  b->p[b->n] = '\0';
+}
+
+int vm_run(char *const argv[], char **out, char **err)
+{
+  int po[2] = { -1, -1 }, pe[2];
+  if (out && pipe2(po, O_CLOEXEC) < 0) return -1;
+  if (pipe2(pe, O_CLOEXEC) < 0) {
+    if (out) { close(po[0]); close(po[1]); }
+    return -1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    /* The child must die on Ctrl-C even though the parent catches it. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, STDIN_FILENO);
+    dup2(out ? po[1] : devnull, STDOUT_FILENO);
+    dup2(pe[1], STDERR_FILENO);
+    execvp(argv[0], argv);
+    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  if (out) close(po[1]);
+  close(pe[1]);
+
+  struct buf bo = { 0 }, be = { 0 };
+  struct pollfd fds[2] = { { out ? po[0] : -1, POLLIN, 0 }, { pe[0], POLLIN, 0 } };
+  int open_fds = out ? 2 : 1;
+  char chunk[65536];
+  while (open_fds > 0) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; i++) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t r = read(fds[i].fd, chunk, sizeof chunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        open_fds--;
+      } else {
+        buf_append(i == 0 ? &bo : &be, chunk, (size_t)r);
+      }
+    }
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  if (out) *out = bo.p ? bo.p : strdup("");
+  if (err) *err = be.p ? be.p : strdup("");
+  else free(be.p);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return -1;
+}
+
+/* The last non-empty line of a program's stderr, which is where qemu-img and
+ * friends say why they failed. */
+static const char *last_line(char *s)
+{
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r')) s[--n] = '\0';
+  char *nl = strrchr(s, '\n');
+  return nl ? nl + 1 : s;
+}
+
+int vm_run_checked(char *const argv[], char **out)
+{
+  if (vm_opts.verbose) {
+    CLEANUP_FREE char *cmd = vm_argv_str(argv);
+    vm_debug("running: %s", cmd);
+  }
+  CLEANUP_FREE char *err = NULL;
+  int rc = vm_run(argv, out, &err);
+  if (rc == 0) return 0;
+  if (out) {
+    free(*out);
+    *out = NULL;
+  }
+  const char *why = err && *err ? last_line(err) : (rc < 0 ? "killed by a signal" : "failed");
+  return vm_fail(VM_EXIT_FAIL, "%s failed: %s", argv[0], why);
+}

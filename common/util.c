@@ -1,0 +1,206 @@
+/* Small helpers: time, string vectors, quoting, whole-file reads. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmkit.h"
+
+int64_t vm_now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void vm_sleep_ms(int ms)
+{
+  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !vm_interrupted())
+    ;
+}
+
+static _Noreturn void oom(void)
+{
+  fprintf(stderr, "%s: out of memory\n", vm_progname);
+  exit(VM_EXIT_FAIL);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+  void *q = realloc(p, n);
+  if (!q) oom();
+  return q;
+}
+
+static char *xstrdup(const char *s)
+{
+  char *d = strdup(s);
+  if (!d) oom();
+  return d;
+}
+
+void vm_strv_add(struct vm_strv *a, const char *s)
+{
+  if (a->n + 2 > a->cap) {
+    a->cap = a->cap ? a->cap * 2 : 8;
+    a->v = xrealloc(a->v, a->cap * sizeof *a->v);
+  }
+  a->v[a->n++] = xstrdup(s);
+  a->v[a->n] = NULL;
+}
+
+void vm_strv_addf(struct vm_strv *a, const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  va_start(ap, fmt);
+  if (vasprintf(&s, fmt, ap) < 0) s = NULL;
+  va_end(ap);
+  if (!s) oom();
+  vm_strv_add(a, s);
+  free(s);
+}
+
+void vm_strv_free(struct vm_strv *a)
+{
+  for (size_t i = 0; i < a->n; i++) free(a->v[i]);
+  free(a->v);
+  a->v = NULL;
+  a->n = a->cap = 0;
+}
+
+bool vm_strv_contains(char *const *v, const char *s)
+{
+  for (size_t i = 0; v && v[i]; i++)
+    if (strcmp(v[i], s) == 0) return true;
+  return false;
+}
+
+char *vm_strdup_printf(const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  va_start(ap, fmt);
+  if (vasprintf(&s, fmt, ap) < 0) s = NULL;
+  va_end(ap);
+  if (!s) oom();
+  return s;
+}
+
+char *vm_shell_quote(const char *s)
+{
+  if (*s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789_-+=.,/:@%") == strlen(s))
+    return xstrdup(s);
+  size_t n = 2;
+  for (const char *p = s; *p; p++) n += *p == '\'' ? 4 : 1;
+  char *q = xrealloc(NULL, n + 1), *o = q;
+  *o++ = '\'';
+  for (const char *p = s; *p; p++) {
+    if (*p == '\'') { memcpy(o, "'\\''", 4); o += 4; }
+    else *o++ = *p;
+  }
+  *o++ = '\'';
+  *o = '\0';
+  return q;
+}
+
+char *vm_argv_str(char *const argv[])
+{
+  size_t len = 1;
+  char *out = xstrdup("");
+  for (size_t i = 0; argv[i]; i++) {
+    CLEANUP_FREE char *q = vm_shell_quote(argv[i]);
+    len += strlen(q) + 1;
+    out = xrealloc(out, len);
+    if (i) strcat(out, " ");
+    strcat(out, q);
+  }
+  return out;
+}
+
+char *vm_read_file(const char *path, size_t max, size_t *len)
+{
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return NULL;
+  if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+    errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+    return NULL;
+  }
+  char *buf = xrealloc(NULL, (size_t)st.st_size + 1);
+  size_t got = 0;
+  while (got < (size_t)st.st_size) {
+    ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  buf[got] = '\0';
+  if (len) *len = got;
+  return buf;
+}
+
+char *vm_read_first_line(const char *path)
+{
+  char *s = vm_read_file(path, 65536, NULL);
+  if (s) s[strcspn(s, "\r\n")] = '\0';
+  return s;
+}
+
+int vm_copy_file(const char *src, const char *dst, unsigned mode)
+{
+  CLEANUP_CLOSE int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return -1;
+  CLEANUP_CLOSE int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (out < 0) return -1;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t r = read(in, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    for (ssize_t off = 0; off < r;) {
+      ssize_t w = write(out, buf + off, (size_t)(r - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return -1;
+      off += w;
+    }
+  }
+  return fsync(out);
+}
+
+int vm_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode)
+{
+  CLEANUP_FREE char *tmp = vm_strdup_printf("%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return -1;
+  size_t off = 0;
+  while (off < len) {
+    ssize_t w = write(fd, data + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) break;
+    off += (size_t)w;
+  }
+  int e = off == len && fsync(fd) == 0 ? 0 : errno;
+  close(fd);
+  if (e || rename(tmp, path) < 0) {
+    if (!e) e = errno;
+    unlink(tmp);
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+void vm_iso_time(char buf[static 32])
+{
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}

@@ -1,0 +1,302 @@
+/* vmrun start|stop|reboot|pause|resume|destroy|undefine. Verbs that take several
+ * VMs act on each and exit with the first failure's code. Asking for the state a
+ * VM is already in succeeds (--strict makes it exit 4), as a script would want. */
+#include <libgen.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmrun.h"
+
+static int o_strict, o_paused, o_no_force, o_timeout = 120, o_remove_storage, o_force;
+
+static struct poptOption strict_option[] = {
+  { "strict", '\0', POPT_ARG_NONE, &o_strict, 0, "fail (exit 4) when a VM is already in that state", NULL },
+  POPT_TABLEEND
+};
+#define STRICT_OPTION { NULL, '\0', POPT_ARG_INCLUDE_TABLE, strict_option, 0, NULL, NULL }
+
+/* Parse, connect and look up each VM in turn; act() does the verb's work. */
+static int for_each_vm(int argc, char **argv, const struct poptOption *table, const char *about,
+                       int (*act)(virDomainPtr dom, const char *name))
+{
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, table, "VM...", about, 1, -1, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  int first = 0;
+  for (int i = 0; i < nargs; i++) {
+    CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
+    rc = vm_lookup(conn, args[i], &dom);
+    if (rc == 0) rc = act(dom, args[i]);
+    if (rc && !first) first = rc;
+  }
+  return first;
+}
+
+/* The same state again: fine, unless --strict. */
+static int already(const char *name, const char *state)
+{
+  if (o_strict) return vm_fail(VM_EXIT_STATE, "VM '%s' is already %s", name, state);
+  vm_info("VM '%s' is already %s", name, state);
+  return 0;
+}
+
+static int start_one(virDomainPtr dom, const char *name)
+{
+  if (virDomainIsActive(dom) == 1) return already(name, "running");
+  if (virDomainCreateWithFlags(dom, o_paused ? VIR_DOMAIN_START_PAUSED : 0) < 0) {
+    /* A memory hard limit is accepted by `tune` but can make QEMU fail to start
+     * on hosts that cannot lock that much memory: say what to undo. */
+    if (strstr(vm_virt_message(), "locked memory"))
+      return vm_fail(VM_EXIT_FAIL, "cannot start VM '%s': this host refuses its memory hard limit "
+                     "(%s); remove it with 'vmrun tune %s --mem-hard 0 --config'",
+                     name, vm_virt_message(), name);
+    return vm_fail_virt("cannot start VM '%s'", name);
+  }
+  vm_info("started VM '%s'%s", name, o_paused ? " (paused)" : "");
+  return 0;
+}
+
+int cmd_start(int argc, char **argv)
+{
+  struct poptOption table[] = {
+    { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "start with the vCPUs paused", NULL },
+    STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND
+  };
+  return for_each_vm(argc, argv, table, "Start VMs.", start_one);
+}
+
+/* stop: every VM is asked at once, then all are waited for against one deadline,
+ * so stopping ten VMs takes as long as the slowest, not the sum. */
+int cmd_stop(int argc, char **argv)
+{
+  struct poptOption table[] = {
+    { "timeout", 't', POPT_ARG_INT, &o_timeout, 0, "seconds to wait for a graceful shutdown (default: 120)", "SECONDS" },
+    { "no-force", '\0', POPT_ARG_NONE, &o_no_force, 0, "after the timeout, fail (exit 5) instead of forcing the VM off", NULL },
+    STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND
+  };
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, table, "VM...",
+                    "Shut VMs down through ACPI or the guest agent; force them off after --timeout.",
+                    1, -1, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  if (o_timeout < 0) return vm_usage_error("invalid --timeout %d", o_timeout);
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+
+  int first = 0;
+  virDomainPtr *pending = calloc((size_t)nargs, sizeof *pending);
+  for (int i = 0; i < nargs; i++) {
+    virDomainPtr dom = NULL;
+    if ((rc = vm_lookup(conn, args[i], &dom)) == 0) {
+      if (virDomainIsActive(dom) != 1) {
+        rc = already(args[i], "stopped");
+      } else {
+        /* A paused guest cannot act on the power button: let it run to do so. */
+        if (vm_domain_state(dom) == VIR_DOMAIN_PAUSED) virDomainResume(dom);
+        if (virDomainShutdown(dom) < 0 && virDomainIsActive(dom) == 1)
+          vm_warn("graceful shutdown of '%s' refused: %s", args[i], vm_virt_message());
+        pending[i] = dom;
+        dom = NULL;
+      }
+    }
+    if (dom) virDomainFree(dom);
+    if (rc && !first) first = rc;
+  }
+  int64_t start = vm_now_ms(), deadline = start + (int64_t)o_timeout * 1000;
+  for (;;) {
+    int left = 0;
+    for (int i = 0; i < nargs; i++) {
+      if (!pending[i]) continue;
+      /* A transient VM is gone once it stops. */
+      if (virDomainIsActive(pending[i]) != 1) {
+        vm_info("stopped VM '%s'", args[i]);
+      } else if (vm_now_ms() >= deadline || vm_interrupted()) {
+        if (o_no_force) {
+          rc = vm_fail(VM_EXIT_TIMEOUT, "VM '%s' did not shut down within %d s", args[i], o_timeout);
+        } else if (virDomainDestroy(pending[i]) < 0 && virDomainIsActive(pending[i]) == 1) {
+          rc = vm_fail_virt("cannot force VM '%s' off", args[i]);
+        } else {
+          rc = 0;
+          vm_info("forced VM '%s' off after %d s", args[i], o_timeout);
+        }
+        if (rc && !first) first = rc;
+      } else {
+        left++;
+        continue;
+      }
+      virDomainFree(pending[i]);
+      pending[i] = NULL;
+    }
+    if (!left) break;
+    vm_sleep_ms(100);
+  }
+  free(pending);
+  return first;
+}
+
+static int reboot_one(virDomainPtr dom, const char *name)
+{
+  if (virDomainIsActive(dom) != 1) return vm_fail(VM_EXIT_STATE, "VM '%s' is not running", name);
+  if (virDomainReboot(dom, 0) < 0) return vm_fail_virt("cannot reboot VM '%s'", name);
+  vm_info("rebooting VM '%s'", name);
+  return 0;
+}
+
+int cmd_reboot(int argc, char **argv)
+{
+  struct poptOption table[] = { VM_POPT_COMMON, POPT_TABLEEND };
+  return for_each_vm(argc, argv, table, "Reboot running VMs through ACPI or the guest agent.", reboot_one);
+}
+
+static int pause_one(virDomainPtr dom, const char *name)
+{
+  int st = vm_domain_state(dom);
+  if (st == VIR_DOMAIN_PAUSED) return already(name, "paused");
+  if (st != VIR_DOMAIN_RUNNING) return vm_fail(VM_EXIT_STATE, "VM '%s' is %s, not running", name, vm_state_name(st));
+  if (virDomainSuspend(dom) < 0) return vm_fail_virt("cannot pause VM '%s'", name);
+  vm_info("paused VM '%s'", name);
+  return 0;
+}
+
+int cmd_pause(int argc, char **argv)
+{
+  struct poptOption table[] = { STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
+  return for_each_vm(argc, argv, table, "Pause running VMs.", pause_one);
+}
+
+static int resume_one(virDomainPtr dom, const char *name)
+{
+  int st = vm_domain_state(dom);
+  if (st == VIR_DOMAIN_RUNNING) return already(name, "running");
+  if (st != VIR_DOMAIN_PAUSED) return vm_fail(VM_EXIT_STATE, "VM '%s' is %s, not paused", name, vm_state_name(st));
+  if (virDomainResume(dom) < 0) return vm_fail_virt("cannot resume VM '%s'", name);
+  vm_info("resumed VM '%s'", name);
+  return 0;
+}
+
+int cmd_resume(int argc, char **argv)
+{
+  struct poptOption table[] = { STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
+  return for_each_vm(argc, argv, table, "Resume paused VMs.", resume_one);
+}
+
+static int destroy_one(virDomainPtr dom, const char *name)
+{
+  if (virDomainIsActive(dom) != 1) return already(name, "stopped");
+  if (virDomainDestroy(dom) < 0) return vm_fail_virt("cannot destroy VM '%s'", name);
+  vm_info("forced VM '%s' off", name);
+  return 0;
+}
+
+int cmd_destroy(int argc, char **argv)
+{
+  struct poptOption table[] = { STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
+  return for_each_vm(argc, argv, table, "Force VMs off at once, like pulling the plug.", destroy_one);
+}
+
+/* A file in a disk's backing chain belongs to this VM when vmkit named it after
+ * the VM (NAME.qcow2, NAME-disk1.qcow2, NAME.SNAPSHOT.qcow2 ...). */
+static bool named_for(const char *path, const char *name)
+{
+  CLEANUP_FREE char *copy = strdup(path);
+  const char *base = basename(copy);
+  size_t n = strlen(name);
+  return strncmp(base, name, n) == 0 && (base[n] == '.' || base[n] == '-');
+}
+
+/* Which files --remove-storage may remove: each disk's own file and the files of
+ * its backing chain that were made for this VM, but never a template, never a
+ * CD-ROM or read-only disk, and never an image another VM's disks use or stand on. */
+static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *name, struct vm_strv *files)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, VIR_DOMAIN_XML_INACTIVE);
+  if (!doc) return VM_EXIT_FAIL;
+  struct vm_disk *disks;
+  size_t nd;
+  vm_domain_disks(doc, &disks, &nd);
+  int rc = 0;
+  for (size_t i = 0; i < nd && rc == 0; i++) {
+    const struct vm_disk *d = &disks[i];
+    if (!d->source || !d->type || strcmp(d->type, "file") != 0) continue;
+    if (d->readonly || (d->device && strcmp(d->device, "disk") != 0)) {
+      vm_info("keeping '%s' (%s)", d->source, d->readonly ? "read-only" : d->device);
+      continue;
+    }
+    struct vm_strv chain = { 0 };
+    if (access(d->source, F_OK) == 0) {
+      if ((rc = vm_image_chain(d->source, &chain))) break;
+    }
+    for (size_t c = 0; c < chain.n; c++) {
+      const char *f = chain.v[c];
+      if (c > 0 && !named_for(f, name)) break;
+      if (vm_image_is_template(f)) {
+        vm_info("keeping template image '%s'", f);
+        break;
+      }
+      struct vm_strv users = { 0 };
+      if ((rc = vm_image_users(conn, f, name, &users))) break;
+      if (users.n) {
+        vm_info("keeping '%s': VM '%s' uses it", f, users.v[0]);
+        vm_strv_free(&users);
+        break;
+      }
+      if (!vm_strv_contains(files->v, f)) vm_strv_add(files, f);
+    }
+    vm_strv_free(&chain);
+  }
+  vm_disks_free(disks, nd);
+  return rc;
+}
+
+int cmd_undefine(int argc, char **argv)
+{
+  struct poptOption table[] = {
+    { "remove-storage", '\0', POPT_ARG_NONE, &o_remove_storage, 0,
+      "also remove the VM's disk files (never templates or images other VMs use)", NULL },
+    { "force", 'f', POPT_ARG_NONE, &o_force, 0, "force a running VM off first", NULL },
+    VM_POPT_COMMON, POPT_TABLEEND
+  };
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, table, "VM", "Remove a VM's definition (and its snapshots' records).",
+                    1, 1, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  const char *name = args[0];
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
+  if ((rc = vm_lookup(conn, name, &dom))) return rc;
+  if (virDomainIsPersistent(dom) != 1)
+    return vm_fail(VM_EXIT_STATE, "VM '%s' is transient: destroy it instead", name);
+  if (virDomainIsActive(dom) == 1) {
+    if (!o_force) return vm_fail(VM_EXIT_STATE, "VM '%s' is running: stop it first, or use --force", name);
+  }
+  struct vm_strv files = { 0 };
+  if (o_remove_storage && (rc = removable_files(conn, dom, name, &files))) return rc;
+  if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1) {
+    vm_strv_free(&files);
+    return vm_fail_virt("cannot force VM '%s' off", name);
+  }
+  unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                   VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
+  if (virDomainUndefineFlags(dom, flags) < 0) {
+    vm_strv_free(&files);
+    return vm_fail_virt("cannot undefine VM '%s'", name);
+  }
+  /* Files go only after the definition is gone, so a failure leaves a whole VM. */
+  for (size_t i = 0; i < files.n; i++) {
+    if (unlink(files.v[i]) < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", files.v[i]);
+    else vm_debug("removed '%s'", files.v[i]);
+  }
+  vm_info("undefined VM '%s'%s", name, files.n ? " and removed its storage" : "");
+  vm_strv_free(&files);
+  return rc;
+}

@@ -1,0 +1,327 @@
+/* vmrun list|info|stats: what is there, how it is defined, and how busy it is. */
+#include <string.h>
+
+#include "vmrun.h"
+
+static char *o_state;
+static int o_interval = 1, o_count = 1;
+
+static int by_name(const void *a, const void *b)
+{
+  return strcmp(virDomainGetName(*(virDomainPtr const *)a), virDomainGetName(*(virDomainPtr const *)b));
+}
+
+static const struct vm_column list_cols[] = {
+  { "name", "NAME", VM_COL_STR },
+  { "state", "STATE", VM_COL_STR },
+  { "vcpus", "VCPUS", VM_COL_INT },
+  { "memory", "MEMORY", VM_COL_BYTES },
+  { "autostart", "AUTOSTART", VM_COL_BOOL },
+  { "template", "TEMPLATE", VM_COL_STR },
+  { NULL, NULL, 0 },
+};
+
+int cmd_list(int argc, char **argv)
+{
+  struct poptOption table[] = {
+    { "state", '\0', POPT_ARG_STRING, &o_state, 0, "only VMs in STATE (running, paused, shutoff ...)", "STATE" },
+    VM_POPT_COMMON, POPT_TABLEEND
+  };
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, table, "", "List the VMs of a host, running or not.", 0, 0, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  int want = -1;
+  if (o_state && (want = vm_state_parse(o_state)) < 0) return vm_usage_error("unknown state '%s'", o_state);
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRDOMAINS virDomainPtr *doms = NULL;
+  int n = virConnectListAllDomains(conn, &doms, 0);
+  if (n < 0) return vm_fail_virt("cannot list VMs");
+  qsort(doms, (size_t)n, sizeof *doms, by_name);
+  CLEANUP_JSON json_object *rows = json_object_new_array();
+  for (int i = 0; i < n; i++) {
+    virDomainInfo info;
+    int autostart = 0;
+    if (virDomainGetInfo(doms[i], &info) < 0) continue; /* gone meanwhile */
+    if (want >= 0 && info.state != want) continue;
+    virDomainGetAutostart(doms[i], &autostart);
+    json_object *row = json_object_new_object();
+    json_object_object_add(row, "name", json_object_new_string(virDomainGetName(doms[i])));
+    json_object_object_add(row, "state", json_object_new_string(vm_state_name(info.state)));
+    json_object_object_add(row, "vcpus", json_object_new_int(info.nrVirtCpu));
+    json_object_object_add(row, "memory", json_object_new_int64((int64_t)info.maxMem * 1024));
+    json_object_object_add(row, "autostart", json_object_new_boolean(autostart));
+    json_object_object_add(row, "persistent", json_object_new_boolean(virDomainIsPersistent(doms[i]) == 1));
+    /* The template a VM was cloned from, kept in vmkit's metadata. */
+    char *md = virDomainGetMetadata(doms[i], VIR_DOMAIN_METADATA_ELEMENT, VM_META_NS, 0);
+    if (md) {
+      CLEANUP_XMLDOC xmlDocPtr mdoc = vm_xml_parse(md);
+      free(md);
+      CLEANUP_XPATHCTX xmlXPathContextPtr x = mdoc ? vm_xpath_ctx(mdoc) : NULL;
+      CLEANUP_FREE char *t = x ? vm_xpath_str(x, "/vm/template") /* libvirt returns it without its namespace */ : NULL;
+      if (t) json_object_object_add(row, "template", json_object_new_string(t));
+    } else {
+      virResetLastError();
+    }
+    json_object_array_add(rows, row);
+  }
+  return vm_print_list(rows, list_cols);
+}
+
+static const struct vm_column info_cols[] = {
+  { "memory", "", VM_COL_BYTES },
+  { "max_memory", "", VM_COL_BYTES },
+  { NULL, NULL, 0 },
+};
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+  if (v) json_object_object_add(o, k, json_object_new_string(v));
+}
+
+int cmd_info(int argc, char **argv)
+{
+  struct poptOption table[] = { VM_POPT_COMMON, POPT_TABLEEND };
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, table, "VM", "Show a VM's definition and state.", 1, 1, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
+  if ((rc = vm_lookup(conn, args[0], &dom))) return rc;
+  virDomainInfo info;
+  if (virDomainGetInfo(dom, &info) < 0) return vm_fail_virt("cannot read VM '%s'", args[0]);
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, 0);
+  if (!doc) return VM_EXIT_FAIL;
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  char uuid[VIR_UUID_STRING_BUFLEN] = "";
+  virDomainGetUUIDString(dom, uuid);
+  int autostart = 0;
+  virDomainGetAutostart(dom, &autostart);
+
+  CLEANUP_JSON json_object *o = json_object_new_object();
+  add_str(o, "name", virDomainGetName(dom));
+  add_str(o, "uuid", uuid);
+  add_str(o, "state", vm_state_name(info.state));
+  int id = (int)virDomainGetID(dom);
+  json_object_object_add(o, "id", id >= 0 && info.state != VIR_DOMAIN_SHUTOFF ? json_object_new_int(id) : NULL);
+  json_object_object_add(o, "persistent", json_object_new_boolean(virDomainIsPersistent(dom) == 1));
+  json_object_object_add(o, "autostart", json_object_new_boolean(autostart));
+  CLEANUP_FREE char *vt = vm_xpath_str(x, "/domain/@type");
+  add_str(o, "virt_type", vt);
+  json_object_object_add(o, "vcpus", json_object_new_int(info.nrVirtCpu));
+  json_object_object_add(o, "memory", json_object_new_int64((int64_t)info.memory * 1024));
+  json_object_object_add(o, "max_memory", json_object_new_int64((int64_t)info.maxMem * 1024));
+  char secs[32];
+  snprintf(secs, sizeof secs, "%.2f", (double)info.cpuTime / 1e9);
+  json_object_object_add(o, "cpu_time", json_object_new_double_s((double)info.cpuTime / 1e9, secs));
+  CLEANUP_FREE char *tpl = vm_domain_meta(doc, "template");
+  add_str(o, "template", tpl);
+  CLEANUP_FREE char *log = console_log_path(doc);
+  add_str(o, "console_log", log);
+  CLEANUP_FREE char *kernel = vm_xpath_str(x, "/domain/os/kernel");
+  CLEANUP_FREE char *cmdline = vm_xpath_str(x, "/domain/os/cmdline");
+  add_str(o, "kernel", kernel);
+  add_str(o, "cmdline", cmdline);
+
+  struct vm_disk *disks;
+  size_t nd;
+  vm_domain_disks(doc, &disks, &nd);
+  json_object *jd = json_object_new_array();
+  for (size_t i = 0; i < nd; i++) {
+    json_object *d = json_object_new_object();
+    add_str(d, "target", disks[i].target);
+    add_str(d, "device", disks[i].device);
+    add_str(d, "source", disks[i].source);
+    add_str(d, "format", disks[i].format);
+    virDomainBlockInfo bi;
+    if (disks[i].source && virDomainGetBlockInfo(dom, disks[i].target, &bi, 0) == 0) {
+      json_object_object_add(d, "capacity", json_object_new_int64((int64_t)bi.capacity));
+      json_object_object_add(d, "allocation", json_object_new_int64((int64_t)bi.allocation));
+    }
+    json_object_array_add(jd, d);
+  }
+  vm_disks_free(disks, nd);
+  json_object_object_add(o, "disks", jd);
+
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr nics = vm_xpath_nodes(x, "/domain/devices/interface");
+  json_object *jn = json_object_new_array();
+  for (int i = 0; nics && nics->nodesetval && i < nics->nodesetval->nodeNr; i++) {
+    x->node = nics->nodesetval->nodeTab[i];
+    json_object *n = json_object_new_object();
+    CLEANUP_FREE char *type = vm_xml_prop(x->node, "type");
+    CLEANUP_FREE char *mac = vm_xpath_str(x, "mac/@address");
+    CLEANUP_FREE char *src = vm_xpath_str(x, "source/@network | source/@bridge");
+    CLEANUP_FREE char *dev = vm_xpath_str(x, "target/@dev");
+    CLEANUP_FREE char *model = vm_xpath_str(x, "model/@type");
+    add_str(n, "type", type);
+    add_str(n, "source", src);
+    add_str(n, "mac", mac);
+    add_str(n, "model", model);
+    add_str(n, "device", dev);
+    json_object_array_add(jn, n);
+  }
+  json_object_object_add(o, "nics", jn);
+  return vm_print_record(o, info_cols);
+}
+
+/* One sample of the counters stats turns into rates. */
+struct sample {
+  char *name;
+  int state;
+  unsigned vcpus;
+  unsigned long long cpu_ns, mem_kib, rss_kib, rd, wr, rx, tx;
+};
+
+static unsigned long long param_ull(virTypedParameterPtr p, int n, const char *key)
+{
+  unsigned long long v = 0;
+  virTypedParamsGetULLong(p, n, key, &v);
+  return v;
+}
+
+/* Sums a per-device counter (block.0.rd.bytes, block.1.rd.bytes ...). */
+static unsigned long long sum_param(virTypedParameterPtr p, int n, const char *prefix, const char *suffix)
+{
+  unsigned long long total = 0;
+  unsigned count = 0;
+  char key[64];
+  snprintf(key, sizeof key, "%s.count", prefix);
+  virTypedParamsGetUInt(p, n, key, &count);
+  for (unsigned i = 0; i < count; i++) {
+    snprintf(key, sizeof key, "%s.%u.%s", prefix, i, suffix);
+    total += param_ull(p, n, key);
+  }
+  return total;
+}
+
+static int take_sample(virConnectPtr conn, virDomainPtr *only, struct sample **out, int *nout)
+{
+  unsigned stats = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
+                   VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK;
+  virDomainStatsRecordPtr *recs = NULL;
+  int n = only ? virDomainListGetStats(only, stats, &recs, 0) : virConnectGetAllDomainStats(conn, stats, &recs, 0);
+  if (n < 0) return vm_fail_virt("cannot read VM statistics");
+  *out = calloc((size_t)n + 1, sizeof **out);
+  for (int i = 0; i < n; i++) {
+    virDomainStatsRecordPtr r = recs[i];
+    struct sample *s = &(*out)[i];
+    int st = 0;
+    unsigned cur = 0;
+    s->name = strdup(virDomainGetName(r->dom));
+    virTypedParamsGetInt(r->params, r->nparams, "state.state", &st);
+    s->state = st;
+    virTypedParamsGetUInt(r->params, r->nparams, "vcpu.current", &cur);
+    s->vcpus = cur;
+    s->cpu_ns = param_ull(r->params, r->nparams, "cpu.time");
+    s->mem_kib = param_ull(r->params, r->nparams, "balloon.current");
+    s->rss_kib = param_ull(r->params, r->nparams, "balloon.rss");
+    s->rd = sum_param(r->params, r->nparams, "block", "rd.bytes");
+    s->wr = sum_param(r->params, r->nparams, "block", "wr.bytes");
+    s->rx = sum_param(r->params, r->nparams, "net", "rx.bytes");
+    s->tx = sum_param(r->params, r->nparams, "net", "tx.bytes");
+  }
+  virDomainStatsRecordListFree(recs);
+  *nout = n;
+  return 0;
+}
+
+static void free_samples(struct sample *s, int n)
+{
+  for (int i = 0; s && i < n; i++) free(s[i].name);
+  free(s);
+}
+
+static const struct vm_column stats_cols[] = {
+  { "name", "NAME", VM_COL_STR },
+  { "state", "STATE", VM_COL_STR },
+  { "cpu_percent", "CPU%", VM_COL_PCT },
+  { "memory", "MEMORY", VM_COL_BYTES },
+  { "rss", "RSS", VM_COL_BYTES },
+  { "disk_read", "DISK-RD", VM_COL_RATE },
+  { "disk_write", "DISK-WR", VM_COL_RATE },
+  { "net_rx", "NET-RX", VM_COL_RATE },
+  { "net_tx", "NET-TX", VM_COL_RATE },
+  { NULL, NULL, 0 },
+};
+
+static uint64_t rate(unsigned long long a, unsigned long long b, double secs)
+{
+  return b > a && secs > 0 ? (uint64_t)((double)(b - a) / secs) : 0;
+}
+
+int cmd_stats(int argc, char **argv)
+{
+  struct poptOption table[] = {
+    { "interval", 'i', POPT_ARG_INT, &o_interval, 0, "seconds between the two samples (default: 1)", "SECONDS" },
+    { "count", 'n', POPT_ARG_INT, &o_count, 0, "print N reports, one per interval (0: until interrupted; default: 1)", "N" },
+    VM_POPT_COMMON, POPT_TABLEEND
+  };
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, table, "[VM...]",
+                    "CPU %% (of one host CPU), memory, and disk and network bytes per second, "
+                    "from two samples an interval apart; all running VMs when none is named.",
+                    0, -1, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  if (o_interval < 1) return vm_usage_error("invalid --interval %d: expected at least 1", o_interval);
+  if (o_count < 0) return vm_usage_error("invalid --count %d", o_count);
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  virDomainPtr *only = NULL;
+  if (nargs) {
+    only = calloc((size_t)nargs + 1, sizeof *only);
+    for (int i = 0; i < nargs; i++) {
+      if ((rc = vm_lookup(conn, args[i], &only[i]))) {
+        for (int j = 0; j < i; j++) virDomainFree(only[j]);
+        free(only);
+        return rc;
+      }
+    }
+  }
+  vm_catch_signals();
+  struct sample *prev = NULL, *cur = NULL;
+  int nprev = 0, ncur = 0;
+  int64_t tprev = vm_now_ms();
+  rc = take_sample(conn, only, &prev, &nprev);
+  for (int report = 0; rc == 0 && (o_count == 0 || report < o_count) && !vm_interrupted(); report++) {
+    vm_sleep_ms(o_interval * 1000);
+    if (vm_interrupted()) break;
+    int64_t tcur = vm_now_ms();
+    if ((rc = take_sample(conn, only, &cur, &ncur))) break;
+    double secs = (double)(tcur - tprev) / 1000.0;
+    CLEANUP_JSON json_object *rows = json_object_new_array();
+    for (int i = 0; i < ncur; i++) {
+      const struct sample *b = &cur[i], *a = NULL;
+      for (int j = 0; j < nprev && !a; j++)
+        if (strcmp(prev[j].name, b->name) == 0) a = &prev[j];
+      if (!only && b->state != VIR_DOMAIN_RUNNING && b->state != VIR_DOMAIN_PAUSED) continue;
+      json_object *row = json_object_new_object();
+      json_object_object_add(row, "name", json_object_new_string(b->name));
+      json_object_object_add(row, "state", json_object_new_string(vm_state_name(b->state)));
+      double cpu = a && b->cpu_ns > a->cpu_ns ? (double)(b->cpu_ns - a->cpu_ns) / (secs * 1e7) : 0.0;
+      json_object_object_add(row, "cpu_percent", json_object_new_double(cpu));
+      json_object_object_add(row, "vcpus", json_object_new_int((int)b->vcpus));
+      json_object_object_add(row, "memory", json_object_new_int64((int64_t)b->mem_kib * 1024));
+      json_object_object_add(row, "rss", json_object_new_int64((int64_t)b->rss_kib * 1024));
+      json_object_object_add(row, "disk_read", json_object_new_int64((int64_t)(a ? rate(a->rd, b->rd, secs) : 0)));
+      json_object_object_add(row, "disk_write", json_object_new_int64((int64_t)(a ? rate(a->wr, b->wr, secs) : 0)));
+      json_object_object_add(row, "net_rx", json_object_new_int64((int64_t)(a ? rate(a->rx, b->rx, secs) : 0)));
+      json_object_object_add(row, "net_tx", json_object_new_int64((int64_t)(a ? rate(a->tx, b->tx, secs) : 0)));
+      json_object_array_add(rows, row);
+    }
+    rc = vm_print_list(rows, stats_cols);
+    free_samples(prev, nprev);
+    prev = cur, nprev = ncur, tprev = tcur;
+    cur = NULL;
+  }
+  free_samples(prev, nprev);
+  for (int i = 0; only && i < nargs; i++) virDomainFree(only[i]);
+  free(only);
+  return rc;
+}

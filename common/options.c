@@ -68,6 +68,7 @@ static void print_help(poptContext ctx, const char *args_help, const char *about
          args_help ? args_help : "");
   if (about) printf("%s\n", about);
   const char *rest = buf ? strchr(buf, '\n') : NULL;
+  while (rest && rest[0] == '\n' && rest[1] == '\n') rest++;
   if (rest) fputs(rest, stdout);
   free(buf);
 }

@@ -22,10 +22,17 @@ static int unit_shift(char u)
 int vm_parse_size(const char *s, char default_unit, uint64_t *bytes)
 {
   if (!s || !*s || !isdigit((unsigned char)*s)) return -1;
+  /* Digits with an optional fraction: strtod alone would take 1e3 and 0x10. */
+  size_t len = strspn(s, "0123456789");
+  if (s[len] == '.') len += 1 + strspn(s + len + 1, "0123456789");
+  if (len > 32 || s[len - 1] == '.') return -1;
+  char num[33];
+  memcpy(num, s, len);
+  num[len] = '\0';
   errno = 0;
-  char *end;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
+  double v = strtod(num, NULL);
+  char *end = (char *)s + len;
+  if (errno) return -1;
   int shift;
   if (*end == '\0') {
     shift = unit_shift(default_unit);

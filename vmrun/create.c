@@ -20,14 +20,14 @@ static int o_copy, o_full, o_autostart, o_start, o_dry_run;
 static struct poptOption options[] = {
   { "image", 'i', POPT_ARG_STRING, &o_image, 0, "boot disk: this image, used in place", "FILE" },
   { "copy", '\0', POPT_ARG_NONE, &o_copy, 0, "copy the --image into the storage directory", NULL },
-  { "template", 't', POPT_ARG_STRING, &o_template, 0, "boot disk: a linked clone of this template", "NAME" },
+  { "template", '\0', POPT_ARG_STRING, &o_template, 0, "boot disk: a linked clone of this template", "NAME" },
   { "full", '\0', POPT_ARG_NONE, &o_full, 0, "make a full copy of the template, not a linked clone", NULL },
   { "size", '\0', POPT_ARG_STRING, &o_size, 0, "grow the boot disk to SIZE (bare number: GiB)", "SIZE" },
   { "vcpus", '\0', POPT_ARG_STRING, &o_vcpus, 0, "virtual CPUs (default: the template's, else 1)", "N" },
   { "memory", 'm', POPT_ARG_STRING, &o_memory, 0, "memory (bare number: MiB; default: the template's, else 512M)", "SIZE" },
   { "disk", 'd', POPT_ARG_ARGV, &o_disks, 0, "add a blank data disk of SIZE (bare number: GiB); repeatable", "SIZE" },
   { "cdrom", '\0', POPT_ARG_STRING, &o_cdrom, 0, "attach an ISO image as a CD-ROM", "ISO" },
-  { "network", 'n', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
+  { "network", '\0', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
   { "mac", '\0', POPT_ARG_ARGV, &o_macs, 0, "MAC address of the next NIC; repeatable", "MAC" },
   { "console-log", '\0', POPT_ARG_STRING, &o_console_log, 0, "log the serial console to FILE (default: /var/log/libvirt/qemu/NAME-console.log)", "FILE" },
   { "kernel", '\0', POPT_ARG_STRING, &o_kernel, 0, "boot this kernel directly", "FILE" },
@@ -183,6 +183,7 @@ int cmd_create(int argc, char **argv)
   if (o_initrd && (rc = need_file("initrd", o_initrd, &initrd))) goto out;
   if (o_ssh_key && (rc = need_file("ssh key", o_ssh_key, NULL))) goto out;
   if (o_root_pw && (rc = need_file("password file", o_root_pw, NULL))) goto out;
+  if ((rc = customization_check(&cust))) goto out;
   struct stat st;
   const char *sdir = vm_storage_dir();
   if ((o_template || o_copy || ndata) && (stat(sdir, &st) < 0 || !S_ISDIR(st.st_mode))) {

@@ -10,6 +10,26 @@ bool customization_wanted(const struct customization *c)
   return c->hostname || c->ssh_key_file || c->root_password_file;
 }
 
+/* Checks the inputs before any disk is made or appliance launched. */
+int customization_check(const struct customization *c)
+{
+  if (c->ssh_key_file) {
+    CLEANUP_FREE char *key = vm_read_file(c->ssh_key_file, 65536, NULL);
+    if (!key) return vm_fail_errno(VM_EXIT_FAIL, "cannot read ssh key '%s'", c->ssh_key_file);
+    if (strncmp(key, "ssh-", 4) != 0 && strncmp(key, "ecdsa-", 6) != 0 && strncmp(key, "sk-", 3) != 0)
+      return vm_fail(VM_EXIT_USAGE, "'%s' does not look like an ssh public key", c->ssh_key_file);
+  }
+  if (c->root_password_file) {
+    char *pw = vm_read_first_line(c->root_password_file);
+    if (!pw) return vm_fail_errno(VM_EXIT_FAIL, "cannot read password file '%s'", c->root_password_file);
+    bool empty = !*pw;
+    explicit_bzero(pw, strlen(pw));
+    free(pw);
+    if (empty) return vm_fail(VM_EXIT_USAGE, "password file '%s' has an empty first line", c->root_password_file);
+  }
+  return 0;
+}
+
 static int open_disk(guestfs_h **gp, const char *path, const char *format)
 {
   guestfs_h *g = vm_gfs_open();
@@ -45,10 +65,6 @@ static int set_root_password(guestfs_h *g, const char *pwfile)
 {
   char *pw = vm_read_first_line(pwfile);
   if (!pw) return vm_fail_errno(VM_EXIT_FAIL, "cannot read password file '%s'", pwfile);
-  if (!*pw) {
-    free(pw);
-    return vm_fail(VM_EXIT_USAGE, "password file '%s' has an empty first line", pwfile);
-  }
   char salt[CRYPT_GENSALT_OUTPUT_SIZE];
   struct crypt_data cd;
   memset(&cd, 0, sizeof cd);
@@ -87,8 +103,6 @@ static int add_ssh_key(guestfs_h *g, const char *keyfile)
   size_t len;
   CLEANUP_FREE char *key = vm_read_file(keyfile, 65536, &len);
   if (!key) return vm_fail_errno(VM_EXIT_FAIL, "cannot read ssh key '%s'", keyfile);
-  if (!strstr(key, "ssh-") && !strstr(key, "ecdsa-"))
-    return vm_fail(VM_EXIT_USAGE, "'%s' does not look like an ssh public key", keyfile);
   if (len && key[len - 1] != '\n') {
     char *k2 = vm_strdup_printf("%s\n", key);
     free(key);

@@ -71,7 +71,8 @@ int cmd_start(int argc, char **argv)
 }
 
 /* stop: every VM is asked at once, then all are waited for against one deadline,
- * so stopping ten VMs takes as long as the slowest, not the sum. */
+ * so stopping ten VMs takes as long as the slowest, not the sum. Ctrl-C ends the
+ * wait and leaves the VMs shutting down: only the timeout forces them off. */
 int cmd_stop(int argc, char **argv)
 {
   struct poptOption table[] = {
@@ -117,7 +118,7 @@ int cmd_stop(int argc, char **argv)
       /* A transient VM is gone once it stops. */
       if (virDomainIsActive(pending[i]) != 1) {
         vm_info("stopped VM '%s'", args[i]);
-      } else if (vm_now_ms() >= deadline || vm_interrupted()) {
+      } else if (vm_now_ms() >= deadline) {
         if (o_no_force) {
           rc = vm_fail(VM_EXIT_TIMEOUT, "VM '%s' did not shut down within %d s", args[i], o_timeout);
         } else if (virDomainDestroy(pending[i]) < 0 && virDomainIsActive(pending[i]) == 1) {
@@ -235,11 +236,11 @@ static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *nam
     }
     for (size_t c = 0; c < chain.n; c++) {
       const char *f = chain.v[c];
-      if (c > 0 && !named_for(f, name)) break;
       if (vm_image_is_template(f)) {
         vm_info("keeping template image '%s'", f);
         break;
       }
+      if (c > 0 && !named_for(f, name)) break;
       struct vm_strv users = { 0 };
       if ((rc = vm_image_users(conn, f, name, &users))) break;
       if (users.n) {

@@ -5,7 +5,7 @@ static const struct vm_verb verbs[] = {
   { "create", cmd_create, "define a VM from an image or a template (a linked clone)" },
   { "start", cmd_start, "start VMs" },
   { "stop", cmd_stop, "shut VMs down gracefully, forcing them off after a timeout" },
-  { "reboot", cmd_reboot, "reboot a running VM" },
+  { "reboot", cmd_reboot, "reboot running VMs" },
   { "pause", cmd_pause, "pause VMs (their vCPUs stop; memory stays)" },
   { "resume", cmd_resume, "resume paused VMs" },
   { "destroy", cmd_destroy, "force VMs off at once" },

@@ -257,7 +257,7 @@ static uint64_t rate(unsigned long long a, unsigned long long b, double secs)
 int cmd_stats(int argc, char **argv)
 {
   struct poptOption table[] = {
-    { "interval", 'i', POPT_ARG_INT, &o_interval, 0, "seconds between the two samples (default: 1)", "SECONDS" },
+    { "interval", '\0', POPT_ARG_INT, &o_interval, 0, "seconds between the two samples (default: 1)", "SECONDS" },
     { "count", 'n', POPT_ARG_INT, &o_count, 0, "print N reports, one per interval (0: until interrupted; default: 1)", "N" },
     VM_POPT_COMMON, POPT_TABLEEND
   };
@@ -265,8 +265,8 @@ int cmd_stats(int argc, char **argv)
   const char **args;
   int nargs;
   int rc = vm_parse(&ctx, argc, argv, table, "[VM...]",
-                    "CPU %% (of one host CPU), memory, and disk and network bytes per second, "
-                    "from two samples an interval apart; all running VMs when none is named.",
+                    "CPU % of one host CPU, memory, disk and network bytes/s from two samples\n"
+                    "an interval apart; all running VMs when none is named.",
                     0, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   if (o_interval < 1) return vm_usage_error("invalid --interval %d: expected at least 1", o_interval);

@@ -91,7 +91,7 @@ static int copy_into(const char *dir, const char *src, const char *as)
 
 static char *o_from, *o_description;
 static struct poptOption create_options[] = {
-  { "from", 'f', POPT_ARG_STRING, &o_from, 0, "the shut-off VM whose boot disk becomes the template", "VM" },
+  { "from", '\0', POPT_ARG_STRING, &o_from, 0, "the shut-off VM whose boot disk becomes the template", "VM" },
   { "description", '\0', POPT_ARG_STRING, &o_description, 0, "a line about the template", "TEXT" },
   VM_POPT_COMMON,
   POPT_TABLEEND
@@ -266,11 +266,11 @@ static int template_delete(int argc, char **argv)
   if (rc) return rc == VM_DONE ? 0 : rc;
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
-  int worst = 0;
+  int first = 0;
   for (int i = 0; i < nargs; i++) {
     struct template t;
     if ((rc = template_load(args[i], &t))) {
-      if (rc > worst) worst = rc;
+      if (!first) first = rc;
       continue;
     }
     struct vm_strv users = { 0 };
@@ -291,9 +291,9 @@ static int template_delete(int argc, char **argv)
     }
     vm_strv_free(&users);
     template_free(&t);
-    if (rc > worst) worst = rc;
+    if (rc && !first) first = rc;
   }
-  return worst;
+  return first;
 }
 
 static const struct vm_verb template_verbs[] = {

@@ -12,11 +12,11 @@ static char *o_nic, *o_inbound, *o_outbound;
 static int o_live, o_config;
 
 static struct poptOption options[] = {
-  { "cpu-shares", '\0', POPT_ARG_STRING, &o_shares, 0, "relative CPU weight against other VMs (default 1024)", "N" },
+  { "cpu-shares", '\0', POPT_ARG_STRING, &o_shares, 0, "relative CPU weight against other VMs (cgroup v1: 2 to 262144, default 1024)", "N" },
   { "cpu-quota", '\0', POPT_ARG_STRING, &o_quota, 0, "microseconds of CPU each vCPU may use per period (-1: no limit)", "US" },
   { "cpu-period", '\0', POPT_ARG_STRING, &o_period, 0, "the quota's period in microseconds (default 100000)", "US" },
-  { "mem-hard", '\0', POPT_ARG_STRING, &o_mem_hard, 0, "memory hard limit (0: none)", "SIZE" },
-  { "mem-soft", '\0', POPT_ARG_STRING, &o_mem_soft, 0, "memory soft limit, enforced under host memory pressure (0: none)", "SIZE" },
+  { "mem-hard", '\0', POPT_ARG_STRING, &o_mem_hard, 0, "memory hard limit (bare number: MiB; 0: none)", "SIZE" },
+  { "mem-soft", '\0', POPT_ARG_STRING, &o_mem_soft, 0, "memory soft limit, enforced under host memory pressure (bare number: MiB; 0: none)", "SIZE" },
   { "disk", '\0', POPT_ARG_STRING, &o_disk, 0, "the disk (vda, ...) the I/O limits apply to", "DEV" },
   { "read-bytes-sec", '\0', POPT_ARG_STRING, &o_rbps, 0, "disk read limit in bytes per second (0: none)", "SIZE" },
   { "write-bytes-sec", '\0', POPT_ARG_STRING, &o_wbps, 0, "disk write limit in bytes per second", "SIZE" },
@@ -246,6 +246,21 @@ int cmd_tune(int argc, char **argv)
   if (mem.n && virDomainSetMemoryParameters(dom, mem.p, mem.n, flags) < 0) {
     rc = vm_fail_virt("cannot set memory limits of '%s'", name);
     goto out;
+  }
+  if (io.n) {
+    CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, flags & VIR_DOMAIN_AFFECT_CONFIG ? VIR_DOMAIN_XML_INACTIVE : 0);
+    struct vm_disk *disks = NULL;
+    size_t nd = 0;
+    bool found = false;
+    if (doc) vm_domain_disks(doc, &disks, &nd);
+    for (size_t i = 0; i < nd; i++)
+      found |= disks[i].target && strcmp(disks[i].target, o_disk) == 0;
+    vm_disks_free(disks, nd);
+    if (!doc) { rc = VM_EXIT_FAIL; goto out; }
+    if (!found) {
+      rc = vm_fail(VM_EXIT_NOTFOUND, "VM '%s' has no disk '%s'", name, o_disk);
+      goto out;
+    }
   }
   if (io.n && virDomainSetBlockIoTune(dom, o_disk, io.p, io.n, flags) < 0) {
     rc = vm_fail_virt("cannot set I/O limits of disk '%s' of '%s'", o_disk, name);

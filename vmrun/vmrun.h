@@ -36,6 +36,7 @@ struct customization {
   const char *root_password_file;
 };
 bool customization_wanted(const struct customization *c);
+int customization_check(const struct customization *c);
 int customize_disk(const char *path, const char *format, const struct customization *c);
 int seal_disk(const char *path);
 

@@ -1,0 +1,108 @@
+# Shared by every bats file: load with `load helpers`.
+#
+# The suite runs the real thing: the tools in this tree against the real libvirtd
+# (qemu:///system), guests under TCG (HOST.md: KVM guests hang on the build machine),
+# real qemu-img and real libguestfs. Everything a test makes lives under
+# $VMKIT_TEST_RUN (a per-run folder on disk, removed at the end) and every VM it
+# defines is named with the run's prefix, so teardown can remove it even when the
+# test failed halfway.
+
+bats_require_minimum_version 1.5.0
+
+TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+TOOLS="vmrun"
+
+# One-letter file tag from the file's number: t/020-vmrun-lifecycle.bats -> 020.
+FILETAG=$(basename "$BATS_TEST_FILENAME" .bats | cut -d- -f1)
+
+# run_tool EXPECTED_RC TOOL ARGS...: runs a tool of this tree; fails the test,
+# showing both streams, unless it exits with exactly EXPECTED_RC. Sets $output
+# (stdout), $stderr, $lines and $stderr_lines.
+run_tool() {
+  local want=$1 tool=$2
+  shift 2
+  run --separate-stderr "$TOP/$tool/$tool" "$@"
+  if [ "$status" -ne "$want" ]; then
+    {
+      echo "command: $tool $*"
+      echo "expected exit $want, got $status"
+      echo "--- stdout"; echo "$output"
+      echo "--- stderr"; echo "$stderr"
+    } >&3
+    return 1
+  fi
+}
+
+# The tool wrote exactly one line on stderr, containing TEXT.
+assert_one_error_line() {
+  local n
+  n=$(printf '%s' "$stderr" | grep -c '')
+  if [ "$n" -ne 1 ] || [[ "$stderr" != *"$1"* ]]; then
+    echo "expected one stderr line containing '$1', got $n:" >&3
+    echo "$stderr" >&3
+    return 1
+  fi
+}
+
+# vm_name SUFFIX: a VM name unique to this run, file and test.
+vm_name() { echo "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-$1"; }
+# file_vm_name SUFFIX: a VM shared by the tests of one file (setup_file).
+file_vm_name() { echo "${VMKIT_TEST_PREFIX}${FILETAG}-f-$1"; }
+
+virsh_q() { virsh -q -c qemu:///system "$@"; }
+
+# Removes every VM whose name starts with PREFIX, with its snapshot records.
+remove_vms() {
+  local prefix=$1 d
+  # Never with an empty or foreign prefix: that would match VMs this run did not make.
+  case "$prefix" in vmkt?*) ;; *) echo "remove_vms: refusing prefix '$prefix'" >&2; return 1 ;; esac
+  for d in $(virsh_q list --all --name | grep "^$prefix" || true); do
+    virsh_q destroy "$d" >/dev/null 2>&1 || true
+    virsh_q undefine "$d" --snapshots-metadata --checkpoints-metadata --managed-save --nvram >/dev/null 2>&1 ||
+      virsh_q undefine "$d" >/dev/null 2>&1 || true
+  done
+}
+
+# A VM from the shared fixture template, started, waiting until the guest is up.
+# boot_vm NAME [vmrun create options...]
+boot_vm() {
+  local name=$1
+  shift
+  run_tool 0 vmrun create "$name" --template tiny --start "$@"
+  run_tool 0 vmrun wait "$name" --console-line 'vmkit-guest: up' --timeout 120
+}
+
+# console NAME: the guest's serial console log so far.
+# (The serial line ends lines with CR LF; the CRs are dropped.)
+console() { tr -d '\r' < "/var/log/libvirt/qemu/$1-console.log" 2>/dev/null; }
+
+# Each test removes its own VMs and files, passed or failed.
+common_teardown() {
+  remove_vms "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
+  rm -f "$VMKIT_STORAGE_DIR/${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"*
+}
+common_teardown_file() {
+  remove_vms "${VMKIT_TEST_PREFIX}${FILETAG}-"
+  rm -f "$VMKIT_STORAGE_DIR/${VMKIT_TEST_PREFIX}${FILETAG}-"*
+}
+
+teardown() { common_teardown; }
+teardown_file() { common_teardown_file; }
+
+# guest_exec VM COMMAND: runs COMMAND with /bin/sh in the guest through its agent
+# (guest-exec), waits for it, prints its stdout and returns its exit code.
+guest_exec() {
+  local vm=$1 cmd=$2 pid st i
+  pid=$(virsh_q qemu-agent-command "$vm" "$(jq -cn --arg c "$cmd" \
+    '{execute:"guest-exec",arguments:{path:"/bin/sh",arg:["-c",$c],"capture-output":true}}')" | jq .return.pid)
+  for i in $(seq 1 600); do
+    st=$(virsh_q qemu-agent-command "$vm" "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":$pid}}")
+    if [ "$(jq .return.exited <<< "$st")" = true ]; then
+      jq -r '.return["out-data"] // ""' <<< "$st" | base64 -d
+      return "$(jq '.return.exitcode // 1' <<< "$st")"
+    fi
+    sleep 0.1
+  done
+  echo "guest_exec: '$cmd' did not finish in 60 s" >&2
+  return 1
+}

@@ -1,0 +1,47 @@
+# Once per `bats t/` run: the per-run folder, the tiny guest fixture built from
+# Debian packages (HOST.md), and a template made from it that most tests clone.
+
+setup_suite() {
+  bats_require_minimum_version 1.5.0
+  local top
+  top=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+  # On disk, not tmpfs, and traversable by the libvirt-qemu user that QEMU runs as.
+  export VMKIT_TEST_RUN=${VMKIT_TEST_RUN:-$(mktemp -d /var/tmp/vmkit-test.XXXXXX)}
+  chmod 755 "$VMKIT_TEST_RUN"
+  export VMKIT_TEST_PREFIX="vmkt$(basename "$VMKIT_TEST_RUN" | cut -d. -f2 | tr -cd 'a-zA-Z0-9' | cut -c1-6)-"
+  # HOST.md: KVM guests hang on the build machine; everything runs under TCG.
+  export VMKIT_VIRT_TYPE=qemu
+  export LIBVIRT_DEFAULT_URI=qemu:///system
+  export VMKIT_STORAGE_DIR=$VMKIT_TEST_RUN/storage
+  export VMKIT_TEMPLATE_DIR=$VMKIT_TEST_RUN/templates
+  export VMKIT_FIXTURE=${VMKIT_FIXTURE:-$top/t/.run/guest}
+  mkdir -p "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
+  chmod 755 "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
+  "$top/scripts/mkguest" "$VMKIT_FIXTURE" >&2
+
+  # The shared template, in vmrun's template format (vmrun(1), FILES), written
+  # directly so that tests which only clone it need no libguestfs launch.
+  local t=$VMKIT_TEMPLATE_DIR/tiny
+  mkdir -p "$t"
+  cp "$VMKIT_FIXTURE/root.qcow2" "$t/disk.qcow2"
+  cp "$VMKIT_FIXTURE/vmlinuz" "$t/vmlinuz"
+  cp "$VMKIT_FIXTURE/initrd.img" "$t/initrd.img"
+  chmod 444 "$t"/*
+  cat > "$t/template.json" <<JSON
+{ "format": 1, "name": "tiny", "created": "$(date -u +%FT%TZ)", "source": "fixture",
+  "vcpus": 1, "memory": 268435456, "disk": "disk.qcow2",
+  "virtual_size": $(qemu-img info --output=json "$t/disk.qcow2" | jq '."virtual-size"'),
+  "kernel": "vmlinuz", "initrd": "initrd.img", "cmdline": "$(cat "$VMKIT_FIXTURE/cmdline")" }
+JSON
+}
+
+teardown_suite() {
+  local d
+  for d in $(virsh -q -c qemu:///system list --all --name | grep "^$VMKIT_TEST_PREFIX" || true); do
+    virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1 || true
+    virsh -q -c qemu:///system undefine "$d" --snapshots-metadata >/dev/null 2>&1 || true
+  done
+  rm -f /var/log/libvirt/qemu/"$VMKIT_TEST_PREFIX"*-console.log
+  [ -z "${VMKIT_TEST_KEEP:-}" ] && rm -rf "$VMKIT_TEST_RUN"
+  return 0
+}

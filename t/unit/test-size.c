@@ -1,0 +1,82 @@
+/* Sizes as people type them, and as tables show them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "vmkit.h"
+
+static void parse_units(void **state)
+{
+  uint64_t b;
+  assert_int_equal(vm_parse_size("4G", 'B', &b), 0);
+  assert_int_equal(b, 4ULL << 30);
+  assert_int_equal(vm_parse_size("512M", 'B', &b), 0);
+  assert_int_equal(b, 512ULL << 20);
+  assert_int_equal(vm_parse_size("1.5T", 'B', &b), 0);
+  assert_int_equal(b, 3ULL << 39);
+  assert_int_equal(vm_parse_size("2GiB", 'B', &b), 0);
+  assert_int_equal(b, 2ULL << 30);
+  assert_int_equal(vm_parse_size("2gb", 'B', &b), 0);
+  assert_int_equal(b, 2ULL << 30);
+  assert_int_equal(vm_parse_size("4096B", 'G', &b), 0);
+  assert_int_equal(b, 4096);
+  assert_int_equal(vm_parse_size("100k", 'B', &b), 0);
+  assert_int_equal(b, 102400);
+}
+
+static void parse_default_unit(void **state)
+{
+  uint64_t b;
+  assert_int_equal(vm_parse_size("256", 'M', &b), 0);
+  assert_int_equal(b, 256ULL << 20);
+  assert_int_equal(vm_parse_size("10", 'G', &b), 0);
+  assert_int_equal(b, 10ULL << 30);
+  assert_int_equal(vm_parse_size("0", 'M', &b), 0);
+  assert_int_equal(b, 0);
+}
+
+static void parse_rejects(void **state)
+{
+  uint64_t b = 77;
+  const char *bad[] = { "", "G", "-1G", "4X", "4GG", "1.5", "abc", "4 G", "0x10", "1e3", "99999999999P", NULL };
+  for (int i = 0; bad[i]; i++) {
+    /* "1.5" with default unit bytes is not a whole number of bytes. */
+    assert_int_equal(vm_parse_size(bad[i], 'B', &b), -1);
+  }
+  assert_int_equal(vm_parse_size(NULL, 'B', &b), -1);
+  assert_int_equal(b, 77);
+}
+
+static void format_human(void **state)
+{
+  char buf[16];
+  assert_string_equal(vm_format_size(0, buf), "0");
+  assert_string_equal(vm_format_size(1023, buf), "1023");
+  assert_string_equal(vm_format_size(1024, buf), "1K");
+  assert_string_equal(vm_format_size(1536ULL << 20, buf), "1.5G");
+  assert_string_equal(vm_format_size(256ULL << 20, buf), "256M");
+  assert_string_equal(vm_format_size(8ULL << 40, buf), "8T");
+}
+
+static void parse_uint(void **state)
+{
+  uint64_t v;
+  assert_int_equal(vm_parse_uint("4", 1, 512, &v), 0);
+  assert_int_equal(v, 4);
+  assert_int_equal(vm_parse_uint("0", 1, 512, &v), -1);
+  assert_int_equal(vm_parse_uint("513", 1, 512, &v), -1);
+  assert_int_equal(vm_parse_uint("-1", 0, 512, &v), -1);
+  assert_int_equal(vm_parse_uint("3x", 0, 512, &v), -1);
+  assert_int_equal(vm_parse_uint("", 0, 512, &v), -1);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(parse_units),   cmocka_unit_test(parse_default_unit),
+    cmocka_unit_test(parse_rejects), cmocka_unit_test(format_human),
+    cmocka_unit_test(parse_uint),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

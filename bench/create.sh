@@ -146,7 +146,7 @@ done
 
 # --- the runs -------------------------------------------------------------------
 # The timed command of METHOD for VM NAME from template TEMPLATE (a shell string for
-# hyperfine, whose output goes to a log).
+# hyperfine, whose output goes to a log shown when a command fails).
 command_for() { # METHOD NAME TEMPLATE
   local name=$2 tpl=$3 tdir=$VMKIT_TEMPLATE_DIR/$3 disk=$VMKIT_STORAGE_DIR/$2.qcow2
   case "$1" in
@@ -177,7 +177,8 @@ for ((r = 0; r <= runs; r++)); do
       m=${methods[$(((i + r) % ${#methods[@]}))]}
       name="${BENCH_PREFIX}${s}g-r$r-$m"
       args+=(-n "$m" -p "$(printf '%q ' bash "$self" __prepare "$m" "$name" "$tpl")")
-      cmds+=("$(command_for "$m" "$name" "$tpl")")
+      # (exec 2>&1: hyperfine's --output keeps stdout only, and errors should be seen)
+      cmds+=("exec 2>&1; $(command_for "$m" "$name" "$tpl")")
     done
     [ "$r" -gt 0 ] || log "round 0 (warm-up, not counted), ${s} GiB: ${cmds[*]/#/$'\n  '}"
     : > "$scratch/errors"

@@ -199,6 +199,11 @@ static unsigned long long sum_param(virTypedParameterPtr p, int n, const char *p
   return total;
 }
 
+static int sample_by_name(const void *a, const void *b)
+{
+  return strcmp(((const struct sample *)a)->name, ((const struct sample *)b)->name);
+}
+
 static int take_sample(virConnectPtr conn, virDomainPtr *only, struct sample **out, int *nout)
 {
   unsigned stats = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
@@ -226,6 +231,7 @@ static int take_sample(virConnectPtr conn, virDomainPtr *only, struct sample **o
     s->tx = sum_param(r->params, r->nparams, "net", "tx.bytes");
   }
   virDomainStatsRecordListFree(recs);
+  qsort(*out, (size_t)n, sizeof **out, sample_by_name);
   *nout = n;
   return 0;
 }

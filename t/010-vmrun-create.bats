@@ -4,6 +4,12 @@
 
 load helpers
 
+teardown() {
+  common_teardown
+  [ -f "$BATS_TEST_TMPDIR/bridge" ] && ip link del "$(cat "$BATS_TEST_TMPDIR/bridge")" 2>/dev/null
+  return 0
+}
+
 @test "create --dry-run prints the XML and the qemu-img command and makes nothing" {
   local vm
   vm=$(vm_name dry)
@@ -79,9 +85,9 @@ load helpers
   local vm br
   vm=$(vm_name net)
   br=vmkbr$$
+  echo "$br" > "$BATS_TEST_TMPDIR/bridge"
   ip link add "$br" type bridge
   run_tool 0 vmrun create "$vm-a" --template tiny --network "bridge=$br" --network user --start
-  ip link del "$br"
   run_tool 0 vmrun info "$vm-a" -o json
   [ "$(jq -r '[.nics[] | .type + ":" + (.source // "")] | join(",")' <<< "$output")" = "bridge:$br,user:" ]
   run_tool 0 vmrun create "$vm-b" --template tiny --network none --dry-run

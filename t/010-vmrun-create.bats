@@ -4,12 +4,6 @@
 
 load helpers
 
-teardown() {
-  common_teardown
-  [ -f "$BATS_TEST_TMPDIR/bridge" ] && ip link del "$(cat "$BATS_TEST_TMPDIR/bridge")" 2>/dev/null
-  return 0
-}
-
 @test "create --dry-run prints the XML and the qemu-img command and makes nothing" {
   local vm
   vm=$(vm_name dry)
@@ -84,9 +78,7 @@ teardown() {
 @test "create --network bridge= and network=, and --network none" {
   local vm br
   vm=$(vm_name net)
-  br=vmkbr$$
-  echo "$br" > "$BATS_TEST_TMPDIR/bridge"
-  ip link add "$br" type bridge
+  br=$(make_bridge)
   run_tool 0 vmrun create "$vm-a" --template tiny --network "bridge=$br" --network user --start
   run_tool 0 vmrun info "$vm-a" -o json
   [ "$(jq -r '[.nics[] | .type + ":" + (.source // "")] | join(",")' <<< "$output")" = "bridge:$br,user:" ]

@@ -5,19 +5,10 @@
 
 load helpers
 
-teardown() {
-  common_teardown
-  [ -f "$BATS_TEST_TMPDIR/bridge" ] && ip link del "$(cat "$BATS_TEST_TMPDIR/bridge")" 2>/dev/null
-  return 0
-}
-
 @test "NIC bandwidth on a bridge NIC: applied, or refused in one line where the host lacks the qdiscs" {
   local vm br mac
   vm=$(vm_name bw)
-  br=vmkbw$$
-  echo "$br" > "$BATS_TEST_TMPDIR/bridge"
-  ip link add "$br" type bridge
-  ip link set "$br" up
+  br=$(make_bridge)
   run_tool 0 vmrun create "$vm" --template tiny --network "bridge=$br" --start
   mac=$("$TOP/vmrun/vmrun" info "$vm" -o json | jq -r '.nics[0].mac')
   # libvirt shapes inbound traffic with htb and sfq: does this kernel have sfq?

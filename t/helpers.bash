@@ -76,10 +76,21 @@ boot_vm() {
 # (The serial line ends lines with CR LF; the CRs are dropped.)
 console() { tr -d '\r' < "/var/log/libvirt/qemu/$1-console.log" 2>/dev/null; }
 
-# Each test removes its own VMs and files, passed or failed.
+# make_bridge: creates a host bridge for this test (up), prints its name; the
+# test's teardown removes it.
+make_bridge() {
+  local br=vmkbr$$$BATS_TEST_NUMBER
+  ip link add "$br" type bridge && ip link set "$br" up && echo "$br" >> "$BATS_TEST_TMPDIR/bridges" &&
+    echo "$br"
+}
+
+# Each test removes its own VMs, files and bridges, passed or failed.
 common_teardown() {
   remove_vms "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
   rm -f "$VMKIT_STORAGE_DIR/${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"*
+  if [ -f "$BATS_TEST_TMPDIR/bridges" ]; then
+    while read -r br; do ip link del "$br" 2>/dev/null || true; done < "$BATS_TEST_TMPDIR/bridges"
+  fi
 }
 common_teardown_file() {
   remove_vms "${VMKIT_TEST_PREFIX}${FILETAG}-"

@@ -30,7 +30,7 @@ endif
 
 pkgnames = $(foreach p,$(1),$(word 1,$(subst :, ,$(p))))
 LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PKGS)) 2>/dev/null)
-LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null)
+LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null) -lpthread
 CPPFLAGS   += $(LIB_CFLAGS)
 
 TOOLS := vmrun

@@ -19,8 +19,8 @@
 # Prints a markdown table on stdout, progress on stderr. Environment:
 #   BENCH_RUNS   counted runs per method and template (default 5)
 #   BENCH_SIZES  the templates, GiB of data each holds (default "1 8")
-#   BENCH_TMP    where the scratch directory goes (default /var/tmp; needs about
-#                2 x the largest size + the sum of the sizes free)
+#   BENCH_TMP    where the scratch directory goes (default /var/tmp; needs the sum of
+#                the sizes plus the largest one free: 17 GiB by default)
 # Needs: a running libvirtd on qemu:///system, hyperfine, jq, virtinst, qemu-utils and
 # what scripts/mkguest needs (scripts/setup installs all of them).
 # Guests run under TCG (<domain type='qemu'>, VMKIT_VIRT_TYPE=qemu): on this machine a
@@ -79,7 +79,11 @@ done
 [ -x "$root/vmrun/vmrun" ] || die "no $root/vmrun/vmrun: run make first"
 virsh -q -c qemu:///system version >/dev/null 2>&1 || die "libvirtd does not answer on qemu:///system"
 runs=${BENCH_RUNS:-5}
-sizes=(${BENCH_SIZES:-1 8})
+read -r -a sizes <<< "${BENCH_SIZES:-1 8}"
+for s in "${sizes[@]}"; do
+  [[ "$s" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZES: '$s' is not a whole number of GiB"
+done
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS: '$runs' is not a positive number"
 
 scratch=$(mktemp -d "${BENCH_TMP:-/var/tmp}/bench-create.XXXXXX")
 chmod 755 "$scratch"  # QEMU runs as libvirt-qemu and must reach the disks

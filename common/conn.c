@@ -89,3 +89,43 @@ const char *vm_template_dir(void)
   const char *d = getenv("VMKIT_TEMPLATE_DIR");
   return d && *d ? d : "/var/lib/vmkit/templates";
 }
+
+int vm_domain_idle(virDomainPtr dom, const char *what)
+{
+  int type = 0, n = 0, op = 0;
+  virTypedParameterPtr params = NULL;
+  if (virDomainGetJobStats(dom, &type, &params, &n, 0) == 0) {
+    virTypedParamsGetInt(params, n, VIR_DOMAIN_JOB_OPERATION, &op);
+    virTypedParamsFree(params, n);
+  } else {
+    virResetLastError();
+  }
+  if (type != VIR_DOMAIN_JOB_NONE) {
+    static const char *const ops[] = {
+      [VIR_DOMAIN_JOB_OPERATION_START] = "start", [VIR_DOMAIN_JOB_OPERATION_SAVE] = "save",
+      [VIR_DOMAIN_JOB_OPERATION_RESTORE] = "restore",
+      [VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN] = "incoming migration",
+      [VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT] = "migration",
+      [VIR_DOMAIN_JOB_OPERATION_SNAPSHOT] = "snapshot",
+      [VIR_DOMAIN_JOB_OPERATION_SNAPSHOT_REVERT] = "snapshot revert",
+      [VIR_DOMAIN_JOB_OPERATION_DUMP] = "dump", [VIR_DOMAIN_JOB_OPERATION_BACKUP] = "backup",
+    };
+    const char *name = op > 0 && (size_t)op < sizeof ops / sizeof *ops && ops[op] ? ops[op] : "another";
+    return vm_fail(VM_EXIT_STATE, "cannot %s '%s': a %s job is running", what, virDomainGetName(dom), name);
+  }
+  /* Block jobs (a commit, a copy, a pull) hold a disk too. */
+  CLEANUP_XMLDOC xmlDocPtr doc = virDomainIsActive(dom) == 1 ? vm_domain_doc(dom, 0) : NULL;
+  struct vm_disk *disks = NULL;
+  size_t nd = 0;
+  if (doc) vm_domain_disks(doc, &disks, &nd);
+  int rc = 0;
+  for (size_t i = 0; i < nd && rc == 0; i++) {
+    virDomainBlockJobInfo info;
+    if (disks[i].target && virDomainGetBlockJobInfo(dom, disks[i].target, &info, 0) == 1)
+      rc = vm_fail(VM_EXIT_STATE, "cannot %s '%s': a block job runs on disk %s", what,
+                   virDomainGetName(dom), disks[i].target);
+  }
+  virResetLastError();
+  vm_disks_free(disks, nd);
+  return rc;
+}

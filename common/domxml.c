@@ -146,3 +146,25 @@ char *vm_domain_meta(xmlDocPtr doc, const char *key)
   CLEANUP_FREE char *expr = vm_strdup_printf("/domain/metadata/vmkit:vm/vmkit:%s", key);
   return vm_xpath_str(ctx, expr);
 }
+
+xmlDocPtr vm_meta_read(virDomainPtr dom, const char *ns)
+{
+  char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, ns, 0);
+  if (!xml) {
+    virResetLastError();
+    return NULL;
+  }
+  xmlDocPtr doc = vm_xml_parse(xml);
+  free(xml);
+  return doc;
+}
+
+int vm_meta_write(virDomainPtr dom, const char *ns, const char *prefix, xmlDocPtr doc)
+{
+  CLEANUP_FREE char *xml = doc ? vm_xml_dump(doc) : NULL;
+  unsigned flags = (virDomainIsActive(dom) == 1 ? VIR_DOMAIN_AFFECT_LIVE : 0) |
+                   (virDomainIsPersistent(dom) == 1 ? VIR_DOMAIN_AFFECT_CONFIG : 0);
+  if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, xml, doc ? prefix : NULL, ns, flags) < 0)
+    return vm_fail_virt("cannot record vmkit metadata of '%s'", virDomainGetName(dom));
+  return 0;
+}

@@ -158,6 +158,9 @@ void vm_catch_signals(void)
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  /* A closed stdout or stderr (a reader gone from a pipe) must not kill the tool
+   * between making a disk and undoing it: writes fail with EPIPE instead. */
+  signal(SIGPIPE, SIG_IGN);
 }
 
 bool vm_interrupted(void) { return interrupted != 0; }

@@ -72,3 +72,25 @@ int vm_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
   *out = v;
   return 0;
 }
+
+int vm_parse_duration(const char *s, int64_t *seconds)
+{
+  uint64_t n;
+  if (!s || !isdigit((unsigned char)*s)) return -1;
+  size_t len = strspn(s, "0123456789");
+  if (len > 12) return -1;
+  char num[16];
+  memcpy(num, s, len);
+  num[len] = '\0';
+  if (vm_parse_uint(num, 0, 999999999999ULL, &n) < 0) return -1;
+  const char *u = s + len;
+  int64_t mult;
+  if (!*u || strcmp(u, "s") == 0) mult = 1;
+  else if (strcmp(u, "m") == 0 || strcmp(u, "min") == 0) mult = 60;
+  else if (strcmp(u, "h") == 0) mult = 3600;
+  else if (strcmp(u, "d") == 0) mult = 86400;
+  else if (strcmp(u, "w") == 0) mult = 7 * 86400;
+  else return -1;
+  *seconds = (int64_t)n * mult;
+  return 0;
+}

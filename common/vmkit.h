@@ -52,7 +52,7 @@ void vm_info(const char *fmt, ...) VM_PRINTF(1, 2);
 void vm_debug(const char *fmt, ...) VM_PRINTF(1, 2);
 
 /* Ctrl-C, SIGTERM and SIGHUP set a flag instead of killing the tool, so that long
- * work can stop at a safe point and undo what it made. */
+ * work can stop at a safe point and undo what it made; SIGPIPE is ignored. */
 void vm_catch_signals(void);
 bool vm_interrupted(void);
 
@@ -136,6 +136,8 @@ int vm_run_checked(char *const argv[], char **out);
 int vm_parse_size(const char *s, char default_unit, uint64_t *bytes);
 /* Human form for tables: "0", "512K", "1.5G". Returns buf. */
 const char *vm_format_size(uint64_t bytes, char buf[static 16]);
+/* "90s", "30m", "12h", "7d", "2w" (a bare number is seconds) to seconds; -1 if not one. */
+int vm_parse_duration(const char *s, int64_t *seconds);
 /* Parses a whole decimal number within [min, max]; -1 if not one. */
 int vm_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
@@ -175,6 +177,21 @@ int vm_check_name(const char *what, const char *name);
 /* Where new disks go (VMKIT_STORAGE_DIR) and where templates live (VMKIT_TEMPLATE_DIR). */
 const char *vm_storage_dir(void);
 const char *vm_template_dir(void);
+
+/* ---- Events (events.c) --------------------------------------------------------------
+ * vm_events_init() starts libvirt's event loop on a thread; call it before
+ * vm_connect(). A pause watch then measures, from the domain's lifecycle events,
+ * how many milliseconds its vCPUs were paused between start and stop (-1 when
+ * events are not available). stop waits up to settle_ms for a pending RESUMED. */
+int vm_events_init(void);
+struct vm_pause_watch;
+struct vm_pause_watch *vm_pause_watch_start(virConnectPtr conn, virDomainPtr dom);
+long vm_pause_watch_stop(struct vm_pause_watch *w, int settle_ms);
+
+/* A job that excludes another operation (a migration, a backup, a block job):
+ * 0 when none runs, else VM_EXIT_STATE after "cannot WHAT 'VM': a backup job is
+ * running". */
+int vm_domain_idle(virDomainPtr dom, const char *what);
 
 /* ---- XML (xml.c) ----------------------------------------------------------------------- */
 #define VM_META_NS "https://vmkit.dev/xmlns/domain/1"
@@ -234,6 +251,12 @@ int vm_domain_disks(xmlDocPtr doc, struct vm_disk **disks, size_t *n);
 void vm_disks_free(struct vm_disk *disks, size_t n);
 /* vmkit metadata element text (e.g. "template"), or NULL. */
 char *vm_domain_meta(xmlDocPtr doc, const char *key);
+/* A metadata element of vmkit's own in namespace ns (one element per namespace,
+ * kept by libvirt with the domain, so it travels with it to any host): read
+ * (NULL when absent) and written to the live and the persistent definition.
+ * Writing NULL removes it. */
+xmlDocPtr vm_meta_read(virDomainPtr dom, const char *ns);
+int vm_meta_write(virDomainPtr dom, const char *ns, const char *prefix, xmlDocPtr doc);
 
 /* ---- Images (image.c) ------------------------------------------------------------------- */
 /* `qemu-img info -U --output=json [--backing-chain] PATH`, parsed. With a chain the

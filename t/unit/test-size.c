@@ -71,12 +71,29 @@ static void parse_uint(void **state)
   assert_int_equal(vm_parse_uint("", 0, 512, &v), -1);
 }
 
+static void durations(void **state)
+{
+  int64_t s;
+  assert_int_equal(vm_parse_duration("90", &s), 0);
+  assert_int_equal(s, 90);
+  assert_int_equal(vm_parse_duration("30m", &s), 0);
+  assert_int_equal(s, 1800);
+  assert_int_equal(vm_parse_duration("12h", &s), 0);
+  assert_int_equal(s, 43200);
+  assert_int_equal(vm_parse_duration("7d", &s), 0);
+  assert_int_equal(s, 604800);
+  assert_int_equal(vm_parse_duration("2w", &s), 0);
+  assert_int_equal(s, 1209600);
+  const char *bad[] = { "", "d", "-1d", "1.5d", "3y", "10dd", "1 d", "9999999999999d", NULL };
+  for (int i = 0; bad[i]; i++) assert_int_equal(vm_parse_duration(bad[i], &s), -1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(parse_units),   cmocka_unit_test(parse_default_unit),
     cmocka_unit_test(parse_rejects), cmocka_unit_test(format_human),
-    cmocka_unit_test(parse_uint),
+    cmocka_unit_test(parse_uint),    cmocka_unit_test(durations),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,7 +33,7 @@ LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PKGS)) 2>/dev/nul
 LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null) -lpthread
 CPPFLAGS   += $(LIB_CFLAGS)
 
-TOOLS := vmrun
+TOOLS := vmrun vmsnap
 
 COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:.c=.o)

@@ -1,6 +1,7 @@
 /* Images through qemu-img: their info, their backing chains, and which domains
  * depend on them (so that nothing removes or writes into a shared base). */
 #include <errno.h>
+#include <libgen.h>
 #include <limits.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,4 +88,12 @@ bool vm_image_is_template(const char *path)
   if (!realpath(path, real) || !realpath(vm_template_dir(), tdir)) return false;
   size_t n = strlen(tdir);
   return strncmp(real, tdir, n) == 0 && real[n] == '/';
+}
+
+bool vm_image_named_for(const char *path, const char *vm)
+{
+  CLEANUP_FREE char *copy = strdup(path);
+  const char *base = basename(copy);
+  size_t n = strlen(vm);
+  return strncmp(base, vm, n) == 0 && (base[n] == '.' || base[n] == '-');
 }

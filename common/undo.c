@@ -1,6 +1,8 @@
 /* Undo of half-done work: nothing half-made is left behind (no orphan disk, no
  * half-defined VM). */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +28,16 @@ static void push(enum kind k, const char *path, virDomainPtr dom)
 
 void vm_undo_file(const char *path) { push(U_FILE, path, NULL); }
 void vm_undo_dir(const char *path) { push(U_DIR, path, NULL); }
+
+int vm_undo_new_file(const char *path)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return vm_fail_errno(errno == EEXIST ? VM_EXIT_STATE : VM_EXIT_FAIL, "cannot create '%s'", path);
+  close(fd);
+  vm_undo_file(path);
+  return 0;
+}
 
 void vm_undo_domain(virDomainPtr dom)
 {

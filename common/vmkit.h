@@ -270,6 +270,9 @@ int vm_image_users(virConnectPtr conn, const char *path, const char *except,
                    struct vm_strv *users);
 /* True when path is inside the template directory. */
 bool vm_image_is_template(const char *path);
+/* True when vmkit named the file after the VM (VM.qcow2, VM-disk1.qcow2,
+ * VM-vda.SNAP.qcow2 ...): the VM's own files, which removing the VM may remove. */
+bool vm_image_named_for(const char *path, const char *vm);
 
 /* ---- libguestfs (gfs.c) ------------------------------------------------------------------ */
 /* A handle whose errors are reported through vm_fail_gfs, using the direct backend
@@ -285,6 +288,9 @@ int vm_gfs_mount_guest(guestfs_h *g, const char *disk_desc);
  * made; vm_undo_run() removes them in reverse order when a later step fails, so
  * nothing half-made is left behind. vm_undo_forget() commits. */
 void vm_undo_file(const char *path);
+/* Claims a new file's path with O_EXCL (two tools can never share it) and
+ * registers its removal. 0, or VM_EXIT_STATE when it exists, after a message. */
+int vm_undo_new_file(const char *path);
 void vm_undo_dir(const char *path);
 void vm_undo_domain(virDomainPtr dom);
 void vm_undo_run(void);

@@ -92,18 +92,6 @@ static int parse_network(const char *spec, struct vm_spec_nic *nic)
   return 0;
 }
 
-/* Reserves a new disk's path with O_EXCL so that two creates can never share it,
- * and registers it for removal if a later step fails. */
-static int reserve(const char *path)
-{
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return vm_fail_errno(errno == EEXIST ? VM_EXIT_STATE : VM_EXIT_FAIL, "cannot create disk '%s'", path);
-  close(fd);
-  vm_undo_file(path);
-  return 0;
-}
-
 static int plan_new(struct planned_disk *d, const char *path)
 {
   d->path = strdup(path);
@@ -314,7 +302,7 @@ int cmd_create(int argc, char **argv)
   vm_catch_signals();
   for (size_t i = 0; i < nd && rc == 0; i++) {
     if (!disks[i].argv.n) continue;
-    if ((rc = reserve(disks[i].path))) break;
+    if ((rc = vm_undo_new_file(disks[i].path))) break;
     vm_progress("creating disks", i, nd);
     rc = vm_run_checked(disks[i].argv.v, NULL);
     if (rc == 0 && disks[i].argv2.n) rc = vm_run_checked(disks[i].argv2.v, NULL);

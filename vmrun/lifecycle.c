@@ -1,7 +1,6 @@
 /* vmrun start|stop|reboot|pause|resume|destroy|undefine. Verbs that take several
  * VMs act on each and exit with the first failure's code. Asking for the state a
  * VM is already in succeeds (--strict makes it exit 4), as a script would want. */
-#include <libgen.h>
 #include <limits.h>
 #include <string.h>
 #include <unistd.h>
@@ -202,16 +201,6 @@ int cmd_destroy(int argc, char **argv)
   return for_each_vm(argc, argv, table, "Force VMs off at once, like pulling the plug.", destroy_one);
 }
 
-/* A file in a disk's backing chain belongs to this VM when vmkit named it after
- * the VM (NAME.qcow2, NAME-disk1.qcow2, NAME.SNAPSHOT.qcow2 ...). */
-static bool named_for(const char *path, const char *name)
-{
-  CLEANUP_FREE char *copy = strdup(path);
-  const char *base = basename(copy);
-  size_t n = strlen(name);
-  return strncmp(base, name, n) == 0 && (base[n] == '.' || base[n] == '-');
-}
-
 /* Which files --remove-storage may remove: each disk's own file and the files of
  * its backing chain that were made for this VM, but never a template, never a
  * CD-ROM or read-only disk, and never an image another VM's disks use or stand on. */
@@ -240,7 +229,7 @@ static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *nam
         vm_info("keeping template image '%s'", f);
         break;
       }
-      if (c > 0 && !named_for(f, name)) break;
+      if (c > 0 && !vm_image_named_for(f, name)) break;
       struct vm_strv users = { 0 };
       if ((rc = vm_image_users(conn, f, name, &users))) break;
       if (users.n) {

@@ -1,0 +1,159 @@
+/* The images behind a VM's disks and snapshots as a graph of backing links, read
+ * from the images themselves (qemu-img), not from libvirt's records: deleting and
+ * reverting external snapshots is decided on what the files say. */
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmsnap.h"
+#include "chain.h"
+
+static void add_edge(struct graph *g, const char *file, const char *backing, const char *format)
+{
+  for (size_t i = 0; i < g->n; i++)
+    if (strcmp(g->v[i].file, file) == 0) return;
+  struct edge *v = realloc(g->v, (g->n + 1) * sizeof *v);
+  if (!v) return;
+  g->v = v;
+  g->v[g->n++] = (struct edge){ strdup(file), backing ? strdup(backing) : NULL, strdup(format ? format : "raw") };
+}
+
+static const char *str_member(json_object *o, const char *key)
+{
+  json_object *v;
+  return json_object_object_get_ex(o, key, &v) && v ? json_object_get_string(v) : NULL;
+}
+
+int graph_add(struct graph *g, const char *top)
+{
+  char real[PATH_MAX];
+  if (!realpath(top, real) || graph_find(g, real)) return 0;
+  CLEANUP_JSON json_object *info = vm_image_info(real, true);
+  if (!info) return VM_EXIT_FAIL;
+  size_t n = json_object_is_type(info, json_type_array) ? json_object_array_length(info) : 1;
+  for (size_t i = 0; i < n; i++) {
+    json_object *img = json_object_is_type(info, json_type_array) ? json_object_array_get_idx(info, i) : info;
+    const char *f = str_member(img, "filename");
+    const char *b = str_member(img, "full-backing-filename");
+    if (!b) b = str_member(img, "backing-filename");
+    if (!f) continue;
+    char rf[PATH_MAX], rb[PATH_MAX];
+    add_edge(g, realpath(f, rf) ? rf : f, b ? (realpath(b, rb) ? rb : b) : NULL, str_member(img, "format"));
+  }
+  return 0;
+}
+
+const struct edge *graph_find(const struct graph *g, const char *file)
+{
+  for (size_t i = 0; i < g->n; i++)
+    if (strcmp(g->v[i].file, file) == 0) return &g->v[i];
+  return NULL;
+}
+
+void graph_children(const struct graph *g, const char *file, struct vm_strv *out)
+{
+  for (size_t i = 0; i < g->n; i++)
+    if (g->v[i].backing && strcmp(g->v[i].backing, file) == 0) vm_strv_add(out, g->v[i].file);
+}
+
+void graph_free(struct graph *g)
+{
+  for (size_t i = 0; i < g->n; i++) {
+    free(g->v[i].file);
+    free(g->v[i].backing);
+    free(g->v[i].format);
+  }
+  free(g->v);
+  g->v = NULL;
+  g->n = 0;
+}
+
+/* Every image a VM's disks and snapshots can reach: the chains of its current
+ * disks (live and persistent) and of every snapshot's base and overlay. */
+int graph_of_vm(virDomainPtr dom, const struct snaps *s, struct graph *g)
+{
+  memset(g, 0, sizeof *g);
+  int rc = 0;
+  for (int pass = 0; pass < 2 && rc == 0; pass++) {
+    if (pass == 0 && virDomainIsActive(dom) != 1) continue;
+    if (pass == 1 && virDomainIsPersistent(dom) != 1) continue;
+    CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, pass ? VIR_DOMAIN_XML_INACTIVE : 0);
+    if (!doc) return VM_EXIT_FAIL;
+    struct vm_disk *d;
+    size_t nd;
+    vm_domain_disks(doc, &d, &nd);
+    for (size_t i = 0; i < nd && rc == 0; i++)
+      if (d[i].source && d[i].device && strcmp(d[i].device, "disk") == 0 && access(d[i].source, F_OK) == 0)
+        rc = graph_add(g, d[i].source);
+    vm_disks_free(d, nd);
+  }
+  for (size_t i = 0; i < s->n && rc == 0; i++)
+    for (size_t j = 0; j < s->v[i].ndisks && rc == 0; j++) {
+      const struct snap_disk *sd = &s->v[i].disks[j];
+      if (sd->overlay && access(sd->overlay, F_OK) == 0) rc = graph_add(g, sd->overlay);
+      if (rc == 0 && sd->base && access(sd->base, F_OK) == 0) rc = graph_add(g, sd->base);
+    }
+  return rc;
+}
+
+int wait_block_job(virDomainPtr dom, const char *target, bool pivot)
+{
+  for (;;) {
+    virDomainBlockJobInfo info;
+    int r = virDomainGetBlockJobInfo(dom, target, &info, 0);
+    if (r < 0) return vm_fail_virt("cannot follow the block job on %s of '%s'", target, virDomainGetName(dom));
+    if (r == 0) return 0; /* finished and gone */
+    vm_progress("merging", info.cur, info.end);
+    if (pivot && info.end > 0 && info.cur == info.end) {
+      if (virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0) {
+        vm_progress_end();
+        return vm_fail_virt("cannot pivot %s of '%s'", target, virDomainGetName(dom));
+      }
+      pivot = false;
+    }
+    vm_sleep_ms(50);
+  }
+}
+
+/* libvirt keeps <backingStore> in a persistent definition and trusts it at the next
+ * start; after the chain changed under it, the definition is written again
+ * without it, so that the chain is read from the images. Disk sources named in
+ * retarget (target, new source pairs) are changed on the way. */
+int redefine_without_backing(virConnectPtr conn, virDomainPtr dom, char *const *retarget)
+{
+  if (virDomainIsPersistent(dom) != 1) return 0;
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+  if (!doc) return VM_EXIT_FAIL;
+  fix_disks(doc, retarget);
+  CLEANUP_FREE char *xml = vm_xml_dump(doc);
+  virDomainPtr d = virDomainDefineXML(conn, xml);
+  if (!d) return vm_fail_virt("cannot update the definition of '%s'", virDomainGetName(dom));
+  virDomainFree(d);
+  return 0;
+}
+
+void fix_disks(xmlDocPtr doc, char *const *retarget)
+{
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr bs = vm_xpath_nodes(x, "//devices/disk/backingStore");
+  for (int i = 0; bs && bs->nodesetval && i < bs->nodesetval->nodeNr; i++) {
+    xmlUnlinkNode(bs->nodesetval->nodeTab[i]);
+    xmlFreeNode(bs->nodesetval->nodeTab[i]);
+    bs->nodesetval->nodeTab[i] = NULL;
+  }
+  for (size_t i = 0; retarget && retarget[i] && retarget[i + 1]; i += 3) {
+    CLEANUP_FREE char *e = vm_strdup_printf("//devices/disk[target/@dev='%s']", retarget[i]);
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, e);
+    for (int j = 0; o && o->nodesetval && j < o->nodesetval->nodeNr; j++) {
+      xmlNodePtr disk = o->nodesetval->nodeTab[j];
+      for (xmlNodePtr c = disk->children; c; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE) continue;
+        if (xmlStrcmp(c->name, BAD_CAST "source") == 0) {
+          xmlUnsetProp(c, BAD_CAST "index");
+          vm_xml_set(c, "file", retarget[i + 1]);
+        }
+        if (xmlStrcmp(c->name, BAD_CAST "driver") == 0 && retarget[i + 2]) vm_xml_set(c, "type", retarget[i + 2]);
+      }
+    }
+  }
+}

@@ -1,0 +1,203 @@
+/* vmsnap revert: back to a snapshot. Internal ones through libvirt. External ones
+ * through libvirt where it can (9.9 and later); before that, here: a fresh overlay
+ * on each image the snapshot froze, the domain defined again from the snapshot's
+ * copy of it, the memory restored when the snapshot saved it, and the snapshot
+ * marked current. The state the VM had before is discarded, as with any revert. */
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmsnap.h"
+#include "chain.h"
+
+static int o_running, o_paused;
+
+static struct poptOption options[] = {
+  { "running", '\0', POPT_ARG_NONE, &o_running, 0, "run the VM after the revert", NULL },
+  { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "leave the VM paused after the revert", NULL },
+  VM_POPT_COMMON,
+  POPT_TABLEEND
+};
+
+/* The snapshot's copy of the domain (persistent one when it kept both), as a
+ * document of its own. */
+static xmlDocPtr snapshot_domain(const struct snap *s, bool live)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(s->xml);
+  if (!doc) return NULL;
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr o =
+    vm_xpath_nodes(x, live ? "/domainsnapshot/domain" : "/domainsnapshot/inactiveDomain");
+  if ((!o || !o->nodesetval || o->nodesetval->nodeNr == 0) && !live) {
+    xmlXPathFreeObject(o);
+    o = vm_xpath_nodes(x, "/domainsnapshot/domain");
+  }
+  if (!o || !o->nodesetval || o->nodesetval->nodeNr == 0) return NULL;
+  xmlDocPtr out = xmlNewDoc(BAD_CAST "1.0");
+  xmlNodePtr root = xmlDocCopyNode(o->nodesetval->nodeTab[0], out, 1);
+  xmlNodeSetName(root, BAD_CAST "domain");
+  xmlUnsetProp(root, BAD_CAST "id");
+  xmlDocSetRootElement(out, root);
+  return out;
+}
+
+/* Is this file the frozen image of some snapshot? Then a revert must keep it. */
+static bool is_snapshot_base(const struct snaps *s, const char *file)
+{
+  for (size_t i = 0; i < s->n; i++)
+    for (size_t j = 0; j < s->v[i].ndisks; j++) {
+      char real[PATH_MAX];
+      const char *b = s->v[i].disks[j].base;
+      if (b && realpath(b, real) && strcmp(real, file) == 0) return true;
+    }
+  return false;
+}
+
+static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *snaps, struct snap *s)
+{
+  const char *vm = virDomainGetName(dom);
+  bool with_memory = strcmp(s->memory, "external") == 0;
+  /* Check everything the revert needs before anything is touched. */
+  for (size_t i = 0; i < s->ndisks; i++) {
+    const struct snap_disk *d = &s->disks[i];
+    if (strcmp(d->mode, "internal") == 0)
+      return vm_fail(VM_EXIT_STATE, "snapshot '%s' of '%s' mixes internal and external disks", s->name, vm);
+    if (strcmp(d->mode, "external") == 0 && (!d->base || access(d->base, R_OK) < 0))
+      return vm_fail(VM_EXIT_FAIL, "cannot revert '%s' to '%s': its image '%s' of %s is missing (see vmsnap verify)",
+                     vm, s->name, d->base ? d->base : "?", d->target);
+  }
+  if (with_memory && (!s->memfile || access(s->memfile, R_OK) < 0))
+    return vm_fail(VM_EXIT_FAIL, "cannot revert '%s' to '%s': its memory file '%s' is missing", vm, s->name,
+                   s->memfile ? s->memfile : "?");
+  CLEANUP_XMLDOC xmlDocPtr persistent = snapshot_domain(s, false);
+  CLEANUP_XMLDOC xmlDocPtr live = snapshot_domain(s, true);
+  if (!persistent || !live)
+    return vm_fail(VM_EXIT_FAIL, "snapshot '%s' of '%s' holds no copy of the domain", s->name, vm);
+
+  /* What the disks stand on now: discarded after the revert unless still needed. */
+  CLEANUP_XMLDOC xmlDocPtr now = vm_domain_doc(dom, virDomainIsPersistent(dom) == 1 ? VIR_DOMAIN_XML_INACTIVE : 0);
+  if (!now) return VM_EXIT_FAIL;
+  struct vm_disk *old = NULL;
+  size_t nold = 0;
+  vm_domain_disks(now, &old, &nold);
+
+  /* New overlays, one per disk the snapshot froze. */
+  vm_catch_signals();
+  struct vm_strv retarget = { 0 }, fresh = { 0 };
+  int rc = 0;
+  for (size_t i = 0; i < s->ndisks && rc == 0; i++) {
+    const struct snap_disk *d = &s->disks[i];
+    if (strcmp(d->mode, "external") != 0) continue;
+    char *path = NULL;
+    for (int n = 1; n < 1000 && !path; n++) {
+      CLEANUP_FREE char *label = vm_strdup_printf("%s-r%d", s->name, n);
+      path = overlay_path(vm, d->target, d->base, label);
+      if (access(path, F_OK) == 0) {
+        free(path);
+        path = NULL;
+      }
+    }
+    if (!path || (rc = vm_undo_new_file(path))) {
+      if (!path) rc = vm_fail(VM_EXIT_FAIL, "no free name for a new overlay of %s", d->target);
+      free(path);
+      break;
+    }
+    char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", d->base_format ? d->base_format : "qcow2",
+                     "-b", d->base, path, NULL };
+    rc = vm_run_checked(argv, NULL);
+    vm_strv_add(&retarget, d->target);
+    vm_strv_add(&retarget, path);
+    vm_strv_add(&retarget, "qcow2");
+    vm_strv_add(&fresh, path);
+    free(path);
+  }
+  if (rc == 0 && vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted");
+
+  /* From here the VM's current state is given up. */
+  if (rc == 0 && virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0)
+    rc = vm_fail_virt("cannot stop '%s' for the revert", vm);
+  if (rc == 0) {
+    fix_disks(persistent, retarget.v);
+    CLEANUP_FREE char *xml = vm_xml_dump(persistent);
+    virDomainPtr d = virDomainDefineXML(conn, xml);
+    if (!d) rc = vm_fail_virt("cannot define '%s' from snapshot '%s'", vm, s->name);
+    else virDomainFree(d);
+  }
+  if (rc) {
+    vm_undo_run();
+    goto out;
+  }
+  vm_undo_forget();
+
+  /* The snapshot is the current one again. */
+  virDomainSnapshotPtr again = virDomainSnapshotCreateXML(
+    dom, s->xml, VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT);
+  if (!again) vm_warn("cannot mark '%s' current: %s", s->name, vm_virt_message());
+  else virDomainSnapshotFree(again);
+
+  if (with_memory) {
+    fix_disks(live, retarget.v);
+    CLEANUP_FREE char *dxml = vm_xml_dump(live);
+    unsigned flags = o_paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
+    if (virDomainRestoreFlags(conn, s->memfile, dxml, flags) < 0)
+      rc = vm_fail_virt("cannot restore the memory of '%s' from '%s'", vm, s->memfile);
+  } else if (o_running || o_paused) {
+    if (virDomainCreateWithFlags(dom, o_paused ? VIR_DOMAIN_START_PAUSED : 0) < 0)
+      rc = vm_fail_virt("cannot start '%s' after the revert", vm);
+  }
+
+  /* The overlays the VM ran on before are garbage now, unless a snapshot froze
+   * them, another VM stands on them, or they are not this VM's files. */
+  for (size_t i = 0; i < nold; i++) {
+    char real[PATH_MAX];
+    if (!old[i].source || !old[i].device || strcmp(old[i].device, "disk") != 0) continue;
+    if (!realpath(old[i].source, real) || vm_strv_contains(fresh.v, real)) continue;
+    if (is_snapshot_base(snaps, real) || !vm_image_named_for(real, vm) || vm_image_is_template(real)) continue;
+    struct vm_strv users = { 0 };
+    if (vm_image_users(conn, real, NULL, &users) == 0 && users.n == 0) {
+      if (unlink(real) == 0) vm_debug("removed the discarded overlay '%s'", real);
+    }
+    vm_strv_free(&users);
+  }
+out:
+  vm_disks_free(old, nold);
+  vm_strv_free(&retarget);
+  vm_strv_free(&fresh);
+  return rc;
+}
+
+int cmd_revert(int argc, char **argv)
+{
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, options, "VM SNAPSHOT",
+                    "Revert a VM to a snapshot; what it ran since is discarded.", 2, 2, &args, &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  if (o_running && o_paused) return vm_usage_error("--running and --paused exclude each other");
+  const char *vm = args[0];
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
+  if ((rc = vm_lookup(conn, vm, &dom))) return rc;
+  struct snaps snaps;
+  if ((rc = snaps_load(dom, &snaps))) return rc;
+  struct snap *s;
+  if ((rc = snap_lookup(&snaps, vm, args[1], &s)) || (rc = vm_domain_idle(dom, "revert"))) goto out;
+
+  if (!s->external || libvirt_handles_external(conn)) {
+    unsigned flags = o_running ? VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING : o_paused ? VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED : 0;
+    if (virDomainRevertToSnapshot(s->ptr, flags) < 0) {
+      rc = vm_fail_virt("cannot revert '%s' to '%s'", vm, s->name);
+      goto out;
+    }
+  } else if ((rc = revert_external(conn, dom, &snaps, s))) {
+    goto out;
+  }
+  /* The definition came back from the snapshot with the records it had then. */
+  if (snaps_save_records(dom, &snaps) != 0) vm_warn("the snapshot records of '%s' may be stale", vm);
+  vm_info("reverted '%s' to snapshot '%s' (now %s)", vm, s->name, vm_state_name(vm_domain_state(dom)));
+out:
+  snaps_free(&snaps);
+  return rc;
+}

@@ -1,0 +1,65 @@
+/* vmsnap's own modules; shared code lives in common/. */
+#ifndef VMSNAP_H
+#define VMSNAP_H
+
+#include "vmkit.h"
+
+/* vmsnap's records (kind, pause and freeze times) live in the domain's metadata in
+ * their own namespace, so they travel with the domain and work over remote URIs. */
+#define SNAP_META_NS "https://vmkit.dev/xmlns/snapshots/1"
+#define SNAP_META_PREFIX "vmsnap"
+
+/* A disk as a snapshot sees it: the image frozen at the snapshot (base, from the
+ * snapshot's copy of the domain) and, for external ones, the overlay libvirt made
+ * then (overlay). */
+struct snap_disk {
+  char *target, *mode; /* mode: internal, external, no */
+  char *base, *base_format, *overlay;
+};
+
+struct snap {
+  virDomainSnapshotPtr ptr;
+  char *name, *parent, *description, *state;
+  long long created;
+  char *memory;   /* no, internal, external */
+  char *memfile;
+  struct snap_disk *disks;
+  size_t ndisks;
+  bool current, external;
+  char *xml;
+  /* From vmsnap's record; derived from libvirt's when there is none. */
+  char *kind;     /* crash-consistent, quiesced, memory, offline */
+  long paused_ms, frozen_ms;
+};
+
+struct snaps {
+  struct snap *v;
+  size_t n;
+};
+
+int snaps_load(virDomainPtr dom, struct snaps *s);
+struct snap *snaps_find(struct snaps *s, const char *name);
+void snaps_free(struct snaps *s);
+/* Writes the records of every snapshot in s (stale ones drop out). */
+int snaps_save_records(virDomainPtr dom, const struct snaps *s);
+/* Finds a snapshot by name; VM_EXIT_NOTFOUND with a message when there is none. */
+int snap_lookup(struct snaps *s, const char *vm, const char *name, struct snap **out);
+
+/* True when libvirt on this host reverts and deletes external snapshots itself. */
+bool libvirt_handles_external(virConnectPtr conn);
+
+/* Deleting one snapshot, shared by delete and prune (delete.c). */
+int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const char *name, bool metadata_only);
+
+int cmd_create(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_revert(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+/* The path of a new overlay for disk TARGET of VM: beside BASE, named
+ * VM-TARGET.LABEL.qcow2 (so vmrun undefine --remove-storage knows it is the VM's). */
+char *overlay_path(const char *vm, const char *target, const char *base, const char *label);
+
+#endif

@@ -10,7 +10,7 @@
 bats_require_minimum_version 1.5.0
 
 TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-TOOLS="vmrun"
+TOOLS="vmrun vmsnap"
 
 # One-letter file tag from the file's number: t/020-vmrun-lifecycle.bats -> 020.
 FILETAG=$(basename "$BATS_TEST_FILENAME" .bats | cut -d- -f1)
@@ -117,3 +117,12 @@ guest_exec() {
   echo "guest_exec: '$cmd' did not finish in 60 s" >&2
   return 1
 }
+
+# guest_data VM: the value the guest finds in /data/value on its disk, read past
+# its page cache.
+guest_data() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /mnt/data/value'; }
+# set_guest_data VM VALUE: writes it there and syncs.
+set_guest_data() { guest_exec "$1" "echo $2 > /mnt/data/value; sync" >/dev/null; }
+
+# snap_json VM SNAPSHOT FIELD: one field of a snapshot in `vmsnap list -o json`.
+snap_json() { "$TOP/vmsnap/vmsnap" list "$1" -o json | jq -r --arg n "$2" ".[] | select(.name == \$n) | .$3"; }

@@ -126,8 +126,9 @@ static int run_merge(virConnectPtr conn, virDomainPtr dom, const struct merge *m
   return rc;
 }
 
-/* Later snapshots that froze the merged-away child froze the base now. */
-static void repoint_snapshots(virDomainPtr dom, struct snaps *s, const struct merge *m)
+/* Later snapshots that froze the merged-away child froze the base now (in their
+ * XML here; written to libvirt by redefine_records). */
+static void repoint_snapshots(struct snaps *s, const struct merge *m)
 {
   for (size_t i = 0; i < s->n; i++) {
     struct snap *p = &s->v[i];
@@ -154,12 +155,48 @@ static void repoint_snapshots(virDomainPtr dom, struct snaps *s, const struct me
       xmlFreeNode(bs->nodesetval->nodeTab[j]);
       bs->nodesetval->nodeTab[j] = NULL;
     }
+    free(p->xml);
+    p->xml = vm_xml_dump(doc);
+    p->dirty = true;
+  }
+}
+
+/* After the record of `gone` is deleted, its children hang from its parent. And
+ * libvirt 9.0, deleting an external snapshot's record, rewrites its children's
+ * copies of the domain with its own: every record this delete means to keep is
+ * written back as vmsnap has it. */
+static int redefine_records(virDomainPtr dom, struct snaps *s, const struct snap *gone)
+{
+  int rc = 0;
+  for (size_t i = 0; i < s->n; i++) {
+    struct snap *p = &s->v[i];
+    if (p == gone) continue;
+    bool child = p->parent && strcmp(p->parent, gone->name) == 0;
+    if (!child && !p->dirty) continue;
+    CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(p->xml);
+    if (!doc) continue;
+    if (child) {
+      CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+      CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, "/domainsnapshot/parent");
+      for (int j = 0; o && o->nodesetval && j < o->nodesetval->nodeNr; j++) {
+        xmlNodePtr parent = o->nodesetval->nodeTab[j];
+        if (gone->parent) {
+          xmlNodePtr name = xmlFirstElementChild(parent);
+          if (name) xmlNodeSetContent(name, BAD_CAST gone->parent);
+        } else {
+          xmlUnlinkNode(parent);
+          xmlFreeNode(parent);
+          o->nodesetval->nodeTab[j] = NULL;
+        }
+      }
+    }
     CLEANUP_FREE char *xml = vm_xml_dump(doc);
     unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | (p->current ? VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT : 0);
     virDomainSnapshotPtr r = virDomainSnapshotCreateXML(dom, xml, flags);
-    if (!r) vm_warn("cannot update the record of snapshot '%s': %s", p->name, vm_virt_message());
+    if (!r) rc = vm_fail_virt("cannot write back the record of snapshot '%s'", p->name);
     else virDomainSnapshotFree(r);
   }
+  return rc;
 }
 
 int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const char *name, bool metadata_only)
@@ -173,7 +210,7 @@ int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const cha
     unsigned flags = metadata_only ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY : 0;
     if (virDomainSnapshotDelete(p->ptr, flags) < 0)
       return vm_fail_virt("cannot delete snapshot '%s' of '%s'", name, vm);
-    return 0;
+    return p->external ? redefine_records(dom, s, p) : 0;
   }
 
   /* Plan every disk first: a refusal must leave everything as it was. */
@@ -202,7 +239,7 @@ int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const cha
     if (m[i].skip) continue;
     if ((rc = run_merge(conn, dom, &m[i], &retarget)) == 0) {
       vm_strv_add(&gone, m[i].child);
-      repoint_snapshots(dom, s, &m[i]);
+      repoint_snapshots(s, &m[i]);
     }
   }
   /* The persistent definition: new sources where the running disk was merged
@@ -210,6 +247,7 @@ int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const cha
   if (rc == 0) rc = redefine_without_backing(conn, dom, retarget.v);
   if (rc == 0 && virDomainSnapshotDelete(p->ptr, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
     rc = vm_fail_virt("cannot delete the record of snapshot '%s' of '%s'", name, vm);
+  if (rc == 0) rc = redefine_records(dom, s, p);
   if (rc == 0) {
     for (size_t i = 0; i < gone.n; i++)
       if (unlink(gone.v[i]) < 0) vm_warn("cannot remove merged image '%s'", gone.v[i]);

@@ -144,6 +144,17 @@ int cmd_verify(int argc, char **argv)
       if (strcmp(sd->mode, "external") == 0) {
         if (!sd->base) problem(rows, object, "no frozen image recorded for %s", sd->target);
         else images += walk_chain(rows, object, sd->base, &seen);
+        /* The overlay the snapshot made, while it exists, stands on what it froze:
+         * a record that says otherwise no longer describes the files. */
+        char rb[PATH_MAX], ro[PATH_MAX];
+        if (sd->base && sd->overlay && realpath(sd->overlay, ro) && realpath(sd->base, rb)) {
+          CLEANUP_JSON json_object *oi = vm_image_info(ro, false);
+          const char *ob = oi ? member(oi, "full-backing-filename") : NULL;
+          char rob[PATH_MAX];
+          if (ob && (!realpath(ob, rob) || strcmp(rob, rb) != 0))
+            problem(rows, object, "overlay '%s' of %s stands on '%s', not on the image the snapshot froze ('%s')",
+                    ro, sd->target, ob, rb);
+        }
       } else if (strcmp(sd->mode, "internal") == 0) {
         if (!sd->base || access(sd->base, R_OK) < 0)
           problem(rows, object, "image '%s' of %s is missing", sd->base ? sd->base : "?", sd->target);

@@ -27,6 +27,7 @@ struct snap {
   size_t ndisks;
   bool current, external;
   char *xml;
+  bool dirty; /* xml changed here, to be redefined in libvirt */
   /* From vmsnap's record; derived from libvirt's when there is none. */
   char *kind;     /* crash-consistent, quiesced, memory, offline */
   long paused_ms, frozen_ms;

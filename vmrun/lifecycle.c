@@ -201,6 +201,38 @@ int cmd_destroy(int argc, char **argv)
   return for_each_vm(argc, argv, table, "Force VMs off at once, like pulling the plug.", destroy_one);
 }
 
+/* The files the VM's snapshots made or froze outside its current chains (other
+ * branches, memory files): the VM's own when named after it and nothing else
+ * uses them. */
+static int snapshot_files(virConnectPtr conn, virDomainPtr dom, const char *name, struct vm_strv *files)
+{
+  virDomainSnapshotPtr *snaps = NULL;
+  int n = virDomainListAllSnapshots(dom, &snaps, 0);
+  if (n < 0) return vm_fail_virt("cannot list the snapshots of '%s'", name);
+  int rc = 0;
+  for (int i = 0; i < n; i++) {
+    CLEANUP_FREE char *xml = virDomainSnapshotGetXMLDesc(snaps[i], 0);
+    CLEANUP_XMLDOC xmlDocPtr doc = xml ? vm_xml_parse(xml) : NULL;
+    CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr o = x ? vm_xpath_nodes(x,
+      "/domainsnapshot/memory/@file | /domainsnapshot/disks/disk/source/@file | "
+      "/domainsnapshot/domain/devices/disk[@device='disk']/source/@file") : NULL;
+    for (int j = 0; o && o->nodesetval && j < o->nodesetval->nodeNr && rc == 0; j++) {
+      CLEANUP_XMLFREE xmlChar *f = xmlNodeGetContent(o->nodesetval->nodeTab[j]);
+      char real[PATH_MAX];
+      if (!f || !realpath((const char *)f, real) || vm_strv_contains(files->v, real)) continue;
+      if (!vm_image_named_for(real, name) || vm_image_is_template(real)) continue;
+      struct vm_strv users = { 0 };
+      rc = vm_image_users(conn, real, name, &users);
+      if (rc == 0 && users.n == 0) vm_strv_add(files, real);
+      vm_strv_free(&users);
+    }
+    virDomainSnapshotFree(snaps[i]);
+  }
+  free(snaps);
+  return rc;
+}
+
 /* Which files --remove-storage may remove: each disk's own file and the files of
  * its backing chain that were made for this VM, but never a template, never a
  * CD-ROM or read-only disk, and never an image another VM's disks use or stand on. */
@@ -242,6 +274,7 @@ static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *nam
     vm_strv_free(&chain);
   }
   vm_disks_free(disks, nd);
+  if (rc == 0) rc = snapshot_files(conn, dom, name, files);
   return rc;
 }
 

@@ -71,7 +71,7 @@ mem_and_disk() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /
   [ "$(mem_and_disk "$vm")" = "X1 Y1 " ]
   run_tool 0 vmsnap verify "$vm"
   # Removing the VM removes what its snapshots made too: overlays and memory files.
-  run_tool 0 vmsnap create "$vm" em3 --memory
+  run_tool 0 vmsnap create "$vm" em3 --memory --external
   [ -s "$VMKIT_STORAGE_DIR/$vm.em3.mem" ]
   run_tool 0 vmrun undefine "$vm" --force --remove-storage
   [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep "^$vm" || true)" ]

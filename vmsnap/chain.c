@@ -103,6 +103,14 @@ int wait_block_job(virDomainPtr dom, const char *target, bool pivot)
     int r = virDomainGetBlockJobInfo(dom, target, &info, 0);
     if (r < 0) return vm_fail_virt("cannot follow the block job on %s of '%s'", target, virDomainGetName(dom));
     if (r == 0) return 0; /* finished and gone */
+    if (vm_interrupted()) {
+      /* Cancelling a commit leaves the chain whole: the top still holds its data. */
+      virDomainBlockJobAbort(dom, target, 0);
+      while (virDomainGetBlockJobInfo(dom, target, &info, 0) == 1) vm_sleep_ms(50);
+      vm_progress_end();
+      return vm_fail(VM_EXIT_FAIL, "interrupted: the merge on %s of '%s' was cancelled", target,
+                     virDomainGetName(dom));
+    }
     vm_progress("merging", info.cur, info.end);
     if (pivot && info.end > 0 && info.cur == info.end) {
       if (virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0) {

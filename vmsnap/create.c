@@ -10,25 +10,17 @@
 
 #include "vmsnap.h"
 
-enum quiesce { Q_NO, Q_YES, Q_AUTO, Q_BAD };
-static enum quiesce o_quiesce = Q_NO;
+enum quiesce { Q_NO, Q_YES, Q_AUTO };
 static char *o_description;
-static int o_memory, o_disk_only, o_external;
-
-static void quiesce_cb(poptContext con, enum poptCallbackReason reason, const struct poptOption *opt,
-                       const char *arg, const void *data)
-{
-  if (opt && opt->val == 'Q')
-    o_quiesce = !arg || !*arg ? Q_YES : strcmp(arg, "auto") == 0 ? Q_AUTO : Q_BAD;
-}
+static int o_memory, o_disk_only, o_external, o_quiesce_yes, o_quiesce_auto;
 
 static struct poptOption options[] = {
-  { NULL, '\0', POPT_ARG_CALLBACK, (void *)quiesce_cb, 0, NULL, NULL },
   { "memory", 'm', POPT_ARG_NONE, &o_memory, 0, "save the guest's memory too: internal, or external with --external", NULL },
   { "disk-only", 'd', POPT_ARG_NONE, &o_disk_only, 0, "disks only, in external overlays (the default for a running VM)", NULL },
   { "external", '\0', POPT_ARG_NONE, &o_external, 0, "with --memory: the memory in a file, the disks in overlays", NULL },
-  { "quiesce", '\0', POPT_ARG_STRING | POPT_ARGFLAG_OPTIONAL, NULL, 'Q',
-    "freeze the guest's filesystems through its agent (fail without one); =auto: when an agent answers", "auto" },
+  { "quiesce", '\0', POPT_ARG_NONE, &o_quiesce_yes, 0,
+    "freeze the guest's filesystems through its agent (fail without one); --quiesce=auto: when an agent answers", NULL },
+  { "quiesce-auto", '\0', POPT_ARG_NONE | POPT_ARGFLAG_DOC_HIDDEN, &o_quiesce_auto, 0, NULL, NULL },
   { "description", '\0', POPT_ARG_STRING, &o_description, 0, "a line about the snapshot", "TEXT" },
   VM_POPT_COMMON,
   POPT_TABLEEND
@@ -45,6 +37,10 @@ int cmd_create(int argc, char **argv)
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
+  /* An optional value would make popt take the next word (the VM) as it:
+   * --quiesce=auto is spelled out instead. */
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--quiesce=auto") == 0) argv[i] = "--quiesce-auto";
   int rc = vm_parse(&ctx, argc, argv, options, "VM [NAME]",
                     "Take a snapshot of a VM: disks only, with memory, or offline when it is shut off.",
                     1, 2, &args, &nargs);
@@ -55,7 +51,8 @@ int cmd_create(int argc, char **argv)
   strftime(stamp, sizeof stamp, "snap-%Y%m%d-%H%M%S", gmtime(&now));
   const char *name = nargs > 1 ? args[1] : stamp;
   if ((rc = vm_check_name("snapshot", name))) return rc;
-  if (o_quiesce == Q_BAD) return vm_usage_error("--quiesce takes no value or 'auto'");
+  if (o_quiesce_yes && o_quiesce_auto) return vm_usage_error("--quiesce and --quiesce=auto exclude each other");
+  enum quiesce o_quiesce = o_quiesce_auto ? Q_AUTO : o_quiesce_yes ? Q_YES : Q_NO;
   if (o_memory && o_disk_only) return vm_usage_error("--memory and --disk-only exclude each other");
   if (o_external && !o_memory) return vm_usage_error("--external goes with --memory (disk-only snapshots are external)");
   if (o_memory && o_quiesce != Q_NO)
@@ -211,11 +208,12 @@ int cmd_create(int argc, char **argv)
       vm_warn("snapshot '%s' was taken, but its kind is not recorded", name);
   }
   printf("%s\n", name);
-  char freeze[48] = "";
+  char freeze[48] = "", pause[48] = "pause not measured";
   if (frozen) snprintf(freeze, sizeof freeze, ", frozen %ld ms", frozen_ms);
+  if (paused_ms >= 0) snprintf(pause, sizeof pause, "paused %ld ms", paused_ms);
   if (live)
-    vm_info("created %s snapshot '%s' of '%s' (%s; paused %ld ms%s, %lld ms in all)", kind, name, vm,
-            internal ? "internal" : "external", paused_ms < 0 ? 0 : paused_ms, freeze, (long long)wall);
+    vm_info("created %s snapshot '%s' of '%s' (%s; %s%s, %lld ms in all)", kind, name, vm,
+            internal ? "internal" : "external", pause, freeze, (long long)wall);
   else
     vm_info("created offline snapshot '%s' of '%s' (%s)", name, vm, internal ? "internal" : "external");
 out:

@@ -232,32 +232,45 @@ int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const cha
   }
   vm_disks_free(cur, ncur);
 
-  struct vm_strv retarget = { 0 }, gone = { 0 };
+  struct vm_strv retarget = { 0 }, merged = { 0 }, orphans = { 0 };
   vm_catch_signals();
   for (size_t i = 0; i < nm && rc == 0; i++) {
-    if (m[i].orphan) vm_strv_add(&gone, m[i].base);
+    if (m[i].orphan) vm_strv_add(&orphans, m[i].base);
     if (m[i].skip) continue;
-    if ((rc = run_merge(conn, dom, &m[i], &retarget)) == 0) {
-      vm_strv_add(&gone, m[i].child);
+    if (vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted before merging %s of '%s'", m[i].target, vm);
+    else if ((rc = run_merge(conn, dom, &m[i], &retarget)) == 0) {
+      vm_strv_add(&merged, m[i].child);
       repoint_snapshots(s, &m[i]);
     }
   }
-  /* The persistent definition: new sources where the running disk was merged
-   * down while shut off, and no stale chains anywhere. */
-  if (rc == 0) rc = redefine_without_backing(conn, dom, retarget.v);
-  if (rc == 0 && virDomainSnapshotDelete(p->ptr, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
-    rc = vm_fail_virt("cannot delete the record of snapshot '%s' of '%s'", name, vm);
-  if (rc == 0) rc = redefine_records(dom, s, p);
-  if (rc == 0) {
-    for (size_t i = 0; i < gone.n; i++)
-      if (unlink(gone.v[i]) < 0) vm_warn("cannot remove merged image '%s'", gone.v[i]);
-    if (p->memfile && strcmp(p->memory, "external") == 0 && unlink(p->memfile) < 0)
-      vm_warn("cannot remove memory file '%s'", p->memfile);
+  /* Once one disk is merged the snapshot's state is gone: its record goes even
+   * when a later disk failed, so that it never promises what it lost. The
+   * persistent definition gets new sources where a shut-off disk was merged down,
+   * and no stale chains anywhere. */
+  if (rc == 0 || merged.n) {
+    int r = redefine_without_backing(conn, dom, retarget.v);
+    if (r == 0 && virDomainSnapshotDelete(p->ptr, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+      r = vm_fail_virt("cannot delete the record of snapshot '%s' of '%s'", name, vm);
+    if (r == 0) r = redefine_records(dom, s, p);
+    if (rc && r == 0)
+      vm_warn("snapshot '%s' of '%s' was merged on %zu disk%s before the failure: its record is removed", name, vm,
+              merged.n, merged.n == 1 ? "" : "s");
+    if (r == 0) {
+      for (size_t i = 0; i < orphans.n; i++)
+        if (unlink(orphans.v[i]) < 0) vm_warn("cannot remove '%s'", orphans.v[i]);
+      if (p->memfile && strcmp(p->memory, "external") == 0 && unlink(p->memfile) < 0)
+        vm_warn("cannot remove memory file '%s'", p->memfile);
+    }
+    if (rc == 0) rc = r;
   }
+  /* A merged-away image is in no chain any more, whatever happened after. */
+  for (size_t i = 0; i < merged.n; i++)
+    if (unlink(merged.v[i]) < 0) vm_warn("cannot remove merged image '%s'", merged.v[i]);
   for (size_t i = 0; i < nm; i++) free(m[i].grandchild);
   free(m);
   vm_strv_free(&retarget);
-  vm_strv_free(&gone);
+  vm_strv_free(&merged);
+  vm_strv_free(&orphans);
   graph_free(&g);
   return rc;
 }

@@ -10,11 +10,12 @@
 #include "vmsnap.h"
 #include "chain.h"
 
-static int o_running, o_paused;
+static int o_running, o_paused, o_force;
 
 static struct poptOption options[] = {
   { "running", '\0', POPT_ARG_NONE, &o_running, 0, "run the VM after the revert", NULL },
   { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "leave the VM paused after the revert", NULL },
+  { "force", '\0', POPT_ARG_NONE, &o_force, 0, "revert where libvirt calls it risky (a new QEMU process, a changed definition)", NULL },
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
@@ -63,11 +64,11 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
     if (strcmp(d->mode, "internal") == 0)
       return vm_fail(VM_EXIT_STATE, "snapshot '%s' of '%s' mixes internal and external disks", s->name, vm);
     if (strcmp(d->mode, "external") == 0 && (!d->base || access(d->base, R_OK) < 0))
-      return vm_fail(VM_EXIT_FAIL, "cannot revert '%s' to '%s': its image '%s' of %s is missing (see vmsnap verify)",
+      return vm_fail(VM_EXIT_NOTFOUND, "cannot revert '%s' to '%s': its image '%s' of %s is missing (see vmsnap verify)",
                      vm, s->name, d->base ? d->base : "?", d->target);
   }
   if (with_memory && (!s->memfile || access(s->memfile, R_OK) < 0))
-    return vm_fail(VM_EXIT_FAIL, "cannot revert '%s' to '%s': its memory file '%s' is missing", vm, s->name,
+    return vm_fail(VM_EXIT_NOTFOUND, "cannot revert '%s' to '%s': its memory file '%s' is missing", vm, s->name,
                    s->memfile ? s->memfile : "?");
   CLEANUP_XMLDOC xmlDocPtr persistent = snapshot_domain(s, false);
   CLEANUP_XMLDOC xmlDocPtr live = snapshot_domain(s, true);
@@ -138,7 +139,9 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
   if (with_memory) {
     fix_disks(live, retarget.v);
     CLEANUP_FREE char *dxml = vm_xml_dump(live);
-    unsigned flags = o_paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
+    /* Like libvirt's own revert: the state the snapshot had, unless told. */
+    bool paused = o_paused || (!o_running && strcmp(s->state, "paused") == 0);
+    unsigned flags = paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
     if (virDomainRestoreFlags(conn, s->memfile, dxml, flags) < 0)
       rc = vm_fail_virt("cannot restore the memory of '%s' from '%s'", vm, s->memfile);
   } else if (o_running || o_paused) {
@@ -152,6 +155,12 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
     char real[PATH_MAX];
     if (!old[i].source || !old[i].device || strcmp(old[i].device, "disk") != 0) continue;
     if (!realpath(old[i].source, real) || vm_strv_contains(fresh.v, real)) continue;
+    /* Only the disks the revert gave new overlays: a disk added after the
+     * snapshot is not in its copy of the domain, and its data is not garbage. */
+    bool reverted = false;
+    for (size_t r = 0; r + 2 < retarget.n && old[i].target; r += 3)
+      reverted |= strcmp(retarget.v[r], old[i].target) == 0;
+    if (!reverted) continue;
     if (is_snapshot_base(snaps, real) || !vm_image_named_for(real, vm) || vm_image_is_template(real)) continue;
     struct vm_strv users = { 0 };
     if (vm_image_users(conn, real, NULL, &users) == 0 && users.n == 0) {
@@ -186,7 +195,8 @@ int cmd_revert(int argc, char **argv)
   if ((rc = snap_lookup(&snaps, vm, args[1], &s)) || (rc = vm_domain_idle(dom, "revert"))) goto out;
 
   if (!s->external || libvirt_handles_external(conn)) {
-    unsigned flags = o_running ? VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING : o_paused ? VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED : 0;
+    unsigned flags = (o_running ? VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING : o_paused ? VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED : 0) |
+                     (o_force ? VIR_DOMAIN_SNAPSHOT_REVERT_FORCE : 0);
     if (virDomainRevertToSnapshot(s->ptr, flags) < 0) {
       rc = vm_fail_virt("cannot revert '%s' to '%s'", vm, s->name);
       goto out;

@@ -46,42 +46,54 @@ static void check_image(json_object *rows, const char *object, const char *file,
   else if (rc != 0) problem(rows, object, "'%s' cannot be checked: %s", file, err && *err ? strtok(err, "\n") : "qemu-img check failed");
 }
 
-/* Walks one disk's chain image by image, so that a broken link is named. */
-static size_t walk_chain(json_object *rows, const char *object, const char *top, struct vm_strv *seen)
+/* Walks one chain image by image, so that a broken link is named; then checks
+ * each image, but only when the chain under it opens (qemu-img check opens the
+ * backing files too) and never the top of a running disk (in_use), which QEMU is
+ * writing and which can look inconsistent from outside. */
+static size_t walk_chain(json_object *rows, const char *object, const char *top, bool in_use, struct vm_strv *seen)
 {
-  size_t n = 0;
+  struct vm_strv files = { 0 }, formats = { 0 };
   CLEANUP_FREE char *cur = strdup(top);
-  const char *child = NULL;
-  CLEANUP_FREE char *child_copy = NULL;
+  CLEANUP_FREE char *child = NULL;
+  bool broken = false;
   for (int depth = 0; cur && depth < 256; depth++) {
     char real[PATH_MAX];
     if (!realpath(cur, real) || access(real, R_OK) < 0) {
       if (child) problem(rows, object, "backing file '%s' of '%s' is missing", cur, child);
       else problem(rows, object, "image '%s' is missing", cur);
-      return n;
+      broken = true;
+      break;
     }
-    if (vm_strv_contains(seen->v, real)) return n; /* checked through another disk or snapshot */
+    if (vm_strv_contains(seen->v, real)) break; /* the rest was walked through another disk or snapshot */
     vm_strv_add(seen, real);
     char *argv[] = { "qemu-img", "info", "-U", "--output=json", real, NULL };
     CLEANUP_FREE char *out = NULL, *err = NULL;
     if (vm_run(argv, &out, &err) != 0) {
       problem(rows, object, "'%s' cannot be opened: %s", real, err && *err ? strtok(err, "\n") : "qemu-img info failed");
-      return n;
+      broken = true;
+      break;
     }
     CLEANUP_JSON json_object *info = json_tokener_parse(out);
-    n++;
+    const char *fmt = info ? member(info, "format") : NULL;
+    vm_strv_add(&files, real);
+    vm_strv_add(&formats, fmt ? fmt : "raw");
     const char *b = info ? member(info, "full-backing-filename") : NULL;
     if (!b && info) b = member(info, "backing-filename");
-    /* qemu-img check opens the backing file too: with a broken link, the link is
-     * the problem to report, not a failed check. */
-    if (!b || access(b, R_OK) == 0) check_image(rows, object, real, info ? member(info, "format") : NULL);
-    free(child_copy);
-    child_copy = strdup(real);
-    child = child_copy;
-    char *next = b ? strdup(b) : NULL;
+    free(child);
+    child = strdup(real);
     free(cur);
-    cur = next;
+    cur = b ? strdup(b) : NULL;
   }
+  for (size_t i = 0; !broken && i < files.n; i++) {
+    if (i == 0 && in_use) {
+      vm_debug("%s: not checking '%s': the running VM writes it", object, files.v[i]);
+      continue;
+    }
+    check_image(rows, object, files.v[i], formats.v[i]);
+  }
+  size_t n = files.n;
+  vm_strv_free(&files);
+  vm_strv_free(&formats);
   return n;
 }
 
@@ -132,7 +144,7 @@ int cmd_verify(int argc, char **argv)
       if (access(d[i].source, R_OK) < 0) problem(rows, d[i].target, "CD-ROM image '%s' is missing", d[i].source);
       continue;
     }
-    images += walk_chain(rows, d[i].target, d[i].source, &seen);
+    images += walk_chain(rows, d[i].target, d[i].source, virDomainIsActive(dom) == 1, &seen);
   }
   vm_disks_free(d, nd);
 
@@ -143,7 +155,7 @@ int cmd_verify(int argc, char **argv)
       const struct snap_disk *sd = &p->disks[j];
       if (strcmp(sd->mode, "external") == 0) {
         if (!sd->base) problem(rows, object, "no frozen image recorded for %s", sd->target);
-        else images += walk_chain(rows, object, sd->base, &seen);
+        else images += walk_chain(rows, object, sd->base, false, &seen);
         /* The overlay the snapshot made, while it exists, stands on what it froze:
          * a record that says otherwise no longer describes the files. */
         char rb[PATH_MAX], ro[PATH_MAX];
@@ -168,8 +180,8 @@ int cmd_verify(int argc, char **argv)
   vm_strv_free(&seen);
 
   size_t nproblems = json_object_array_length(rows);
+  if (nproblems || vm_opts.format == VM_FMT_JSON) rc = vm_print_list(rows, cols);
   if (nproblems) {
-    rc = vm_print_list(rows, cols);
     if (rc == 0) rc = vm_fail(VM_EXIT_VERIFY, "VM '%s' failed verification: %zu problem%s", vm, nproblems,
                               nproblems == 1 ? "" : "s");
   } else {

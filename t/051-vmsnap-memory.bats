@@ -111,3 +111,23 @@ mem_and_disk() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /
   [ -f "$VMKIT_STORAGE_DIR/$a-vda.s1.qcow2" ]
   qemu-img check -q "$VMKIT_STORAGE_DIR/$b.qcow2"
 }
+
+@test "revert keeps a data disk attached after the snapshot; it only drops the reverted disks' overlays" {
+  local vm data
+  vm=$(vm_name added)
+  data=$VMKIT_STORAGE_DIR/$vm-disk9.qcow2
+  run_tool 0 vmrun create "$vm" --template tiny
+  run_tool 0 vmsnap create "$vm" before
+  qemu-img create -q -f qcow2 "$data" 64M
+  virsh_q attach-disk "$vm" "$data" vdb --subdriver qcow2 --config >/dev/null
+  run_tool 0 vmsnap create "$vm" after
+  run_tool 0 vmsnap revert "$vm" before
+  [ -f "$data" ]
+  # vda's old top is discarded; what 'after' froze stays for 'after'.
+  [ ! -e "$VMKIT_STORAGE_DIR/$vm-vda.after.qcow2" ]
+  [ -f "$VMKIT_STORAGE_DIR/$vm-vda.before.qcow2" ]
+  [ "$(snap_json "$vm" after name)" = after ]
+  run_tool 0 vmrun info "$vm" -o json
+  [ "$(jq -r '[.disks[].target] | join(",")' <<< "$output")" = vda ]
+  run_tool 0 vmsnap verify "$vm"
+}

@@ -26,6 +26,13 @@ int vm_lookup(virConnectPtr conn, const char *name, virDomainPtr *dom)
   return vm_fail_virt("cannot look up VM '%s'", name);
 }
 
+int vm_open(const char *name, virConnectPtr *conn, virDomainPtr *dom)
+{
+  *dom = NULL;
+  if (!(*conn = vm_connect())) return VM_EXIT_FAIL;
+  return vm_lookup(*conn, name, dom);
+}
+
 int vm_domain_state(virDomainPtr dom)
 {
   int state, reason;

@@ -166,6 +166,8 @@ void vm_progress_end(void);
 virConnectPtr vm_connect(void);
 /* Finds a domain by name, then UUID. 0, or VM_EXIT_NOTFOUND with "no such VM". */
 int vm_lookup(virConnectPtr conn, const char *name, virDomainPtr *dom);
+/* Connects and finds the VM: what most verbs do first. 0 or an exit code. */
+int vm_open(const char *name, virConnectPtr *conn, virDomainPtr *dom);
 int vm_domain_state(virDomainPtr dom);
 const char *vm_state_name(int state);
 int vm_state_parse(const char *name); /* -1 if unknown */

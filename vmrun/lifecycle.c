@@ -293,10 +293,9 @@ int cmd_undefine(int argc, char **argv)
                     1, 1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   const char *name = args[0];
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, name, &dom))) return rc;
+  if ((rc = vm_open(name, &conn, &dom))) return rc;
   if (virDomainIsPersistent(dom) != 1)
     return vm_fail(VM_EXIT_STATE, "VM '%s' is transient: destroy it instead", name);
   if (virDomainIsActive(dom) == 1) {

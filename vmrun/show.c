@@ -89,10 +89,9 @@ int cmd_info(int argc, char **argv)
   int nargs;
   int rc = vm_parse(&ctx, argc, argv, table, "VM", "Show a VM's definition and state.", 1, 1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, args[0], &dom))) return rc;
+  if ((rc = vm_open(args[0], &conn, &dom))) return rc;
   virDomainInfo info;
   if (virDomainGetInfo(dom, &info) < 0) return vm_fail_virt("cannot read VM '%s'", args[0]);
   CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, 0);

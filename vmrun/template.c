@@ -109,10 +109,9 @@ static int template_create(int argc, char **argv)
   if ((rc = vm_check_name("template", name))) return rc;
   if (!o_from) return vm_usage_error("--from VM is required");
 
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, o_from, &dom))) return rc;
+  if ((rc = vm_open(o_from, &conn, &dom))) return rc;
   if (vm_domain_state(dom) != VIR_DOMAIN_SHUTOFF)
     return vm_fail(VM_EXIT_STATE, "VM '%s' is %s: stop it before making a template of it", o_from,
                    vm_state_name(vm_domain_state(dom)));

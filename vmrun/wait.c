@@ -91,10 +91,9 @@ int cmd_wait(int argc, char **argv)
   if (o_new && !o_line) return vm_usage_error("--new needs --console-line");
   if (o_timeout < 0) return vm_usage_error("invalid --timeout %d", o_timeout);
 
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, name, &dom))) return rc;
+  if ((rc = vm_open(name, &conn, &dom))) return rc;
 
   struct follower f = { 0 };
   CLEANUP_FREE char *log = NULL;

@@ -59,10 +59,9 @@ int cmd_create(int argc, char **argv)
     return vm_usage_error("--quiesce goes with disk-only snapshots: a memory snapshot already holds a consistent state");
 
   if ((rc = vm_events_init())) return rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, vm, &dom))) return rc;
+  if ((rc = vm_open(vm, &conn, &dom))) return rc;
   struct snaps snaps;
   if ((rc = snaps_load(dom, &snaps))) return rc;
   struct vm_disk *disks = NULL;

@@ -289,10 +289,9 @@ int cmd_delete(int argc, char **argv)
   int rc = vm_parse(&ctx, argc, argv, table, "VM SNAPSHOT...",
                     "Delete snapshots, merging external overlays so the chains stay whole.", 2, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, args[0], &dom))) return rc;
+  if ((rc = vm_open(args[0], &conn, &dom))) return rc;
   for (int i = 1; i < nargs && rc == 0; i++) {
     struct snaps s;
     if ((rc = snaps_load(dom, &s))) break;
@@ -342,10 +341,9 @@ int cmd_prune(int argc, char **argv)
     return vm_usage_error("invalid --keep-within '%s': expected a number with s, m, h, d or w", keep_within);
   if (keep < 0 && within < 0) return vm_usage_error("say what to keep: --keep N and/or --keep-within DURATION");
 
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, args[0], &dom))) return rc;
+  if ((rc = vm_open(args[0], &conn, &dom))) return rc;
   struct snaps s;
   if ((rc = snaps_load(dom, &s))) return rc;
   struct snap **byage = calloc(s.n + 1, sizeof *byage);

@@ -105,10 +105,9 @@ int cmd_list(int argc, char **argv)
   int rc = vm_parse(&ctx, argc, argv, table, "VM",
                     "List a VM's snapshots as a tree, the current one marked with '*'.", 1, 1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, args[0], &dom))) return rc;
+  if ((rc = vm_open(args[0], &conn, &dom))) return rc;
   struct snaps snaps;
   if ((rc = snaps_load(dom, &snaps))) return rc;
   struct snap **sorted = calloc(snaps.n + 1, sizeof *sorted);

@@ -185,10 +185,9 @@ int cmd_revert(int argc, char **argv)
   if (rc) return rc == VM_DONE ? 0 : rc;
   if (o_running && o_paused) return vm_usage_error("--running and --paused exclude each other");
   const char *vm = args[0];
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, vm, &dom))) return rc;
+  if ((rc = vm_open(vm, &conn, &dom))) return rc;
   struct snaps snaps;
   if ((rc = snaps_load(dom, &snaps))) return rc;
   struct snap *s;

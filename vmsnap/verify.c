@@ -120,10 +120,9 @@ int cmd_verify(int argc, char **argv)
                     1, 1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   const char *vm = args[0];
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_lookup(conn, vm, &dom))) return rc;
+  if ((rc = vm_open(vm, &conn, &dom))) return rc;
   struct snaps s;
   if ((rc = snaps_load(dom, &s))) return rc;
   CLEANUP_JSON json_object *rows = json_object_new_array();

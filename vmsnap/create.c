@@ -138,7 +138,7 @@ int cmd_create(int argc, char **argv)
       goto out;
     }
     if (o_memory) {
-      CLEANUP_FREE char *dir = strdup(made.v[0]);
+      CLEANUP_FREE char *dir = strdup(made.v[0]); /* beside the first overlay */
       *strrchr(dir, '/') = '\0';
       CLEANUP_FREE char *mem = vm_strdup_printf("%s/%s.%s.mem", dir, vm, name);
       if (access(mem, F_OK) == 0) {

@@ -162,5 +162,7 @@ bool libvirt_handles_external(virConnectPtr conn)
 char *overlay_path(const char *vm, const char *target, const char *base, const char *label)
 {
   CLEANUP_FREE char *copy = strdup(base);
-  return vm_strdup_printf("%s/%s-%s.%s.qcow2", dirname(copy), vm, target, label);
+  /* Nothing of a VM's goes into the template directory. */
+  const char *dir = vm_image_is_template(base) ? vm_storage_dir() : dirname(copy);
+  return vm_strdup_printf("%s/%s-%s.%s.qcow2", dir, vm, target, label);
 }

@@ -59,8 +59,9 @@ int cmd_delete(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 
-/* The path of a new overlay for disk TARGET of VM: beside BASE, named
- * VM-TARGET.LABEL.qcow2 (so vmrun undefine --remove-storage knows it is the VM's). */
+/* The path of a new overlay for disk TARGET of VM: beside BASE (in the storage
+ * directory when BASE is a template's), named VM-TARGET.LABEL.qcow2, so that
+ * vmrun undefine --remove-storage knows it is the VM's. */
 char *overlay_path(const char *vm, const char *target, const char *base, const char *label);
 
 #endif

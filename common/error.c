@@ -70,10 +70,9 @@ int vm_fail_errno(int code, const char *fmt, ...)
 }
 
 /* libvirt's message as one line: some carry a child's stderr with newlines. */
-const char *vm_virt_message(void)
+static const char *one_line(virErrorPtr e)
 {
   static char line[2048];
-  virErrorPtr e = virGetLastError();
   if (!e || !e->message) return "unknown libvirt error";
   size_t o = 0;
   for (const char *p = e->message; *p && o + 1 < sizeof line; p++) {
@@ -86,10 +85,11 @@ const char *vm_virt_message(void)
   return line;
 }
 
+const char *vm_virt_message(void) { return one_line(virGetLastError()); }
+
 /* libvirt's error codes mapped onto vmkit's exit codes. */
-int vm_virt_exit_code(void)
+static int exit_code_of(virErrorPtr e)
 {
-  virErrorPtr e = virGetLastError();
   if (!e) return VM_EXIT_FAIL;
   switch (e->code) {
   case VIR_ERR_NO_DOMAIN:
@@ -102,6 +102,7 @@ int vm_virt_exit_code(void)
   case VIR_ERR_OPERATION_INVALID:
   case VIR_ERR_DOM_EXIST:
   case VIR_ERR_OPERATION_ABORTED:
+  case VIR_ERR_BLOCK_COPY_ACTIVE:
     return VM_EXIT_STATE;
   case VIR_ERR_OPERATION_TIMEOUT:
   case VIR_ERR_AGENT_UNRESPONSIVE:
@@ -113,13 +114,16 @@ int vm_virt_exit_code(void)
   }
 }
 
-int vm_fail_virt(const char *fmt, ...)
+int vm_virt_exit_code(void) { return exit_code_of(virGetLastError()); }
+
+int vm_fail_virt_saved(virErrorPtr saved, const char *fmt, ...)
 {
-  int code = vm_virt_exit_code();
+  int code = exit_code_of(saved);
   va_list ap;
   va_start(ap, fmt);
-  emit(LOG_ERR, "", fmt, ap, vm_virt_message());
+  emit(LOG_ERR, "", fmt, ap, one_line(saved));
   va_end(ap);
+  if (saved) virFreeError(saved);
   return code;
 }
 

@@ -55,10 +55,14 @@ int vm_image_users(virConnectPtr conn, const char *path, const char *except,
   for (int i = 0; i < n; i++) {
     const char *name = virDomainGetName(doms[i]);
     if (except && strcmp(name, except) == 0) continue;
-    CLEANUP_XMLDOC xmlDocPtr doc = virDomainIsPersistent(doms[i]) == 1
-                                     ? vm_domain_doc(doms[i], VIR_DOMAIN_XML_INACTIVE)
-                                     : vm_domain_doc(doms[i], 0);
-    if (!doc) continue;
+    /* A domain that went away since the list was taken has no disks to count. */
+    CLEANUP_FREE char *xml = virDomainGetXMLDesc(doms[i], virDomainIsPersistent(doms[i]) == 1
+                                                           ? VIR_DOMAIN_XML_INACTIVE : 0);
+    CLEANUP_XMLDOC xmlDocPtr doc = xml ? vm_xml_parse(xml) : NULL;
+    if (!doc) {
+      virResetLastError();
+      continue;
+    }
     struct vm_disk *disks;
     size_t nd;
     vm_domain_disks(doc, &disks, &nd);

@@ -43,8 +43,12 @@ extern const char *vm_progname;
 void vm_init(const char *progname);
 int vm_fail(int code, const char *fmt, ...) VM_PRINTF(2, 3);
 int vm_fail_errno(int code, const char *fmt, ...) VM_PRINTF(2, 3);
-/* Appends libvirt's last error and maps it to an exit code (no domain -> 3, ...). */
-int vm_fail_virt(const char *fmt, ...) VM_PRINTF(1, 2);
+/* Appends libvirt's last error and maps it to an exit code (no domain -> 3, ...).
+ * A macro, so that the error is saved before the arguments are evaluated: most
+ * libvirt calls, virDomainGetName among them, reset the last error. */
+#define vm_fail_virt(...) \
+  __extension__({ virErrorPtr vm_saved_ = virSaveLastError(); vm_fail_virt_saved(vm_saved_, __VA_ARGS__); })
+int vm_fail_virt_saved(virErrorPtr saved, const char *fmt, ...) VM_PRINTF(2, 3);
 int vm_virt_exit_code(void);
 const char *vm_virt_message(void);
 void vm_warn(const char *fmt, ...) VM_PRINTF(1, 2);

@@ -113,11 +113,23 @@ int wait_block_job(virDomainPtr dom, const char *target, bool pivot)
     }
     vm_progress("merging", info.cur, info.end);
     if (pivot && info.end > 0 && info.cur == info.end) {
-      if (virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0) {
-        vm_progress_end();
-        return vm_fail_virt("cannot pivot %s of '%s'", target, virDomainGetName(dom));
+      /* libvirt accepts the pivot only once it has handled QEMU's "ready" event,
+       * which can come a little after cur reaches end: until then it says the
+       * job is still active. */
+      int64_t until = vm_now_ms() + 60000;
+      while (virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0) {
+        virErrorPtr e = virGetLastError();
+        if (!e || e->code != VIR_ERR_BLOCK_COPY_ACTIVE || vm_now_ms() > until || vm_interrupted()) {
+          int rc = vm_fail_virt("cannot pivot %s of '%s'", target, virDomainGetName(dom));
+          virDomainBlockJobAbort(dom, target, 0); /* cancelled, the chain stays whole */
+          while (virDomainGetBlockJobInfo(dom, target, &info, 0) == 1) vm_sleep_ms(20);
+          vm_progress_end();
+          return rc;
+        }
+        vm_sleep_ms(20);
       }
       pivot = false;
+      continue;
     }
     vm_sleep_ms(50);
   }

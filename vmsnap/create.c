@@ -113,7 +113,9 @@ int cmd_create(int argc, char **argv)
   if (o_description) vm_xml_child(root, "description", o_description);
   unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
   if (!internal) {
-    if (!o_memory) flags |= VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+    /* An external memory snapshot is written while the guest runs (as a live
+     * migration to a file) and the guest pauses only for the last part. */
+    flags |= o_memory ? VIR_DOMAIN_SNAPSHOT_CREATE_LIVE : VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
     xmlNodePtr xd = vm_xml_child(root, "disks", NULL);
     for (size_t i = 0; i < nd; i++) {
       if (!disks[i].target) continue;
@@ -156,7 +158,7 @@ int cmd_create(int argc, char **argv)
   /* Quiesce: freeze, snapshot, thaw, timing the freeze ourselves. */
   vm_catch_signals();
   bool frozen = false;
-  int64_t t_freeze = 0;
+  int64_t t0 = vm_now_ms(), t_freeze = 0;
   if (live && !o_memory && o_quiesce != Q_NO) {
     if (state == VIR_DOMAIN_PAUSED) {
       if (o_quiesce == Q_YES) {
@@ -176,9 +178,7 @@ int cmd_create(int argc, char **argv)
     }
   }
   struct vm_pause_watch *watch = live ? vm_pause_watch_start(conn, dom) : NULL;
-  int64_t t0 = vm_now_ms();
   created = virDomainSnapshotCreateXML(dom, snapxml, flags);
-  int64_t wall = vm_now_ms() - t0;
   if (!created) rc = vm_fail_virt("cannot snapshot '%s'", vm);
   long frozen_ms = -1;
   if (frozen) {
@@ -187,6 +187,7 @@ int cmd_create(int argc, char **argv)
     frozen_ms = (long)(vm_now_ms() - t_freeze);
   }
   long paused_ms = live ? vm_pause_watch_stop(watch, 1000) : -1;
+  int64_t wall = vm_now_ms() - t0;
   if (rc) {
     /* libvirt's atomic flag undoes the snapshot; files it made before failing go too. */
     for (size_t i = 0; i < made.n; i++) unlink(made.v[i]);

@@ -120,27 +120,10 @@ cmdline=$(cat "$scratch/guest/cmdline")
 # (what it boots from /dev/vda), then GIB GiB of non-zero bytes after it, flattened
 # into one qcow2 that really stores them (so that a copy has to copy them).
 make_template() { # NAME GIB
-  local name=$1 gib=$2 dir=$VMKIT_TEMPLATE_DIR/$1 tmp=$scratch/build.qcow2
-  local fs=$((64 << 20)) io=() g
-  mkdir -m 755 "$dir"
-  qemu-img create -q -f qcow2 -b "$scratch/guest/root.qcow2" -F qcow2 "$tmp" $((fs + (gib << 30)))
-  for ((g = 0; g < gib; g++)); do io+=(-c "write -P 0x5a $((fs + (g << 30))) 1G"); done
-  qemu-io -f qcow2 "${io[@]}" "$tmp" >/dev/null
-  qemu-img convert -O qcow2 "$tmp" "$dir/disk.qcow2"
-  rm -f "$tmp"
-  cp "$scratch/guest/vmlinuz" "$scratch/guest/initrd.img" "$dir/"
-  chmod 644 "$dir/vmlinuz" "$dir/initrd.img"
-  chmod 444 "$dir/disk.qcow2"
-  local vsize actual
-  vsize=$(qemu-img info --output=json "$dir/disk.qcow2" | jq '."virtual-size"')
-  actual=$(qemu-img info --output=json "$dir/disk.qcow2" | jq '."actual-size"')
+  local name=$1 gib=$2 actual
+  "$root/scripts/mktemplate" "$scratch/guest" "$VMKIT_TEMPLATE_DIR" "$name" $((gib << 10))
+  actual=$(qemu-img info --output=json "$VMKIT_TEMPLATE_DIR/$name/disk.qcow2" | jq '."actual-size"')
   [ "$actual" -ge $((gib << 30)) ] || die "template $name stores only $actual bytes"
-  jq -n --arg name "$name" --arg created "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    --arg cmdline "$cmdline" --argjson vsize "$vsize" \
-    '{format: 1, name: $name, created: $created, source: "bench", vcpus: 1,
-      memory: 268435456, disk: "disk.qcow2", virtual_size: $vsize, kernel: "vmlinuz",
-      initrd: "initrd.img", cmdline: $cmdline}' > "$dir/template.json"
-  chmod 644 "$dir/template.json"
   log "template $name: $(awk -v a="$actual" 'BEGIN { printf "%.2f", a / 2^30 }') GiB stored"
 }
 for s in "${sizes[@]}"; do

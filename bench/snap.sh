@@ -241,38 +241,16 @@ boot() { # NAME TEMPLATE
 # --- the templates --------------------------------------------------------------
 log "building the tiny guest"
 "$root/scripts/mkguest" "$scratch/guest" >&2
-cmdline=$(cat "$scratch/guest/cmdline")
 
 # A template whose disk holds the guest's 64 MiB ext4 filesystem (what it boots from
 # /dev/vda) and then MIB MiB of non-zero bytes after it, flattened into one qcow2 that
 # really stores them.
 make_template() { # NAME MIB
-  local name=$1 mib=$2 dir=$VMKIT_TEMPLATE_DIR/$1 tmp=$scratch/build.qcow2 fs=$((64 << 20))
-  mkdir -m 755 "$dir"
-  qemu-img create -q -f qcow2 -b "$scratch/guest/root.qcow2" -F qcow2 "$tmp" $((fs + (mib << 20)))
-  local io=() off out
-  for ((off = 0; off < mib; off += 512)); do  # (qemu-io takes less than 2 GiB a request)
-    io+=(-c "write -P 0x5a $((fs + (off << 20))) $(((mib - off < 512 ? mib - off : 512) << 20))")
-  done
-  if [ "$mib" != 0 ] && ! out=$(qemu-io -f qcow2 "${io[@]}" "$tmp" 2>&1); then
-    echo "$out" >&2
-    die "cannot write the data of template $name"
-  fi
-  qemu-img convert -O qcow2 "$tmp" "$dir/disk.qcow2"
-  rm -f "$tmp"
-  cp "$scratch/guest/vmlinuz" "$scratch/guest/initrd.img" "$dir/"
-  chmod 644 "$dir/vmlinuz" "$dir/initrd.img"
-  chmod 444 "$dir/disk.qcow2"
-  local vsize actual
-  vsize=$(qemu-img info --output=json "$dir/disk.qcow2" | jq '."virtual-size"')
-  actual=$(qemu-img info --output=json "$dir/disk.qcow2" | jq '."actual-size"')
+  local name=$1 mib=$2 actual
+  "$root/scripts/mktemplate" "$scratch/guest" "$VMKIT_TEMPLATE_DIR" "$name" "$mib" ||
+    die "cannot make template $name"
+  actual=$(qemu-img info --output=json "$VMKIT_TEMPLATE_DIR/$name/disk.qcow2" | jq '."actual-size"')
   [ "$actual" -ge $((mib << 20)) ] || die "template $name stores only $actual bytes"
-  jq -n --arg name "$name" --arg created "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    --arg cmdline "$cmdline" --argjson vsize "$vsize" \
-    '{format: 1, name: $name, created: $created, source: "bench", vcpus: 1,
-      memory: 268435456, disk: "disk.qcow2", virtual_size: $vsize, kernel: "vmlinuz",
-      initrd: "initrd.img", cmdline: $cmdline}' > "$dir/template.json"
-  chmod 644 "$dir/template.json"
 }
 make_template bench-tiny 0
 make_template bench-data "$data_mib"

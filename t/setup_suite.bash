@@ -19,20 +19,9 @@ setup_suite() {
   chmod 755 "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
   "$top/scripts/mkguest" "$VMKIT_FIXTURE" >&2
 
-  # The shared template, in vmrun's template format (vmrun(1), FILES), written
-  # directly so that tests which only clone it need no libguestfs launch.
-  local t=$VMKIT_TEMPLATE_DIR/tiny
-  mkdir -p "$t"
-  cp "$VMKIT_FIXTURE/root.qcow2" "$t/disk.qcow2"
-  cp "$VMKIT_FIXTURE/vmlinuz" "$t/vmlinuz"
-  cp "$VMKIT_FIXTURE/initrd.img" "$t/initrd.img"
-  chmod 444 "$t"/*
-  cat > "$t/template.json" <<JSON
-{ "format": 1, "name": "tiny", "created": "$(date -u +%FT%TZ)", "source": "fixture",
-  "vcpus": 1, "memory": 268435456, "disk": "disk.qcow2",
-  "virtual_size": $(qemu-img info --output=json "$t/disk.qcow2" | jq '."virtual-size"'),
-  "kernel": "vmlinuz", "initrd": "initrd.img", "cmdline": "$(cat "$VMKIT_FIXTURE/cmdline")" }
-JSON
+  # The shared template, made directly in vmrun's template format so that tests
+  # which only clone it need no libguestfs launch.
+  "$top/scripts/mktemplate" "$VMKIT_FIXTURE" "$VMKIT_TEMPLATE_DIR" tiny
 }
 
 teardown_suite() {

@@ -57,20 +57,26 @@ static int finish_common(void)
 
 /* popt prints its own "Usage:" line first; vmkit's help puts the synopsis and a
  * sentence about the command there instead, then popt's option list. */
-static void print_help(poptContext ctx, const char *args_help, const char *about)
+static void print_options(poptContext ctx)
 {
   char *buf = NULL;
   size_t len = 0;
   FILE *m = open_memstream(&buf, &len);
   poptPrintHelp(ctx, m, 0);
   fclose(m);
-  printf("Usage: %s [OPTIONS]%s%s\n", usage_cmd, args_help && *args_help ? " " : "",
-         args_help ? args_help : "");
-  if (about) printf("%s\n", about);
+  /* Everything after popt's own usage line, one blank line before the first group. */
   const char *rest = buf ? strchr(buf, '\n') : NULL;
   while (rest && rest[0] == '\n' && rest[1] == '\n') rest++;
   if (rest) fputs(rest, stdout);
   free(buf);
+}
+
+static void print_help(poptContext ctx, const char *args_help, const char *about)
+{
+  printf("Usage: %s [OPTIONS]%s%s\n", usage_cmd, args_help && *args_help ? " " : "",
+         args_help ? args_help : "");
+  if (about) printf("%s\n", about);
+  print_options(ctx);
 }
 
 int vm_parse(poptContext *ctxp, int argc, char **argv, const struct poptOption *table,
@@ -108,19 +114,11 @@ int vm_parse(poptContext *ctxp, int argc, char **argv, const struct poptOption *
 
 static void print_tool_help(poptContext ctx, const struct vm_verb *verbs, const char *about)
 {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *m = open_memstream(&buf, &len);
-  poptPrintHelp(ctx, m, 0);
-  fclose(m);
   printf("Usage: %s [OPTIONS] COMMAND [ARGS...]\n%s\n\nCommands:\n", usage_cmd, about);
   for (const struct vm_verb *v = verbs; v->name; v++)
     printf("  %-12s %s\n", v->name, v->summary);
-  const char *rest = buf ? strchr(buf, '\n') : NULL;
-  if (rest && rest[1] == '\n') rest++;
-  if (rest) fputs(rest, stdout);
+  print_options(ctx);
   printf("\nRun '%s COMMAND --help' for the options of a command.\n", usage_cmd);
-  free(buf);
 }
 
 int vm_dispatch(int argc, char **argv, const struct vm_verb *verbs, const char *about)

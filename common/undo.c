@@ -82,9 +82,11 @@ void vm_undo_run(void)
       if (virDomainIsPersistent(u->dom) == 1 &&
           virDomainUndefineFlags(u->dom, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
                                            VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
-                                           VIR_DOMAIN_UNDEFINE_NVRAM) < 0)
-        vm_warn("cannot undefine '%s' while undoing: %s", virDomainGetName(u->dom),
-                vm_virt_message());
+                                           VIR_DOMAIN_UNDEFINE_NVRAM) < 0) {
+        /* Read libvirt's reason before virDomainGetName resets it. */
+        CLEANUP_FREE char *why = strdup(vm_virt_message());
+        vm_warn("cannot undefine '%s' while undoing: %s", virDomainGetName(u->dom), why);
+      }
       virDomainFree(u->dom);
       break;
     }

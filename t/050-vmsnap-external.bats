@@ -8,8 +8,7 @@ load helpers
 setup_file() {
   export VM
   VM=$(file_vm_name ext)
-  run_tool 0 vmrun create "$VM" --template tiny --start
-  run_tool 0 vmrun wait "$VM" --console-line 'vmkit-guest: up' --timeout 120
+  boot_vm "$VM"
   run_tool 0 vmrun wait "$VM" --agent --timeout 60
 }
 

@@ -4,7 +4,6 @@
  * failure at any point leaves no disk and no domain behind. */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>

@@ -204,7 +204,7 @@ int cmd_create(int argc, char **argv)
       p->paused_ms = paused_ms;
       p->frozen_ms = frozen_ms;
     }
-    if (snaps_save_records(dom, &snaps) != 0)
+    if (snaps_save_records(dom, &snaps, NULL) != 0)
       vm_warn("snapshot '%s' was taken, but its kind is not recorded", name);
   }
   printf("%s\n", name);

@@ -199,12 +199,24 @@ static int redefine_records(virDomainPtr dom, struct snaps *s, const struct snap
   return rc;
 }
 
+static int delete_one(virConnectPtr conn, virDomainPtr dom, struct snaps *s, struct snap *p, bool metadata_only);
+
+/* Deletes a snapshot and drops vmsnap's record of it with libvirt's. */
 int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const char *name, bool metadata_only)
 {
-  const char *vm = virDomainGetName(dom);
   struct snap *p;
-  int rc = snap_lookup(s, vm, name, &p);
+  int rc = snap_lookup(s, virDomainGetName(dom), name, &p);
   if (rc || (rc = vm_domain_idle(dom, "delete a snapshot of"))) return rc;
+  rc = delete_one(conn, dom, s, p, metadata_only);
+  if (rc == 0 && snaps_save_records(dom, s, p) != 0)
+    vm_warn("the snapshot records of '%s' may be stale", virDomainGetName(dom));
+  return rc;
+}
+
+static int delete_one(virConnectPtr conn, virDomainPtr dom, struct snaps *s, struct snap *p, bool metadata_only)
+{
+  const char *vm = virDomainGetName(dom), *name = p->name;
+  int rc = 0;
 
   if (metadata_only || !p->external) {
     unsigned flags = metadata_only ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY : 0;
@@ -275,6 +287,17 @@ int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const cha
   return rc;
 }
 
+/* Each delete sees the chain and records the one before it left. */
+static int delete_named(virConnectPtr conn, virDomainPtr dom, const char *name, bool metadata_only)
+{
+  struct snaps s;
+  int rc = snaps_load(dom, &s);
+  if (rc == 0) rc = snap_delete(conn, dom, &s, name, metadata_only);
+  snaps_free(&s);
+  if (rc == 0) vm_info("deleted snapshot '%s' of '%s'", name, virDomainGetName(dom));
+  return rc;
+}
+
 static int o_metadata;
 
 int cmd_delete(int argc, char **argv)
@@ -292,19 +315,7 @@ int cmd_delete(int argc, char **argv)
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
   if ((rc = vm_open(args[0], &conn, &dom))) return rc;
-  for (int i = 1; i < nargs && rc == 0; i++) {
-    struct snaps s;
-    if ((rc = snaps_load(dom, &s))) break;
-    rc = snap_delete(conn, dom, &s, args[i], o_metadata);
-    snaps_free(&s);
-    if (rc == 0) vm_info("deleted snapshot '%s' of '%s'", args[i], args[0]);
-  }
-  /* The records follow libvirt's list: the deleted drop out. */
-  struct snaps s;
-  if (snaps_load(dom, &s) == 0) {
-    snaps_save_records(dom, &s);
-    snaps_free(&s);
-  }
+  for (int i = 1; i < nargs && rc == 0; i++) rc = delete_named(conn, dom, args[i], o_metadata);
   return rc;
 }
 
@@ -360,20 +371,10 @@ int cmd_prune(int argc, char **argv)
   free(byage);
   snaps_free(&s);
 
-  /* Oldest first; each delete sees the chain the one before it left. */
+  /* Oldest first. */
   for (size_t i = 0; i < doomed.n && rc == 0; i++) {
-    if (dry_run) {
-      printf("%s\n", doomed.v[i]);
-      continue;
-    }
-    if ((rc = snaps_load(dom, &s))) break;
-    rc = snap_delete(conn, dom, &s, doomed.v[i], false);
-    snaps_free(&s);
-    if (rc == 0) vm_info("deleted snapshot '%s' of '%s'", doomed.v[i], args[0]);
-  }
-  if (!dry_run && snaps_load(dom, &s) == 0) {
-    snaps_save_records(dom, &s);
-    snaps_free(&s);
+    if (dry_run) printf("%s\n", doomed.v[i]);
+    else rc = delete_named(conn, dom, doomed.v[i], false);
   }
   vm_strv_free(&doomed);
   return rc;

@@ -136,13 +136,14 @@ int snap_lookup(struct snaps *s, const char *vm, const char *name, struct snap *
   return vm_fail(VM_EXIT_NOTFOUND, "VM '%s' has no snapshot '%s'", vm, name);
 }
 
-int snaps_save_records(virDomainPtr dom, const struct snaps *s)
+int snaps_save_records(virDomainPtr dom, const struct snaps *s, const struct snap *skip)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
   xmlNodePtr root = xmlNewNode(NULL, BAD_CAST "snapshots");
   xmlDocSetRootElement(doc, root);
   for (size_t i = 0; i < s->n; i++) {
     const struct snap *p = &s->v[i];
+    if (p == skip) continue;
     xmlNodePtr e = vm_xml_child(root, "snapshot", NULL);
     vm_xml_set(e, "name", p->name);
     vm_xml_set(e, "kind", p->kind);

@@ -204,7 +204,7 @@ int cmd_revert(int argc, char **argv)
     goto out;
   }
   /* The definition came back from the snapshot with the records it had then. */
-  if (snaps_save_records(dom, &snaps) != 0) vm_warn("the snapshot records of '%s' may be stale", vm);
+  if (snaps_save_records(dom, &snaps, NULL) != 0) vm_warn("the snapshot records of '%s' may be stale", vm);
   vm_info("reverted '%s' to snapshot '%s' (now %s)", vm, s->name, vm_state_name(vm_domain_state(dom)));
 out:
   snaps_free(&snaps);

@@ -41,8 +41,8 @@ struct snaps {
 int snaps_load(virDomainPtr dom, struct snaps *s);
 struct snap *snaps_find(struct snaps *s, const char *name);
 void snaps_free(struct snaps *s);
-/* Writes the records of every snapshot in s (stale ones drop out). */
-int snaps_save_records(virDomainPtr dom, const struct snaps *s);
+/* Writes the records of every snapshot in s but skip (stale ones drop out). */
+int snaps_save_records(virDomainPtr dom, const struct snaps *s, const struct snap *skip);
 /* Finds a snapshot by name; VM_EXIT_NOTFOUND with a message when there is none. */
 int snap_lookup(struct snaps *s, const char *vm, const char *name, struct snap **out);
 

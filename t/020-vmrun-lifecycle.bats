@@ -118,7 +118,7 @@ teardown() { :; }
 
 @test "stop shuts the guest down gracefully; stopping again succeeds, --strict exits 4" {
   run_tool 0 vmrun stop "$VM" --timeout 60
-  [[ "$stderr" == *"stopped VM '$VM'"* ]]
+  assert_stderr_has "stopped VM '$VM'"
   console "$VM" | grep -q 'vmkit-guest: going down (poweroff)'
   run_tool 0 vmrun list -o tsv --state shutoff
   grep -q "^$VM	shutoff" <<< "$output"

@@ -44,6 +44,14 @@ assert_one_error_line() {
   fi
 }
 
+# The tool's stderr contains TEXT (shown whole when it does not).
+assert_stderr_has() {
+  [[ "$stderr" == *"$1"* ]] && return 0
+  echo "expected stderr to contain '$1'; it was:" >&3
+  echo "$stderr" >&3
+  return 1
+}
+
 # vm_name SUFFIX: a VM name unique to this run, file and test.
 vm_name() { echo "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-$1"; }
 # file_vm_name SUFFIX: a VM shared by the tests of one file (setup_file).

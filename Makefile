@@ -10,14 +10,19 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wformat=2 -Wshadow \
            -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing
-CPPFLAGS += -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Icommon -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Icommon -Icommon/base -Icommon/virt \
+            -Icommon/gfs -MMD -MP
 
 PKG_CONFIG ?= pkg-config
 # Each library and the Debian package that provides it, so that a missing one stops
 # the build with a message a newcomer can act on.
-PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libguestfs:libguestfs-dev \
-        popt:libpopt-dev json-c:libjson-c-dev libxml-2.0:libxml2-dev \
-        libcrypt:libcrypt-dev
+# common/ is layered: base (libc, popt, json-c), virt (libvirt, libxml2) and gfs
+# (libguestfs); a program links only the layers it needs.
+BASE_PKGS := popt:libpopt-dev json-c:libjson-c-dev
+VIRT_PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libxml-2.0:libxml2-dev
+GFS_PKGS  := libguestfs:libguestfs-dev
+TOOL_PKGS := libcrypt:libcrypt-dev
+PKGS := $(BASE_PKGS) $(VIRT_PKGS) $(GFS_PKGS) $(TOOL_PKGS)
 CHECK_PKGS := cmocka:libcmocka-dev
 
 define need_pkg
@@ -31,18 +36,27 @@ endif
 pkgnames = $(foreach p,$(1),$(word 1,$(subst :, ,$(p))))
 LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PKGS)) 2>/dev/null)
 LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null) -lpthread
+BASE_LIBS  := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(BASE_PKGS)) 2>/dev/null)
 CPPFLAGS   += $(LIB_CFLAGS)
 
 TOOLS := vmrun vmsnap
+.DEFAULT_GOAL := all
 
-COMMON_SRCS := $(wildcard common/*.c)
+LAYERS := base virt gfs
+define layer_rule
+$(1)_LSRCS := $$(wildcard common/$(1)/*.c)
+$(1)_LOBJS := $$($(1)_LSRCS:.c=.o)
+common/libvmkit-$(1).a: $$($(1)_LOBJS)
+	$$(AR) rcs $$@ $$^
+COMMON_SRCS += $$($(1)_LSRCS)
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rule,$(l))))
 COMMON_OBJS := $(COMMON_SRCS:.c=.o)
-LIBVMKIT    := common/libvmkit.a
+# Upper layers first, as the linker wants them.
+LIBVMKIT := common/libvmkit-gfs.a common/libvmkit-virt.a common/libvmkit-base.a
+LIBVMKIT_BASE := common/libvmkit-base.a
 
 all: $(TOOLS)
-
-$(LIBVMKIT): $(COMMON_OBJS)
-	$(AR) rcs $@ $^
 
 # Each tool is every .c file in its folder, linked with libvmkit.a.
 define tool_rule
@@ -56,13 +70,24 @@ ALL_OBJS += $$($(1)_OBJS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
 
-# C unit tests of pure logic: t/unit/test-*.c, each linked with libvmkit.a.
-UNIT_SRCS := $(wildcard t/unit/test-*.c)
+# C unit tests of pure logic: t/unit/test-*.c, each linked with the whole library;
+# t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
+# the link line, which proves that the base layer stands without them.
+UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c)
 UNIT_BINS := $(UNIT_SRCS:.c=)
 t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< \
 	  $(LIBVMKIT) $(LIB_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+# The event test also runs under AddressSanitizer, with its own build of events.c.
+t/unit/test-events: t/unit/test-events.c common/virt/events.c $(LIBVMKIT)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fsanitize=address -fno-omit-frame-pointer $(shell $(PKG_CONFIG) --cflags cmocka) \
+	  -o $@ $< common/virt/events.c $(LIBVMKIT) $(LIB_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
+	  $(CFLAGS) -o $@ $< $(LIBVMKIT_BASE) $(BASE_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
 check: all $(UNIT_BINS)
 	t/run
@@ -74,7 +99,7 @@ install: all
 	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7/
 
 clean:
-	rm -f common/*.o common/*.d $(LIBVMKIT) $(foreach t,$(TOOLS),$(t)/*.o $(t)/*.d $(t)/$(t)) \
+	rm -f common/*/*.o common/*/*.d common/*.a $(foreach t,$(TOOLS),$(t)/*.o $(t)/*.d $(t)/$(t)) \
 	  $(UNIT_BINS) t/unit/*.d
 
 .PHONY: all check install clean

@@ -12,11 +12,17 @@ setup_suite() {
   # HOST.md: KVM guests hang on the build machine; everything runs under TCG.
   export VMKIT_VIRT_TYPE=qemu
   export LIBVIRT_DEFAULT_URI=qemu:///system
+  # The run's own storage pools (transient: gone with libvirtd too), for VM disks
+  # and for templates; the tools find them by name, the tests their folders by path.
   export VMKIT_STORAGE_DIR=$VMKIT_TEST_RUN/storage
   export VMKIT_TEMPLATE_DIR=$VMKIT_TEST_RUN/templates
+  export VMKIT_POOL=${VMKIT_TEST_PREFIX}images
+  export VMKIT_TEMPLATE_POOL=${VMKIT_TEST_PREFIX}templates
   export VMKIT_FIXTURE=${VMKIT_FIXTURE:-$top/t/.run/guest}
   mkdir -p "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
   chmod 755 "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
+  virsh -q -c qemu:///system pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null
+  virsh -q -c qemu:///system pool-create-as "$VMKIT_TEMPLATE_POOL" dir --target "$VMKIT_TEMPLATE_DIR" >/dev/null
   "$top/scripts/mkguest" "$VMKIT_FIXTURE" >&2
 
   # The shared template, made directly in vmrun's template format so that tests
@@ -31,6 +37,10 @@ teardown_suite() {
     virsh -q -c qemu:///system undefine "$d" --snapshots-metadata >/dev/null 2>&1 || true
   done
   rm -f /var/log/libvirt/qemu/"$VMKIT_TEST_PREFIX"*-console.log
+  for d in $(virsh -q -c qemu:///system pool-list --all --name | grep "^$VMKIT_TEST_PREFIX" || true); do
+    virsh -q -c qemu:///system pool-destroy "$d" >/dev/null 2>&1 || true
+    virsh -q -c qemu:///system pool-undefine "$d" >/dev/null 2>&1 || true
+  done
   [ -z "${VMKIT_TEST_KEEP:-}" ] && rm -rf "$VMKIT_TEST_RUN"
   return 0
 }

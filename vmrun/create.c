@@ -1,10 +1,17 @@
-/* vmrun create: a VM from an image (in place or copied), from a template (a linked
+/* vmrun create: VMs from an image (in place or copied), from a template (a linked
  * qcow2 clone, or a full copy), or with blank disks; optionally customized at first
- * boot and started. Every step that makes something registers its undo, so a
- * failure at any point leaves no disk and no domain behind. */
+ * boot and started. Several at once (names, or --count with a pattern) over one
+ * connection, their starts overlapped.
+ *
+ * Each VM is all or nothing. Its domain is defined first, with a journal record
+ * naming every volume the run is about to make, then the volumes are made through
+ * libvirt's storage API, then the record is cleared: a run killed at any instant
+ * leaves a VM that the next run holding its lock rolls back (vm_journal_recover),
+ * and a run that fails undoes what it made itself. */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,42 +19,66 @@
 #include "vmrun.h"
 
 static char *o_image, *o_template, *o_memory, *o_vcpus, *o_size, *o_cdrom, *o_console_log;
-static char *o_kernel, *o_initrd, *o_cmdline, *o_hostname, *o_ssh_key, *o_root_pw;
+static char *o_kernel, *o_initrd, *o_cmdline, *o_hostname, *o_ssh_key, *o_root_pw, *o_pool, *o_tpool, *o_count;
 static char **o_disks, **o_networks, **o_macs;
-static int o_copy, o_full, o_autostart, o_start, o_dry_run;
+static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run;
 
 static struct poptOption options[] = {
   { "image", 'i', POPT_ARG_STRING, &o_image, 0, "boot disk: this image, used in place", "FILE" },
-  { "copy", '\0', POPT_ARG_NONE, &o_copy, 0, "copy the --image into the storage directory", NULL },
+  { "copy", '\0', POPT_ARG_NONE, &o_copy, 0, "copy the --image into the storage pool", NULL },
   { "template", '\0', POPT_ARG_STRING, &o_template, 0, "boot disk: a linked clone of this template", "NAME" },
   { "full", '\0', POPT_ARG_NONE, &o_full, 0, "make a full copy of the template, not a linked clone", NULL },
   { "size", '\0', POPT_ARG_STRING, &o_size, 0, "grow the boot disk to SIZE (bare number: GiB)", "SIZE" },
   { "vcpus", '\0', POPT_ARG_STRING, &o_vcpus, 0, "virtual CPUs (default: the template's, else 1)", "N" },
   { "memory", 'm', POPT_ARG_STRING, &o_memory, 0, "memory (bare number: MiB; default: the template's, else 512M)", "SIZE" },
   { "disk", 'd', POPT_ARG_ARGV, &o_disks, 0, "add a blank data disk of SIZE (bare number: GiB); repeatable", "SIZE" },
+  { "pool", '\0', POPT_ARG_STRING, &o_pool, 0, "the storage pool for new disks (default: $VMKIT_POOL, else default)", "POOL" },
+  { "template-pool", '\0', POPT_ARG_STRING, &o_tpool, 0, "the pool the template lives in (default: $VMKIT_TEMPLATE_POOL, else vmkit-templates)", "POOL" },
   { "cdrom", '\0', POPT_ARG_STRING, &o_cdrom, 0, "attach an ISO image as a CD-ROM", "ISO" },
   { "network", '\0', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
   { "mac", '\0', POPT_ARG_ARGV, &o_macs, 0, "MAC address of the next NIC; repeatable", "MAC" },
-  { "console-log", '\0', POPT_ARG_STRING, &o_console_log, 0, "log the serial console to FILE (default: /var/log/libvirt/qemu/NAME-console.log)", "FILE" },
+  { "console-log", '\0', POPT_ARG_STRING, &o_console_log, 0, "log the serial console to FILE on the host (default: /var/log/libvirt/qemu/NAME-console.log)", "FILE" },
   { "kernel", '\0', POPT_ARG_STRING, &o_kernel, 0, "boot this kernel directly", "FILE" },
   { "initrd", '\0', POPT_ARG_STRING, &o_initrd, 0, "with --kernel: this initrd", "FILE" },
   { "cmdline", '\0', POPT_ARG_STRING, &o_cmdline, 0, "with --kernel: this kernel command line", "ARGS" },
-  { "hostname", '\0', POPT_ARG_STRING, &o_hostname, 0, "first boot: set the guest's hostname", "NAME" },
+  { "hostname", '\0', POPT_ARG_STRING, &o_hostname, 0, "first boot: set the guest's hostname (with --count, a pattern like the name's)", "NAME" },
   { "ssh-key", '\0', POPT_ARG_STRING, &o_ssh_key, 0, "first boot: add this public key for root", "FILE" },
   { "root-password-file", '\0', POPT_ARG_STRING, &o_root_pw, 0, "first boot: set root's password to the first line of FILE", "FILE" },
+  { "count", 'n', POPT_ARG_STRING, &o_count, 0, "create N VMs named by the pattern NAME (one %d, e.g. web-%02d: web-01 ...)", "N" },
   { "autostart", '\0', POPT_ARG_NONE, &o_autostart, 0, "start the VM when the host boots", NULL },
   { "start", 's', POPT_ARG_NONE, &o_start, 0, "start the VM once it is defined", NULL },
-  { "dry-run", '\0', POPT_ARG_NONE, &o_dry_run, 0, "print the domain XML and the image commands; change nothing", NULL },
+  { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "with --start: start with the vCPUs paused", NULL },
+  { "dry-run", '\0', POPT_ARG_NONE, &o_dry_run, 0, "print the domain XML and the volumes it would make; change nothing", NULL },
+  VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
 
-/* A disk to be made: where, how (an argv for qemu-img), and in what format. */
-struct planned_disk {
-  char *path;
-  const char *format;
-  struct vm_strv argv;  /* empty: an existing image used in place */
-  struct vm_strv argv2; /* a second step (resize after a full copy) */
+/* A volume to be made for a VM. */
+enum how { V_NEW, V_CLONE, V_COPY_VOL, V_COPY_LOCAL, V_CUSTOM, V_CUSTOM_FULL };
+struct planned {
+  enum how how;
+  char *name, *path;       /* volume name, and its path on the host */
+  uint64_t capacity;
+  const char *backing;     /* V_CLONE */
+  char *source;            /* V_COPY_*: what is copied */
+  const char *source_format;
+};
+
+/* One VM of the command. */
+struct job {
+  char *name, *hostname;
+  char uuid[37];
+  struct planned vols[VM_MAX_DEVS];
+  size_t nvols;
+  char *boot;              /* the boot disk's path (a new volume or an image in place) */
+  const char *boot_format, *disk_type;
+  char *xml;
+  virDomainPtr dom;
+  struct vm_undo undo;
+  int rc;
+  char *error;             /* a start's failure, read in a thread */
+  const char *result;
 };
 
 static bool valid_mac(const char *m)
@@ -67,17 +98,48 @@ static bool valid_hostname(const char *h)
   return true;
 }
 
-/* Files named on the command line must exist; the path given to libvirt is made
- * absolute, since the daemon does not share our working directory. */
-static int need_file(const char *what, const char *path, char **abs)
+/* A pattern with one %d (optionally zero-padded: %02d) and no other '%'. */
+static bool valid_pattern(const char *p)
 {
-  char real[PATH_MAX];
-  struct stat st;
-  if (!realpath(path, real) || stat(real, &st) < 0)
-    return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot use %s '%s'",
-                         what, path);
-  if (S_ISDIR(st.st_mode)) return vm_fail(VM_EXIT_USAGE, "%s '%s' is a directory", what, path);
-  if (abs) *abs = strdup(real);
+  const char *pc = strchr(p, '%');
+  if (!pc || strchr(pc + 1, '%')) return false;
+  const char *q = pc + 1;
+  if (*q == '0') q++;
+  while (isdigit((unsigned char)*q)) q++;
+  return *q == 'd' && q - pc <= 4;
+}
+
+static char *expand(const char *pattern, unsigned long i)
+{
+  /* The pattern was checked to hold exactly one integer directive. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+  return vm_strdup_printf(pattern, (int)i);
+#pragma GCC diagnostic pop
+}
+
+/* A file the VM boots from or mounts (kernel, initrd, ISO, an image in place) must
+ * be on the host: on a local connection any file (its path made absolute, since the
+ * daemon does not share our working directory); on a remote one, a volume of its
+ * pools. */
+static int host_file(virConnectPtr conn, const char *what, const char *path, char **abs)
+{
+  if (vm_conn_is_local(conn)) {
+    char real[PATH_MAX];
+    struct stat st;
+    if (!realpath(path, real) || stat(real, &st) < 0)
+      return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot use %s '%s'", what, path);
+    if (S_ISDIR(st.st_mode)) return vm_fail(VM_EXIT_USAGE, "%s '%s' is a directory", what, path);
+    *abs = vm_strdup(real);
+    return 0;
+  }
+  CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
+  int rc = vm_vol_find(conn, path, &vol);
+  if (rc == VM_EXIT_NOTFOUND)
+    return vm_fail(VM_EXIT_NOTFOUND, "no %s '%s' in the storage pools of %s (vmkit reaches a remote host's files "
+                   "through its pools)", what, path, vm_conn_host_name(conn));
+  if (rc) return rc;
+  *abs = virStorageVolGetPath(vol);
   return 0;
 }
 
@@ -91,58 +153,381 @@ static int parse_network(const char *spec, struct vm_spec_nic *nic)
   return 0;
 }
 
-static int plan_new(struct planned_disk *d, const char *path)
+static void job_free(struct job *j)
 {
-  d->path = strdup(path);
-  d->format = "qcow2";
-  if (access(path, F_OK) == 0)
-    return vm_fail(VM_EXIT_STATE, "cannot create disk '%s': it already exists", path);
+  free(j->name);
+  free(j->hostname);
+  for (size_t i = 0; i < j->nvols; i++) {
+    free(j->vols[i].name);
+    free(j->vols[i].path);
+    free(j->vols[i].source);
+  }
+  free(j->boot);
+  free(j->xml);
+  free(j->error);
+  if (j->dom) virDomainFree(j->dom);
+  vm_undo_forget(&j->undo);
+}
+
+/* What every VM of the command shares. */
+struct common {
+  virConnectPtr conn;
+  virStoragePoolPtr pool;
+  char *pool_path;
+  bool file_pool;
+  struct template tpl;
+  char *local_tpl_disk;     /* customization: the template's disk as this machine reads it */
+  char *image, *image_format, *kernel, *initrd, *cdrom;
+  bool image_vol;           /* the --image is a volume of the host */
+  uint64_t size, data_size[VM_MAX_DEVS];
+  size_t ndata;
+  struct customization cust;
+  char *scratch;            /* local scratch folder (customized overlays) */
+};
+
+static struct planned *plan_vol(struct common *c, struct job *j, enum how how, const char *name, uint64_t cap)
+{
+  struct planned *p = &j->vols[j->nvols++];
+  p->how = how;
+  p->name = vm_strdup(name);
+  p->path = vm_strdup_printf("%s/%s", c->pool_path, name);
+  p->capacity = cap;
+  return p;
+}
+
+static int plan_job(struct common *c, struct job *j, struct vm_spec *spec)
+{
+  vm_uuid_random(j->uuid);
+  const char *fmt = c->file_pool ? "qcow2" : "raw";
+  j->boot_format = fmt;
+  j->disk_type = c->file_pool ? "file" : "block";
+  CLEANUP_FREE char *bootname = vm_strdup_printf("%s.qcow2", j->name);
+  if (!c->file_pool) {
+    free(bootname);
+    bootname = vm_strdup(j->name);
+  }
+  bool custom = customization_wanted(&c->cust);
+  if (o_template) {
+    uint64_t cap = c->size ? c->size : c->tpl.virtual_size;
+    struct planned *p;
+    if (custom) {
+      /* With --full, the customized overlay (BOOT.custom) is flattened into the
+       * boot disk and then removed; the journal names it too. */
+      p = plan_vol(c, j, o_full ? V_CUSTOM_FULL : V_CUSTOM, bootname, cap);
+    } else {
+      p = plan_vol(c, j, o_full ? V_COPY_VOL : V_CLONE, bootname, cap);
+      p->backing = c->tpl.disk;
+      p->source = vm_strdup(c->tpl.disk);
+      p->source_format = "qcow2";
+    }
+    j->boot = vm_strdup(p->path);
+  } else if (c->image) {
+    if (o_copy) {
+      struct planned *p = plan_vol(c, j, c->image_vol ? V_COPY_VOL : V_COPY_LOCAL, bootname, c->size);
+      p->source = vm_strdup(c->image);
+      p->source_format = c->image_format;
+      j->boot = vm_strdup(p->path);
+    } else {
+      j->boot = vm_strdup(c->image);
+      j->boot_format = strcmp(c->image_format, "raw") == 0 ? "raw" : "qcow2";
+      j->disk_type = "file";
+      struct stat st;
+      if (vm_conn_is_local(c->conn) && stat(c->image, &st) == 0 && S_ISBLK(st.st_mode)) j->disk_type = "block";
+    }
+  }
+  for (size_t i = 0; i < c->ndata; i++) {
+    CLEANUP_FREE char *n = c->file_pool ? vm_strdup_printf("%s-disk%zu.qcow2", j->name, i + 1)
+                                        : vm_strdup_printf("%s-disk%zu", j->name, i + 1);
+    plan_vol(c, j, V_NEW, n, c->data_size[i]);
+  }
+
+  /* The definition. */
+  spec->name = j->name;
+  spec->uuid = j->uuid;
+  spec->ndisks = 0;
+  if (j->boot) spec->disks[spec->ndisks++] = (struct vm_spec_disk){ j->boot, j->boot_format, "disk", j->disk_type, false };
+  for (size_t i = 0; i < j->nvols; i++) {
+    if (j->boot && strcmp(j->vols[i].path, j->boot) == 0) continue;
+    spec->disks[spec->ndisks++] = (struct vm_spec_disk){ j->vols[i].path, fmt, "disk", c->file_pool ? "file" : "block", false };
+  }
+  if (c->cdrom) spec->disks[spec->ndisks++] = (struct vm_spec_disk){ c->cdrom, "raw", "cdrom", "file", true };
+  CLEANUP_FREE char *log = NULL;
+  if (o_console_log) {
+    if (o_console_log[0] == '/' || !vm_conn_is_local(c->conn)) log = vm_strdup(o_console_log);
+    else {
+      char cwd[PATH_MAX];
+      log = vm_strdup_printf("%s/%s", getcwd(cwd, sizeof cwd) ? cwd : ".", o_console_log);
+    }
+  } else {
+    log = vm_strdup_printf("/var/log/libvirt/qemu/%s-console.log", j->name);
+  }
+  spec->console_log = log;
+  CLEANUP_XMLDOC xmlDocPtr rec = vm_journal_new("create");
+  for (size_t i = 0; i < j->nvols; i++) vm_journal_add_volume(rec, j->vols[i].path, "new");
+  if (j->nvols && j->vols[0].how == V_CUSTOM_FULL) {
+    CLEANUP_FREE char *tmp = vm_strdup_printf("%s.custom", j->vols[0].path);
+    vm_journal_add_volume(rec, tmp, "new");
+  }
+  spec->journal = rec;
+  j->xml = vm_spec_xml(spec);
+  spec->journal = NULL;
+  spec->console_log = NULL;
+  if (!j->xml) return vm_fail(VM_EXIT_FAIL, "cannot write the domain XML of '%s'", j->name);
   return 0;
 }
+
+static void print_plan(struct common *c, struct job *j)
+{
+  static const char *const hows[] = { "a new volume", "a linked clone of", "a full copy of", "a copy of",
+                                      "a customized clone of", "a customized full copy of" };
+  for (size_t i = 0; i < j->nvols; i++) {
+    const struct planned *p = &j->vols[i];
+    char sz[16];
+    fprintf(stderr, "would create volume '%s' in pool '%s': %s%s%s (%s)\n", p->name, virStoragePoolGetName(c->pool),
+            hows[p->how], p->how == V_NEW ? "" : " ", p->how == V_NEW ? "" : p->source ? p->source : c->tpl.disk,
+            p->capacity ? vm_format_size(p->capacity, sz) : "its source's size");
+  }
+  if (customization_wanted(&c->cust)) fprintf(stderr, "would customize: %s\n", j->boot);
+  fputs(j->xml, stdout);
+}
+
+/* A customized clone: made here on a local overlay of a local copy of the template
+ * (libguestfs works on local files), pointed at the host's template, and sent into
+ * an empty volume of the host's pool. */
+static int make_custom(struct common *c, struct job *j, struct planned *p, virStorageVolPtr *out)
+{
+  CLEANUP_FREE char *local = vm_strdup_printf("%s/%s.qcow2", c->scratch, j->name);
+  char cap[32];
+  snprintf(cap, sizeof cap, "%llu", (unsigned long long)p->capacity);
+  char *mk[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", c->local_tpl_disk, local, cap, NULL };
+  int rc = vm_run_checked(mk, NULL);
+  if (rc) return rc;
+  vm_undo_local_file(&j->undo, local);
+  struct customization cust = c->cust;
+  cust.hostname = j->hostname;
+  if ((rc = customize_disk(local, "qcow2", &cust))) return rc;
+  if (strcmp(c->local_tpl_disk, c->tpl.disk) != 0) {
+    char *rebase[] = { "qemu-img", "rebase", "-q", "-u", "-F", "qcow2", "-b", c->tpl.disk, local, NULL };
+    if ((rc = vm_run_checked(rebase, NULL))) return rc;
+  }
+  const char *vname = p->name;
+  CLEANUP_FREE char *tmpname = NULL;
+  if (p->how == V_CUSTOM_FULL) vname = tmpname = vm_strdup_printf("%s.custom", p->name);
+  struct vm_volspec spec = { .name = vname, .format = "raw", .capacity = 0 };
+  CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
+  if ((rc = vm_vol_create(c->pool, &spec, &vol))) return rc;
+  CLEANUP_FREE char *path = virStorageVolGetPath(vol);
+  vm_undo_volume(&j->undo, c->conn, path);
+  if ((rc = vm_vol_upload_file(vol, local)) || (rc = vm_pool_refresh(c->pool))) return rc;
+  if (p->how == V_CUSTOM) {
+    *out = vol;
+    vol = NULL;
+    return 0;
+  }
+  /* A full copy: the customized overlay flattened by libvirt, then removed. */
+  virStorageVolPtr again = virStorageVolLookupByName(c->pool, vname);
+  if (!again) return vm_fail_virt("cannot find volume '%s'", vname);
+  struct vm_volspec full = { .name = p->name, .format = "qcow2", .capacity = p->capacity };
+  rc = vm_vol_create_from(c->pool, &full, again, out);
+  virStorageVolFree(again);
+  if (rc) return rc;
+  CLEANUP_FREE char *fpath = virStorageVolGetPath(*out);
+  vm_undo_volume(&j->undo, c->conn, fpath);
+  return vm_path_delete(c->conn, path);
+}
+
+static int make_volume(struct common *c, struct job *j, struct planned *p)
+{
+  CLEANUP_VIRVOL virStorageVolPtr vol = NULL, src = NULL;
+  int rc = 0;
+  const char *fmt = c->file_pool ? "qcow2" : "raw";
+  switch (p->how) {
+  case V_NEW:
+  case V_CLONE: {
+    struct vm_volspec spec = { .name = p->name, .format = fmt, .capacity = p->capacity, .backing = p->backing,
+                               .backing_format = "qcow2" };
+    rc = vm_vol_create(c->pool, &spec, &vol);
+    break;
+  }
+  case V_COPY_VOL: {
+    if ((rc = vm_vol_find(c->conn, p->source, &src))) {
+      if (rc == VM_EXIT_NOTFOUND) rc = vm_fail(VM_EXIT_NOTFOUND, "'%s' is gone", p->source);
+      break;
+    }
+    struct vm_volspec spec = { .name = p->name, .format = fmt, .capacity = 0 };
+    vm_progress("copying the disk", 0, 0);
+    rc = vm_vol_create_from(c->pool, &spec, src, &vol);
+    vm_progress_end();
+    break;
+  }
+  case V_COPY_LOCAL: {
+    /* A local image in no pool, on a local connection: qemu-img writes the new
+     * volume's file, which libvirt then reads again. */
+    struct vm_volspec spec = { .name = p->name, .format = "raw", .capacity = 0 };
+    if ((rc = vm_vol_create(c->pool, &spec, &vol))) break;
+    CLEANUP_FREE char *path = virStorageVolGetPath(vol);
+    vm_undo_volume(&j->undo, c->conn, path);
+    char *conv[] = { "qemu-img", "convert", "-q", "-f", (char *)p->source_format, "-O", (char *)fmt, p->source, path, NULL };
+    vm_progress("copying the disk", 0, 0);
+    rc = vm_run_checked(conv, NULL);
+    vm_progress_end();
+    if (rc == 0) rc = vm_pool_refresh(c->pool);
+    if (rc) return rc;
+    virStorageVolFree(vol);
+    vol = virStorageVolLookupByName(c->pool, p->name);
+    if (!vol) return vm_fail_virt("cannot find volume '%s'", p->name);
+    break;
+  }
+  case V_CUSTOM:
+  case V_CUSTOM_FULL:
+    rc = make_custom(c, j, p, &vol);
+    break;
+  }
+  if (rc) return rc;
+  CLEANUP_FREE char *path = virStorageVolGetPath(vol);
+  if (p->how != V_COPY_LOCAL && p->how != V_CUSTOM && p->how != V_CUSTOM_FULL) vm_undo_volume(&j->undo, c->conn, path);
+  if (!path || strcmp(path, p->path) != 0)
+    return vm_fail(VM_EXIT_FAIL, "volume '%s' of pool '%s' is at '%s', not '%s'", p->name,
+                   virStoragePoolGetName(c->pool), path ? path : "?", p->path);
+  /* A copy that is to be larger than its source is grown. */
+  if ((p->how == V_COPY_VOL || p->how == V_COPY_LOCAL || p->how == V_CUSTOM_FULL) && p->capacity) {
+    virStorageVolInfo info;
+    if (virStorageVolGetInfo(vol, &info) == 0 && info.capacity < p->capacity &&
+        virStorageVolResize(vol, p->capacity, 0) < 0)
+      return vm_fail_virt("cannot grow '%s'", p->name);
+  }
+  return 0;
+}
+
+/* Everything but the start, for one VM. */
+static int build(struct common *c, struct job *j)
+{
+  virDomainPtr old = virDomainLookupByName(c->conn, j->name);
+  if (old) {
+    /* A VM of that name: one that a killed create left is rolled back, any other
+     * is a conflict. */
+    CLEANUP_FREE char *other = NULL;
+    int rc = vm_lock_domain(c->conn, old);
+    if (rc == 0) rc = vm_journal_recover(c->conn, &old, &other);
+    if (old) virDomainFree(old);
+    if (rc == 0) return vm_fail(VM_EXIT_STATE, "VM '%s' already exists", j->name);
+    if (rc != VM_EXIT_NOTFOUND) return rc;
+  } else {
+    virResetLastError();
+  }
+  int rc = vm_lock_domain_uuid(c->conn, j->uuid, j->name);
+  if (rc) return rc;
+  j->dom = virDomainDefineXML(c->conn, j->xml);
+  if (!j->dom) {
+    if (vm_virt_error_code() == VIR_ERR_OPERATION_FAILED || vm_virt_error_code() == VIR_ERR_DOM_EXIST) {
+      virDomainPtr again = virDomainLookupByName(c->conn, j->name);
+      if (again) {
+        virDomainFree(again);
+        return vm_fail(VM_EXIT_STATE, "VM '%s' already exists", j->name);
+      }
+    }
+    return vm_fail_virt("cannot define VM '%s'", j->name);
+  }
+  vm_undo_domain(&j->undo, j->dom);
+  for (size_t i = 0; i < j->nvols && rc == 0; i++) {
+    vm_progress("creating disks", i, j->nvols);
+    rc = make_volume(c, j, &j->vols[i]);
+    if (rc == 0 && vm_interrupted()) rc = vm_fail_interrupted();
+  }
+  vm_progress_end();
+  /* The VM is whole: the record of what it was being made of goes. */
+  if (rc == 0 && (rc = vm_journal_clear(j->dom)) == 0 && o_autostart && virDomainSetAutostart(j->dom, 1) < 0)
+    rc = vm_fail_virt("cannot set autostart for '%s'", j->name);
+  return rc;
+}
+
+/* Starts run side by side on one connection: libvirt serves calls from several
+ * threads at once, and QEMU processes start in parallel. */
+struct starter {
+  struct job *jobs;
+  size_t n, next;
+  pthread_mutex_t lock;
+};
+
+static void *start_worker(void *arg)
+{
+  struct starter *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->lock);
+    size_t i = s->next++;
+    pthread_mutex_unlock(&s->lock);
+    if (i >= s->n) return NULL;
+    struct job *j = &s->jobs[i];
+    if (j->rc || vm_interrupted()) continue;
+    if (virDomainCreateWithFlags(j->dom, o_paused ? VIR_DOMAIN_START_PAUSED : 0) < 0) {
+      j->error = vm_strdup(vm_virt_message());
+      j->rc = vm_virt_exit_code();
+    }
+  }
+}
+
+static void start_all(struct job *jobs, size_t n)
+{
+  struct starter s = { jobs, n, 0, PTHREAD_MUTEX_INITIALIZER };
+  size_t nthreads = n < 8 ? n : 8;
+  pthread_t th[8];
+  size_t started = 0;
+  for (; started < nthreads; started++)
+    if (pthread_create(&th[started], NULL, start_worker, &s) != 0) break;
+  if (started == 0) start_worker(&s);
+  for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
+}
+
+static const struct vm_column report_cols[] = {
+  { "name", "NAME", VM_COL_STR },
+  { "result", "RESULT", VM_COL_STR },
+  { "error", "ERROR", VM_COL_STR },
+  { NULL, NULL, 0 },
+};
 
 int cmd_create(int argc, char **argv)
 {
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs, rc;
-  rc = vm_parse(&ctx, argc, argv, options, "NAME",
-                "Define a VM from an image, a template (a linked qcow2 clone) or blank disks.",
-                1, 1, &args, &nargs);
+  rc = vm_parse(&ctx, argc, argv, options, "NAME...",
+                "Define VMs from an image, a template (a linked qcow2 clone) or blank disks.", 1, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  const char *name = args[0];
-  /* Everything the exit path releases, declared before the first goto. */
-  struct template tpl = { 0 };
-  struct planned_disk disks[VM_MAX_DEVS] = { 0 };
-  size_t nd = 0;
-  CLEANUP_FREE char *image = NULL, *cdrom = NULL, *kernel = NULL, *initrd = NULL, *log = NULL;
-  CLEANUP_FREE char *xml = NULL;
-  CLEANUP_VIRCONN virConnectPtr conn = NULL;
-  CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
 
   /* Validate everything that needs no I/O first: usage errors exit 2. */
-  if ((rc = vm_check_name("VM", name))) return rc;
+  uint64_t count = 0;
+  if (o_count && (vm_parse_uint(o_count, 1, 1000, &count) < 0))
+    return vm_usage_error("invalid --count '%s': expected 1 to 1000", o_count);
+  if (count && nargs != 1) return vm_usage_error("--count takes one NAME pattern");
+  if (count && !valid_pattern(args[0]))
+    return vm_usage_error("with --count, NAME must hold one %%d (web-%%02d makes web-01, web-02 ...)");
+  size_t njobs = count ? count : (size_t)nargs;
+  if (o_hostname && njobs > 1 && !(count && valid_pattern(o_hostname)))
+    return vm_usage_error("--hostname for several VMs needs --count and a pattern (web-%%02d)");
+  if (o_macs && njobs > 1) return vm_usage_error("--mac goes with one VM");
   if (o_image && o_template) return vm_usage_error("--image and --template exclude each other");
   if (o_copy && !o_image) return vm_usage_error("--copy needs --image");
+  if (o_image && !o_copy && njobs > 1) return vm_usage_error("several VMs cannot share an --image in place: use --copy");
   if (o_full && !o_template) return vm_usage_error("--full needs --template");
+  if (o_paused && !o_start) return vm_usage_error("--paused needs --start");
   if ((o_initrd || o_cmdline) && !o_kernel && !o_template)
     return vm_usage_error("--initrd and --cmdline need --kernel");
-  uint64_t vcpus = 0, memory = 0, size = 0;
+  uint64_t vcpus = 0, memory = 0;
+  struct common c = { 0 };
   if (o_vcpus && vm_parse_uint(o_vcpus, 1, 512, &vcpus) < 0)
     return vm_usage_error("invalid vCPU count '%s': expected a number from 1 to 512", o_vcpus);
   if (o_memory && (vm_parse_size(o_memory, 'M', &memory) < 0 || memory < (16 << 20)))
     return vm_usage_error("invalid memory size '%s': expected at least 16M", o_memory);
-  if (o_size && (vm_parse_size(o_size, 'G', &size) < 0 || size < (1 << 20)))
+  if (o_size && (vm_parse_size(o_size, 'G', &c.size) < 0 || c.size < (1 << 20)))
     return vm_usage_error("invalid disk size '%s': expected at least 1M", o_size);
   if (o_size && !o_image && !o_template) return vm_usage_error("--size needs --image or --template");
   if (o_size && o_image && !o_copy) return vm_usage_error("--size with --image needs --copy");
-  size_t ndata = 0;
-  uint64_t data_size[VM_MAX_DEVS];
-  for (; o_disks && o_disks[ndata]; ndata++) {
-    if (ndata + 2 >= VM_MAX_DEVS) return vm_usage_error("too many disks");
-    if (vm_parse_size(o_disks[ndata], 'G', &data_size[ndata]) < 0 || data_size[ndata] < (1 << 20))
-      return vm_usage_error("invalid disk size '%s': expected at least 1M", o_disks[ndata]);
+  for (; o_disks && o_disks[c.ndata]; c.ndata++) {
+    if (c.ndata + 2 >= VM_MAX_DEVS) return vm_usage_error("too many disks");
+    if (vm_parse_size(o_disks[c.ndata], 'G', &c.data_size[c.ndata]) < 0 || c.data_size[c.ndata] < (1 << 20))
+      return vm_usage_error("invalid disk size '%s': expected at least 1M", o_disks[c.ndata]);
   }
-  struct vm_spec spec = { .name = name, .virt_type = vm_virt_type() };
+  struct vm_spec spec = { .virt_type = vm_virt_type() };
   bool no_nic = false;
   for (size_t i = 0; o_networks && o_networks[i]; i++) {
     if (strcmp(o_networks[i], "none") == 0) { no_nic = true; continue; }
@@ -156,89 +541,64 @@ int cmd_create(int argc, char **argv)
     if (i >= spec.nnics) return vm_usage_error("more --mac options than NICs");
     spec.nics[i].mac = o_macs[i];
   }
-  if (o_hostname && !valid_hostname(o_hostname))
-    return vm_usage_error("invalid hostname '%s'", o_hostname);
-  struct customization cust = { o_hostname, o_ssh_key, o_root_pw };
-  if (customization_wanted(&cust) && !o_image && !o_template)
-    return vm_usage_error("--hostname, --ssh-key and --root-password-file need --image or --template");
+  c.cust = (struct customization){ o_hostname, o_ssh_key, o_root_pw };
+  if (customization_wanted(&c.cust) && !o_template)
+    return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template");
+  struct job *jobs = calloc(njobs, sizeof *jobs);
+  if (!jobs) return vm_fail(VM_EXIT_FAIL, "out of memory");
+  size_t built = 0;
+  for (size_t i = 0; i < njobs; i++) {
+    jobs[i].name = count ? expand(args[0], i + 1) : vm_strdup(args[i]);
+    if (o_hostname) jobs[i].hostname = count && valid_pattern(o_hostname) ? expand(o_hostname, i + 1) : vm_strdup(o_hostname);
+    if ((rc = vm_check_name("VM", jobs[i].name))) goto out;
+    if (jobs[i].hostname && !valid_hostname(jobs[i].hostname)) {
+      rc = vm_usage_error("invalid hostname '%s'", jobs[i].hostname);
+      goto out;
+    }
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(jobs[k].name, jobs[i].name) == 0) {
+        rc = vm_usage_error("VM '%s' is named twice", jobs[i].name);
+        goto out;
+      }
+  }
+  if (customization_wanted(&c.cust) && (rc = customization_check(&c.cust))) goto out;
 
   /* Then what must exist: exit 3 when it does not. */
-  if (o_template && (rc = template_load(o_template, &tpl))) return rc;
-  if (o_image && (rc = need_file("image", o_image, &image))) goto out;
-  if (o_cdrom && (rc = need_file("CD-ROM image", o_cdrom, &cdrom))) goto out;
-  if (o_kernel && (rc = need_file("kernel", o_kernel, &kernel))) goto out;
-  if (o_initrd && (rc = need_file("initrd", o_initrd, &initrd))) goto out;
-  if (o_ssh_key && (rc = need_file("ssh key", o_ssh_key, NULL))) goto out;
-  if (o_root_pw && (rc = need_file("password file", o_root_pw, NULL))) goto out;
-  if ((rc = customization_check(&cust))) goto out;
-  struct stat st;
-  const char *sdir = vm_storage_dir();
-  if ((o_template || o_copy || ndata) && (stat(sdir, &st) < 0 || !S_ISDIR(st.st_mode))) {
-    rc = vm_fail(VM_EXIT_NOTFOUND, "storage directory '%s' does not exist (set VMKIT_STORAGE_DIR)", sdir);
-    goto out;
-  }
-
-  /* A dry run checks the name against the host too: it shows what would happen. */
-  conn = vm_connect();
-  if (!conn) { rc = VM_EXIT_FAIL; goto out; }
-  virDomainPtr existing = virDomainLookupByName(conn, name);
-  if (existing) {
-    virDomainFree(existing);
-    rc = vm_fail(VM_EXIT_STATE, "VM '%s' already exists", name);
-    goto out;
-  }
-
-  /* Plan the disks. */
-  char sizebuf[32] = "";
-  if (size) snprintf(sizebuf, sizeof sizebuf, "%llu", (unsigned long long)size);
+  c.conn = vm_connect();
+  if (!c.conn) { rc = VM_EXIT_FAIL; goto out; }
   if (o_template) {
-    CLEANUP_FREE char *path = vm_strdup_printf("%s/%s.qcow2", sdir, name);
-    struct planned_disk *d = &disks[nd++];
-    if ((rc = plan_new(d, path))) goto out;
-    if (size && size < tpl.virtual_size) {
+    /* Clones and the template's deletion exclude each other. */
+    CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", o_tpool ? o_tpool : vm_default_template_pool(), o_template);
+    CLEANUP_FREE char *what = vm_strdup_printf("template '%s'", o_template);
+    if (!o_dry_run && (rc = vm_lock_object(c.conn, "template", key, true, what))) goto out;
+    if ((rc = template_load(c.conn, o_tpool, o_template, false, &c.tpl))) goto out;
+    if (c.size && c.size < c.tpl.virtual_size) {
       rc = vm_usage_error("--size %s is smaller than the template's disk", o_size);
       goto out;
     }
-    if (o_full) {
-      char *a[] = { "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", tpl.disk, d->path, NULL };
-      for (char **p = a; *p; p++) vm_strv_add(&d->argv, *p);
-      if (size) {
-        char *b[] = { "qemu-img", "resize", "-q", "-f", "qcow2", d->path, sizebuf, NULL };
-        for (char **p = b; *p; p++) vm_strv_add(&d->argv2, *p);
-      }
-    } else {
-      char *a[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", tpl.disk, d->path,
-                    size ? sizebuf : NULL, NULL };
-      for (char **p = a; *p; p++) vm_strv_add(&d->argv, *p);
-    }
-  } else if (image) {
-    CLEANUP_JSON json_object *info = vm_image_info(image, false);
-    json_object *fmt;
-    if (!info || !json_object_object_get_ex(info, "format", &fmt)) { rc = VM_EXIT_FAIL; goto out; }
-    const char *src_fmt = json_object_get_string(fmt);
-    if (strcmp(src_fmt, "raw") != 0 && strcmp(src_fmt, "qcow2") != 0) {
-      rc = vm_fail(VM_EXIT_USAGE, "image '%s' is %s: use a raw or qcow2 image", o_image, src_fmt);
+    if (customization_wanted(&c.cust) && !o_dry_run && !(c.local_tpl_disk = template_local_disk(c.conn, &c.tpl))) {
+      rc = VM_EXIT_STATE;
       goto out;
     }
-    struct planned_disk *d = &disks[nd++];
-    if (o_copy) {
-      CLEANUP_FREE char *path = vm_strdup_printf("%s/%s.qcow2", sdir, name);
-      if ((rc = plan_new(d, path))) goto out;
-      char *a[] = { "qemu-img", "convert", "-q", "-f", (char *)src_fmt, "-O", "qcow2", image, d->path, NULL };
-      for (char **p = a; *p; p++) vm_strv_add(&d->argv, *p);
-      if (size) {
-        char *b[] = { "qemu-img", "resize", "-q", "-f", "qcow2", d->path, sizebuf, NULL };
-        for (char **p = b; *p; p++) vm_strv_add(&d->argv2, *p);
-      }
-    } else {
-      d->path = strdup(image);
-      d->format = strcmp(src_fmt, "raw") == 0 ? "raw" : "qcow2";
-      if (vm_image_is_template(image)) {
+  }
+  if (o_image) {
+    if ((rc = host_file(c.conn, "image", o_image, &c.image))) goto out;
+    struct vm_imginfo info;
+    if ((rc = vm_image_info(c.conn, c.image, &info))) goto out;
+    c.image_vol = info.in_pool;
+    c.image_format = vm_strdup(info.format);
+    vm_imginfo_free(&info);
+    if (strcmp(c.image_format, "raw") != 0 && strcmp(c.image_format, "qcow2") != 0) {
+      rc = vm_fail(VM_EXIT_USAGE, "image '%s' is %s: use a raw or qcow2 image", o_image, c.image_format);
+      goto out;
+    }
+    if (!o_copy) {
+      if (vm_image_is_template(c.conn, c.image)) {
         rc = vm_fail(VM_EXIT_STATE, "image '%s' is a template: use --template", o_image);
         goto out;
       }
       struct vm_strv users = { 0 };
-      if ((rc = vm_image_users(conn, image, NULL, &users))) goto out;
+      if ((rc = vm_image_users(c.conn, c.image, NULL, &users))) goto out;
       if (users.n) {
         rc = vm_fail(VM_EXIT_STATE, "image '%s' is in use by VM '%s': use --copy", o_image, users.v[0]);
         vm_strv_free(&users);
@@ -246,96 +606,125 @@ int cmd_create(int argc, char **argv)
       }
     }
   }
-  for (size_t i = 0; i < ndata; i++) {
-    CLEANUP_FREE char *path = vm_strdup_printf("%s/%s-disk%zu.qcow2", sdir, name, i + 1);
-    struct planned_disk *d = &disks[nd++];
-    if ((rc = plan_new(d, path))) goto out;
-    char sz[32];
-    snprintf(sz, sizeof sz, "%llu", (unsigned long long)data_size[i]);
-    char *a[] = { "qemu-img", "create", "-q", "-f", "qcow2", d->path, sz, NULL };
-    for (char **p = a; *p; p++) vm_strv_add(&d->argv, *p);
-  }
-
-  /* The definition. */
-  spec.vcpus = vcpus ? (unsigned)vcpus : tpl.vcpus ? tpl.vcpus : 1;
-  spec.memory = memory ? memory : tpl.memory ? tpl.memory : 512ULL << 20;
-  spec.kernel = kernel ? kernel : tpl.kernel;
-  spec.initrd = initrd ? initrd : kernel ? NULL : tpl.initrd;
-  spec.cmdline = o_cmdline ? o_cmdline : kernel ? NULL : tpl.cmdline;
-  for (size_t i = 0; i < nd; i++)
-    spec.disks[spec.ndisks++] = (struct vm_spec_disk){ disks[i].path, disks[i].format, "disk", false };
-  if (cdrom) spec.disks[spec.ndisks++] = (struct vm_spec_disk){ cdrom, "raw", "cdrom", true };
-  if (o_console_log) {
-    if (o_console_log[0] == '/') log = strdup(o_console_log);
-    else {
-      char cwd[PATH_MAX];
-      log = vm_strdup_printf("%s/%s", getcwd(cwd, sizeof cwd) ? cwd : ".", o_console_log);
+  if (o_cdrom && (rc = host_file(c.conn, "CD-ROM image", o_cdrom, &c.cdrom))) goto out;
+  if (o_kernel && (rc = host_file(c.conn, "kernel", o_kernel, &c.kernel))) goto out;
+  if (o_initrd && (rc = host_file(c.conn, "initrd", o_initrd, &c.initrd))) goto out;
+  bool need_pool = o_template || o_copy || c.ndata;
+  if (need_pool) {
+    const char *pname = o_pool ? o_pool : vm_default_pool();
+    if (o_dry_run) {
+      c.pool = virStoragePoolLookupByName(c.conn, pname);
+      if (!c.pool) {
+        virResetLastError();
+        rc = vm_fail(VM_EXIT_NOTFOUND, "no storage pool '%s' on %s (a real run defines the default one)", pname,
+                     vm_conn_host_name(c.conn));
+        goto out;
+      }
+    } else if ((rc = vm_pool_open(c.conn, pname, &c.pool))) {
+      goto out;
     }
-  } else {
-    log = vm_strdup_printf("/var/log/libvirt/qemu/%s-console.log", name);
+    c.file_pool = vm_pool_is_file_based(c.pool);
+    if (!(c.pool_path = vm_pool_target(c.pool))) {
+      rc = vm_fail_virt("cannot read storage pool '%s'", pname);
+      goto out;
+    }
+    if (o_template && !o_full && !c.file_pool) {
+      rc = vm_fail(VM_EXIT_STATE, "pool '%s' cannot hold linked clones (qcow2 overlays): use --full, or a dir, fs "
+                   "or netfs pool", pname);
+      goto out;
+    }
   }
-  spec.console_log = log;
-  spec.meta_template = tpl.name;
-  xml = vm_spec_xml(&spec);
-  if (!xml) { rc = vm_fail(VM_EXIT_FAIL, "cannot write the domain XML"); goto out; }
-
+  spec.vcpus = vcpus ? (unsigned)vcpus : c.tpl.vcpus ? c.tpl.vcpus : 1;
+  spec.memory = memory ? memory : c.tpl.memory ? c.tpl.memory : 512ULL << 20;
+  spec.kernel = c.kernel ? c.kernel : c.tpl.kernel;
+  spec.initrd = c.initrd ? c.initrd : c.kernel ? NULL : c.tpl.initrd;
+  spec.cmdline = o_cmdline ? o_cmdline : c.kernel ? NULL : c.tpl.cmdline;
+  spec.meta_template = c.tpl.name;
+  for (size_t i = 0; i < njobs; i++) {
+    /* A dry run checks names against the host too: it shows what would happen. */
+    virDomainPtr existing = virDomainLookupByName(c.conn, jobs[i].name);
+    if (existing && o_dry_run) {
+      virDomainFree(existing);
+      rc = vm_fail(VM_EXIT_STATE, "VM '%s' already exists", jobs[i].name);
+      goto out;
+    }
+    if (existing) virDomainFree(existing);
+    virResetLastError();
+    if ((rc = plan_job(&c, &jobs[i], &spec))) goto out;
+  }
   if (o_dry_run) {
-    for (size_t i = 0; i < nd; i++) {
-      if (disks[i].argv.n) {
-        CLEANUP_FREE char *c = vm_argv_str(disks[i].argv.v);
-        fprintf(stderr, "would run: %s\n", c);
-      }
-      if (disks[i].argv2.n) {
-        CLEANUP_FREE char *c = vm_argv_str(disks[i].argv2.v);
-        fprintf(stderr, "would run: %s\n", c);
-      }
-    }
-    if (customization_wanted(&cust))
-      fprintf(stderr, "would customize: %s\n", disks[0].path);
-    fputs(xml, stdout);
-    rc = 0;
+    for (size_t i = 0; i < njobs; i++) print_plan(&c, &jobs[i]);
     goto out;
   }
 
-  /* Make it, undoing everything on the first failure or interruption. */
+  /* Make them. Each VM is all or nothing; one that fails does not stop the others. */
   vm_catch_signals();
-  for (size_t i = 0; i < nd && rc == 0; i++) {
-    if (!disks[i].argv.n) continue;
-    if ((rc = vm_undo_new_file(disks[i].path))) break;
-    vm_progress("creating disks", i, nd);
-    rc = vm_run_checked(disks[i].argv.v, NULL);
-    if (rc == 0 && disks[i].argv2.n) rc = vm_run_checked(disks[i].argv2.v, NULL);
-    if (rc == 0 && vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted");
+  if (customization_wanted(&c.cust)) {
+    c.scratch = vm_strdup_printf("%s/vmrun-create.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
+    if (!mkdtemp(c.scratch)) {
+      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make a scratch folder");
+      goto out;
+    }
   }
-  vm_progress_end();
-  if (rc == 0 && customization_wanted(&cust)) {
-    rc = customize_disk(disks[0].path, disks[0].format, &cust);
-    if (rc == 0 && vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted");
+  for (size_t i = 0; i < njobs; i++) {
+    if (vm_interrupted()) {
+      jobs[i].rc = VM_EXIT_FAIL;
+      continue;
+    }
+    jobs[i].rc = build(&c, &jobs[i]);
+    if (jobs[i].rc) vm_undo_run(&jobs[i].undo);
+    else built++;
   }
-  if (rc == 0) {
-    dom = virDomainDefineXML(conn, xml);
-    if (!dom) rc = vm_fail_virt("cannot define VM '%s'", name);
-    else vm_undo_domain(dom);
+  if (o_start && built) start_all(jobs, njobs);
+  int first = 0;
+  CLEANUP_JSON json_object *rows = json_object_new_array();
+  for (size_t i = 0; i < njobs; i++) {
+    struct job *j = &jobs[i];
+    if (j->rc == 0 && vm_interrupted()) j->rc = vm_fail_interrupted();
+    if (j->error) vm_fail(j->rc, "cannot start VM '%s': %s", j->name, j->error);
+    if (j->rc) {
+      vm_undo_run(&j->undo);
+      j->result = "failed";
+      if (!first) first = j->rc;
+    } else {
+      vm_undo_forget(&j->undo);
+      j->result = !o_start ? "defined" : o_paused ? "paused" : "running";
+      if (njobs == 1)
+        vm_info("created VM '%s'%s%s%s", j->name, o_template ? (o_full ? " (full copy of '" : " (linked clone of '") : "",
+                o_template ? o_template : "", o_template ? "')" : "");
+    }
+    json_object *row = json_object_new_object();
+    json_object_object_add(row, "name", json_object_new_string(j->name));
+    json_object_object_add(row, "result", json_object_new_string(j->result));
+    json_object_object_add(row, "error", j->error ? json_object_new_string(j->error) : NULL);
+    json_object_array_add(rows, row);
   }
-  if (rc == 0 && o_autostart && virDomainSetAutostart(dom, 1) < 0)
-    rc = vm_fail_virt("cannot set autostart for '%s'", name);
-  if (rc == 0 && o_start && virDomainCreate(dom) < 0)
-    rc = vm_fail_virt("cannot start VM '%s'", name);
-  if (rc == 0 && vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted");
-  if (rc) {
-    vm_undo_run();
-  } else {
-    vm_undo_forget();
-    vm_info("created VM '%s'%s%s%s", name, o_template ? (o_full ? " (full copy of '" : " (linked clone of '") : "",
-            o_template ? o_template : "", o_template ? "')" : "");
+  if (njobs > 1) {
+    size_t ok = 0;
+    for (size_t i = 0; i < njobs; i++) ok += jobs[i].rc == 0;
+    int prc = vm_print_list(rows, report_cols);
+    if (!first) first = prc;
+    vm_info("created %zu of %zu VMs", ok, njobs);
   }
+  rc = first;
 
 out:
-  for (size_t i = 0; i < nd; i++) {
-    free(disks[i].path);
-    vm_strv_free(&disks[i].argv);
-    vm_strv_free(&disks[i].argv2);
+  if (c.scratch) vm_remove_tree(c.scratch);
+  free(c.scratch);
+  for (size_t i = 0; i < njobs; i++) job_free(&jobs[i]);
+  free(jobs);
+  template_free(&c.tpl);
+  free(c.local_tpl_disk);
+  free(c.image);
+  free(c.image_format);
+  free(c.kernel);
+  free(c.initrd);
+  free(c.cdrom);
+  free(c.pool_path);
+  if (c.pool) virStoragePoolFree(c.pool);
+  if (c.conn) {
+    vm_conn_forget(c.conn);
+    virConnectClose(c.conn);
   }
-  template_free(&tpl);
   return rc;
 }

@@ -1,7 +1,8 @@
 /* vmrun start|stop|reboot|pause|resume|destroy|undefine. Verbs that take several
  * VMs act on each and exit with the first failure's code. Asking for the state a
- * VM is already in succeeds (--strict makes it exit 4), as a script would want. */
-#include <limits.h>
+ * VM is already in succeeds (--strict makes it exit 4), as a script would want.
+ * Each holds the lock of the VM it changes, and finishes or rolls back first what
+ * a killed run left on it. */
 #include <string.h>
 #include <unistd.h>
 
@@ -14,6 +15,18 @@ static struct poptOption strict_option[] = {
   POPT_TABLEEND
 };
 #define STRICT_OPTION { NULL, '\0', POPT_ARG_INCLUDE_TABLE, strict_option, 0, NULL, NULL }
+
+/* Locks the VM and deals with what a killed run left: records the shared code
+ * knows are finished or rolled back; another tool's unfinished work (a vmsnap
+ * merge) is that tool's to finish, and does not stop a start or a stop. */
+static int lock_vm(virConnectPtr conn, virDomainPtr *dom, const char *name)
+{
+  CLEANUP_FREE char *other = NULL;
+  int rc = vm_lock_and_recover(conn, dom, name, &other);
+  if (rc == 0 && other)
+    vm_warn("VM '%s' has an unfinished %s: the next vmsnap run on it finishes it", name, other);
+  return rc;
+}
 
 /* Parse, connect and look up each VM in turn; act() does the verb's work. */
 static int for_each_vm(int argc, char **argv, const struct poptOption *table, const char *about,
@@ -30,6 +43,7 @@ static int for_each_vm(int argc, char **argv, const struct poptOption *table, co
   for (int i = 0; i < nargs; i++) {
     CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
     rc = vm_lookup(conn, args[i], &dom);
+    if (rc == 0) rc = lock_vm(conn, &dom, args[i]);
     if (rc == 0) rc = act(dom, args[i]);
     if (rc && !first) first = rc;
   }
@@ -64,7 +78,7 @@ int cmd_start(int argc, char **argv)
 {
   struct poptOption table[] = {
     { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "start with the vCPUs paused", NULL },
-    STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND
+    STRICT_OPTION, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND
   };
   return for_each_vm(argc, argv, table, "Start VMs.", start_one);
 }
@@ -77,7 +91,7 @@ int cmd_stop(int argc, char **argv)
   struct poptOption table[] = {
     { "timeout", 't', POPT_ARG_INT, &o_timeout, 0, "seconds to wait for a graceful shutdown (default: 120)", "SECONDS" },
     { "no-force", '\0', POPT_ARG_NONE, &o_no_force, 0, "after the timeout, fail (exit 5) instead of forcing the VM off", NULL },
-    STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND
+    STRICT_OPTION, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
@@ -94,7 +108,7 @@ int cmd_stop(int argc, char **argv)
   virDomainPtr *pending = calloc((size_t)nargs, sizeof *pending);
   for (int i = 0; i < nargs; i++) {
     virDomainPtr dom = NULL;
-    if ((rc = vm_lookup(conn, args[i], &dom)) == 0) {
+    if ((rc = vm_lookup(conn, args[i], &dom)) == 0 && (rc = lock_vm(conn, &dom, args[i])) == 0) {
       if (virDomainIsActive(dom) != 1) {
         rc = already(args[i], "stopped");
       } else {
@@ -151,7 +165,7 @@ static int reboot_one(virDomainPtr dom, const char *name)
 
 int cmd_reboot(int argc, char **argv)
 {
-  struct poptOption table[] = { VM_POPT_COMMON, POPT_TABLEEND };
+  struct poptOption table[] = { VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND };
   return for_each_vm(argc, argv, table, "Reboot running VMs through ACPI or the guest agent.", reboot_one);
 }
 
@@ -167,7 +181,7 @@ static int pause_one(virDomainPtr dom, const char *name)
 
 int cmd_pause(int argc, char **argv)
 {
-  struct poptOption table[] = { STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
+  struct poptOption table[] = { STRICT_OPTION, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND };
   return for_each_vm(argc, argv, table, "Pause running VMs.", pause_one);
 }
 
@@ -183,7 +197,7 @@ static int resume_one(virDomainPtr dom, const char *name)
 
 int cmd_resume(int argc, char **argv)
 {
-  struct poptOption table[] = { STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
+  struct poptOption table[] = { STRICT_OPTION, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND };
   return for_each_vm(argc, argv, table, "Resume paused VMs.", resume_one);
 }
 
@@ -197,7 +211,7 @@ static int destroy_one(virDomainPtr dom, const char *name)
 
 int cmd_destroy(int argc, char **argv)
 {
-  struct poptOption table[] = { STRICT_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
+  struct poptOption table[] = { STRICT_OPTION, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND };
   return for_each_vm(argc, argv, table, "Force VMs off at once, like pulling the plug.", destroy_one);
 }
 
@@ -219,12 +233,12 @@ static int snapshot_files(virConnectPtr conn, virDomainPtr dom, const char *name
       "/domainsnapshot/domain/devices/disk[@device='disk']/source/@file") : NULL;
     for (int j = 0; o && o->nodesetval && j < o->nodesetval->nodeNr && rc == 0; j++) {
       CLEANUP_XMLFREE xmlChar *f = xmlNodeGetContent(o->nodesetval->nodeTab[j]);
-      char real[PATH_MAX];
-      if (!f || !realpath((const char *)f, real) || vm_strv_contains(files->v, real)) continue;
-      if (!vm_image_named_for(real, name) || vm_image_is_template(real)) continue;
+      const char *file = (const char *)f;
+      if (!file || vm_strv_contains(files->v, file) || !vm_path_exists(conn, file)) continue;
+      if (!vm_image_named_for(file, name) || vm_image_is_template(conn, file)) continue;
       struct vm_strv users = { 0 };
-      rc = vm_image_users(conn, real, name, &users);
-      if (rc == 0 && users.n == 0) vm_strv_add(files, real);
+      rc = vm_image_users(conn, file, name, &users);
+      if (rc == 0 && users.n == 0) vm_strv_add(files, file);
       vm_strv_free(&users);
     }
     virDomainSnapshotFree(snaps[i]);
@@ -246,18 +260,16 @@ static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *nam
   int rc = 0;
   for (size_t i = 0; i < nd && rc == 0; i++) {
     const struct vm_disk *d = &disks[i];
-    if (!d->source || !d->type || strcmp(d->type, "file") != 0) continue;
+    if (!d->source || !d->type || (strcmp(d->type, "file") != 0 && strcmp(d->type, "block") != 0)) continue;
     if (d->readonly || (d->device && strcmp(d->device, "disk") != 0)) {
       vm_info("keeping '%s' (%s)", d->source, d->readonly ? "read-only" : d->device);
       continue;
     }
     struct vm_strv chain = { 0 };
-    if (access(d->source, F_OK) == 0) {
-      if ((rc = vm_image_chain(d->source, &chain))) break;
-    }
+    if ((rc = vm_image_chain(conn, d->source, &chain))) break;
     for (size_t c = 0; c < chain.n; c++) {
       const char *f = chain.v[c];
-      if (vm_image_is_template(f)) {
+      if (vm_image_is_template(conn, f)) {
         vm_info("keeping template image '%s'", f);
         break;
       }
@@ -284,7 +296,7 @@ int cmd_undefine(int argc, char **argv)
     { "remove-storage", '\0', POPT_ARG_NONE, &o_remove_storage, 0,
       "also remove the VM's disk files (never templates or images other VMs use)", NULL },
     { "force", 'f', POPT_ARG_NONE, &o_force, 0, "force a running VM off first", NULL },
-    VM_POPT_COMMON, POPT_TABLEEND
+    VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
@@ -295,17 +307,36 @@ int cmd_undefine(int argc, char **argv)
   const char *name = args[0];
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_open(name, &conn, &dom))) return rc;
+  CLEANUP_FREE char *other = NULL;
+  if ((rc = vm_open_locked(name, &conn, &dom, &other))) return rc;
+  if (other)
+    return vm_fail(VM_EXIT_STATE, "VM '%s' has an unfinished %s: run vmsnap on it first (vmsnap verify "
+                   "shows it)", name, other);
   if (virDomainIsPersistent(dom) != 1)
     return vm_fail(VM_EXIT_STATE, "VM '%s' is transient: destroy it instead", name);
-  if (virDomainIsActive(dom) == 1) {
-    if (!o_force) return vm_fail(VM_EXIT_STATE, "VM '%s' is running: stop it first, or use --force", name);
-  }
+  if (virDomainIsActive(dom) == 1 && !o_force)
+    return vm_fail(VM_EXIT_STATE, "VM '%s' is running: stop it first, or use --force", name);
   struct vm_strv files = { 0 };
-  if (o_remove_storage && (rc = removable_files(conn, dom, name, &files))) return rc;
+  if (o_remove_storage && (rc = removable_files(conn, dom, name, &files))) {
+    vm_strv_free(&files);
+    return rc;
+  }
+  vm_catch_signals();
   if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1) {
     vm_strv_free(&files);
     return vm_fail_virt("cannot force VM '%s' off", name);
+  }
+  /* The files go first, under a journal record naming them: a run killed halfway
+   * leaves a VM whose next run (any verb) finishes the undefine. */
+  if (files.n) {
+    CLEANUP_XMLDOC xmlDocPtr rec = vm_journal_new("undefine");
+    for (size_t i = 0; i < files.n; i++) vm_journal_add_volume(rec, files.v[i], "remove");
+    rc = vm_journal_write(dom, rec);
+    for (size_t i = 0; i < files.n && rc == 0; i++) rc = vm_path_delete(conn, files.v[i]);
+    if (rc) {
+      vm_strv_free(&files);
+      return rc;
+    }
   }
   unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                    VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
@@ -313,12 +344,7 @@ int cmd_undefine(int argc, char **argv)
     vm_strv_free(&files);
     return vm_fail_virt("cannot undefine VM '%s'", name);
   }
-  /* Files go only after the definition is gone, so a failure leaves a whole VM. */
-  for (size_t i = 0; i < files.n; i++) {
-    if (unlink(files.v[i]) < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", files.v[i]);
-    else vm_debug("removed '%s'", files.v[i]);
-  }
   vm_info("undefined VM '%s'%s", name, files.n ? " and removed its storage" : "");
   vm_strv_free(&files);
-  return rc;
+  return 0;
 }

@@ -262,7 +262,7 @@ static uint64_t rate(unsigned long long a, unsigned long long b, double secs)
 int cmd_stats(int argc, char **argv)
 {
   struct poptOption table[] = {
-    { "interval", '\0', POPT_ARG_INT, &o_interval, 0, "seconds between the two samples (default: 1)", "SECONDS" },
+    { "interval", '\0', POPT_ARG_INT, &o_interval, 0, "seconds between the two samples (1 to 86400; default: 1)", "SECONDS" },
     { "count", 'n', POPT_ARG_INT, &o_count, 0, "print N reports, one per interval (0: until interrupted; default: 1)", "N" },
     VM_POPT_COMMON, POPT_TABLEEND
   };
@@ -274,7 +274,8 @@ int cmd_stats(int argc, char **argv)
                     "an interval apart; all running VMs when none is named.",
                     0, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  if (o_interval < 1) return vm_usage_error("invalid --interval %d: expected at least 1", o_interval);
+  if (o_interval < 1 || o_interval > 86400)
+    return vm_usage_error("invalid --interval %d: expected 1 to 86400 seconds", o_interval);
   if (o_count < 0) return vm_usage_error("invalid --count %d", o_count);
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
@@ -294,7 +295,9 @@ int cmd_stats(int argc, char **argv)
   int nprev = 0, ncur = 0;
   int64_t tprev = vm_now_ms();
   rc = take_sample(conn, only, &prev, &nprev);
-  for (int report = 0; rc == 0 && (o_count == 0 || report < o_count) && !vm_interrupted(); report++) {
+  /* Until the count, Ctrl-C, or the reader closing the pipe (stats -n 0 | head). */
+  for (int report = 0; rc == 0 && (o_count == 0 || report < o_count) && !vm_interrupted() && !vm_output_closed();
+       report++) {
     vm_sleep_ms(o_interval * 1000);
     if (vm_interrupted()) break;
     int64_t tcur = vm_now_ms();

@@ -1,8 +1,10 @@
-/* vmrun template create|list|delete. A template is a folder in the template
- * directory: disk.qcow2 (sealed, read-only), template.json (what a clone
- * inherits), and the kernel and initrd of a direct-boot guest. Templates are plain
- * files so that they can be copied between hosts with any tool. */
-#include <dirent.h>
+/* vmrun template create|list|delete|push. A template lives in a libvirt storage
+ * pool of each host (vm_default_template_pool(), or --pool) as volumes named after
+ * it: NAME.qcow2 (the sealed disk, read-only), NAME.template (its record: what a
+ * clone inherits, as JSON), and NAME.vmlinuz and NAME.initrd for a direct-boot
+ * guest. The record is written first and marked complete last, so that a killed
+ * run leaves a record naming what it made: the next run on that template, holding
+ * its lock, removes it. */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -10,6 +12,8 @@
 #include <unistd.h>
 
 #include "vmrun.h"
+
+#define TEMPLATE_FORMAT 2
 
 static const struct vm_column template_cols[] = {
   { "name", "NAME", VM_COL_STR },
@@ -19,80 +23,312 @@ static const struct vm_column template_cols[] = {
   { "memory", "MEMORY", VM_COL_BYTES },
   { "clones", "CLONES", VM_COL_INT },
   { "created", "CREATED", VM_COL_STR },
-  { "source", "SOURCE", VM_COL_STR },
+  { "hosts", "HOSTS", VM_COL_STR },
   { NULL, NULL, 0 },
 };
 
 void template_free(struct template *t)
 {
   free(t->name);
-  free(t->dir);
+  free(t->pool);
+  free(t->id);
+  free(t->state);
   free(t->disk);
   free(t->kernel);
   free(t->initrd);
   free(t->cmdline);
+  if (t->json) json_object_put(t->json);
   memset(t, 0, sizeof *t);
 }
 
-static char *member(const char *dir, json_object *j, const char *key)
+static char *vol_name(const char *name, const char *suffix) { return vm_strdup_printf("%s.%s", name, suffix); }
+
+static const char *jstr(json_object *j, const char *key)
 {
   json_object *v;
-  if (!json_object_object_get_ex(j, key, &v) || !json_object_is_type(v, json_type_string))
-    return NULL;
-  const char *s = json_object_get_string(v);
-  /* Members are file names inside the template's folder, never paths elsewhere. */
-  if (!*s || strchr(s, '/') || strcmp(s, "..") == 0) return NULL;
-  return vm_strdup_printf("%s/%s", dir, s);
+  return json_object_object_get_ex(j, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                                           : NULL;
 }
 
-static json_object *load_json(const char *dir)
+static int64_t jint(json_object *j, const char *key)
 {
-  CLEANUP_FREE char *path = vm_strdup_printf("%s/template.json", dir);
-  CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
-  return text ? json_tokener_parse(text) : NULL;
+  json_object *v;
+  return json_object_object_get_ex(j, key, &v) ? json_object_get_int64(v) : 0;
 }
 
-int template_load(const char *name, struct template *t)
+/* The path on the host of the template's volume named by the record's member key. */
+static char *member_path(virStoragePoolPtr pool, json_object *j, const char *key)
+{
+  const char *v = jstr(j, key);
+  /* Members are volume names of the same pool, never paths elsewhere. */
+  if (!v || !*v || strchr(v, '/')) return NULL;
+  CLEANUP_VIRVOL virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
+  if (!vol) {
+    virResetLastError();
+    return NULL;
+  }
+  char *p = virStorageVolGetPath(vol);
+  return p;
+}
+
+static json_object *read_record(virStoragePoolPtr pool, const char *name)
+{
+  CLEANUP_FREE char *rname = vol_name(name, "template");
+  CLEANUP_VIRVOL virStorageVolPtr vol = virStorageVolLookupByName(pool, rname);
+  if (!vol) {
+    virResetLastError();
+    return NULL;
+  }
+  CLEANUP_FREE char *text = vm_vol_read_text(vol, 1 << 16);
+  json_object *j = text ? json_tokener_parse(text) : NULL;
+  /* A record torn by a kill while it was written is an incomplete template. */
+  if (!j) j = json_object_new_object();
+  return j;
+}
+
+static int template_from_record(virStoragePoolPtr pool, const char *name, json_object *j, struct template *t)
+{
+  memset(t, 0, sizeof *t);
+  t->json = json_object_get(j);
+  t->name = vm_strdup(name);
+  t->pool = vm_strdup(virStoragePoolGetName(pool));
+  t->id = vm_strdup(jstr(j, "id"));
+  t->state = vm_strdup(jstr(j, "state") ? jstr(j, "state") : "incomplete");
+  t->disk = member_path(pool, j, "disk");
+  t->kernel = member_path(pool, j, "kernel");
+  t->initrd = member_path(pool, j, "initrd");
+  t->cmdline = vm_strdup(jstr(j, "cmdline"));
+  t->vcpus = (unsigned)jint(j, "vcpus");
+  t->memory = (uint64_t)jint(j, "memory");
+  t->virtual_size = (uint64_t)jint(j, "virtual_size");
+  return 0;
+}
+
+static bool complete(const struct template *t) { return t->state && strcmp(t->state, "complete") == 0; }
+
+int template_open_pool(virConnectPtr conn, const char *pool_name, bool create, virStoragePoolPtr *pool)
+{
+  const char *name = pool_name ? pool_name : vm_default_template_pool();
+  if (create) return vm_pool_open(conn, name, pool);
+  *pool = virStoragePoolLookupByName(conn, name);
+  if (!*pool) {
+    virResetLastError();
+    return VM_EXIT_NOTFOUND;
+  }
+  if (virStoragePoolIsActive(*pool) != 1 && virStoragePoolCreate(*pool, 0) < 0 && virStoragePoolIsActive(*pool) != 1) {
+    int rc = vm_fail_virt("cannot start storage pool '%s'", name);
+    virStoragePoolFree(*pool);
+    *pool = NULL;
+    return rc;
+  }
+  return vm_pool_refresh(*pool);
+}
+
+int template_load(virConnectPtr conn, const char *pool_name, const char *name, bool allow_incomplete,
+                  struct template *t)
 {
   memset(t, 0, sizeof *t);
   int rc = vm_check_name("template", name);
   if (rc) return rc;
-  t->dir = vm_strdup_printf("%s/%s", vm_template_dir(), name);
-  CLEANUP_JSON json_object *j = NULL;
-  struct stat st;
-  if (stat(t->dir, &st) < 0) {
+  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+  const char *pname = pool_name ? pool_name : vm_default_template_pool();
+  rc = template_open_pool(conn, pool_name, false, &pool);
+  if (rc == VM_EXIT_NOTFOUND)
+    return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s (no storage pool '%s')", name,
+                   vm_conn_host_name(conn), pname);
+  if (rc) return rc;
+  CLEANUP_JSON json_object *j = read_record(pool, name);
+  if (!j) return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' in pool '%s' of %s", name, pname, vm_conn_host_name(conn));
+  template_from_record(pool, name, j, t);
+  if (!complete(t) && !allow_incomplete) {
     template_free(t);
-    return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in '%s'", name, vm_template_dir());
+    return vm_fail(VM_EXIT_STATE, "template '%s' is incomplete (a create or push was interrupted): "
+                   "'vmrun template delete %s' removes it", name, name);
   }
-  j = load_json(t->dir);
-  json_object *v;
-  if (!j || !(t->disk = member(t->dir, j, "disk")) || access(t->disk, R_OK) < 0) {
+  if (complete(t) && !t->disk) {
     template_free(t);
-    return vm_fail(VM_EXIT_FAIL, "template '%s' is damaged: no valid template.json and disk", name);
+    return vm_fail(VM_EXIT_FAIL, "template '%s' is damaged: its disk volume is missing", name);
   }
-  t->name = strdup(name);
-  t->kernel = member(t->dir, j, "kernel");
-  t->initrd = member(t->dir, j, "initrd");
-  if (json_object_object_get_ex(j, "cmdline", &v) && json_object_is_type(v, json_type_string))
-    t->cmdline = strdup(json_object_get_string(v));
-  if (json_object_object_get_ex(j, "vcpus", &v)) t->vcpus = (unsigned)json_object_get_int(v);
-  if (json_object_object_get_ex(j, "memory", &v)) t->memory = (uint64_t)json_object_get_int64(v);
-  if (json_object_object_get_ex(j, "virtual_size", &v))
-    t->virtual_size = (uint64_t)json_object_get_int64(v);
   return 0;
 }
 
-static int copy_into(const char *dir, const char *src, const char *as)
+/* Removes a template's volumes: those its record names as its own, then the record. */
+static int remove_template(virStoragePoolPtr pool, const char *name, json_object *j)
 {
-  CLEANUP_FREE char *dst = vm_strdup_printf("%s/%s", dir, as);
-  if (vm_copy_file(src, dst, 0444) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot copy '%s'", src);
-  return 0;
+  int rc = 0;
+  json_object *vols;
+  if (json_object_object_get_ex(j, "volumes", &vols) && json_object_is_type(vols, json_type_array)) {
+    for (size_t i = 0; i < json_object_array_length(vols); i++) {
+      const char *v = json_object_get_string(json_object_array_get_idx(vols, i));
+      if (!v || strchr(v, '/')) continue;
+      virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
+      if (!vol) {
+        virResetLastError();
+        continue;
+      }
+      if (virStorageVolDelete(vol, 0) < 0 && !rc) rc = vm_fail_virt("cannot remove volume '%s'", v);
+      virStorageVolFree(vol);
+    }
+  }
+  CLEANUP_FREE char *rname = vol_name(name, "template");
+  virStorageVolPtr rec = virStorageVolLookupByName(pool, rname);
+  if (rec) {
+    if (rc == 0 && virStorageVolDelete(rec, 0) < 0) rc = vm_fail_virt("cannot remove volume '%s'", rname);
+    virStorageVolFree(rec);
+  }
+  virResetLastError();
+  vm_storage_changed();
+  return rc;
 }
 
-static char *o_from, *o_description;
+/* A record being built: its volumes listed before they are made. */
+static json_object *new_record(const char *name, const char *id, const char *const *volumes)
+{
+  json_object *j = json_object_new_object();
+  char host[256] = "", now[32];
+  gethostname(host, sizeof host - 1);
+  vm_iso_time(now);
+  json_object_object_add(j, "format", json_object_new_int(TEMPLATE_FORMAT));
+  json_object_object_add(j, "name", json_object_new_string(name));
+  json_object_object_add(j, "id", json_object_new_string(id));
+  json_object_object_add(j, "state", json_object_new_string("incomplete"));
+  json_object_object_add(j, "created", json_object_new_string(now));
+  json_object *run = json_object_new_object();
+  json_object_object_add(run, "tool", json_object_new_string(vm_progname));
+  json_object_object_add(run, "pid", json_object_new_int((int)getpid()));
+  json_object_object_add(run, "host", json_object_new_string(host));
+  json_object_object_add(j, "run", run);
+  json_object *vols = json_object_new_array();
+  for (size_t i = 0; volumes[i]; i++) json_object_array_add(vols, json_object_new_string(volumes[i]));
+  json_object_object_add(j, "volumes", vols);
+  return j;
+}
+
+static int write_record(virStorageVolPtr rec, json_object *j)
+{
+  const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+  return vm_vol_write_text(rec, text);
+}
+
+/* Takes the template's lock, then deals with what an earlier, killed run left: an
+ * incomplete record is removed with the volumes it names. Returns 0 with *existing
+ * set (caller frees) when a complete template is there, 0 with NULL when the name
+ * is free, or an exit code. */
+static int claim(virConnectPtr conn, virStoragePoolPtr pool, const char *name, bool shared, json_object **existing)
+{
+  *existing = NULL;
+  CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", virStoragePoolGetName(pool), name);
+  CLEANUP_FREE char *what = vm_strdup_printf("template '%s' on %s", name, vm_conn_host_name(conn));
+  int rc = vm_lock_object(conn, "template", key, shared, what);
+  if (rc) return rc;
+  json_object *j = read_record(pool, name);
+  if (!j) return 0;
+  const char *state = jstr(j, "state");
+  if (state && strcmp(state, "complete") == 0) {
+    *existing = j;
+    return 0;
+  }
+  if (shared) {
+    json_object_put(j);
+    return 0;
+  }
+  json_object *run;
+  const char *pid = json_object_object_get_ex(j, "run", &run) ? json_object_to_json_string(run) : "?";
+  vm_info("removing the incomplete template '%s' that an interrupted run left (%s)", name, pid);
+  rc = remove_template(pool, name, j);
+  json_object_put(j);
+  return rc;
+}
+
+/* A new empty volume of a template, registered for undo. */
+static int new_volume(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const char *name,
+                      const char *format, uint64_t capacity, unsigned mode, virStorageVolPtr *vol)
+{
+  struct vm_volspec spec = { .name = name, .format = format, .capacity = capacity, .mode = mode };
+  int rc = vm_vol_create(pool, &spec, vol);
+  if (rc == 0) {
+    CLEANUP_FREE char *path = virStorageVolGetPath(*vol);
+    if (path) vm_undo_volume(u, conn, path);
+  }
+  return rc;
+}
+
+/* A copy of a file the source VM boots from (kernel, initrd) into the template. */
+static int copy_boot_file(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const char *src,
+                          const char *as)
+{
+  CLEANUP_VIRVOL virStorageVolPtr srcvol = NULL, dst = NULL;
+  int rc = vm_vol_find(conn, src, &srcvol);
+  if (rc == 0) {
+    struct vm_volspec spec = { .name = as, .format = "raw", .capacity = 0, .mode = 0444 };
+    if ((rc = vm_vol_create_from(pool, &spec, srcvol, &dst))) return rc;
+    CLEANUP_FREE char *path = virStorageVolGetPath(dst);
+    vm_undo_volume(u, conn, path);
+    return 0;
+  }
+  if (rc != VM_EXIT_NOTFOUND) return rc;
+  if (!vm_conn_is_local(conn))
+    return vm_fail(VM_EXIT_FAIL, "cannot copy '%s' into the template: it is in no storage pool of %s", src,
+                   vm_conn_host_name(conn));
+  if ((rc = new_volume(conn, pool, u, as, "raw", 0, 0444, &dst))) return rc;
+  return vm_vol_upload_file(dst, src);
+}
+
+/* The disk image of a template, flattened and sealed. libguestfs works on local
+ * files: on a remote host the image is brought here, sealed, and sent back. */
+static int make_disk(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const struct vm_disk *boot,
+                     const char *volname, const char *scratch)
+{
+  CLEANUP_VIRVOL virStorageVolPtr src = NULL, dst = NULL;
+  int rc = vm_vol_find(conn, boot->source, &src);
+  if (rc && rc != VM_EXIT_NOTFOUND) return rc;
+  bool local = vm_conn_is_local(conn);
+  if (rc == VM_EXIT_NOTFOUND && !local)
+    return vm_fail(VM_EXIT_FAIL, "cannot make a template of '%s': it is in no storage pool of %s", boot->source,
+                   vm_conn_host_name(conn));
+  vm_progress("copying the disk", 0, 0);
+  if (src) {
+    /* libvirt copies with qemu-img convert: the chain comes out flattened. */
+    struct vm_volspec spec = { .name = volname, .format = "qcow2", .capacity = 0, .mode = 0444 };
+    rc = vm_vol_create_from(pool, &spec, src, &dst);
+    vm_progress_end();
+    if (rc) return rc;
+    CLEANUP_FREE char *path = virStorageVolGetPath(dst);
+    vm_undo_volume(u, conn, path);
+    if (local) return seal_disk(path);
+    CLEANUP_FREE char *copy = vm_strdup_printf("%s/disk.qcow2", scratch);
+    if ((rc = vm_vol_download_file(dst, copy)) || (rc = seal_disk(copy))) return rc;
+    /* An upload does not truncate: the sealed image goes into a new, empty volume. */
+    if (virStorageVolDelete(dst, 0) < 0) return vm_fail_virt("cannot replace '%s'", volname);
+    virStorageVolFree(dst);
+    dst = NULL;
+    if ((rc = new_volume(conn, pool, u, volname, "raw", 0, 0444, &dst))) return rc;
+    return vm_vol_upload_file(dst, copy);
+  }
+  /* A local disk in no pool: flattened here, then sent into the pool. */
+  CLEANUP_FREE char *copy = vm_strdup_printf("%s/disk.qcow2", scratch);
+  char *conv[] = { "qemu-img", "convert", "-q", "-f", boot->format ? boot->format : "raw", "-O", "qcow2",
+                   boot->source, copy, NULL };
+  rc = vm_run_checked(conv, NULL);
+  vm_progress_end();
+  if (rc || (rc = seal_disk(copy))) return rc;
+  if ((rc = new_volume(conn, pool, u, volname, "raw", 0, 0444, &dst))) return rc;
+  return vm_vol_upload_file(dst, copy);
+}
+
+static char *o_from, *o_description, *o_pool, *o_dest_pool;
+
+static struct poptOption pool_option[] = {
+  { "pool", '\0', POPT_ARG_STRING, &o_pool, 0, "the storage pool templates live in (default: $VMKIT_TEMPLATE_POOL, else vmkit-templates)", "POOL" },
+  POPT_TABLEEND
+};
+#define POOL_OPTION { NULL, '\0', POPT_ARG_INCLUDE_TABLE, pool_option, 0, NULL, NULL }
+
 static struct poptOption create_options[] = {
   { "from", '\0', POPT_ARG_STRING, &o_from, 0, "the shut-off VM whose boot disk becomes the template", "VM" },
   { "description", '\0', POPT_ARG_STRING, &o_description, 0, "a line about the template", "TEXT" },
+  POOL_OPTION,
+  VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
@@ -111,7 +347,10 @@ static int template_create(int argc, char **argv)
 
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_open(o_from, &conn, &dom))) return rc;
+  CLEANUP_FREE char *other = NULL;
+  if ((rc = vm_open_locked(o_from, &conn, &dom, &other))) return rc;
+  if (other)
+    return vm_fail(VM_EXIT_STATE, "VM '%s' has an unfinished %s: run vmsnap on it first", o_from, other);
   if (vm_domain_state(dom) != VIR_DOMAIN_SHUTOFF)
     return vm_fail(VM_EXIT_STATE, "VM '%s' is %s: stop it before making a template of it", o_from,
                    vm_state_name(vm_domain_state(dom)));
@@ -129,131 +368,248 @@ static int template_create(int argc, char **argv)
   CLEANUP_FREE char *cmdline = vm_xpath_str(xp, "/domain/os/cmdline");
   long long vcpus = vm_xpath_ll(xp, "/domain/vcpu", 1);
   long long mem_kib = vm_xpath_ll(xp, "/domain/memory", 0);
+  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+  CLEANUP_JSON json_object *existing = NULL, *rec = NULL;
+  CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
+  CLEANUP_FREE char *scratch = NULL;
+  struct vm_undo undo = { 0 };
+  char id[37];
+  vm_uuid_random(id);
+  CLEANUP_FREE char *vdisk = vol_name(name, "qcow2"), *vkernel = vol_name(name, "vmlinuz");
+  CLEANUP_FREE char *vinitrd = vol_name(name, "initrd"), *vrec = vol_name(name, "template");
 
-  const char *tdir = vm_template_dir();
-  CLEANUP_FREE char *final = vm_strdup_printf("%s/%s", tdir, name);
-  CLEANUP_FREE char *tmp = vm_strdup_printf("%s/.%s.tmp-%d", tdir, name, (int)getpid());
-  CLEANUP_FREE char *disk = vm_strdup_printf("%s/disk.qcow2", tmp);
-  CLEANUP_JSON json_object *info = NULL;
   if (!boot) {
-    rc = vm_fail(VM_EXIT_STATE, "VM '%s' has no file-backed boot disk", o_from);
+    rc = vm_fail(VM_EXIT_STATE, "VM '%s' has no boot disk", o_from);
     goto out;
   }
-  if (access(final, F_OK) == 0) {
-    rc = vm_fail(VM_EXIT_STATE, "template '%s' already exists", name);
+  if ((rc = template_open_pool(conn, o_pool, true, &pool)) || (rc = claim(conn, pool, name, false, &existing)))
+    goto out;
+  if (existing) {
+    rc = vm_fail(VM_EXIT_STATE, "template '%s' already exists on %s", name, vm_conn_host_name(conn));
     goto out;
   }
-  if (mkdir(tdir, 0755) < 0 && errno != EEXIST) {
-    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot create template directory '%s'", tdir);
-    goto out;
-  }
-  if (mkdir(tmp, 0755) < 0) {
-    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot create '%s'", tmp);
-    goto out;
-  }
-  vm_undo_dir(tmp);
   vm_catch_signals();
+  scratch = vm_strdup_printf("%s/vmrun-template.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
+  if (!mkdtemp(scratch)) {
+    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make a scratch folder");
+    free(scratch);
+    scratch = NULL;
+    goto out;
+  }
+  vm_undo_local_dir(&undo, scratch);
 
-  /* The copy flattens any backing chain: a template stands on its own. */
-  vm_progress("copying the disk", 0, 0);
-  char *conv[] = { "qemu-img", "convert", "-q", "-f", boot->format ? boot->format : "raw",
-                   "-O", "qcow2", boot->source, disk, NULL };
-  rc = vm_run_checked(conv, NULL);
-  vm_progress_end();
-  if (rc == 0 && kernel) rc = copy_into(tmp, kernel, "vmlinuz");
-  if (rc == 0 && initrd) rc = copy_into(tmp, initrd, "initrd.img");
-  if (rc == 0 && !vm_interrupted()) rc = seal_disk(disk);
-  if (rc == 0 && !(info = vm_image_info(disk, false))) rc = VM_EXIT_FAIL;
-  if (rc == 0 && vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted");
-  if (rc == 0) {
-    json_object *vsize = NULL;
-    json_object_object_get_ex(info, "virtual-size", &vsize);
-    char now[32];
-    vm_iso_time(now);
-    CLEANUP_JSON json_object *j = json_object_new_object();
-    json_object_object_add(j, "format", json_object_new_int(1));
-    json_object_object_add(j, "name", json_object_new_string(name));
-    json_object_object_add(j, "created", json_object_new_string(now));
-    json_object_object_add(j, "source", json_object_new_string(o_from));
-    if (o_description) json_object_object_add(j, "description", json_object_new_string(o_description));
-    json_object_object_add(j, "vcpus", json_object_new_int((int)vcpus));
-    json_object_object_add(j, "memory", json_object_new_int64(mem_kib * 1024));
-    json_object_object_add(j, "disk", json_object_new_string("disk.qcow2"));
-    json_object_object_add(j, "virtual_size", json_object_new_int64(vsize ? json_object_get_int64(vsize) : 0));
-    if (kernel) json_object_object_add(j, "kernel", json_object_new_string("vmlinuz"));
-    if (initrd) json_object_object_add(j, "initrd", json_object_new_string("initrd.img"));
-    if (cmdline) json_object_object_add(j, "cmdline", json_object_new_string(cmdline));
-    const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-    CLEANUP_FREE char *jpath = vm_strdup_printf("%s/template.json", tmp);
-    if (vm_write_file_atomic(jpath, text, strlen(text), 0444) < 0)
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", jpath);
+  /* The record first, naming every volume this run may make. */
+  const char *vols[] = { vdisk, kernel ? vkernel : NULL, NULL, NULL };
+  if (kernel && initrd) vols[2] = vinitrd;
+  else if (!kernel && initrd) vols[0 + 1] = vinitrd;
+  rec = new_record(name, id, vols);
+  if ((rc = new_volume(conn, pool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
+    goto fail;
+
+  if ((rc = make_disk(conn, pool, &undo, boot, vdisk, scratch))) goto fail;
+  if (kernel && (rc = copy_boot_file(conn, pool, &undo, kernel, vkernel))) goto fail;
+  if (initrd && (rc = copy_boot_file(conn, pool, &undo, initrd, vinitrd))) goto fail;
+  if (vm_interrupted()) {
+    rc = vm_fail_interrupted();
+    goto fail;
   }
-  /* Read-only on disk: nothing is meant to write into a base that clones share. */
-  if (rc == 0 && chmod(disk, 0444) < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s' read-only", disk);
-  if (rc == 0 && rename(tmp, final) < 0)
-    rc = vm_fail_errno(errno == EEXIST || errno == ENOTEMPTY ? VM_EXIT_STATE : VM_EXIT_FAIL,
-                       "cannot create template '%s'", name);
-  if (rc) vm_undo_run();
-  else {
-    vm_undo_forget();
-    vm_info("created template '%s' from VM '%s'", name, o_from);
+  CLEANUP_FREE char *dpath = NULL;
+  {
+    CLEANUP_VIRVOL virStorageVolPtr dv = virStorageVolLookupByName(pool, vdisk);
+    dpath = dv ? virStorageVolGetPath(dv) : NULL;
   }
+  struct vm_imginfo info = { 0 };
+  if (!dpath || (rc = vm_image_info(conn, dpath, &info))) {
+    if (!rc) rc = vm_fail_virt("cannot find the template's disk volume");
+    goto fail;
+  }
+  json_object_object_add(rec, "state", json_object_new_string("complete"));
+  json_object_object_del(rec, "run");
+  json_object_object_add(rec, "source", json_object_new_string(o_from));
+  if (o_description) json_object_object_add(rec, "description", json_object_new_string(o_description));
+  json_object_object_add(rec, "vcpus", json_object_new_int((int)vcpus));
+  json_object_object_add(rec, "memory", json_object_new_int64(mem_kib * 1024));
+  json_object_object_add(rec, "disk", json_object_new_string(vdisk));
+  json_object_object_add(rec, "virtual_size", json_object_new_int64((int64_t)info.capacity));
+  vm_imginfo_free(&info);
+  if (kernel) json_object_object_add(rec, "kernel", json_object_new_string(vkernel));
+  if (initrd) json_object_object_add(rec, "initrd", json_object_new_string(vinitrd));
+  if (cmdline) json_object_object_add(rec, "cmdline", json_object_new_string(cmdline));
+  if ((rc = write_record(recvol, rec))) goto fail;
+  vm_remove_tree(scratch);
+  vm_undo_forget(&undo);
+  vm_info("created template '%s' from VM '%s' in pool '%s' of %s", name, o_from, virStoragePoolGetName(pool),
+          vm_conn_host_name(conn));
+  goto out;
+fail:
+  vm_undo_run(&undo);
 out:
+  vm_undo_forget(&undo);
   vm_disks_free(disks, nd);
   return rc;
 }
 
-static struct poptOption list_options[] = { VM_POPT_COMMON, POPT_TABLEEND };
+/* ---- list ----------------------------------------------------------------------------- */
+
+struct seen {
+  json_object *row;
+  char *id;
+};
+
+/* The templates of one host, merged into rows by name and id. */
+static int list_host(virConnectPtr conn, const char *host, json_object *rows, struct seen **seen, size_t *nseen)
+{
+  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+  int rc = template_open_pool(conn, o_pool, false, &pool);
+  if (rc == VM_EXIT_NOTFOUND) return 0;
+  if (rc) return rc;
+  virStorageVolPtr *vols = NULL;
+  int n = virStoragePoolListAllVolumes(pool, &vols, 0);
+  if (n < 0) return vm_fail_virt("cannot list the volumes of pool '%s'", virStoragePoolGetName(pool));
+  for (int i = 0; i < n; i++) {
+    const char *vname = virStorageVolGetName(vols[i]);
+    size_t len = strlen(vname);
+    if (len <= 9 || strcmp(vname + len - 9, ".template") != 0) continue;
+    CLEANUP_FREE char *name = vm_strdup_printf("%.*s", (int)(len - 9), vname);
+    struct template t;
+    if (vm_check_name("template", name) != 0) continue;
+    CLEANUP_JSON json_object *j = read_record(pool, name);
+    if (!j) continue;
+    template_from_record(pool, name, j, &t);
+    if (!complete(&t)) {
+      vm_warn("template '%s' on %s is incomplete (an interrupted create or push): 'vmrun template delete %s' "
+              "removes it", name, host, name);
+      template_free(&t);
+      continue;
+    }
+    struct vm_strv users = { 0 };
+    if (t.disk) vm_image_users(conn, t.disk, NULL, &users);
+    struct vm_imginfo info = { 0 };
+    if (t.disk) vm_image_info(conn, t.disk, &info);
+    json_object *row = NULL;
+    for (size_t s = 0; s < *nseen && !row; s++)
+      if (strcmp(json_object_get_string(json_object_object_get(((*seen)[s]).row, "name")), name) == 0 &&
+          t.id && (*seen)[s].id && strcmp((*seen)[s].id, t.id) == 0)
+        row = (*seen)[s].row;
+    if (!row) {
+      row = json_object_new_object();
+      json_object_object_add(row, "name", json_object_new_string(name));
+      json_object_object_add(row, "id", t.id ? json_object_new_string(t.id) : NULL);
+      json_object_object_add(row, "size", json_object_new_int64((int64_t)t.virtual_size));
+      json_object_object_add(row, "allocated", json_object_new_int64((int64_t)info.allocation));
+      json_object_object_add(row, "vcpus", json_object_new_int((int)t.vcpus));
+      json_object_object_add(row, "memory", json_object_new_int64((int64_t)t.memory));
+      json_object_object_add(row, "clones", json_object_new_int(0));
+      const char *keys[] = { "created", "source", "description" };
+      for (size_t k = 0; k < 3; k++)
+        if (jstr(j, keys[k])) json_object_object_add(row, keys[k], json_object_new_string(jstr(j, keys[k])));
+      json_object_object_add(row, "hosts", json_object_new_string(""));
+      json_object_array_add(rows, row);
+      *seen = realloc(*seen, (*nseen + 1) * sizeof **seen);
+      (*seen)[(*nseen)++] = (struct seen){ row, vm_strdup(t.id) };
+    }
+    int64_t clones = json_object_get_int64(json_object_object_get(row, "clones")) + (int64_t)users.n;
+    json_object_object_add(row, "clones", json_object_new_int64(clones));
+    const char *hosts = json_object_get_string(json_object_object_get(row, "hosts"));
+    CLEANUP_FREE char *nh = vm_strdup_printf("%s%s%s", hosts, *hosts ? "," : "", host);
+    json_object_object_add(row, "hosts", json_object_new_string(nh));
+    vm_imginfo_free(&info);
+    vm_strv_free(&users);
+    template_free(&t);
+  }
+  for (int i = 0; i < n; i++) virStorageVolFree(vols[i]);
+  free(vols);
+  return 0;
+}
+
+static struct poptOption list_options[] = { POOL_OPTION, VM_POPT_COMMON, POPT_TABLEEND };
 
 static int template_list(int argc, char **argv)
 {
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
-  int rc = vm_parse(&ctx, argc, argv, list_options, "", "List templates and how many clones each has.",
+  int rc = vm_parse(&ctx, argc, argv, list_options, "",
+                    "List templates, how many clones each has, and which hosts of the hosts file hold them.",
                     0, 0, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
   CLEANUP_JSON json_object *rows = json_object_new_array();
-  struct dirent **ents = NULL;
-  int n = scandir(vm_template_dir(), &ents, NULL, alphasort);
-  for (int i = 0; i < n; i++) {
-    const char *name = ents[i]->d_name;
-    struct template t;
-    if (name[0] != '.' && vm_check_name("template", name) == 0) {
-      CLEANUP_JSON json_object *j = NULL;
-      if (template_load(name, &t) == 0) {
-        j = load_json(t.dir);
-        json_object *row = json_object_new_object(), *v;
-        struct stat st;
-        struct vm_strv users = { 0 };
-        vm_image_users(conn, t.disk, NULL, &users);
-        json_object_object_add(row, "name", json_object_new_string(name));
-        json_object_object_add(row, "size", json_object_new_int64((int64_t)t.virtual_size));
-        json_object_object_add(row, "allocated",
-                               json_object_new_int64(stat(t.disk, &st) == 0 ? (int64_t)st.st_blocks * 512 : 0));
-        json_object_object_add(row, "vcpus", json_object_new_int((int)t.vcpus));
-        json_object_object_add(row, "memory", json_object_new_int64((int64_t)t.memory));
-        json_object_object_add(row, "clones", json_object_new_int((int)users.n));
-        const char *keys[] = { "created", "source", "description" };
-        for (size_t k = 0; k < 3; k++)
-          if (json_object_object_get_ex(j, keys[k], &v))
-            json_object_object_add(row, keys[k], json_object_get(v));
-        json_object_array_add(rows, row);
-        vm_strv_free(&users);
-        template_free(&t);
-      }
-    }
-    free(ents[i]);
+  struct seen *seen = NULL;
+  size_t nseen = 0;
+  /* The hosts of the hosts file when there is one; else the connection's host. */
+  struct vm_hosts hosts = { 0 };
+  bool named = vm_opts.hosts_file || (getenv("VMKIT_HOSTS") && *getenv("VMKIT_HOSTS"));
+  if (!vm_opts.uri && (named || access(vm_hosts_path(), F_OK) == 0)) {
+    if ((rc = vm_hosts_load(NULL, &hosts))) return rc;
   }
-  free(ents);
-  if (n < 0 && errno != ENOENT)
-    return vm_fail_errno(VM_EXIT_FAIL, "cannot read template directory '%s'", vm_template_dir());
+  if (hosts.n) {
+    for (size_t i = 0; i < hosts.n && rc == 0; i++) {
+      virConnectPtr c = vm_connect_to(hosts.v[i].uri);
+      if (!c) {
+        vm_warn("host '%s' is not reachable: its templates are not listed", hosts.v[i].name);
+        continue;
+      }
+      rc = list_host(c, hosts.v[i].name, rows, &seen, &nseen);
+      vm_conn_forget(c);
+      virConnectClose(c);
+    }
+  } else {
+    CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+    if (!conn) rc = VM_EXIT_FAIL;
+    else rc = list_host(conn, vm_conn_host_name(conn), rows, &seen, &nseen);
+  }
+  vm_hosts_free(&hosts);
+  for (size_t i = 0; i < nseen; i++) free(seen[i].id);
+  free(seen);
+  if (rc) return rc;
   return vm_print_list(rows, template_cols);
 }
 
-static struct poptOption delete_options[] = { VM_POPT_COMMON, POPT_TABLEEND };
+/* ---- delete --------------------------------------------------------------------------- */
+
+static struct poptOption delete_options[] = { POOL_OPTION, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND };
+
+static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *name)
+{
+  int rc = vm_check_name("template", name);
+  if (rc) return rc;
+  CLEANUP_JSON json_object *j = NULL;
+  /* An incomplete one is removed by claim() itself. */
+  CLEANUP_FREE char *rname = vol_name(name, "template");
+  virStorageVolPtr probe = virStorageVolLookupByName(pool, rname);
+  if (!probe) {
+    virResetLastError();
+    return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' in pool '%s' of %s", name, virStoragePoolGetName(pool),
+                   vm_conn_host_name(conn));
+  }
+  virStorageVolFree(probe);
+  if ((rc = claim(conn, pool, name, false, &j))) return rc;
+  if (!j) {
+    vm_info("deleted the incomplete template '%s'", name);
+    return 0;
+  }
+  struct template t;
+  template_from_record(pool, name, j, &t);
+  struct vm_strv users = { 0 };
+  if (t.disk) rc = vm_image_users(conn, t.disk, NULL, &users);
+  if (rc == 0 && users.n) {
+    CLEANUP_FREE char *list = vm_strv_join_quoted(users.v);
+    rc = vm_fail(VM_EXIT_STATE, "template '%s' has %zu clone%s: %s", name, users.n, users.n == 1 ? "" : "s", list);
+  }
+  vm_strv_free(&users);
+  if (rc == 0) {
+    /* Marked first, so that a kill halfway leaves an incomplete template that the
+     * next run removes, not a record whose disk is gone. */
+    CLEANUP_VIRVOL virStorageVolPtr recvol = virStorageVolLookupByName(pool, rname);
+    json_object_object_add(j, "state", json_object_new_string("deleting"));
+    if (!recvol) rc = vm_fail_virt("cannot find the record of template '%s'", name);
+    else rc = write_record(recvol, j);
+  }
+  if (rc == 0) rc = remove_template(pool, name, j);
+  if (rc == 0) vm_info("deleted template '%s'", name);
+  template_free(&t);
+  return rc;
+}
 
 static int template_delete(int argc, char **argv)
 {
@@ -265,40 +621,167 @@ static int template_delete(int argc, char **argv)
   if (rc) return rc == VM_DONE ? 0 : rc;
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
+  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+  rc = template_open_pool(conn, o_pool, false, &pool);
+  if (rc == VM_EXIT_NOTFOUND)
+    return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s (no storage pool '%s')", args[0],
+                   vm_conn_host_name(conn), o_pool ? o_pool : vm_default_template_pool());
+  if (rc) return rc;
   int first = 0;
   for (int i = 0; i < nargs; i++) {
-    struct template t;
-    if ((rc = template_load(args[i], &t))) {
-      if (!first) first = rc;
-      continue;
-    }
-    struct vm_strv users = { 0 };
-    rc = vm_image_users(conn, t.disk, NULL, &users);
-    if (rc == 0 && users.n) {
-      CLEANUP_FREE char *list = NULL;
-      for (size_t u = 0; u < users.n; u++) {
-        char *l = vm_strdup_printf("%s%s'%s'", list ? list : "", list ? ", " : "", users.v[u]);
-        free(list);
-        list = l;
-      }
-      rc = vm_fail(VM_EXIT_STATE, "template '%s' has %zu clone%s: %s", args[i], users.n,
-                   users.n == 1 ? "" : "s", list);
-    } else if (rc == 0 && vm_remove_tree(t.dir) < 0) {
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot delete template '%s'", args[i]);
-    } else if (rc == 0) {
-      vm_info("deleted template '%s'", args[i]);
-    }
-    vm_strv_free(&users);
-    template_free(&t);
+    rc = delete_one(conn, pool, args[i]);
     if (rc && !first) first = rc;
   }
   return first;
 }
 
+/* ---- push ----------------------------------------------------------------------------- */
+
+static struct poptOption push_options[] = {
+  POOL_OPTION,
+  { "dest-pool", '\0', POPT_ARG_STRING, &o_dest_pool, 0, "the template pool on the destination (default: as --pool)", "POOL" },
+  VM_POPT_LOCK,
+  VM_POPT_COMMON,
+  POPT_TABLEEND
+};
+
+static int push_volume(virConnectPtr dconn, virStoragePoolPtr dpool, struct vm_undo *u, const char *src_path,
+                       virConnectPtr sconn, const char *as, unsigned mode)
+{
+  CLEANUP_VIRVOL virStorageVolPtr src = NULL, dst = NULL;
+  int rc = vm_vol_find(sconn, src_path, &src);
+  if (rc == VM_EXIT_NOTFOUND) rc = vm_fail(VM_EXIT_FAIL, "template volume '%s' is missing", src_path);
+  if (rc || (rc = new_volume(dconn, dpool, u, as, "raw", 0, mode, &dst))) return rc;
+  CLEANUP_FREE char *what = vm_strdup_printf("pushing %s", as);
+  return vm_vol_copy(src, dst, what);
+}
+
+static int template_push(int argc, char **argv)
+{
+  CLEANUP_POPT poptContext ctx = NULL;
+  const char **args;
+  int nargs;
+  int rc = vm_parse(&ctx, argc, argv, push_options, "NAME HOST-OR-URI",
+                    "Copy a template to another host's template pool (only allocated data crosses).", 2, 2, &args,
+                    &nargs);
+  if (rc) return rc == VM_DONE ? 0 : rc;
+  const char *name = args[0];
+  if ((rc = vm_check_name("template", name))) return rc;
+  CLEANUP_VIRCONN virConnectPtr sconn = vm_connect();
+  if (!sconn) return VM_EXIT_FAIL;
+  CLEANUP_VIRCONN virConnectPtr dconn = vm_connect_to(args[1]);
+  if (!dconn) return VM_EXIT_FAIL;
+  const char *suuid = vm_conn_host_uuid(sconn), *duuid = vm_conn_host_uuid(dconn);
+  if (!suuid || !duuid) return VM_EXIT_FAIL;
+
+  CLEANUP_VIRPOOL virStoragePoolPtr spool = NULL, dpool = NULL;
+  CLEANUP_JSON json_object *sj = NULL, *dj = NULL, *rec = NULL;
+  struct template t = { 0 };
+  struct vm_undo undo = { 0 };
+  if ((rc = template_open_pool(sconn, o_pool, false, &spool))) {
+    if (rc == VM_EXIT_NOTFOUND)
+      rc = vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s (no storage pool '%s')", name,
+                   vm_conn_host_name(sconn), o_pool ? o_pool : vm_default_template_pool());
+    return rc;
+  }
+  if ((rc = claim(sconn, spool, name, true, &sj))) return rc;
+  if (!sj) return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s", name, vm_conn_host_name(sconn));
+  template_from_record(spool, name, sj, &t);
+  if (!t.disk) {
+    rc = vm_fail(VM_EXIT_FAIL, "template '%s' is damaged: its disk volume is missing", name);
+    goto out;
+  }
+  const char *dpname = o_dest_pool ? o_dest_pool : o_pool;
+  if (strcmp(suuid, duuid) == 0 && strcmp(dpname ? dpname : vm_default_template_pool(),
+                                          o_pool ? o_pool : vm_default_template_pool()) == 0) {
+    rc = vm_fail(VM_EXIT_USAGE, "'%s' is the host the template comes from", args[1]);
+    goto out;
+  }
+  if ((rc = template_open_pool(dconn, dpname, true, &dpool)) || (rc = claim(dconn, dpool, name, false, &dj)))
+    goto out;
+  if (dj) {
+    const char *did = jstr(dj, "id");
+    if (did && t.id && strcmp(did, t.id) == 0) {
+      /* A shared pool (NFS) holds it already, or an earlier push did. */
+      vm_info("%s holds template '%s' already", vm_conn_host_name(dconn), name);
+      goto out;
+    }
+    rc = vm_fail(VM_EXIT_STATE, "%s has another template named '%s' (a different id): delete it there first",
+                 vm_conn_host_name(dconn), name);
+    goto out;
+  }
+
+  vm_catch_signals();
+  CLEANUP_FREE char *vdisk = vol_name(name, "qcow2"), *vkernel = vol_name(name, "vmlinuz");
+  CLEANUP_FREE char *vinitrd = vol_name(name, "initrd"), *vrec = vol_name(name, "template");
+  const char *vols[] = { vdisk, t.kernel ? vkernel : NULL, NULL, NULL };
+  if (t.kernel && t.initrd) vols[2] = vinitrd;
+  else if (!t.kernel && t.initrd) vols[1] = vinitrd;
+  rec = new_record(name, t.id ? t.id : "", vols);
+  CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
+  if ((rc = new_volume(dconn, dpool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
+    goto fail;
+  if ((rc = push_volume(dconn, dpool, &undo, t.disk, sconn, vdisk, 0444))) goto fail;
+  if (t.kernel && (rc = push_volume(dconn, dpool, &undo, t.kernel, sconn, vkernel, 0444))) goto fail;
+  if (t.initrd && (rc = push_volume(dconn, dpool, &undo, t.initrd, sconn, vinitrd, 0444))) goto fail;
+  if ((rc = vm_pool_refresh(dpool))) goto fail;
+  /* The same record, with the same id: the copies are the same template. */
+  json_object *copy = NULL;
+  json_object_deep_copy(sj, &copy, NULL);
+  json_object_object_add(copy, "pushed_from", json_object_new_string(vm_conn_host_name(sconn)));
+  json_object_object_add(copy, "state", json_object_new_string("complete"));
+  rc = write_record(recvol, copy);
+  json_object_put(copy);
+  if (rc) goto fail;
+  vm_undo_forget(&undo);
+  vm_info("pushed template '%s' to %s", name, vm_conn_host_name(dconn));
+  goto out;
+fail:
+  vm_undo_run(&undo);
+out:
+  vm_undo_forget(&undo);
+  template_free(&t);
+  return rc;
+}
+
+/* A copy of the template whose files this machine can read, for libguestfs: the
+ * template itself on a local connection, else the local libvirt's copy with the
+ * same id (VMKIT_LOCAL_URI, else qemu:///system). NULL after a message. */
+char *template_local_disk(virConnectPtr conn, const struct template *t)
+{
+  if (vm_conn_is_local(conn)) return vm_strdup(t->disk);
+  const char *uri = getenv("VMKIT_LOCAL_URI");
+  virConnectPtr local = virConnectOpen(uri && *uri ? uri : "qemu:///system");
+  char *path = NULL;
+  if (local && vm_conn_is_local(local)) {
+    struct template lt;
+    CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+    if (template_open_pool(local, t->pool, false, &pool) == 0) {
+      CLEANUP_JSON json_object *j = read_record(pool, t->name);
+      if (j) {
+        template_from_record(pool, t->name, j, &lt);
+        if (complete(&lt) && lt.id && t->id && strcmp(lt.id, t->id) == 0 && lt.disk) path = vm_strdup(lt.disk);
+        template_free(&lt);
+      }
+    }
+  }
+  virResetLastError();
+  if (local) {
+    vm_conn_forget(local);
+    virConnectClose(local);
+  }
+  if (!path)
+    vm_fail(VM_EXIT_STATE, "cannot customize a clone on %s: libguestfs works on local files, and this machine has "
+            "no copy of template '%s' (push it here too, or create the VM without --hostname, --ssh-key and "
+            "--root-password-file)", vm_conn_host_name(conn), t->name);
+  return path;
+}
+
 static const struct vm_verb template_verbs[] = {
   { "create", template_create, "seal a shut-off VM's boot disk into a template" },
-  { "list", template_list, "list templates" },
+  { "list", template_list, "list templates, and the hosts that hold them" },
   { "delete", template_delete, "delete templates that have no clones" },
+  { "push", template_push, "copy a template to another host's template pool" },
   { NULL, NULL, NULL },
 };
 

@@ -29,6 +29,7 @@ static struct poptOption options[] = {
   { "outbound", '\0', POPT_ARG_STRING, &o_outbound, 0, "NIC bandwidth out of the guest, bytes per second", "SIZE" },
   { "live", '\0', POPT_ARG_NONE, &o_live, 0, "change the running VM", NULL },
   { "config", '\0', POPT_ARG_NONE, &o_config, 0, "change the persistent definition (next boot)", NULL },
+  VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
@@ -177,6 +178,131 @@ static char *nic_type(virDomainPtr dom, const char *nic, unsigned flags)
   return vm_xpath_str(x, expr);
 }
 
+/* ---- all or none ------------------------------------------------------------------ */
+
+enum group { G_CPU, G_MEM, G_IO, G_BW };
+static const char *const group_names[] = { "CPU limits", "memory limits", "disk I/O limits", "NIC bandwidth" };
+
+static int get_group(virDomainPtr dom, enum group g, unsigned flags, struct params *out)
+{
+  int n = 0;
+  virTypedParameterPtr p = NULL;
+  int rc = -1;
+  switch (g) {
+  case G_CPU: {
+    char *type = virDomainGetSchedulerType(dom, &n);
+    free(type);
+    if (n <= 0) break;
+    p = calloc((size_t)n, sizeof *p);
+    rc = virDomainGetSchedulerParametersFlags(dom, p, &n, flags);
+    break;
+  }
+  case G_MEM:
+    if (virDomainGetMemoryParameters(dom, NULL, &n, flags) < 0 || n <= 0) break;
+    p = calloc((size_t)n, sizeof *p);
+    rc = virDomainGetMemoryParameters(dom, p, &n, flags);
+    break;
+  case G_IO:
+    if (virDomainGetBlockIoTune(dom, o_disk, NULL, &n, flags) < 0 || n <= 0) break;
+    p = calloc((size_t)n, sizeof *p);
+    rc = virDomainGetBlockIoTune(dom, o_disk, p, &n, flags);
+    break;
+  case G_BW:
+    if (virDomainGetInterfaceParameters(dom, o_nic, NULL, &n, flags) < 0 || n <= 0) break;
+    p = calloc((size_t)n, sizeof *p);
+    rc = virDomainGetInterfaceParameters(dom, o_nic, p, &n, flags);
+    break;
+  }
+  if (rc < 0) {
+    free(p);
+    return -1;
+  }
+  *out = (struct params){ p, n, n };
+  return 0;
+}
+
+static int set_group(virDomainPtr dom, enum group g, unsigned flags, const struct params *t)
+{
+  switch (g) {
+  case G_CPU: return virDomainSetSchedulerParametersFlags(dom, t->p, t->n, flags);
+  case G_MEM: return virDomainSetMemoryParameters(dom, t->p, t->n, flags);
+  case G_IO: return virDomainSetBlockIoTune(dom, o_disk, t->p, t->n, flags);
+  case G_BW: return virDomainSetInterfaceParameters(dom, o_nic, t->p, t->n, flags);
+  }
+  return -1;
+}
+
+/* The old values of exactly the fields a change sets. */
+static void old_values(const struct params *old, const struct params *change, struct params *out)
+{
+  memset(out, 0, sizeof *out);
+  for (int i = 0; i < change->n; i++) {
+    virTypedParameterPtr o = virTypedParamsGet(old->p, old->n, change->p[i].field);
+    if (!o) continue;
+    virTypedParameterPtr np = realloc(out->p, (size_t)(out->n + 1) * sizeof *np);
+    if (!np) continue;
+    out->p = np;
+    out->p[out->n++] = *o; /* numbers only: nothing to copy deeply */
+  }
+  out->max = out->n;
+}
+
+struct applied {
+  enum group g;
+  unsigned flags;
+  struct params undo;
+};
+
+/* The settings go in several calls (one per kind, per definition): when one fails,
+ * those applied before it are set back, so that the VM keeps all or none; what
+ * cannot be set back is named. */
+static int apply_all(virDomainPtr dom, const char *name, unsigned flags, struct params *cpu, struct params *mem,
+                     struct params *io, struct params *bw)
+{
+  struct params *changes[] = { cpu, mem, io, bw };
+  unsigned targets[2];
+  size_t nt = 0;
+  if (flags & VIR_DOMAIN_AFFECT_LIVE) targets[nt++] = VIR_DOMAIN_AFFECT_LIVE;
+  if (flags & VIR_DOMAIN_AFFECT_CONFIG) targets[nt++] = VIR_DOMAIN_AFFECT_CONFIG;
+  if (!nt) targets[nt++] = VIR_DOMAIN_AFFECT_CURRENT;
+  struct applied done[8];
+  size_t nd = 0;
+  int rc = 0;
+  for (size_t t = 0; t < nt && rc == 0; t++) {
+    for (int g = G_CPU; g <= G_BW && rc == 0; g++) {
+      if (!changes[g]->n) continue;
+      struct params old = { 0 };
+      bool have_old = get_group(dom, (enum group)g, targets[t], &old) == 0;
+      virResetLastError();
+      if (set_group(dom, (enum group)g, targets[t], changes[g]) < 0) {
+        rc = vm_fail_virt("cannot set %s of '%s'", group_names[g], name);
+        params_free(&old);
+        break;
+      }
+      done[nd].g = (enum group)g;
+      done[nd].flags = targets[t];
+      if (have_old) old_values(&old, changes[g], &done[nd].undo);
+      else done[nd].undo = (struct params){ 0 };
+      nd++;
+      params_free(&old);
+    }
+  }
+  if (rc) {
+    /* Back in reverse order. */
+    for (size_t i = nd; i-- > 0;) {
+      bool back = done[i].undo.n == 0 ? false : set_group(dom, done[i].g, done[i].flags, &done[i].undo) == 0;
+      if (!back)
+        vm_warn("%s of '%s' stay applied (%s): they could not be set back%s%s", group_names[done[i].g], name,
+                done[i].flags == VIR_DOMAIN_AFFECT_CONFIG ? "the next boot's" : "the running VM's",
+                done[i].undo.n ? ": " : "", done[i].undo.n ? vm_virt_message() : "");
+      else
+        vm_debug("set %s of '%s' back", group_names[done[i].g], name);
+    }
+  }
+  for (size_t i = 0; i < nd; i++) free(done[i].undo.p);
+  return rc;
+}
+
 int cmd_tune(int argc, char **argv)
 {
   CLEANUP_POPT poptContext ctx = NULL;
@@ -239,14 +365,13 @@ int cmd_tune(int argc, char **argv)
     rc = show(dom, flags);
     goto out;
   }
-  if (cpu.n && virDomainSetSchedulerParametersFlags(dom, cpu.p, cpu.n, flags) < 0) {
-    rc = vm_fail_virt("cannot set CPU limits of '%s'", name);
-    goto out;
+  /* A change: the VM is locked for it. */
+  {
+    CLEANUP_FREE char *other = NULL;
+    if ((rc = vm_lock_and_recover(conn, &dom, name, &other))) goto out;
   }
-  if (mem.n && virDomainSetMemoryParameters(dom, mem.p, mem.n, flags) < 0) {
-    rc = vm_fail_virt("cannot set memory limits of '%s'", name);
-    goto out;
-  }
+  /* Checked before anything is applied: the disk and the NIC exist, and the NIC
+   * can be shaped. */
   if (io.n) {
     CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, flags & VIR_DOMAIN_AFFECT_CONFIG ? VIR_DOMAIN_XML_INACTIVE : 0);
     struct vm_disk *disks = NULL;
@@ -262,10 +387,6 @@ int cmd_tune(int argc, char **argv)
       goto out;
     }
   }
-  if (io.n && virDomainSetBlockIoTune(dom, o_disk, io.p, io.n, flags) < 0) {
-    rc = vm_fail_virt("cannot set I/O limits of disk '%s' of '%s'", o_disk, name);
-    goto out;
-  }
   if (bw.n) {
     CLEANUP_FREE char *type = nic_type(dom, o_nic, flags);
     if (!type) {
@@ -277,11 +398,9 @@ int cmd_tune(int argc, char **argv)
                    "tap device to shape; use a network= or bridge= NIC", o_nic, name);
       goto out;
     }
-    if (virDomainSetInterfaceParameters(dom, o_nic, bw.p, bw.n, flags) < 0) {
-      rc = vm_fail_virt("cannot limit bandwidth of NIC '%s' of '%s'", o_nic, name);
-      goto out;
-    }
   }
+  rc = apply_all(dom, name, flags, &cpu, &mem, &io, &bw);
+  if (rc) goto out;
   vm_info("tuned VM '%s'", name);
 out:
   params_free(&cpu);

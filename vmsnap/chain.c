@@ -1,7 +1,7 @@
 /* The images behind a VM's disks and snapshots as a graph of backing links, read
- * from the images themselves (qemu-img), not from libvirt's records: deleting and
- * reverting external snapshots is decided on what the files say. */
-#include <limits.h>
+ * from the images themselves (through libvirt's storage pools), not from libvirt's
+ * snapshot records: deleting and reverting external snapshots is decided on what
+ * the files say. */
 #include <string.h>
 #include <unistd.h>
 
@@ -18,27 +18,19 @@ static void add_edge(struct graph *g, const char *file, const char *backing, con
   g->v[g->n++] = (struct edge){ strdup(file), backing ? strdup(backing) : NULL, strdup(format ? format : "raw") };
 }
 
-static const char *str_member(json_object *o, const char *key)
+int graph_add(virConnectPtr conn, struct graph *g, const char *top)
 {
-  json_object *v;
-  return json_object_object_get_ex(o, key, &v) && v ? json_object_get_string(v) : NULL;
-}
-
-int graph_add(struct graph *g, const char *top)
-{
-  char real[PATH_MAX];
-  if (!realpath(top, real) || graph_find(g, real)) return 0;
-  CLEANUP_JSON json_object *info = vm_image_info(real, true);
-  if (!info) return VM_EXIT_FAIL;
-  size_t n = json_object_is_type(info, json_type_array) ? json_object_array_length(info) : 1;
-  for (size_t i = 0; i < n; i++) {
-    json_object *img = json_object_is_type(info, json_type_array) ? json_object_array_get_idx(info, i) : info;
-    const char *f = str_member(img, "filename");
-    const char *b = str_member(img, "full-backing-filename");
-    if (!b) b = str_member(img, "backing-filename");
-    if (!f) continue;
-    char rf[PATH_MAX], rb[PATH_MAX];
-    add_edge(g, realpath(f, rf) ? rf : f, b ? (realpath(b, rb) ? rb : b) : NULL, str_member(img, "format"));
+  CLEANUP_FREE char *cur = vm_strdup(top);
+  for (int depth = 0; cur && depth < 1024; depth++) {
+    if (graph_find(g, cur)) return 0;
+    struct vm_imginfo info;
+    int rc = vm_image_info(conn, cur, &info);
+    if (rc == VM_EXIT_NOTFOUND) return 0; /* a missing link: verify's to report */
+    if (rc) return rc;
+    add_edge(g, info.path, info.backing, info.format);
+    free(cur);
+    cur = info.backing ? vm_strdup(info.backing) : NULL;
+    vm_imginfo_free(&info);
   }
   return 0;
 }
@@ -70,7 +62,7 @@ void graph_free(struct graph *g)
 
 /* Every image a VM's disks and snapshots can reach: the chains of its current
  * disks (live and persistent) and of every snapshot's base and overlay. */
-int graph_of_vm(virDomainPtr dom, const struct snaps *s, struct graph *g)
+int graph_of_vm(virConnectPtr conn, virDomainPtr dom, const struct snaps *s, struct graph *g)
 {
   memset(g, 0, sizeof *g);
   int rc = 0;
@@ -83,15 +75,14 @@ int graph_of_vm(virDomainPtr dom, const struct snaps *s, struct graph *g)
     size_t nd;
     vm_domain_disks(doc, &d, &nd);
     for (size_t i = 0; i < nd && rc == 0; i++)
-      if (d[i].source && d[i].device && strcmp(d[i].device, "disk") == 0 && access(d[i].source, F_OK) == 0)
-        rc = graph_add(g, d[i].source);
+      if (d[i].source && d[i].device && strcmp(d[i].device, "disk") == 0) rc = graph_add(conn, g, d[i].source);
     vm_disks_free(d, nd);
   }
   for (size_t i = 0; i < s->n && rc == 0; i++)
     for (size_t j = 0; j < s->v[i].ndisks && rc == 0; j++) {
       const struct snap_disk *sd = &s->v[i].disks[j];
-      if (sd->overlay && access(sd->overlay, F_OK) == 0) rc = graph_add(g, sd->overlay);
-      if (rc == 0 && sd->base && access(sd->base, F_OK) == 0) rc = graph_add(g, sd->base);
+      if (sd->overlay) rc = graph_add(conn, g, sd->overlay);
+      if (rc == 0 && sd->base) rc = graph_add(conn, g, sd->base);
     }
   return rc;
 }
@@ -176,4 +167,47 @@ void fix_disks(xmlDocPtr doc, char *const *retarget)
       }
     }
   }
+}
+
+/* A shut-off VM's images are merged by QEMU too, in a helper: a transient domain
+ * holding only the chain, started paused (no guest ever runs in it) and destroyed
+ * by libvirt itself when this run's connection closes, however the run ends. */
+int offline_commit(virConnectPtr conn, virDomainPtr dom, const char *top, const char *top_format, const char *base,
+                   const char *child)
+{
+  char uuid[VIR_UUID_STRING_BUFLEN] = "";
+  virDomainGetUUIDString(dom, uuid);
+  CLEANUP_FREE char *name = vm_strdup_printf("vmsnap-merge-%.8s-%d", uuid, (int)getpid());
+  struct vm_spec spec = { .name = name, .virt_type = vm_virt_type(), .vcpus = 1, .memory = 64ULL << 20 };
+  spec.disks[spec.ndisks++] = (struct vm_spec_disk){ top, top_format ? top_format : "qcow2", "disk", "file", false };
+  CLEANUP_FREE char *xml = vm_spec_xml(&spec);
+  /* Only what the merge needs: no NIC, console, agent or balloon. */
+  CLEANUP_XMLDOC xmlDocPtr doc = xml ? vm_xml_parse(xml) : NULL;
+  if (!doc) return vm_fail(VM_EXIT_FAIL, "cannot write the merge helper's definition");
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x,
+    "/domain/devices/interface | /domain/devices/serial | /domain/devices/console | /domain/devices/channel | "
+    "/domain/devices/memballoon");
+  for (int i = 0; o && o->nodesetval && i < o->nodesetval->nodeNr; i++) {
+    xmlUnlinkNode(o->nodesetval->nodeTab[i]);
+    xmlFreeNode(o->nodesetval->nodeTab[i]);
+    o->nodesetval->nodeTab[i] = NULL;
+  }
+  xmlNodePtr devs = NULL;
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr d = vm_xpath_nodes(x, "/domain/devices");
+  if (d && d->nodesetval && d->nodesetval->nodeNr) devs = d->nodesetval->nodeTab[0];
+  if (devs) vm_xml_set(vm_xml_child(devs, "memballoon", NULL), "model", "none");
+  CLEANUP_FREE char *hxml = vm_xml_dump(doc);
+  virDomainPtr helper = virDomainCreateXML(conn, hxml, VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY);
+  if (!helper) return vm_fail_virt("cannot start the helper that merges '%s' into '%s'", child, base);
+  bool active = strcmp(top, child) == 0;
+  int rc = 0;
+  if (virDomainBlockCommit(helper, "vda", base, child, 0, active ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0) < 0)
+    rc = vm_fail_virt("cannot merge '%s' into '%s'", child, base);
+  if (rc == 0) rc = wait_block_job(helper, "vda", active);
+  vm_progress_end();
+  virDomainDestroy(helper);
+  virDomainFree(helper);
+  vm_storage_changed();
+  return rc;
 }

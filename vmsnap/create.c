@@ -2,8 +2,14 @@
  * or quiesced through the guest agent), a snapshot with memory (internal, or
  * external with a memory file), or an offline snapshot of a shut-off VM. All disks
  * at once (libvirt's atomic flag). The kind, how long the guest's vCPUs were
- * paused and how long its filesystems were frozen are recorded with the snapshot. */
-#include <fcntl.h>
+ * paused and how long its filesystems were frozen are recorded with the snapshot.
+ *
+ * libvirt freezes and thaws the guest's filesystems itself, inside the snapshot
+ * call (its quiesce flag), so that no way of killing vmsnap can leave a guest
+ * frozen. The files an external snapshot is about to make are written into the
+ * VM's journal first, so that the next vmsnap run removes them if a killed run
+ * left them without a snapshot. */
+#include <libvirt/libvirt-qemu.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +28,7 @@ static struct poptOption options[] = {
     "freeze the guest's filesystems through its agent (fail without one); --quiesce=auto: when an agent answers", NULL },
   { "quiesce-auto", '\0', POPT_ARG_NONE | POPT_ARGFLAG_DOC_HIDDEN, &o_quiesce_auto, 0, NULL, NULL },
   { "description", '\0', POPT_ARG_STRING, &o_description, 0, "a line about the snapshot", "TEXT" },
+  VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
@@ -61,7 +68,7 @@ int cmd_create(int argc, char **argv)
   if ((rc = vm_events_init())) return rc;
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_open(vm, &conn, &dom))) return rc;
+  if ((rc = vm_open(vm, &conn, &dom)) || (rc = vmsnap_lock(conn, &dom, vm))) return rc;
   struct snaps snaps;
   if ((rc = snaps_load(dom, &snaps))) return rc;
   struct vm_disk *disks = NULL;
@@ -126,8 +133,9 @@ int cmd_create(int argc, char **argv)
         continue;
       }
       vm_xml_set(e, "snapshot", "external");
-      CLEANUP_FREE char *ov = overlay_path(vm, disks[i].target, disks[i].source, name);
-      if (access(ov, F_OK) == 0) {
+      CLEANUP_FREE char *ov = NULL;
+      if ((rc = overlay_path(conn, vm, disks[i].target, disks[i].source, name, &ov))) goto out;
+      if (vm_path_exists(conn, ov)) {
         rc = vm_fail(VM_EXIT_STATE, "cannot snapshot '%s': '%s' already exists", vm, ov);
         goto out;
       }
@@ -143,7 +151,7 @@ int cmd_create(int argc, char **argv)
       CLEANUP_FREE char *dir = strdup(made.v[0]); /* beside the first overlay */
       *strrchr(dir, '/') = '\0';
       CLEANUP_FREE char *mem = vm_strdup_printf("%s/%s.%s.mem", dir, vm, name);
-      if (access(mem, F_OK) == 0) {
+      if (vm_path_exists(conn, mem)) {
         rc = vm_fail(VM_EXIT_STATE, "cannot snapshot '%s': '%s' already exists", vm, mem);
         goto out;
       }
@@ -155,10 +163,10 @@ int cmd_create(int argc, char **argv)
   }
   snapxml = vm_xml_dump(snapdoc);
 
-  /* Quiesce: freeze, snapshot, thaw, timing the freeze ourselves. */
+  /* Quiesce: libvirt freezes, snapshots and thaws in one call. With =auto, only
+   * when the agent answers. */
   vm_catch_signals();
-  bool frozen = false;
-  int64_t t0 = vm_now_ms(), t_freeze = 0;
+  bool quiesce = false;
   if (live && !o_memory && o_quiesce != Q_NO) {
     if (state == VIR_DOMAIN_PAUSED) {
       if (o_quiesce == Q_YES) {
@@ -166,33 +174,44 @@ int cmd_create(int argc, char **argv)
         goto out;
       }
     } else {
-      t_freeze = vm_now_ms();
-      if (virDomainFSFreeze(dom, NULL, 0, 0) >= 0) {
-        frozen = true;
-      } else if (o_quiesce == Q_YES) {
+      char *pong = virDomainQemuAgentCommand(dom, "{\"execute\":\"guest-ping\"}", 5, 0);
+      if (pong) quiesce = true;
+      else if (o_quiesce == Q_YES) {
         rc = vm_fail(VM_EXIT_STATE, "cannot quiesce '%s': %s", vm, vm_virt_message());
         goto out;
       } else {
         vm_debug("no guest agent answered: the snapshot is crash-consistent");
       }
+      free(pong);
+      virResetLastError();
     }
   }
+  if (quiesce) flags |= VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE;
+  CLEANUP_XMLDOC xmlDocPtr rec = NULL;
+  if (made.n) {
+    rec = vm_journal_new("snapshot-create");
+    vm_xml_set(vm_xml_child(xmlDocGetRootElement(rec), "snapshot", NULL), "name", name);
+    for (size_t i = 0; i < made.n; i++) vm_journal_add_volume(rec, made.v[i], "new");
+    if ((rc = vm_journal_write(dom, rec))) goto out;
+  }
+  int64_t t0 = vm_now_ms();
   struct vm_pause_watch *watch = live ? vm_pause_watch_start(conn, dom) : NULL;
   created = virDomainSnapshotCreateXML(dom, snapxml, flags);
-  if (!created) rc = vm_fail_virt("cannot snapshot '%s'", vm);
-  long frozen_ms = -1;
-  if (frozen) {
-    if (virDomainFSThaw(dom, NULL, 0, 0) < 0)
-      vm_warn("cannot thaw the filesystems of '%s': %s", vm, vm_virt_message());
-    frozen_ms = (long)(vm_now_ms() - t_freeze);
-  }
-  long paused_ms = live ? vm_pause_watch_stop(watch, 1000) : -1;
   int64_t wall = vm_now_ms() - t0;
+  if (!created) rc = vm_fail_virt("cannot snapshot '%s'", vm);
+  /* The freeze happened inside the call: its wall time bounds it. */
+  long frozen_ms = quiesce && created ? (long)wall : -1;
+  bool frozen = quiesce && created;
+  long paused_ms = live ? vm_pause_watch_stop(watch, 1000) : -1;
+  vm_storage_changed();
   if (rc) {
-    /* libvirt's atomic flag undoes the snapshot; files it made before failing go too. */
-    for (size_t i = 0; i < made.n; i++) unlink(made.v[i]);
+    /* libvirt's atomic flag undoes the snapshot and removes the files it made; what
+     * is left of the files planned here (claimed under the VM's lock, so this
+     * run's) goes too. */
+    if (rec) snapshot_create_rollback(conn, dom, rec);
     goto out;
   }
+  if (rec && vm_journal_clear(dom) != 0) vm_warn("the journal of '%s' is not cleared", vm);
 
   const char *kind = !live ? "offline" : o_memory ? "memory" : frozen ? "quiesced" : "crash-consistent";
   snaps_free(&snaps);

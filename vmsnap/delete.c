@@ -1,12 +1,17 @@
 /* vmsnap delete and prune. An internal snapshot is libvirt's to delete. An
  * external one froze an image B for each disk; deleting it lets B change again:
- * the one image standing on B (its child C) is merged into B (block commit while
- * the VM runs, qemu-img commit when it is shut off), C goes, and whatever stood on
- * C, the running disk or a later snapshot's frozen image, stands on B instead.
- * B is never written when it is a template or when other VMs, or other branches
- * of this VM's tree, stand on it: then only the record goes, or the delete is
- * refused with the reason. */
-#include <limits.h>
+ * the one image standing on B (its child C) is merged into B by QEMU (a block
+ * commit in the running VM, or in a paused helper domain when the VM is shut off),
+ * C goes, and whatever stood on C, the running disk or a later snapshot's frozen
+ * image, stands on B instead. B is never written when it is a template or when
+ * other VMs, or other branches of this VM's tree, stand on it: then only the
+ * record goes, or the delete is refused with the reason.
+ *
+ * Once a merge has begun, B no longer holds the snapshot's state: a delete can only
+ * go forward. So the whole delete is planned first and written into the VM's
+ * journal (the merges, the snapshot records to write back, the files to remove),
+ * then carried out step by step, each step checking what is done already:
+ * delete_execute() is also how the next vmsnap run finishes a killed delete. */
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,13 +22,20 @@
 /* One disk's merge, planned before any disk is touched. */
 struct merge {
   const char *target;
-  char base[PATH_MAX], child[PATH_MAX];
-  const char *base_format;
-  char *grandchild;  /* what stood on child, NULL when child is the running disk */
-  bool child_active; /* the child is the disk's current top */
-  bool skip;         /* nothing to merge (or kept on purpose) */
-  bool orphan;       /* nothing stands on base any more: it goes with the snapshot */
+  char *base, *child, *top;  /* top: the leaf of the chain the child is in */
+  char *base_format, *top_format;
+  bool skip;   /* nothing to merge (or kept on purpose) */
+  bool orphan; /* nothing stands on base any more: it goes with the snapshot */
 };
+
+static void merge_free(struct merge *m)
+{
+  free(m->base);
+  free(m->child);
+  free(m->top);
+  free(m->base_format);
+  free(m->top_format);
+}
 
 /* Is file the frozen image of a snapshot other than s? */
 static bool base_of_other(const struct snaps *all, const struct snap *s, const char *file)
@@ -31,12 +43,36 @@ static bool base_of_other(const struct snaps *all, const struct snap *s, const c
   for (size_t i = 0; i < all->n; i++) {
     if (&all->v[i] == s) continue;
     for (size_t j = 0; j < all->v[i].ndisks; j++) {
-      char real[PATH_MAX];
       const char *b = all->v[i].disks[j].base;
-      if (b && realpath(b, real) && strcmp(real, file) == 0) return true;
+      if (b && strcmp(b, file) == 0) return true;
     }
   }
   return false;
+}
+
+/* The leaf above file, following the one image standing on each: NULL (after a
+ * message) where several do. */
+static char *leaf_above(const struct graph *g, const char *file, const char *snap, const char *vm)
+{
+  char *cur = vm_strdup(file);
+  for (int depth = 0; depth < 1024; depth++) {
+    struct vm_strv kids = { 0 };
+    graph_children(g, cur, &kids);
+    if (kids.n == 0) {
+      vm_strv_free(&kids);
+      return cur;
+    }
+    if (kids.n > 1) {
+      vm_fail(VM_EXIT_STATE, "cannot delete snapshot '%s' of '%s': %zu images stand on '%s'", snap, vm, kids.n, cur);
+      vm_strv_free(&kids);
+      free(cur);
+      return NULL;
+    }
+    free(cur);
+    cur = vm_strdup(kids.v[0]);
+    vm_strv_free(&kids);
+  }
+  return cur;
 }
 
 static int plan_merge(virConnectPtr conn, virDomainPtr dom, const struct graph *g, const struct snaps *all,
@@ -45,10 +81,11 @@ static int plan_merge(virConnectPtr conn, virDomainPtr dom, const struct graph *
   const char *vm = virDomainGetName(dom);
   memset(m, 0, sizeof *m);
   m->target = d->target;
-  if (!d->base || !realpath(d->base, m->base)) {
+  if (!d->base || !graph_find(g, d->base)) {
     m->skip = true; /* the frozen image is gone already: only the record is left */
     return 0;
   }
+  m->base = vm_strdup(d->base);
   struct vm_strv kids = { 0 };
   graph_children(g, m->base, &kids);
   if (kids.n != 1) {
@@ -57,7 +94,7 @@ static int plan_merge(virConnectPtr conn, virDomainPtr dom, const struct graph *
      * is this VM's own and nothing else needs it. */
     struct vm_strv users = { 0 };
     if (kids.n == 0 && !(active && strcmp(active, m->base) == 0) && !base_of_other(all, s, m->base) &&
-        vm_image_named_for(m->base, vm) && !vm_image_is_template(m->base) &&
+        vm_image_named_for(m->base, vm) && !vm_image_is_template(conn, m->base) &&
         vm_image_users(conn, m->base, vm, &users) == 0 && users.n == 0)
       m->orphan = true;
     vm_strv_free(&users);
@@ -65,9 +102,9 @@ static int plan_merge(virConnectPtr conn, virDomainPtr dom, const struct graph *
     m->skip = true;
     return 0;
   }
-  snprintf(m->child, sizeof m->child, "%s", kids.v[0]);
+  m->child = vm_strdup(kids.v[0]);
   vm_strv_free(&kids);
-  if (vm_image_is_template(m->base))
+  if (vm_image_is_template(conn, m->base))
     return vm_fail(VM_EXIT_STATE, "cannot delete snapshot '%s' of '%s': merging %s would write into template image '%s' "
                    "(use --metadata to drop only the record)", s->name, vm, d->target, m->base);
   struct vm_strv users = { 0 };
@@ -83,51 +120,15 @@ static int plan_merge(virConnectPtr conn, virDomainPtr dom, const struct graph *
                  users.v[0], m->child);
   vm_strv_free(&users);
   if (rc) return rc;
-  const struct edge *be = graph_find(g, m->base);
-  m->base_format = be ? be->format : "qcow2";
-  m->child_active = active && strcmp(active, m->child) == 0;
-  if (!m->child_active) {
-    struct vm_strv gk = { 0 };
-    graph_children(g, m->child, &gk);
-    if (gk.n > 1) {
-      vm_strv_free(&gk);
-      return vm_fail(VM_EXIT_STATE, "cannot delete snapshot '%s' of '%s': %zu images stand on '%s'", s->name, vm,
-                     gk.n, m->child);
-    }
-    m->grandchild = gk.n ? strdup(gk.v[0]) : NULL;
-    vm_strv_free(&gk);
-  }
+  if (!(m->top = leaf_above(g, m->child, s->name, vm))) return VM_EXIT_STATE;
+  const struct edge *be = graph_find(g, m->base), *te = graph_find(g, m->top);
+  m->base_format = vm_strdup(be ? be->format : "qcow2");
+  m->top_format = vm_strdup(te ? te->format : "qcow2");
   return 0;
 }
 
-static int run_merge(virConnectPtr conn, virDomainPtr dom, const struct merge *m, struct vm_strv *retarget)
-{
-  const char *vm = virDomainGetName(dom);
-  if (virDomainIsActive(dom) == 1) {
-    unsigned flags = m->child_active ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0;
-    if (virDomainBlockCommit(dom, m->target, m->base, m->child, 0, flags) < 0)
-      return vm_fail_virt("cannot merge '%s' into '%s' on %s of '%s'", m->child, m->base, m->target, vm);
-    int rc = wait_block_job(dom, m->target, m->child_active);
-    vm_progress_end();
-    return rc;
-  }
-  char *commit[] = { "qemu-img", "commit", "-q", "-f", "qcow2", (char *)m->child, NULL };
-  int rc = vm_run_checked(commit, NULL);
-  if (rc) return rc;
-  if (m->child_active) {
-    vm_strv_add(retarget, m->target);
-    vm_strv_add(retarget, m->base);
-    vm_strv_add(retarget, m->base_format);
-  } else if (m->grandchild) {
-    char *rebase[] = { "qemu-img", "rebase", "-q", "-u", "-F", (char *)m->base_format, "-b", (char *)m->base,
-                       m->grandchild, NULL };
-    rc = vm_run_checked(rebase, NULL);
-  }
-  return rc;
-}
-
-/* Later snapshots that froze the merged-away child froze the base now (in their
- * XML here; written to libvirt by redefine_records). */
+/* Later snapshots that froze the merged-away child froze the base now; the copies
+ * of the domain lose their stale chains too. Changes the XML in s. */
 static void repoint_snapshots(struct snaps *s, const struct merge *m)
 {
   for (size_t i = 0; i < s->n; i++) {
@@ -136,19 +137,18 @@ static void repoint_snapshots(struct snaps *s, const struct merge *m)
     CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(p->xml);
     if (!doc) continue;
     CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+    CLEANUP_FREE char *lit = vm_xpath_literal(m->target);
     CLEANUP_FREE char *e = vm_strdup_printf(
-      "/domainsnapshot/domain/devices/disk[target/@dev='%s']/source | "
-      "/domainsnapshot/inactiveDomain/devices/disk[target/@dev='%s']/source", m->target, m->target);
+      "/domainsnapshot/domain/devices/disk[target/@dev=%s]/source | "
+      "/domainsnapshot/inactiveDomain/devices/disk[target/@dev=%s]/source", lit, lit);
     CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, e);
     for (int j = 0; o && o->nodesetval && j < o->nodesetval->nodeNr; j++) {
       CLEANUP_FREE char *f = vm_xml_prop(o->nodesetval->nodeTab[j], "file");
-      char real[PATH_MAX];
-      if (!f || !realpath(f, real) || strcmp(real, m->child) != 0) continue;
+      if (!f || strcmp(f, m->child) != 0) continue;
       vm_xml_set(o->nodesetval->nodeTab[j], "file", m->base);
       changed = true;
     }
     if (!changed) continue;
-    /* The copies of the domain lose their stale chains too. */
     CLEANUP_XPATHOBJ xmlXPathObjectPtr bs = vm_xpath_nodes(x, "//devices/disk/backingStore");
     for (int j = 0; bs && bs->nodesetval && j < bs->nodesetval->nodeNr; j++) {
       xmlUnlinkNode(bs->nodesetval->nodeTab[j]);
@@ -161,15 +161,14 @@ static void repoint_snapshots(struct snaps *s, const struct merge *m)
   }
 }
 
-/* After the record of `gone` is deleted, its children hang from its parent. And
- * libvirt 9.0, deleting an external snapshot's record, rewrites its children's
- * copies of the domain with its own: every record this delete means to keep is
+/* The records this delete writes back once the snapshot's own is gone: its children
+ * hang from its parent, and (libvirt 9.0 rewrites the children's copies of the
+ * domain with the deleted snapshot's) every record this delete means to keep is
  * written back as vmsnap has it. */
-static int redefine_records(virDomainPtr dom, struct snaps *s, const struct snap *gone)
+static void add_rewrites(xmlNodePtr root, const struct snaps *s, const struct snap *gone)
 {
-  int rc = 0;
   for (size_t i = 0; i < s->n; i++) {
-    struct snap *p = &s->v[i];
+    const struct snap *p = &s->v[i];
     if (p == gone) continue;
     bool child = p->parent && strcmp(p->parent, gone->name) == 0;
     if (!child && !p->dirty) continue;
@@ -191,99 +190,268 @@ static int redefine_records(virDomainPtr dom, struct snaps *s, const struct snap
       }
     }
     CLEANUP_FREE char *xml = vm_xml_dump(doc);
-    unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | (p->current ? VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT : 0);
-    virDomainSnapshotPtr r = virDomainSnapshotCreateXML(dom, xml, flags);
-    if (!r) rc = vm_fail_virt("cannot write back the record of snapshot '%s'", p->name);
+    xmlNodePtr r = vm_xml_child(root, "rewrite", xml);
+    vm_xml_set(r, "name", p->name);
+    if (p->current) vm_xml_set(r, "current", "yes");
+  }
+}
+
+/* ---- carrying out a delete from its record --------------------------------------------- */
+
+/* The image chain of a disk as the definition names it: the live one's from its
+ * XML, the persistent one's from the images. */
+static void disk_chain(virConnectPtr conn, virDomainPtr dom, const char *target, bool live, struct vm_strv *chain)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, live ? 0 : VIR_DOMAIN_XML_INACTIVE);
+  if (!doc) return;
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  CLEANUP_FREE char *lit = vm_xpath_literal(target);
+  CLEANUP_FREE char *e = vm_strdup_printf("/domain/devices/disk[target/@dev=%s]/source/@file", lit);
+  CLEANUP_FREE char *src = vm_xpath_str(x, e);
+  if (!src) return;
+  if (live) {
+    vm_strv_add(chain, src);
+    CLEANUP_FREE char *eb = vm_strdup_printf("/domain/devices/disk[target/@dev=%s]//backingStore/source/@file", lit);
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, eb);
+    for (int i = 0; o && o->nodesetval && i < o->nodesetval->nodeNr; i++) {
+      CLEANUP_XMLFREE xmlChar *f = xmlNodeGetContent(o->nodesetval->nodeTab[i]);
+      if (f) vm_strv_add(chain, (const char *)f);
+    }
+    return;
+  }
+  if (vm_image_chain(conn, src, chain) != 0) virResetLastError();
+}
+
+/* Does anything stand on the merge's child still (a disk, or another image)? */
+static bool merge_pending(virConnectPtr conn, virDomainPtr dom, const char *target, const char *child)
+{
+  for (int live = 1; live >= 0; live--) {
+    if (live && virDomainIsActive(dom) != 1) continue;
+    if (!live && virDomainIsPersistent(dom) != 1) continue;
+    struct vm_strv chain = { 0 };
+    disk_chain(conn, dom, target, live, &chain);
+    bool in = vm_strv_contains(chain.v, child);
+    vm_strv_free(&chain);
+    if (in) return true;
+  }
+  /* Another branch: a snapshot's frozen image standing on the child. */
+  struct snaps s;
+  if (snaps_load(dom, &s) != 0) return true;
+  struct graph g;
+  bool pending = true;
+  if (graph_of_vm(conn, dom, &s, &g) == 0) {
+    struct vm_strv kids = { 0 };
+    graph_children(&g, child, &kids);
+    pending = kids.n > 0;
+    vm_strv_free(&kids);
+    graph_free(&g);
+  }
+  snaps_free(&s);
+  return pending;
+}
+
+static int run_merge(virConnectPtr conn, virDomainPtr dom, xmlNodePtr m)
+{
+  const char *vm = virDomainGetName(dom);
+  CLEANUP_FREE char *target = vm_xml_prop(m, "target"), *base = vm_xml_prop(m, "base"), *child = vm_xml_prop(m, "child");
+  CLEANUP_FREE char *top = vm_xml_prop(m, "top"), *top_format = vm_xml_prop(m, "top-format");
+  CLEANUP_FREE char *base_format = vm_xml_prop(m, "base-format");
+  if (!target || !base || !child || !top) return vm_fail(VM_EXIT_FAIL, "a merge record of '%s' is incomplete", vm);
+  if (!merge_pending(conn, dom, target, child)) return 0;
+
+  if (virDomainIsActive(dom) == 1) {
+    struct vm_strv chain = { 0 };
+    disk_chain(conn, dom, target, true, &chain);
+    bool in_live = vm_strv_contains(chain.v, child);
+    bool active = chain.n && strcmp(chain.v[0], child) == 0;
+    vm_strv_free(&chain);
+    if (in_live) {
+      /* A merge that a killed run started may still be running, or wait at 100 %
+       * for its pivot: it is carried on, not started again. */
+      virDomainBlockJobInfo info;
+      int r = virDomainGetBlockJobInfo(dom, target, &info, 0);
+      if (r < 0) return vm_fail_virt("cannot read the block jobs of %s of '%s'", target, vm);
+      if (r == 1 && info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT && info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT)
+        return vm_fail(VM_EXIT_STATE, "cannot merge %s of '%s': another block job runs on it", target, vm);
+      if (r == 0 &&
+          virDomainBlockCommit(dom, target, base, child, 0, active ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0) < 0)
+        return vm_fail_virt("cannot merge '%s' into '%s' on %s of '%s'", child, base, target, vm);
+      int rc = wait_block_job(dom, target, active);
+      vm_progress_end();
+      vm_storage_changed();
+      if (rc) return rc;
+      /* The next boot stands on the base too. */
+      if (active && virDomainIsPersistent(dom) == 1) {
+        struct vm_strv pchain = { 0 };
+        disk_chain(conn, dom, target, false, &pchain);
+        bool stale = pchain.n && strcmp(pchain.v[0], child) == 0;
+        vm_strv_free(&pchain);
+        char *retarget[] = { target, base, base_format, NULL };
+        if (stale) return redefine_without_backing(conn, dom, retarget);
+      }
+      return 0;
+    }
+  }
+  /* The VM is shut off (or the child is in a branch the running VM does not use). */
+  struct vm_strv chain = { 0 };
+  if (virDomainIsPersistent(dom) == 1) disk_chain(conn, dom, target, false, &chain);
+  bool in_def = vm_strv_contains(chain.v, child);
+  bool active = in_def && strcmp(chain.v[0], child) == 0;
+  CLEANUP_FREE char *htop = vm_strdup(in_def ? chain.v[0] : top);
+  vm_strv_free(&chain);
+  struct vm_imginfo ti;
+  const char *hfmt = top_format;
+  CLEANUP_FREE char *fmt = NULL;
+  if (vm_image_info(conn, htop, &ti) == 0) {
+    fmt = vm_strdup(ti.format);
+    hfmt = fmt;
+    vm_imginfo_free(&ti);
+  }
+  int rc = offline_commit(conn, dom, htop, hfmt, base, child);
+  if (rc) return rc;
+  if (active) {
+    char *retarget[] = { target, base, base_format, NULL };
+    return redefine_without_backing(conn, dom, retarget);
+  }
+  return 0;
+}
+
+static const char *rec_snapshot(xmlDocPtr rec)
+{
+  for (xmlNodePtr c = xmlDocGetRootElement(rec)->children; c; c = c->next)
+    if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST "snapshot") == 0)
+      return (const char *)xmlGetProp(c, BAD_CAST "name"); /* freed by the caller with xmlFree */
+  return NULL;
+}
+
+int delete_execute(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec)
+{
+  const char *vm = virDomainGetName(dom);
+  CLEANUP_XMLFREE char *name = (char *)rec_snapshot(rec);
+  if (!name) return vm_fail(VM_EXIT_FAIL, "a delete record of '%s' names no snapshot", vm);
+  xmlNodePtr root = xmlDocGetRootElement(rec);
+  int rc = 0;
+  size_t merged = 0;
+  /* The merges, in order; each one checks whether it is done already. */
+  for (xmlNodePtr c = root->children; c && rc == 0; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE || xmlStrcmp(c->name, BAD_CAST "merge") != 0) continue;
+    if (vm_interrupted()) rc = vm_fail_interrupted();
+    else rc = run_merge(conn, dom, c);
+    if (rc == 0) merged++;
+  }
+  if (rc) {
+    vm_warn("the delete of snapshot '%s' of '%s' stopped after %zu merge%s: the next vmsnap run on '%s' finishes it",
+            name, vm, merged, merged == 1 ? "" : "s", vm);
+    return rc;
+  }
+  /* libvirt keeps <backingStore> in a persistent definition and trusts it. */
+  if ((rc = redefine_without_backing(conn, dom, NULL))) return rc;
+  virDomainSnapshotPtr snap = virDomainSnapshotLookupByName(dom, name, 0);
+  if (snap) {
+    if (virDomainSnapshotDelete(snap, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+      rc = vm_fail_virt("cannot delete the record of snapshot '%s' of '%s'", name, vm);
+    virDomainSnapshotFree(snap);
+    if (rc) return rc;
+  } else {
+    virResetLastError();
+  }
+  for (xmlNodePtr c = root->children; c && rc == 0; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE || xmlStrcmp(c->name, BAD_CAST "rewrite") != 0) continue;
+    CLEANUP_XMLFREE xmlChar *xml = xmlNodeGetContent(c);
+    CLEANUP_FREE char *cur = vm_xml_prop(c, "current"), *rname = vm_xml_prop(c, "name");
+    unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | (cur ? VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT : 0);
+    virDomainSnapshotPtr r = xml ? virDomainSnapshotCreateXML(dom, (const char *)xml, flags) : NULL;
+    if (!r) rc = vm_fail_virt("cannot write back the record of snapshot '%s'", rname ? rname : "?");
     else virDomainSnapshotFree(r);
   }
+  if (rc) return rc;
+  /* Files the snapshot made or froze that nothing stands on now. */
+  static const char *const roles[] = { "merged", "orphan", "memory" };
+  for (size_t r = 0; r < 3; r++) {
+    struct vm_strv files = { 0 };
+    vm_journal_volumes(rec, roles[r], &files);
+    for (size_t i = 0; i < files.n; i++)
+      if (vm_path_delete(conn, files.v[i]) != 0) vm_warn("cannot remove '%s'", files.v[i]);
+    vm_strv_free(&files);
+  }
+  /* vmsnap's own record of it goes too. */
+  struct snaps s;
+  if (snaps_load(dom, &s) == 0) {
+    if (snaps_save_records(dom, &s, NULL) != 0) vm_warn("the snapshot records of '%s' may be stale", vm);
+    snaps_free(&s);
+  }
+  return vm_journal_clear(dom);
+}
+
+/* Plans the delete of p and writes it into the journal, then carries it out. */
+static int delete_one(virConnectPtr conn, virDomainPtr dom, struct snaps *s, struct snap *p, bool metadata_only)
+{
+  const char *vm = virDomainGetName(dom);
+  int rc = 0;
+  if (!metadata_only && !p->external) {
+    /* libvirt deletes an internal snapshot whole, in the daemon. */
+    if (virDomainSnapshotDelete(p->ptr, 0) < 0) return vm_fail_virt("cannot delete snapshot '%s' of '%s'", p->name, vm);
+    return 0;
+  }
+  CLEANUP_XMLDOC xmlDocPtr rec = vm_journal_new("snapshot-delete");
+  xmlNodePtr root = xmlDocGetRootElement(rec);
+  vm_xml_set(vm_xml_child(root, "snapshot", NULL), "name", p->name);
+
+  struct graph g = { 0 };
+  struct merge *m = calloc(p->ndisks + 1, sizeof *m);
+  size_t nm = 0;
+  if (!metadata_only) {
+    /* Plan every disk first: a refusal must leave everything as it was. */
+    if ((rc = graph_of_vm(conn, dom, s, &g))) goto out;
+    CLEANUP_XMLDOC xmlDocPtr now = vm_domain_doc(dom, virDomainIsActive(dom) == 1 ? 0 : VIR_DOMAIN_XML_INACTIVE);
+    struct vm_disk *cur = NULL;
+    size_t ncur = 0;
+    if (now) vm_domain_disks(now, &cur, &ncur);
+    for (size_t i = 0; i < p->ndisks && rc == 0; i++) {
+      if (strcmp(p->disks[i].mode, "external") != 0) continue;
+      const char *active = NULL;
+      for (size_t j = 0; j < ncur; j++)
+        if (cur[j].target && cur[j].source && strcmp(cur[j].target, p->disks[i].target) == 0) active = cur[j].source;
+      rc = plan_merge(conn, dom, &g, s, p, &p->disks[i], active, &m[nm++]);
+    }
+    vm_disks_free(cur, ncur);
+    if (rc) goto out;
+    for (size_t i = 0; i < nm; i++) {
+      if (m[i].orphan) vm_journal_add_volume(rec, m[i].base, "orphan");
+      if (m[i].skip) continue;
+      xmlNodePtr e = vm_xml_child(root, "merge", NULL);
+      vm_xml_set(e, "target", m[i].target);
+      vm_xml_set(e, "base", m[i].base);
+      vm_xml_set(e, "base-format", m[i].base_format);
+      vm_xml_set(e, "child", m[i].child);
+      vm_xml_set(e, "top", m[i].top);
+      vm_xml_set(e, "top-format", m[i].top_format);
+      vm_journal_add_volume(rec, m[i].child, "merged");
+      repoint_snapshots(s, &m[i]);
+    }
+    if (p->memfile && strcmp(p->memory, "external") == 0) vm_journal_add_volume(rec, p->memfile, "memory");
+  }
+  add_rewrites(root, s, p);
+
+  vm_catch_signals();
+  if ((rc = vm_journal_write(dom, rec))) goto out;
+  rc = delete_execute(conn, dom, rec);
+out:
+  for (size_t i = 0; i < nm; i++) merge_free(&m[i]);
+  free(m);
+  graph_free(&g);
   return rc;
 }
 
-static int delete_one(virConnectPtr conn, virDomainPtr dom, struct snaps *s, struct snap *p, bool metadata_only);
-
-/* Deletes a snapshot and drops vmsnap's record of it with libvirt's. */
 int snap_delete(virConnectPtr conn, virDomainPtr dom, struct snaps *s, const char *name, bool metadata_only)
 {
   struct snap *p;
   int rc = snap_lookup(s, virDomainGetName(dom), name, &p);
   if (rc || (rc = vm_domain_idle(dom, "delete a snapshot of"))) return rc;
   rc = delete_one(conn, dom, s, p, metadata_only);
-  if (rc == 0 && snaps_save_records(dom, s, p) != 0)
+  /* An internal one: vmsnap's record of it goes here. */
+  if (rc == 0 && !p->external && !metadata_only && snaps_save_records(dom, s, p) != 0)
     vm_warn("the snapshot records of '%s' may be stale", virDomainGetName(dom));
-  return rc;
-}
-
-static int delete_one(virConnectPtr conn, virDomainPtr dom, struct snaps *s, struct snap *p, bool metadata_only)
-{
-  const char *vm = virDomainGetName(dom), *name = p->name;
-  int rc = 0;
-
-  if (metadata_only || !p->external) {
-    unsigned flags = metadata_only ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY : 0;
-    if (virDomainSnapshotDelete(p->ptr, flags) < 0)
-      return vm_fail_virt("cannot delete snapshot '%s' of '%s'", name, vm);
-    return p->external ? redefine_records(dom, s, p) : 0;
-  }
-
-  /* Plan every disk first: a refusal must leave everything as it was. */
-  struct graph g;
-  if ((rc = graph_of_vm(dom, s, &g))) return rc;
-  CLEANUP_XMLDOC xmlDocPtr now = vm_domain_doc(dom, virDomainIsActive(dom) == 1 ? 0 : VIR_DOMAIN_XML_INACTIVE);
-  struct vm_disk *cur = NULL;
-  size_t ncur = 0;
-  if (now) vm_domain_disks(now, &cur, &ncur);
-  struct merge *m = calloc(p->ndisks + 1, sizeof *m);
-  size_t nm = 0;
-  for (size_t i = 0; i < p->ndisks && rc == 0; i++) {
-    if (strcmp(p->disks[i].mode, "external") != 0) continue;
-    char active[PATH_MAX] = "";
-    for (size_t j = 0; j < ncur; j++)
-      if (cur[j].target && cur[j].source && strcmp(cur[j].target, p->disks[i].target) == 0)
-        if (!realpath(cur[j].source, active)) active[0] = '\0';
-    rc = plan_merge(conn, dom, &g, s, p, &p->disks[i], active[0] ? active : NULL, &m[nm++]);
-  }
-  vm_disks_free(cur, ncur);
-
-  struct vm_strv retarget = { 0 }, merged = { 0 }, orphans = { 0 };
-  vm_catch_signals();
-  for (size_t i = 0; i < nm && rc == 0; i++) {
-    if (m[i].orphan) vm_strv_add(&orphans, m[i].base);
-    if (m[i].skip) continue;
-    if (vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted before merging %s of '%s'", m[i].target, vm);
-    else if ((rc = run_merge(conn, dom, &m[i], &retarget)) == 0) {
-      vm_strv_add(&merged, m[i].child);
-      repoint_snapshots(s, &m[i]);
-    }
-  }
-  /* Once one disk is merged the snapshot's state is gone: its record goes even
-   * when a later disk failed, so that it never promises what it lost. The
-   * persistent definition gets new sources where a shut-off disk was merged down,
-   * and no stale chains anywhere. */
-  if (rc == 0 || merged.n) {
-    int r = redefine_without_backing(conn, dom, retarget.v);
-    if (r == 0 && virDomainSnapshotDelete(p->ptr, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
-      r = vm_fail_virt("cannot delete the record of snapshot '%s' of '%s'", name, vm);
-    if (r == 0) r = redefine_records(dom, s, p);
-    if (rc && r == 0)
-      vm_warn("snapshot '%s' of '%s' was merged on %zu disk%s before the failure: its record is removed", name, vm,
-              merged.n, merged.n == 1 ? "" : "s");
-    if (r == 0) {
-      for (size_t i = 0; i < orphans.n; i++)
-        if (unlink(orphans.v[i]) < 0) vm_warn("cannot remove '%s'", orphans.v[i]);
-      if (p->memfile && strcmp(p->memory, "external") == 0 && unlink(p->memfile) < 0)
-        vm_warn("cannot remove memory file '%s'", p->memfile);
-    }
-    if (rc == 0) rc = r;
-  }
-  /* A merged-away image is in no chain any more, whatever happened after. */
-  for (size_t i = 0; i < merged.n; i++)
-    if (unlink(merged.v[i]) < 0) vm_warn("cannot remove merged image '%s'", merged.v[i]);
-  for (size_t i = 0; i < nm; i++) free(m[i].grandchild);
-  free(m);
-  vm_strv_free(&retarget);
-  vm_strv_free(&merged);
-  vm_strv_free(&orphans);
-  graph_free(&g);
   return rc;
 }
 
@@ -304,7 +472,7 @@ int cmd_delete(int argc, char **argv)
 {
   struct poptOption table[] = {
     { "metadata", '\0', POPT_ARG_NONE, &o_metadata, 0, "remove only libvirt's record; leave every image as it is", NULL },
-    VM_POPT_COMMON, POPT_TABLEEND
+    VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
@@ -314,7 +482,7 @@ int cmd_delete(int argc, char **argv)
   if (rc) return rc == VM_DONE ? 0 : rc;
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_open(args[0], &conn, &dom))) return rc;
+  if ((rc = vm_open(args[0], &conn, &dom)) || (rc = vmsnap_lock(conn, &dom, args[0]))) return rc;
   for (int i = 1; i < nargs && rc == 0; i++) rc = delete_named(conn, dom, args[i], o_metadata);
   return rc;
 }
@@ -333,7 +501,7 @@ int cmd_prune(int argc, char **argv)
     { "keep", 'k', POPT_ARG_STRING, &keep_s, 0, "keep the N newest snapshots", "N" },
     { "keep-within", '\0', POPT_ARG_STRING, &keep_within, 0, "keep snapshots younger than DURATION (30m, 12h, 7d, 2w)", "DURATION" },
     { "dry-run", 'n', POPT_ARG_NONE, &dry_run, 0, "print what would be deleted; delete nothing", NULL },
-    VM_POPT_COMMON, POPT_TABLEEND
+    VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
@@ -355,6 +523,7 @@ int cmd_prune(int argc, char **argv)
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
   if ((rc = vm_open(args[0], &conn, &dom))) return rc;
+  if (!dry_run && (rc = vmsnap_lock(conn, &dom, args[0]))) return rc;
   struct snaps s;
   if ((rc = snaps_load(dom, &s))) return rc;
   struct snap **byage = calloc(s.n + 1, sizeof *byage);

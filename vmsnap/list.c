@@ -69,30 +69,34 @@ static json_object *row(const struct snap *p, struct snaps *all, int depth, bool
     json_object_object_add(o, "disks", jd);
     if (p->memfile) json_object_object_add(o, "memory_file", json_object_new_string(p->memfile));
   } else {
-    /* The tree drawn in the name column, for people. */
-    char tree[256] = "";
-    for (int i = 1; i < depth; i++) strcat(tree, "   ");
-    if (depth > 0) strcat(tree, last ? "`- " : "|- ");
-    char label[512];
-    snprintf(label, sizeof label, "%s%s%s", tree, p->name, p->current ? " *" : "");
+    /* The tree drawn in the name column, for people, however deep. */
+    size_t indent = depth > 0 ? (size_t)depth * 3 : 0;
+    CLEANUP_FREE char *tree = calloc(indent + 1, 1);
+    for (int i = 1; i < depth; i++) memcpy(tree + (size_t)(i - 1) * 3, "   ", 3);
+    if (depth > 0) memcpy(tree + indent - 3, last ? "`- " : "|- ", 3);
+    CLEANUP_FREE char *label = vm_strdup_printf("%s%s%s", tree, p->name, p->current ? " *" : "");
     json_object_object_add(o, "tree", json_object_new_string(label));
   }
   return o;
 }
 
-static void walk(struct snaps *all, struct snap **sorted, size_t n, const char *parent, int depth, json_object *rows)
+/* Parents before their children, to any depth; each snapshot once (done), so that
+ * records whose parents loop cannot make the walk loop. */
+static void walk(struct snaps *all, struct snap **sorted, bool *done, size_t n, const char *parent, int depth,
+                 json_object *rows)
 {
   size_t count = 0, seen = 0;
   for (size_t i = 0; i < n; i++)
-    if (parent ? sorted[i]->parent && strcmp(sorted[i]->parent, parent) == 0
-               : !sorted[i]->parent || !snaps_find(all, sorted[i]->parent))
+    if (!done[i] && (parent ? sorted[i]->parent && strcmp(sorted[i]->parent, parent) == 0
+                            : !sorted[i]->parent || !snaps_find(all, sorted[i]->parent)))
       count++;
-  for (size_t i = 0; i < n && depth < 64; i++) {
+  for (size_t i = 0; i < n; i++) {
     struct snap *p = sorted[i];
     bool mine = parent ? p->parent && strcmp(p->parent, parent) == 0 : !p->parent || !snaps_find(all, p->parent);
-    if (!mine) continue;
+    if (!mine || done[i]) continue;
+    done[i] = true;
     json_object_array_add(rows, row(p, all, depth, ++seen == count));
-    walk(all, sorted, n, p->name, depth + 1, rows);
+    walk(all, sorted, done, n, p->name, depth + 1, rows);
   }
 }
 
@@ -114,7 +118,12 @@ int cmd_list(int argc, char **argv)
   for (size_t i = 0; i < snaps.n; i++) sorted[i] = &snaps.v[i];
   qsort(sorted, snaps.n, sizeof *sorted, by_created);
   CLEANUP_JSON json_object *rows = json_object_new_array();
-  walk(&snaps, sorted, snaps.n, NULL, 0, rows);
+  bool *done = calloc(snaps.n + 1, sizeof *done);
+  walk(&snaps, sorted, done, snaps.n, NULL, 0, rows);
+  /* Snapshots in a loop of parents have no root: listed last, flat. */
+  for (size_t i = 0; i < snaps.n; i++)
+    if (!done[i]) json_object_array_add(rows, row(sorted[i], &snaps, 0, true));
+  free(done);
   rc = vm_print_list(rows, vm_opts.format == VM_FMT_TABLE ? table_cols : tsv_cols);
   free(sorted);
   snaps_free(&snaps);

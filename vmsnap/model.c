@@ -103,13 +103,20 @@ int snaps_load(virDomainPtr dom, struct snaps *s)
     return rc;
   }
 
-  CLEANUP_XMLDOC xmlDocPtr rec = vm_meta_read(dom, SNAP_META_NS);
+  CLEANUP_XMLDOC xmlDocPtr rec = NULL;
+  /* A failure to read the records is a failure: taken for "none", the next save
+   * would overwrite them. */
+  if ((rc = vm_meta_read(dom, SNAP_META_NS, &rec))) {
+    snaps_free(s);
+    return rc;
+  }
   CLEANUP_XPATHCTX xmlXPathContextPtr x = rec ? vm_xpath_ctx(rec) : NULL;
   for (size_t i = 0; i < s->n; i++) {
     struct snap *p = &s->v[i];
     p->paused_ms = p->frozen_ms = -1;
-    if (x && !strchr(p->name, '\'')) {
-      CLEANUP_FREE char *e = vm_strdup_printf("/snapshots/snapshot[@name='%s']", p->name);
+    if (x) {
+      CLEANUP_FREE char *lit = vm_xpath_literal(p->name);
+      CLEANUP_FREE char *e = vm_strdup_printf("/snapshots/snapshot[@name=%s]", lit);
       CLEANUP_FREE char *ek = vm_strdup_printf("%s/@kind", e);
       CLEANUP_FREE char *ep = vm_strdup_printf("%s/@paused-ms", e);
       CLEANUP_FREE char *ef = vm_strdup_printf("%s/@frozen-ms", e);
@@ -136,9 +143,9 @@ int snap_lookup(struct snaps *s, const char *vm, const char *name, struct snap *
   return vm_fail(VM_EXIT_NOTFOUND, "VM '%s' has no snapshot '%s'", vm, name);
 }
 
-int snaps_save_records(virDomainPtr dom, const struct snaps *s, const struct snap *skip)
+xmlDocPtr snaps_records_doc(const struct snaps *s, const struct snap *skip)
 {
-  CLEANUP_XMLDOC xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
+  xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
   xmlNodePtr root = xmlNewNode(NULL, BAD_CAST "snapshots");
   xmlDocSetRootElement(doc, root);
   for (size_t i = 0; i < s->n; i++) {
@@ -150,6 +157,12 @@ int snaps_save_records(virDomainPtr dom, const struct snaps *s, const struct sna
     if (p->paused_ms >= 0) vm_xml_setf(e, "paused-ms", "%ld", p->paused_ms);
     if (p->frozen_ms >= 0) vm_xml_setf(e, "frozen-ms", "%ld", p->frozen_ms);
   }
+  return doc;
+}
+
+int snaps_save_records(virDomainPtr dom, const struct snaps *s, const struct snap *skip)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = snaps_records_doc(s, skip);
   return vm_meta_write(dom, SNAP_META_NS, SNAP_META_PREFIX, doc);
 }
 
@@ -160,10 +173,22 @@ bool libvirt_handles_external(virConnectPtr conn)
   return virConnectGetLibVersion(conn, &ver) == 0 && ver >= 9009000;
 }
 
-char *overlay_path(const char *vm, const char *target, const char *base, const char *label)
+int overlay_path(virConnectPtr conn, const char *vm, const char *target, const char *current, const char *label,
+                 char **out)
 {
-  CLEANUP_FREE char *copy = strdup(base);
-  /* Nothing of a VM's goes into the template directory. */
-  const char *dir = vm_image_is_template(base) ? vm_storage_dir() : dirname(copy);
-  return vm_strdup_printf("%s/%s-%s.%s.qcow2", dir, vm, target, label);
+  *out = NULL;
+  CLEANUP_FREE char *dir = NULL;
+  /* Nothing of a VM's goes into a template's pool: beside the disk, else into the
+   * pool new disks go to. */
+  if (vm_image_is_template(conn, current)) {
+    CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+    int rc = vm_pool_open(conn, vm_default_pool(), &pool);
+    if (rc) return rc;
+    if (!(dir = vm_pool_target(pool))) return vm_fail_virt("cannot read storage pool '%s'", vm_default_pool());
+  } else {
+    CLEANUP_FREE char *copy = vm_strdup(current);
+    dir = vm_strdup(dirname(copy));
+  }
+  *out = vm_strdup_printf("%s/%s-%s.%s.qcow2", dir, vm, target, label);
+  return 0;
 }

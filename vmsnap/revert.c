@@ -2,8 +2,10 @@
  * through libvirt where it can (9.9 and later); before that, here: a fresh overlay
  * on each image the snapshot froze, the domain defined again from the snapshot's
  * copy of it, the memory restored when the snapshot saved it, and the snapshot
- * marked current. The state the VM had before is discarded, as with any revert. */
-#include <limits.h>
+ * marked current. The state the VM had before is discarded, as with any revert.
+ * The new overlays and the ones to discard are written into the VM's journal
+ * first: the definition naming the new ones is the point of no return, and the
+ * next vmsnap run rolls a killed revert back before it, or finishes it after. */
 #include <string.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@ static struct poptOption options[] = {
   { "running", '\0', POPT_ARG_NONE, &o_running, 0, "run the VM after the revert", NULL },
   { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "leave the VM paused after the revert", NULL },
   { "force", '\0', POPT_ARG_NONE, &o_force, 0, "revert where libvirt calls it risky (a new QEMU process, a changed definition)", NULL },
+  VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
@@ -47,11 +50,24 @@ static bool is_snapshot_base(const struct snaps *s, const char *file)
 {
   for (size_t i = 0; i < s->n; i++)
     for (size_t j = 0; j < s->v[i].ndisks; j++) {
-      char real[PATH_MAX];
       const char *b = s->v[i].disks[j].base;
-      if (b && realpath(b, real) && strcmp(real, file) == 0) return true;
+      if (b && strcmp(b, file) == 0) return true;
     }
   return false;
+}
+
+/* Removes what a revert discards: each file only when no VM stands on it now. */
+void revert_discard(virConnectPtr conn, xmlDocPtr rec)
+{
+  struct vm_strv old = { 0 };
+  vm_journal_volumes(rec, "old", &old);
+  for (size_t i = 0; i < old.n; i++) {
+    struct vm_strv users = { 0 };
+    if (vm_image_users(conn, old.v[i], NULL, &users) == 0 && users.n == 0 && vm_path_delete(conn, old.v[i]) == 0)
+      vm_debug("removed the discarded overlay '%s'", old.v[i]);
+    vm_strv_free(&users);
+  }
+  vm_strv_free(&old);
 }
 
 static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *snaps, struct snap *s)
@@ -63,11 +79,11 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
     const struct snap_disk *d = &s->disks[i];
     if (strcmp(d->mode, "internal") == 0)
       return vm_fail(VM_EXIT_STATE, "snapshot '%s' of '%s' mixes internal and external disks", s->name, vm);
-    if (strcmp(d->mode, "external") == 0 && (!d->base || access(d->base, R_OK) < 0))
+    if (strcmp(d->mode, "external") == 0 && (!d->base || !vm_path_exists(conn, d->base)))
       return vm_fail(VM_EXIT_NOTFOUND, "cannot revert '%s' to '%s': its image '%s' of %s is missing (see vmsnap verify)",
                      vm, s->name, d->base ? d->base : "?", d->target);
   }
-  if (with_memory && (!s->memfile || access(s->memfile, R_OK) < 0))
+  if (with_memory && (!s->memfile || !vm_path_exists(conn, s->memfile)))
     return vm_fail(VM_EXIT_NOTFOUND, "cannot revert '%s' to '%s': its memory file '%s' is missing", vm, s->name,
                    s->memfile ? s->memfile : "?");
   CLEANUP_XMLDOC xmlDocPtr persistent = snapshot_domain(s, false);
@@ -75,60 +91,88 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
   if (!persistent || !live)
     return vm_fail(VM_EXIT_FAIL, "snapshot '%s' of '%s' holds no copy of the domain", s->name, vm);
 
-  /* What the disks stand on now: discarded after the revert unless still needed. */
+  /* What the disks stand on now: discarded after the revert, when the VM made it
+   * (named for it), no snapshot froze it, and nothing else stands on it then. */
   CLEANUP_XMLDOC xmlDocPtr now = vm_domain_doc(dom, virDomainIsPersistent(dom) == 1 ? VIR_DOMAIN_XML_INACTIVE : 0);
   if (!now) return VM_EXIT_FAIL;
   struct vm_disk *old = NULL;
   size_t nold = 0;
   vm_domain_disks(now, &old, &nold);
 
-  /* New overlays, one per disk the snapshot froze. */
-  vm_catch_signals();
-  struct vm_strv retarget = { 0 }, fresh = { 0 };
+  /* The plan: a fresh overlay per disk the snapshot froze, named for the first
+   * free label. */
+  CLEANUP_XMLDOC xmlDocPtr rec = vm_journal_new("snapshot-revert");
+  vm_xml_set(vm_xml_child(xmlDocGetRootElement(rec), "snapshot", NULL), "name", s->name);
+  struct vm_strv retarget = { 0 }, fresh = { 0 }, bases = { 0 };
   int rc = 0;
   for (size_t i = 0; i < s->ndisks && rc == 0; i++) {
     const struct snap_disk *d = &s->disks[i];
     if (strcmp(d->mode, "external") != 0) continue;
     char *path = NULL;
-    for (int n = 1; n < 1000 && !path; n++) {
+    for (int n = 1; n < 1000 && !path && rc == 0; n++) {
       CLEANUP_FREE char *label = vm_strdup_printf("%s-r%d", s->name, n);
-      path = overlay_path(vm, d->target, d->base, label);
-      if (access(path, F_OK) == 0) {
+      if ((rc = overlay_path(conn, vm, d->target, d->base, label, &path))) break;
+      if (vm_path_exists(conn, path) || vm_strv_contains(fresh.v, path)) {
         free(path);
         path = NULL;
       }
     }
-    if (!path || (rc = vm_undo_new_file(path))) {
-      if (!path) rc = vm_fail(VM_EXIT_FAIL, "no free name for a new overlay of %s", d->target);
-      free(path);
+    if (rc) break;
+    if (!path) {
+      rc = vm_fail(VM_EXIT_FAIL, "no free name for a new overlay of %s", d->target);
       break;
     }
-    char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", d->base_format ? d->base_format : "qcow2",
-                     "-b", d->base, path, NULL };
-    rc = vm_run_checked(argv, NULL);
     vm_strv_add(&retarget, d->target);
     vm_strv_add(&retarget, path);
     vm_strv_add(&retarget, "qcow2");
     vm_strv_add(&fresh, path);
+    vm_strv_add(&bases, d->base);
+    vm_strv_add(&bases, d->base_format ? d->base_format : "qcow2");
+    vm_journal_add_volume(rec, path, "new");
     free(path);
   }
-  if (rc == 0 && vm_interrupted()) rc = vm_fail(VM_EXIT_FAIL, "interrupted");
+  for (size_t i = 0; i < nold && rc == 0; i++) {
+    if (!old[i].source || !old[i].device || strcmp(old[i].device, "disk") != 0 || !old[i].target) continue;
+    /* Only the disks the revert gives new overlays: a disk added after the
+     * snapshot is not in its copy of the domain, and its data is not garbage. */
+    bool reverted = false;
+    for (size_t r = 0; r + 2 < retarget.n; r += 3) reverted |= strcmp(retarget.v[r], old[i].target) == 0;
+    if (!reverted || is_snapshot_base(snaps, old[i].source) || !vm_image_named_for(old[i].source, vm) ||
+        vm_image_is_template(conn, old[i].source))
+      continue;
+    vm_journal_add_volume(rec, old[i].source, "old");
+  }
+  vm_disks_free(old, nold);
 
-  /* From here the VM's current state is given up. */
+  vm_catch_signals();
+  struct vm_undo undo = { 0 };
+  if (rc == 0) rc = vm_journal_write(dom, rec);
+  for (size_t i = 0; i < fresh.n && rc == 0; i++) {
+    rc = vm_overlay_create(conn, fresh.v[i], bases.v[2 * i], bases.v[2 * i + 1]);
+    if (rc == 0) vm_undo_volume(&undo, conn, fresh.v[i]);
+  }
+  if (rc == 0 && vm_interrupted()) rc = vm_fail_interrupted();
+
+  /* From here the VM's current state is given up. The definition comes with the
+   * journal and vmsnap's records of now, not of the snapshot's time. */
   if (rc == 0 && virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0)
     rc = vm_fail_virt("cannot stop '%s' for the revert", vm);
+  CLEANUP_XMLDOC xmlDocPtr records = snaps_records_doc(snaps, NULL);
   if (rc == 0) {
     fix_disks(persistent, retarget.v);
+    vm_doc_set_meta(persistent, VM_JOURNAL_NS, VM_JOURNAL_PREFIX, rec);
+    vm_doc_set_meta(persistent, SNAP_META_NS, SNAP_META_PREFIX, records);
     CLEANUP_FREE char *xml = vm_xml_dump(persistent);
     virDomainPtr d = virDomainDefineXML(conn, xml);
     if (!d) rc = vm_fail_virt("cannot define '%s' from snapshot '%s'", vm, s->name);
     else virDomainFree(d);
   }
   if (rc) {
-    vm_undo_run();
+    vm_undo_run(&undo);
+    if (vm_journal_clear(dom) != 0) vm_warn("the journal of '%s' is not cleared", vm);
     goto out;
   }
-  vm_undo_forget();
+  vm_undo_forget(&undo);
 
   /* The snapshot is the current one again. */
   virDomainSnapshotPtr again = virDomainSnapshotCreateXML(
@@ -138,6 +182,8 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
 
   if (with_memory) {
     fix_disks(live, retarget.v);
+    vm_doc_set_meta(live, VM_JOURNAL_NS, VM_JOURNAL_PREFIX, rec);
+    vm_doc_set_meta(live, SNAP_META_NS, SNAP_META_PREFIX, records);
     CLEANUP_FREE char *dxml = vm_xml_dump(live);
     /* Like libvirt's own revert: the state the snapshot had, unless told. */
     bool paused = o_paused || (!o_running && strcmp(s->state, "paused") == 0);
@@ -149,29 +195,14 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
       rc = vm_fail_virt("cannot start '%s' after the revert", vm);
   }
 
-  /* The overlays the VM ran on before are garbage now, unless a snapshot froze
-   * them, another VM stands on them, or they are not this VM's files. */
-  for (size_t i = 0; i < nold; i++) {
-    char real[PATH_MAX];
-    if (!old[i].source || !old[i].device || strcmp(old[i].device, "disk") != 0) continue;
-    if (!realpath(old[i].source, real) || vm_strv_contains(fresh.v, real)) continue;
-    /* Only the disks the revert gave new overlays: a disk added after the
-     * snapshot is not in its copy of the domain, and its data is not garbage. */
-    bool reverted = false;
-    for (size_t r = 0; r + 2 < retarget.n && old[i].target; r += 3)
-      reverted |= strcmp(retarget.v[r], old[i].target) == 0;
-    if (!reverted) continue;
-    if (is_snapshot_base(snaps, real) || !vm_image_named_for(real, vm) || vm_image_is_template(real)) continue;
-    struct vm_strv users = { 0 };
-    if (vm_image_users(conn, real, NULL, &users) == 0 && users.n == 0) {
-      if (unlink(real) == 0) vm_debug("removed the discarded overlay '%s'", real);
-    }
-    vm_strv_free(&users);
-  }
+  /* The overlays the VM ran on before are garbage now. */
+  revert_discard(conn, rec);
+  vm_storage_changed();
+  if (vm_journal_clear(dom) != 0 && rc == 0) rc = VM_EXIT_FAIL;
 out:
-  vm_disks_free(old, nold);
   vm_strv_free(&retarget);
   vm_strv_free(&fresh);
+  vm_strv_free(&bases);
   return rc;
 }
 
@@ -187,7 +218,7 @@ int cmd_revert(int argc, char **argv)
   const char *vm = args[0];
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
-  if ((rc = vm_open(vm, &conn, &dom))) return rc;
+  if ((rc = vm_open(vm, &conn, &dom)) || (rc = vmsnap_lock(conn, &dom, vm))) return rc;
   struct snaps snaps;
   if ((rc = snaps_load(dom, &snaps))) return rc;
   struct snap *s;

@@ -1,8 +1,10 @@
 /* vmsnap verify: every image of every disk's chain is there, links to the next,
  * and passes `qemu-img check`; every snapshot's frozen images, internal snapshots
- * and memory files are where libvirt's records say. The problems found are the
- * result (stdout, one a row); exit 6 when there is any. */
-#include <limits.h>
+ * and memory files are where libvirt's records say; and nothing a killed run left
+ * is pending (a journal record, a block job nobody follows, a file named for the VM
+ * that nothing uses). The problems found are the result (stdout, one a row); exit
+ * 6 when there is any. It takes no lock and changes nothing. */
+#include <libgen.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,44 +49,45 @@ static void check_image(json_object *rows, const char *object, const char *file,
 }
 
 /* Walks one chain image by image, so that a broken link is named; then checks
- * each image, but only when the chain under it opens (qemu-img check opens the
- * backing files too) and never the top of a running disk (in_use), which QEMU is
- * writing and which can look inconsistent from outside. */
-static size_t walk_chain(json_object *rows, const char *object, const char *top, bool in_use, struct vm_strv *seen)
+ * each image (on this machine only: libvirt has no API for qemu-img check), but
+ * only when the chain under it opens (qemu-img check opens the backing files too)
+ * and never the top of a running disk (in_use), which QEMU is writing and which
+ * can look inconsistent from outside. */
+static size_t walk_chain(virConnectPtr conn, json_object *rows, const char *object, const char *top, bool in_use,
+                         struct vm_strv *seen)
 {
   struct vm_strv files = { 0 }, formats = { 0 };
-  CLEANUP_FREE char *cur = strdup(top);
+  CLEANUP_FREE char *cur = vm_strdup(top);
   CLEANUP_FREE char *child = NULL;
   bool broken = false;
-  for (int depth = 0; cur && depth < 256; depth++) {
-    char real[PATH_MAX];
-    if (!realpath(cur, real) || access(real, R_OK) < 0) {
+  for (int depth = 0; cur && depth < 1024; depth++) {
+    struct vm_imginfo info;
+    int rc = vm_image_info(conn, cur, &info);
+    if (rc == VM_EXIT_NOTFOUND) {
       if (child) problem(rows, object, "backing file '%s' of '%s' is missing", cur, child);
       else problem(rows, object, "image '%s' is missing", cur);
       broken = true;
       break;
     }
-    if (vm_strv_contains(seen->v, real)) break; /* the rest was walked through another disk or snapshot */
-    vm_strv_add(seen, real);
-    char *argv[] = { "qemu-img", "info", "-U", "--output=json", real, NULL };
-    CLEANUP_FREE char *out = NULL, *err = NULL;
-    if (vm_run(argv, &out, &err) != 0) {
-      problem(rows, object, "'%s' cannot be opened: %s", real, err && *err ? strtok(err, "\n") : "qemu-img info failed");
+    if (rc) {
+      problem(rows, object, "'%s' cannot be read: %s", cur, "see the message above");
       broken = true;
       break;
     }
-    CLEANUP_JSON json_object *info = json_tokener_parse(out);
-    const char *fmt = info ? member(info, "format") : NULL;
-    vm_strv_add(&files, real);
-    vm_strv_add(&formats, fmt ? fmt : "raw");
-    const char *b = info ? member(info, "full-backing-filename") : NULL;
-    if (!b && info) b = member(info, "backing-filename");
+    if (vm_strv_contains(seen->v, info.path)) { /* the rest was walked through another disk or snapshot */
+      vm_imginfo_free(&info);
+      break;
+    }
+    vm_strv_add(seen, info.path);
+    vm_strv_add(&files, info.path);
+    vm_strv_add(&formats, info.format);
     free(child);
-    child = strdup(real);
+    child = vm_strdup(info.path);
     free(cur);
-    cur = b ? strdup(b) : NULL;
+    cur = info.backing ? vm_strdup(info.backing) : NULL;
+    vm_imginfo_free(&info);
   }
-  for (size_t i = 0; !broken && i < files.n; i++) {
+  for (size_t i = 0; !broken && vm_conn_is_local(conn) && i < files.n; i++) {
     if (i == 0 && in_use) {
       vm_debug("%s: not checking '%s': the running VM writes it", object, files.v[i]);
       continue;
@@ -99,7 +102,10 @@ static size_t walk_chain(json_object *rows, const char *object, const char *top,
 
 static bool has_internal_snapshot(const char *image, const char *name)
 {
-  CLEANUP_JSON json_object *info = vm_image_info(image, false);
+  char *argv[] = { "qemu-img", "info", "-U", "--output=json", (char *)image, NULL };
+  CLEANUP_FREE char *out = NULL;
+  if (vm_run(argv, &out, NULL) != 0) return false;
+  CLEANUP_JSON json_object *info = json_tokener_parse(out);
   json_object *list;
   if (!info || !json_object_object_get_ex(info, "snapshots", &list)) return false;
   for (size_t i = 0; i < json_object_array_length(list); i++) {
@@ -107,6 +113,83 @@ static bool has_internal_snapshot(const char *image, const char *name)
     if (n && strcmp(n, name) == 0) return true;
   }
   return false;
+}
+
+/* What a killed run left: its journal record, and block jobs that no run holding
+ * the VM's lock follows. */
+static void check_leftovers(virConnectPtr conn, virDomainPtr dom, json_object *rows)
+{
+  CLEANUP_XMLDOC xmlDocPtr rec = NULL;
+  if (vm_journal_read(dom, &rec) == 0 && rec) {
+    CLEANUP_FREE char *op = vm_journal_attr(rec, "op"), *tool = vm_journal_attr(rec, "tool");
+    CLEANUP_FREE char *pid = vm_journal_attr(rec, "pid"), *started = vm_journal_attr(rec, "started");
+    problem(rows, "journal", "an unfinished %s by %s (pid %s, %s): the next %s run on the VM finishes it",
+            op ? op : "?", tool ? tool : "?", pid ? pid : "?", started ? started : "?",
+            tool && strcmp(tool, "vmrun") == 0 ? "vmrun or vmsnap" : "vmsnap");
+  }
+  virResetLastError();
+  if (virDomainIsActive(dom) != 1) return;
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  const char *host = vm_conn_host_uuid(conn);
+  pid_t holder = -1;
+  if (host && virDomainGetUUIDString(dom, uuid) == 0) {
+    CLEANUP_FREE char *key = vm_strdup_printf("%s.vm.%s", host, uuid);
+    holder = vm_lock_holder(key);
+  }
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, 0);
+  struct vm_disk *d = NULL;
+  size_t nd = 0;
+  if (doc) vm_domain_disks(doc, &d, &nd);
+  for (size_t i = 0; i < nd; i++) {
+    virDomainBlockJobInfo info;
+    if (!d[i].target || virDomainGetBlockJobInfo(dom, d[i].target, &info, 0) != 1) continue;
+    if (holder > 0) continue; /* a run holds the VM: the job is its own */
+    bool ready = info.end > 0 && info.cur == info.end;
+    problem(rows, d[i].target, "a block job (%s) runs on it%s and no vmkit run follows it: the next vmsnap run on the "
+            "VM finishes it", info.type == VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT ? "active commit" :
+            info.type == VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT ? "commit" : "copy or pull",
+            ready ? ", ready at 100 % for its pivot," : "");
+  }
+  vm_disks_free(d, nd);
+  virResetLastError();
+}
+
+/* Files named for the VM in the folders of its images that no chain, snapshot or
+ * record of it uses: what a killed run made and nothing removed. */
+static void check_strays(virConnectPtr conn, const char *vm, const struct snaps *s, const struct vm_strv *seen,
+                         json_object *rows)
+{
+  struct vm_strv used = { 0 }, dirs = { 0 };
+  for (size_t i = 0; i < seen->n; i++) vm_strv_add(&used, seen->v[i]);
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->v[i].memfile) vm_strv_add(&used, s->v[i].memfile);
+    for (size_t j = 0; j < s->v[i].ndisks; j++) {
+      if (s->v[i].disks[j].overlay) vm_strv_add(&used, s->v[i].disks[j].overlay);
+      if (s->v[i].disks[j].base) vm_strv_add(&used, s->v[i].disks[j].base);
+    }
+  }
+  for (size_t i = 0; i < used.n; i++) {
+    CLEANUP_FREE char *copy = vm_strdup(used.v[i]);
+    const char *dir = dirname(copy);
+    if (!vm_strv_contains(dirs.v, dir)) vm_strv_add(&dirs, dir);
+  }
+  for (size_t i = 0; i < dirs.n; i++) {
+    CLEANUP_FREE char *probe = vm_strdup_printf("%s/.", dirs.v[i]);
+    CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+    if (vm_pool_of_path(conn, probe, &pool) != 0 || vm_pool_refresh(pool) != 0) continue;
+    virStorageVolPtr *vols = NULL;
+    int n = virStoragePoolListAllVolumes(pool, &vols, 0);
+    for (int v = 0; v < n; v++) {
+      CLEANUP_FREE char *path = virStorageVolGetPath(vols[v]);
+      if (path && vm_image_named_for(path, vm) && !vm_strv_contains(used.v, path))
+        problem(rows, "storage", "'%s' is named for the VM but nothing of it uses it (left by an interrupted run?)", path);
+      virStorageVolFree(vols[v]);
+    }
+    free(vols);
+  }
+  virResetLastError();
+  vm_strv_free(&used);
+  vm_strv_free(&dirs);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -123,6 +206,9 @@ int cmd_verify(int argc, char **argv)
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
   if ((rc = vm_open(vm, &conn, &dom))) return rc;
+  if (!vm_conn_is_local(conn))
+    vm_info("checking the links between the images of '%s' on %s through libvirt; qemu-img check runs only on this "
+            "machine's files", vm, vm_conn_host_name(conn));
   struct snaps s;
   if ((rc = snaps_load(dom, &s))) return rc;
   CLEANUP_JSON json_object *rows = json_object_new_array();
@@ -140,10 +226,10 @@ int cmd_verify(int argc, char **argv)
   for (size_t i = 0; i < nd; i++) {
     if (!d[i].source || !d[i].type || strcmp(d[i].type, "file") != 0) continue;
     if (d[i].device && strcmp(d[i].device, "cdrom") == 0) {
-      if (access(d[i].source, R_OK) < 0) problem(rows, d[i].target, "CD-ROM image '%s' is missing", d[i].source);
+      if (!vm_path_exists(conn, d[i].source)) problem(rows, d[i].target, "CD-ROM image '%s' is missing", d[i].source);
       continue;
     }
-    images += walk_chain(rows, d[i].target, d[i].source, virDomainIsActive(dom) == 1, &seen);
+    images += walk_chain(conn, rows, d[i].target, d[i].source, virDomainIsActive(dom) == 1, &seen);
   }
   vm_disks_free(d, nd);
 
@@ -154,28 +240,29 @@ int cmd_verify(int argc, char **argv)
       const struct snap_disk *sd = &p->disks[j];
       if (strcmp(sd->mode, "external") == 0) {
         if (!sd->base) problem(rows, object, "no frozen image recorded for %s", sd->target);
-        else images += walk_chain(rows, object, sd->base, false, &seen);
+        else images += walk_chain(conn, rows, object, sd->base, false, &seen);
         /* The overlay the snapshot made, while it exists, stands on what it froze:
          * a record that says otherwise no longer describes the files. */
-        char rb[PATH_MAX], ro[PATH_MAX];
-        if (sd->base && sd->overlay && realpath(sd->overlay, ro) && realpath(sd->base, rb)) {
-          CLEANUP_JSON json_object *oi = vm_image_info(ro, false);
-          const char *ob = oi ? member(oi, "full-backing-filename") : NULL;
-          char rob[PATH_MAX];
-          if (ob && (!realpath(ob, rob) || strcmp(rob, rb) != 0))
+        struct vm_imginfo oi;
+        if (sd->base && sd->overlay && vm_path_exists(conn, sd->base) && vm_image_info(conn, sd->overlay, &oi) == 0) {
+          if (oi.backing && strcmp(oi.backing, sd->base) != 0)
             problem(rows, object, "overlay '%s' of %s stands on '%s', not on the image the snapshot froze ('%s')",
-                    ro, sd->target, ob, rb);
+                    oi.path, sd->target, oi.backing, sd->base);
+          vm_imginfo_free(&oi);
         }
+        virResetLastError();
       } else if (strcmp(sd->mode, "internal") == 0) {
-        if (!sd->base || access(sd->base, R_OK) < 0)
+        if (!sd->base || !vm_path_exists(conn, sd->base))
           problem(rows, object, "image '%s' of %s is missing", sd->base ? sd->base : "?", sd->target);
-        else if (!has_internal_snapshot(sd->base, p->name))
+        else if (vm_conn_is_local(conn) && !has_internal_snapshot(sd->base, p->name))
           problem(rows, object, "'%s' holds no internal snapshot '%s'", sd->base, p->name);
       }
     }
-    if (strcmp(p->memory, "external") == 0 && (!p->memfile || access(p->memfile, R_OK) < 0))
+    if (strcmp(p->memory, "external") == 0 && (!p->memfile || !vm_path_exists(conn, p->memfile)))
       problem(rows, object, "memory file '%s' is missing", p->memfile ? p->memfile : "?");
   }
+  check_leftovers(conn, dom, rows);
+  check_strays(conn, vm, &s, &seen, rows);
   vm_strv_free(&seen);
 
   size_t nproblems = json_object_array_length(rows);

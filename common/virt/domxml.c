@@ -1,20 +1,21 @@
 /* Domain definitions: written from a vm_spec with libxml2, read back with XPath. */
 #include <string.h>
 
-#include "vmkit.h"
+#include "vmkit-virt.h"
 
 static xmlNodePtr add_disk(xmlNodePtr devs, const struct vm_spec_disk *d, int *nvirtio, int *nsata)
 {
   bool cdrom = d->device && strcmp(d->device, "cdrom") == 0;
+  bool block = d->type && strcmp(d->type, "block") == 0;
   xmlNodePtr disk = vm_xml_child(devs, "disk", NULL);
-  vm_xml_set(disk, "type", "file");
+  vm_xml_set(disk, "type", block ? "block" : "file");
   vm_xml_set(disk, "device", cdrom ? "cdrom" : "disk");
   xmlNodePtr drv = vm_xml_child(disk, "driver", NULL);
   vm_xml_set(drv, "name", "qemu");
   vm_xml_set(drv, "type", d->format ? d->format : "raw");
   if (!cdrom) vm_xml_set(drv, "discard", "unmap");
   xmlNodePtr src = vm_xml_child(disk, "source", NULL);
-  vm_xml_set(src, "file", d->path);
+  vm_xml_set(src, block ? "dev" : "file", d->path);
   xmlNodePtr tgt = vm_xml_child(disk, "target", NULL);
   if (cdrom) {
     vm_xml_setf(tgt, "dev", "sd%c", 'a' + (*nsata)++);
@@ -34,6 +35,7 @@ char *vm_spec_xml(const struct vm_spec *s)
   xmlDocSetRootElement(doc, dom);
   vm_xml_set(dom, "type", s->virt_type);
   vm_xml_child(dom, "name", s->name);
+  if (s->uuid) vm_xml_child(dom, "uuid", s->uuid);
 
   if (s->meta_template) {
     xmlNodePtr md = vm_xml_child(dom, "metadata", NULL);
@@ -42,6 +44,7 @@ char *vm_spec_xml(const struct vm_spec *s)
     xmlSetNs(vm, ns);
     xmlNewTextChild(vm, ns, BAD_CAST "template", BAD_CAST s->meta_template);
   }
+  if (s->journal) vm_doc_set_meta(doc, VM_JOURNAL_NS, VM_JOURNAL_PREFIX, s->journal);
 
   char num[32];
   snprintf(num, sizeof num, "%llu", (unsigned long long)(s->memory / 1024));
@@ -147,16 +150,23 @@ char *vm_domain_meta(xmlDocPtr doc, const char *key)
   return vm_xpath_str(ctx, expr);
 }
 
-xmlDocPtr vm_meta_read(virDomainPtr dom, const char *ns)
+int vm_meta_read(virDomainPtr dom, const char *ns, xmlDocPtr *out)
 {
+  *out = NULL;
   char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, ns, 0);
   if (!xml) {
-    virResetLastError();
-    return NULL;
+    /* "No metadata" is the only error that means none; any other is a failure,
+     * and a caller that took it for none would overwrite what is there. */
+    if (vm_virt_error_code() == VIR_ERR_NO_DOMAIN_METADATA) {
+      virResetLastError();
+      return 0;
+    }
+    return vm_fail_virt("cannot read vmkit metadata of '%s'", virDomainGetName(dom));
   }
-  xmlDocPtr doc = vm_xml_parse(xml);
+  *out = vm_xml_parse(xml);
   free(xml);
-  return doc;
+  if (!*out) return vm_fail(VM_EXIT_FAIL, "cannot parse vmkit metadata of '%s'", virDomainGetName(dom));
+  return 0;
 }
 
 int vm_meta_write(virDomainPtr dom, const char *ns, const char *prefix, xmlDocPtr doc)
@@ -167,4 +177,37 @@ int vm_meta_write(virDomainPtr dom, const char *ns, const char *prefix, xmlDocPt
   if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, xml, doc ? prefix : NULL, ns, flags) < 0)
     return vm_fail_virt("cannot record vmkit metadata of '%s'", virDomainGetName(dom));
   return 0;
+}
+
+void vm_doc_set_meta(xmlDocPtr domain, const char *ns, const char *prefix, xmlDocPtr element)
+{
+  xmlNodePtr root = xmlDocGetRootElement(domain);
+  if (!root) return;
+  xmlNodePtr md = NULL;
+  for (xmlNodePtr c = root->children; c && !md; c = c->next)
+    if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST "metadata") == 0) md = c;
+  if (!md) md = vm_xml_child(root, "metadata", NULL);
+  /* Out with the element of that namespace, if any. */
+  for (xmlNodePtr c = md->children, next; c; c = next) {
+    next = c->next;
+    if (c->type == XML_ELEMENT_NODE && c->ns && xmlStrcmp(c->ns->href, BAD_CAST ns) == 0) {
+      xmlUnlinkNode(c);
+      xmlFreeNode(c);
+    }
+  }
+  if (!element || !xmlDocGetRootElement(element)) return;
+  xmlNodePtr copy = xmlDocCopyNode(xmlDocGetRootElement(element), domain, 1);
+  if (!copy) return;
+  xmlNsPtr nsp = xmlNewNs(copy, BAD_CAST ns, BAD_CAST prefix);
+  /* The element and its descendants without a namespace of their own take ns. */
+  for (xmlNodePtr n = copy; n; ) {
+    if (n->type == XML_ELEMENT_NODE && !n->ns) xmlSetNs(n, nsp);
+    if (n->children) n = n->children;
+    else {
+      while (n && n != copy && !n->next) n = n->parent;
+      if (!n || n == copy) break;
+      n = n->next;
+    }
+  }
+  xmlAddChild(md, copy);
 }

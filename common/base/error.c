@@ -1,27 +1,23 @@
-/* One-line errors, chatter, syslog, and the safety net on stdout. */
+/* One-line errors, chatter, syslog, signals, and the safety net on stdout. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 const char *vm_progname = "vmkit";
 static volatile sig_atomic_t interrupted;
 
-/* libvirt prints every error to stderr by default; vmkit folds its message into
- * its own one line instead, so the default printer is silenced. */
-static void silent_virt_error(void *opaque, virErrorPtr err) {}
-
-/* Output that could not be written (a full disk, a closed pipe) must turn into a
- * failing exit, or a script would take a truncated result for a whole one. */
+/* Output that could not be written (a full disk) must turn into a failing exit, or
+ * a script would take a truncated result for a whole one. A reader that closed the
+ * pipe early is not an error: it had what it wanted. */
 static void close_stdout(void)
 {
   if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
-    if (errno != EPIPE)
-      fprintf(stderr, "%s: write error on standard output: %s\n", vm_progname,
-              strerror(errno));
+    if (errno == EPIPE || vm_output_closed()) return;
+    fprintf(stderr, "%s: write error on standard output: %s\n", vm_progname, strerror(errno));
     _exit(VM_EXIT_FAIL);
   }
 }
@@ -30,7 +26,6 @@ void vm_init(const char *progname)
 {
   const char *slash = strrchr(progname, '/');
   vm_progname = slash ? slash + 1 : progname;
-  virSetErrorFunc(NULL, silent_virt_error);
   atexit(close_stdout);
   /* Under cron (no terminal), VMKIT_SYSLOG=1 sends messages to syslog. */
   const char *s = getenv("VMKIT_SYSLOG");
@@ -69,61 +64,9 @@ int vm_fail_errno(int code, const char *fmt, ...)
   return code;
 }
 
-/* libvirt's message as one line: some carry a child's stderr with newlines. */
-static const char *one_line(virErrorPtr e)
+int vm_fail_why(int code, const char *why, const char *fmt, va_list ap)
 {
-  static char line[2048];
-  if (!e || !e->message) return "unknown libvirt error";
-  size_t o = 0;
-  for (const char *p = e->message; *p && o + 1 < sizeof line; p++) {
-    char c = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : *p;
-    if (c == ' ' && (o == 0 || line[o - 1] == ' ')) continue;
-    line[o++] = c;
-  }
-  while (o && line[o - 1] == ' ') o--;
-  line[o] = '\0';
-  return line;
-}
-
-const char *vm_virt_message(void) { return one_line(virGetLastError()); }
-
-/* libvirt's error codes mapped onto vmkit's exit codes. */
-static int exit_code_of(virErrorPtr e)
-{
-  if (!e) return VM_EXIT_FAIL;
-  switch (e->code) {
-  case VIR_ERR_NO_DOMAIN:
-  case VIR_ERR_NO_DOMAIN_SNAPSHOT:
-  case VIR_ERR_NO_DOMAIN_CHECKPOINT:
-  case VIR_ERR_NO_STORAGE_VOL:
-  case VIR_ERR_NO_STORAGE_POOL:
-  case VIR_ERR_NO_NETWORK:
-    return VM_EXIT_NOTFOUND;
-  case VIR_ERR_OPERATION_INVALID:
-  case VIR_ERR_DOM_EXIST:
-  case VIR_ERR_OPERATION_ABORTED:
-  case VIR_ERR_BLOCK_COPY_ACTIVE:
-    return VM_EXIT_STATE;
-  case VIR_ERR_OPERATION_TIMEOUT:
-  case VIR_ERR_AGENT_UNRESPONSIVE:
-    return VM_EXIT_TIMEOUT;
-  case VIR_ERR_INVALID_ARG:
-    return VM_EXIT_USAGE;
-  default:
-    return VM_EXIT_FAIL;
-  }
-}
-
-int vm_virt_exit_code(void) { return exit_code_of(virGetLastError()); }
-
-int vm_fail_virt_saved(virErrorPtr saved, const char *fmt, ...)
-{
-  int code = exit_code_of(saved);
-  va_list ap;
-  va_start(ap, fmt);
-  emit(LOG_ERR, "", fmt, ap, one_line(saved));
-  va_end(ap);
-  if (saved) virFreeError(saved);
+  emit(LOG_ERR, "", fmt, ap, why);
   return code;
 }
 
@@ -153,7 +96,15 @@ void vm_debug(const char *fmt, ...)
   va_end(ap);
 }
 
-static void on_signal(int sig) { interrupted = 1; }
+/* Set by run.c while a child program runs, so that the signal reaches it too. */
+volatile pid_t vm_running_child;
+
+static void on_signal(int sig)
+{
+  if (!interrupted) interrupted = sig;
+  pid_t child = vm_running_child;
+  if (child > 0) kill(child, sig);
+}
 
 void vm_catch_signals(void)
 {
@@ -168,3 +119,11 @@ void vm_catch_signals(void)
 }
 
 bool vm_interrupted(void) { return interrupted != 0; }
+int vm_interrupt_signal(void) { return interrupted; }
+
+int vm_fail_interrupted(void)
+{
+  int sig = interrupted;
+  const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
+  return vm_fail(VM_EXIT_FAIL, "interrupted by %s", name);
+}

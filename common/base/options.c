@@ -3,13 +3,15 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 struct vm_options vm_opts;
 
 struct poptOption vm_common_table[] = {
   { "connect", 'c', POPT_ARG_STRING, &vm_opts.uri, 0,
-    "libvirt connection URI (default: $LIBVIRT_DEFAULT_URI)", "URI" },
+    "libvirt connection URI, or a host of the hosts file (default: $LIBVIRT_DEFAULT_URI)", "URI" },
+  { "hosts", 'H', POPT_ARG_STRING, &vm_opts.hosts_file, 0,
+    "the pool's hosts file (default: $VMKIT_HOSTS, else /etc/vmkit/hosts)", "FILE" },
   { "virt-type", '\0', POPT_ARG_STRING, &vm_opts.virt_type, 0,
     "kvm or qemu (default: $VMKIT_VIRT_TYPE, else kvm when /dev/kvm works)", "TYPE" },
   { "output", 'o', POPT_ARG_STRING, &vm_opts.output, 0,
@@ -21,6 +23,19 @@ struct poptOption vm_common_table[] = {
   { "help", 'h', POPT_ARG_NONE, &vm_opts.help, 0, "show this help and exit", NULL },
   POPT_TABLEEND
 };
+
+struct poptOption vm_lock_table[] = {
+  { "lock-wait", '\0', POPT_ARG_STRING, &vm_opts.lock_wait, 0,
+    "wait up to SECONDS for another run to release the VM (default: 0; then exit 4)", "SECONDS" },
+  POPT_TABLEEND
+};
+
+int vm_lock_wait_seconds(void)
+{
+  uint64_t v = 0;
+  if (vm_opts.lock_wait) vm_parse_uint(vm_opts.lock_wait, 0, 86400, &v);
+  return (int)v;
+}
 
 /* The command a usage error points at: "vmrun" or "vmrun stop". */
 static const char *usage_cmd = "vmkit";
@@ -49,6 +64,9 @@ static int finish_common(void)
     else return vm_usage_error("unknown output format '%s': use table, tsv or json",
                                vm_opts.output);
   }
+  uint64_t w;
+  if (vm_opts.lock_wait && vm_parse_uint(vm_opts.lock_wait, 0, 86400, &w) < 0)
+    return vm_usage_error("invalid --lock-wait '%s': expected 0 to 86400 seconds", vm_opts.lock_wait);
   const char *vt = vm_opts.virt_type ? vm_opts.virt_type : getenv("VMKIT_VIRT_TYPE");
   if (vt && *vt && strcmp(vt, "kvm") != 0 && strcmp(vt, "qemu") != 0)
     return vm_usage_error("unknown virt type '%s': use kvm or qemu", vt);

@@ -1,7 +1,13 @@
 /* libguestfs handles that work where KVM does not, with errors in vmkit's form. */
 #include <string.h>
 
-#include "vmkit.h"
+#include "vmkit-gfs.h"
+
+void vm_cleanup_guestfs(void *ptr)
+{
+  guestfs_h *g = *(guestfs_h **)ptr;
+  if (g) guestfs_close(g);
+}
 
 guestfs_h *vm_gfs_open(void)
 {

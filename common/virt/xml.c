@@ -3,7 +3,7 @@
 
 #include <libxml/xpathInternals.h>
 
-#include "vmkit.h"
+#include "vmkit-virt.h"
 
 xmlDocPtr vm_xml_parse(const char *xml)
 {
@@ -55,6 +55,24 @@ xmlXPathObjectPtr vm_xpath_nodes(xmlXPathContextPtr ctx, const char *expr)
     return NULL;
   }
   return o;
+}
+
+char *vm_xpath_literal(const char *s)
+{
+  if (!strchr(s, '\'')) return vm_strdup_printf("'%s'", s);
+  if (!strchr(s, '"')) return vm_strdup_printf("\"%s\"", s);
+  /* Both quotes: concat('it', "'", 's ...'). */
+  char *out = vm_strdup("concat(''");
+  for (const char *p = s; *p;) {
+    size_t n = strcspn(p, "'");
+    char *next = n ? vm_strdup_printf("%s, '%.*s'", out, (int)n, p) : vm_strdup_printf("%s, \"'\"", out);
+    free(out);
+    out = next;
+    p += n ? n : 1;
+  }
+  char *done = vm_strdup_printf("%s)", out);
+  free(out);
+  return done;
 }
 
 char *vm_xml_prop(xmlNodePtr node, const char *name)

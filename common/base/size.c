@@ -2,9 +2,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <strings.h>
 #include <string.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 static int unit_shift(char u)
 {
@@ -19,20 +20,22 @@ static int unit_shift(char u)
   }
 }
 
+/* Computed in integers, never through a double: 9007199254740993 stays itself, and
+ * a fraction is taken only when it makes a whole number of bytes (1.5G yes,
+ * 1.00000000000000000001G no). */
 int vm_parse_size(const char *s, char default_unit, uint64_t *bytes)
 {
   if (!s || !*s || !isdigit((unsigned char)*s)) return -1;
-  /* Digits with an optional fraction: strtod alone would take 1e3 and 0x10. */
-  size_t len = strspn(s, "0123456789");
-  if (s[len] == '.') len += 1 + strspn(s + len + 1, "0123456789");
-  if (len > 32 || s[len - 1] == '.') return -1;
-  char num[33];
-  memcpy(num, s, len);
-  num[len] = '\0';
-  errno = 0;
-  double v = strtod(num, NULL);
-  char *end = (char *)s + len;
-  if (errno) return -1;
+  size_t ilen = strspn(s, "0123456789");
+  const char *frac = NULL;
+  size_t flen = 0;
+  const char *end = s + ilen;
+  if (*end == '.') {
+    frac = end + 1;
+    flen = strspn(frac, "0123456789");
+    if (flen == 0) return -1;
+    end = frac + flen;
+  }
   int shift;
   if (*end == '\0') {
     shift = unit_shift(default_unit);
@@ -44,9 +47,35 @@ int vm_parse_size(const char *s, char default_unit, uint64_t *bytes)
     if (*end) return -1;
   }
   if (shift < 0) return -1;
-  double b = v * (double)(1ULL << shift);
-  if (b >= 18446744073709551616.0 || b != floor(b)) return -1;
-  *bytes = (uint64_t)b;
+
+  /* The whole part, with overflow checks. */
+  uint64_t whole = 0;
+  for (size_t i = 0; i < ilen; i++) {
+    unsigned d = (unsigned)(s[i] - '0');
+    if (whole > (UINT64_MAX - d) / 10) return -1;
+    whole = whole * 10 + d;
+  }
+  if (shift && whole > (UINT64_MAX >> shift)) return -1;
+  uint64_t total = whole << shift;
+
+  /* The fraction: digits/10^k of the unit must be a whole number of bytes. Trailing
+   * zeros say nothing; more than 20 significant digits cannot make a whole number of
+   * bytes with units up to P (and would not fit the arithmetic below). */
+  while (flen > 0 && frac[flen - 1] == '0') flen--;
+  if (flen > 0) {
+    if (flen > 20) return -1;
+    unsigned __int128 num = 0, den = 1;
+    for (size_t i = 0; i < flen; i++) {
+      num = num * 10 + (unsigned)(frac[i] - '0');
+      den *= 10;
+    }
+    num <<= shift; /* < 10^20 * 2^50, well inside 128 bits */
+    if (num % den != 0) return -1;
+    unsigned __int128 part = num / den;
+    if (part > UINT64_MAX - total) return -1;
+    total += (uint64_t)part;
+  }
+  *bytes = total;
   return 0;
 }
 

@@ -1,12 +1,14 @@
 /* Small helpers: time, string vectors, quoting, whole-file reads. */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <sys/random.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 int64_t vm_now_ms(void)
 {
@@ -41,6 +43,8 @@ static char *xstrdup(const char *s)
   if (!d) oom();
   return d;
 }
+
+char *vm_strdup(const char *s) { return s ? xstrdup(s) : NULL; }
 
 void vm_strv_add(struct vm_strv *a, const char *s)
 {
@@ -176,25 +180,36 @@ int vm_copy_file(const char *src, const char *dst, unsigned mode)
 
 int vm_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode)
 {
-  CLEANUP_FREE char *tmp = vm_strdup_printf("%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  /* A temporary name of this write's own (mkstemp: O_EXCL, random), so that two
+   * writers never truncate or rename each other's half-written file. */
+  CLEANUP_FREE char *tmp = vm_strdup_printf("%s.XXXXXX", path);
+  int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) return -1;
+  int e = 0;
+  if (fchmod(fd, mode) < 0) e = errno;
   size_t off = 0;
-  while (off < len) {
+  while (!e && off < len) {
     ssize_t w = write(fd, data + off, len - off);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) break;
-    off += (size_t)w;
+    if (w < 0) e = errno;
+    else off += (size_t)w;
   }
-  int e = off == len && fsync(fd) == 0 ? 0 : errno;
-  close(fd);
-  if (e || rename(tmp, path) < 0) {
-    if (!e) e = errno;
+  if (!e && fsync(fd) < 0) e = errno;
+  if (close(fd) < 0 && !e) e = errno;
+  if (!e && rename(tmp, path) < 0) e = errno;
+  if (e) {
     unlink(tmp);
     errno = e;
     return -1;
   }
-  return 0;
+  /* The rename is durable only once the directory is on disk too. */
+  CLEANUP_FREE char *copy = vm_strdup(path);
+  int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  e = fsync(dfd) < 0 ? errno : 0;
+  close(dfd);
+  errno = e;
+  return e ? -1 : 0;
 }
 
 void vm_iso_time(char buf[static 32])
@@ -203,4 +218,34 @@ void vm_iso_time(char buf[static 32])
   struct tm tm;
   gmtime_r(&t, &tm);
   strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void vm_uuid_random(char buf[static 37])
+{
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t r = getrandom(b + got, sizeof b - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) oom(); /* cannot happen on Linux 3.17+ without GRND_NONBLOCK */
+    got += (size_t)r;
+  }
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+  snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+           b[14], b[15]);
+}
+
+char *vm_strv_join_quoted(char *const *v)
+{
+  size_t n = 0;
+  while (v && v[n]) n++;
+  char *out = xstrdup("");
+  for (size_t i = 0; i < n; i++) {
+    char *next = vm_strdup_printf("%s%s'%s'", out, i == 0 ? "" : i + 1 == n ? " and " : ", ", v[i]);
+    free(out);
+    out = next;
+  }
+  return out;
 }

@@ -4,16 +4,119 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vmkit.h"
+#include "vmkit-virt.h"
 
-virConnectPtr vm_connect(void)
+virConnectPtr vm_connect_to(const char *uri_or_host)
 {
-  virConnectPtr c = virConnectOpen(vm_opts.uri);
+  vm_virt_init();
+  CLEANUP_FREE char *uri = NULL;
+  if (vm_resolve_uri(uri_or_host, &uri) != 0) return NULL;
+  virConnectPtr c = virConnectOpen(uri);
   if (!c) {
-    const char *uri = vm_opts.uri ? vm_opts.uri : getenv("LIBVIRT_DEFAULT_URI");
-    vm_fail_virt("cannot connect to '%s'", uri ? uri : "the default hypervisor");
+    const char *shown = uri ? uri : getenv("LIBVIRT_DEFAULT_URI");
+    vm_fail_virt("cannot connect to '%s'", shown ? shown : "the default hypervisor");
   }
   return c;
+}
+
+virConnectPtr vm_connect(void) { return vm_connect_to(vm_opts.uri); }
+
+/* What vmkit learned about a connection's host, asked once per run. */
+struct host_facts {
+  virConnectPtr conn;
+  int local; /* -1 unknown */
+  char *uuid, *name;
+};
+static struct host_facts facts[8];
+
+static struct host_facts *facts_of(virConnectPtr conn)
+{
+  for (size_t i = 0; i < sizeof facts / sizeof *facts; i++)
+    if (facts[i].conn == conn) return &facts[i];
+  for (size_t i = 0; i < sizeof facts / sizeof *facts; i++)
+    if (!facts[i].conn) {
+      facts[i] = (struct host_facts){ .conn = conn, .local = -1 };
+      return &facts[i];
+    }
+  /* More connections than slots: forget the oldest. */
+  free(facts[0].uuid);
+  free(facts[0].name);
+  memmove(facts, facts + 1, sizeof facts - sizeof *facts);
+  struct host_facts *f = &facts[sizeof facts / sizeof *facts - 1];
+  *f = (struct host_facts){ .conn = conn, .local = -1 };
+  return f;
+}
+
+/* A URI's host part: "qemu+ssh://root@kvm2:22/system" -> "root@kvm2:22"; "" when
+ * there is none ("qemu:///system", "qemu+unix:///system?socket=..."). */
+static char *uri_host(const char *uri)
+{
+  const char *p = strstr(uri, "://");
+  if (!p) return vm_strdup("");
+  p += 3;
+  size_t n = strcspn(p, "/?");
+  return vm_strdup_printf("%.*s", (int)n, p);
+}
+
+/* Called when a connection closes: a new one may get the same address. */
+void vm_conn_forget(virConnectPtr conn)
+{
+  for (size_t i = 0; i < sizeof facts / sizeof *facts; i++) {
+    if (facts[i].conn != conn) continue;
+    free(facts[i].uuid);
+    free(facts[i].name);
+    facts[i] = (struct host_facts){ 0 };
+  }
+}
+
+bool vm_conn_is_local(virConnectPtr conn)
+{
+  struct host_facts *f = facts_of(conn);
+  if (f->local >= 0) return f->local;
+  f->local = 0;
+  CLEANUP_FREE char *uri = virConnectGetURI(conn);
+  CLEANUP_FREE char *host = uri ? uri_host(uri) : NULL;
+  if (!host || (*host && strcmp(host, "localhost") != 0)) return false;
+  /* A daemon reached through a local socket may still live in another mount and
+   * UTS namespace, with files of its own: its host name tells. */
+  char mine[256] = "";
+  gethostname(mine, sizeof mine - 1);
+  CLEANUP_FREE char *theirs = virConnectGetHostname(conn);
+  if (!theirs) {
+    virResetLastError();
+    return false;
+  }
+  f->local = strcmp(mine, theirs) == 0;
+  return f->local;
+}
+
+const char *vm_conn_host_uuid(virConnectPtr conn)
+{
+  struct host_facts *f = facts_of(conn);
+  if (f->uuid) return f->uuid;
+  CLEANUP_FREE char *caps = virConnectGetCapabilities(conn);
+  if (!caps) {
+    vm_fail_virt("cannot read the capabilities of the host");
+    return NULL;
+  }
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(caps);
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
+  f->uuid = x ? vm_xpath_str(x, "/capabilities/host/uuid") : NULL;
+  if (!f->uuid) vm_fail(VM_EXIT_FAIL, "the host's capabilities name no host UUID");
+  return f->uuid;
+}
+
+const char *vm_conn_host_name(virConnectPtr conn)
+{
+  struct host_facts *f = facts_of(conn);
+  if (!f->name) {
+    f->name = virConnectGetHostname(conn);
+    if (!f->name) {
+      virResetLastError();
+      f->name = vm_strdup("the host");
+    }
+  }
+  return f->name;
 }
 
 int vm_lookup(virConnectPtr conn, const char *name, virDomainPtr *dom)
@@ -83,18 +186,6 @@ int vm_check_name(const char *what, const char *name)
   CLEANUP_FREE char *q = vm_shell_quote(name);
   return vm_usage_error("invalid %s name %s: use up to 64 letters, digits, '.', '_' and '-', "
                         "not starting with '.' or '-'", what, q);
-}
-
-const char *vm_storage_dir(void)
-{
-  const char *d = getenv("VMKIT_STORAGE_DIR");
-  return d && *d ? d : "/var/lib/libvirt/images";
-}
-
-const char *vm_template_dir(void)
-{
-  const char *d = getenv("VMKIT_TEMPLATE_DIR");
-  return d && *d ? d : "/var/lib/vmkit/templates";
 }
 
 int vm_domain_idle(virDomainPtr dom, const char *what)

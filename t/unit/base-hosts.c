@@ -5,7 +5,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 static void parses_hosts_and_tags(void **state)
 {

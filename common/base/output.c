@@ -1,8 +1,34 @@
 /* table, tsv and json views of results built as json-c objects. */
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
+
+static bool output_closed;
+
+bool vm_output_closed(void) { return output_closed; }
+
+char *vm_tsv_escape(const char *s)
+{
+  size_t n = 1;
+  for (const char *p = s; *p; p++) n += strchr("\t\n\r\\", *p) ? 2 : 1;
+  char *out = malloc(n), *o = out;
+  if (!out) return NULL;
+  for (const char *p = s; *p; p++) {
+    switch (*p) {
+    case '\t': *o++ = '\\'; *o++ = 't'; break;
+    case '\n': *o++ = '\\'; *o++ = 'n'; break;
+    case '\r': *o++ = '\\'; *o++ = 'r'; break;
+    case '\\': *o++ = '\\'; *o++ = '\\'; break;
+    default: *o++ = *p;
+    }
+  }
+  *o = '\0';
+  return out;
+}
+
+#define JSON_FLAT (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* One cell as text: tables get human units, tsv gets raw values. */
 static char *cell(json_object *row, const struct vm_column *c, bool human)
@@ -27,8 +53,8 @@ static char *cell(json_object *row, const struct vm_column *c, bool human)
   case VM_COL_STR:
   default:
     if (json_object_is_type(v, json_type_array) || json_object_is_type(v, json_type_object))
-      return strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
-    return strdup(json_object_get_string(v));
+      return strdup(json_object_to_json_string_ext(v, JSON_FLAT));
+    return human ? strdup(json_object_get_string(v)) : vm_tsv_escape(json_object_get_string(v));
   }
 }
 
@@ -36,8 +62,15 @@ static bool numeric(enum vm_col_kind k) { return k != VM_COL_STR && k != VM_COL_
 
 static int finish(void)
 {
-  if (fflush(stdout) != 0 || ferror(stdout))
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    /* The reader went away (head, a closed pager): it had what it wanted. */
+    if (errno == EPIPE) {
+      output_closed = true;
+      clearerr(stdout);
+      return 0;
+    }
     return vm_fail_errno(VM_EXIT_FAIL, "write error on standard output");
+  }
   return 0;
 }
 
@@ -136,8 +169,7 @@ int vm_print_record(json_object *obj, const struct vm_column *cols)
         size_t n = json_object_array_length(val);
         for (size_t i = 0; i < n; i++)
           printf("%s\t%s\n", key,
-                 json_object_to_json_string_ext(json_object_array_get_idx(val, i),
-                                                JSON_C_TO_STRING_PLAIN));
+                 json_object_to_json_string_ext(json_object_array_get_idx(val, i), JSON_FLAT));
       }
       continue;
     }

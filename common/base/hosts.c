@@ -2,8 +2,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 static char *next_word(char **p)
 {
@@ -46,10 +47,17 @@ int vm_hosts_parse(const char *text, struct vm_hosts *hosts, int *line)
   return 0;
 }
 
+const char *vm_hosts_path(void)
+{
+  if (vm_opts.hosts_file && *vm_opts.hosts_file) return vm_opts.hosts_file;
+  const char *p = getenv("VMKIT_HOSTS");
+  return p && *p ? p : "/etc/vmkit/hosts";
+}
+
 int vm_hosts_load(const char *path, struct vm_hosts *hosts)
 {
-  if (!path) path = getenv("VMKIT_HOSTS");
-  if (!path || !*path) path = "/etc/vmkit/hosts";
+  memset(hosts, 0, sizeof *hosts);
+  if (!path) path = vm_hosts_path();
   CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
   if (!text)
     return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL,
@@ -78,4 +86,31 @@ void vm_hosts_free(struct vm_hosts *hosts)
   free(hosts->v);
   hosts->v = NULL;
   hosts->n = 0;
+}
+
+/* A bare word names a host of the hosts file. One that the file does not hold (or
+ * with no file at all) goes to libvirt as it is, which knows its own aliases
+ * (uri_aliases in libvirt.conf); a hosts file that cannot be read is an error only
+ * when the user named one. */
+int vm_resolve_uri(const char *name_or_uri, char **uri)
+{
+  *uri = NULL;
+  if (!name_or_uri) return 0;
+  if (strstr(name_or_uri, ":/") || !*name_or_uri) {
+    *uri = vm_strdup(name_or_uri);
+    return 0;
+  }
+  const char *path = vm_hosts_path();
+  bool named = (vm_opts.hosts_file && *vm_opts.hosts_file) || (getenv("VMKIT_HOSTS") && *getenv("VMKIT_HOSTS"));
+  if (!named && access(path, F_OK) < 0) {
+    *uri = vm_strdup(name_or_uri);
+    return 0;
+  }
+  struct vm_hosts hosts;
+  int rc = vm_hosts_load(path, &hosts);
+  if (rc) return rc;
+  const struct vm_host *h = vm_hosts_find(&hosts, name_or_uri);
+  *uri = vm_strdup(h ? h->uri : name_or_uri);
+  vm_hosts_free(&hosts);
+  return 0;
 }

@@ -5,10 +5,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 struct buf {
   char *p;
@@ -25,22 +26,39 @@ static void buf_append(struct buf *b, const char *d, size_t n)
   b->p[b->n] = '\0';
 }
 
+/* error.c forwards the signal that interrupts the tool to this child. */
+extern volatile pid_t vm_running_child;
+
+static void close_pair(int p[2])
+{
+  if (p[0] >= 0) close(p[0]);
+  if (p[1] >= 0) close(p[1]);
+}
+
 int vm_run(char *const argv[], char **out, char **err)
 {
-  int po[2] = { -1, -1 }, pe[2];
+  int po[2] = { -1, -1 }, pe[2] = { -1, -1 };
   if (out && pipe2(po, O_CLOEXEC) < 0) return -1;
   if (pipe2(pe, O_CLOEXEC) < 0) {
-    if (out) { close(po[0]); close(po[1]); }
+    close_pair(po);
     return -1;
   }
+  pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid < 0) return -1;
+  if (pid < 0) {
+    close_pair(po);
+    close_pair(pe);
+    return -1;
+  }
   if (pid == 0) {
-    /* The child must die on Ctrl-C even though the parent catches it. */
+    /* The child must die on Ctrl-C even though the parent catches it, and with
+     * its parent, however the parent dies (kill -9 leaves no qemu-img behind). */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(127); /* the parent died before the line above */
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, STDIN_FILENO);
     dup2(out ? po[1] : devnull, STDOUT_FILENO);
@@ -49,6 +67,9 @@ int vm_run(char *const argv[], char **out, char **err)
     fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
   }
+  vm_running_child = pid;
+  /* A signal that came just before the child existed is passed on now. */
+  if (vm_interrupted()) kill(pid, vm_interrupt_signal());
   if (out) close(po[1]);
   close(pe[1]);
 
@@ -74,9 +95,10 @@ int vm_run(char *const argv[], char **out, char **err)
       }
     }
   }
-  int status;
+  int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
+  vm_running_child = 0;
   if (out) *out = bo.p ? bo.p : strdup("");
   if (err) *err = be.p ? be.p : strdup("");
   else free(be.p);

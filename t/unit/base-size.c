@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "vmkit.h"
+#include "vmkit-base.h"
 
 static void parse_units(void **state)
 {

@@ -1,0 +1,322 @@
+/* libvmkit-virt: the layer of the shared library that speaks to libvirt (domains,
+ * storage pools and volumes, events, metadata, per-VM locks, the journal that
+ * lets a run finish or roll back what a killed run started) and reads and writes
+ * XML with libxml2. It stands on libvmkit-base. */
+#ifndef VMKIT_VIRT_H
+#define VMKIT_VIRT_H
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <libxml/tree.h>
+#include <libxml/xpath.h>
+
+#include "vmkit-base.h"
+
+/* ---- Cleanups ---------------------------------------------------------------------- */
+void vm_cleanup_virconn(void *ptr);
+void vm_cleanup_virdomain(void *ptr);
+void vm_cleanup_virdomain_array(void *ptr);
+void vm_cleanup_virpool(void *ptr);
+void vm_cleanup_virvol(void *ptr);
+void vm_cleanup_virstream(void *ptr);
+void vm_cleanup_xmldoc(void *ptr);
+void vm_cleanup_xpathctx(void *ptr);
+void vm_cleanup_xpathobj(void *ptr);
+void vm_cleanup_xmlfree(void *ptr);
+#define CLEANUP_VIRCONN    __attribute__((cleanup(vm_cleanup_virconn)))
+#define CLEANUP_VIRDOMAIN  __attribute__((cleanup(vm_cleanup_virdomain)))
+/* An array from virConnectListAllDomains: each element freed, then the array. */
+#define CLEANUP_VIRDOMAINS __attribute__((cleanup(vm_cleanup_virdomain_array)))
+#define CLEANUP_VIRPOOL    __attribute__((cleanup(vm_cleanup_virpool)))
+#define CLEANUP_VIRVOL     __attribute__((cleanup(vm_cleanup_virvol)))
+/* A stream: aborted when still open, then freed. */
+#define CLEANUP_VIRSTREAM  __attribute__((cleanup(vm_cleanup_virstream)))
+#define CLEANUP_XMLDOC     __attribute__((cleanup(vm_cleanup_xmldoc)))
+#define CLEANUP_XPATHCTX   __attribute__((cleanup(vm_cleanup_xpathctx)))
+#define CLEANUP_XPATHOBJ   __attribute__((cleanup(vm_cleanup_xpathobj)))
+#define CLEANUP_XMLFREE    __attribute__((cleanup(vm_cleanup_xmlfree)))
+
+/* ---- libvirt's errors (virterr.c) -----------------------------------------------------
+ * libvirt prints every error to stderr by default; vm_virt_init() silences that once
+ * (vm_connect calls it), and vmkit folds libvirt's message into its own one line. */
+void vm_virt_init(void);
+/* Appends libvirt's last error and maps it to an exit code (no domain -> 3, ...).
+ * A macro, so that the error is saved before the arguments are evaluated: most
+ * libvirt calls, virDomainGetName among them, reset the last error. */
+#define vm_fail_virt(...) \
+  __extension__({ virErrorPtr vm_saved_ = virSaveLastError(); vm_fail_virt_saved(vm_saved_, __VA_ARGS__); })
+int vm_fail_virt_saved(virErrorPtr saved, const char *fmt, ...) VM_PRINTF(2, 3);
+int vm_virt_exit_code(void);
+const char *vm_virt_message(void);
+/* libvirt's last error code (VIR_ERR_OK when none). */
+int vm_virt_error_code(void);
+
+/* ---- Connections and domains (conn.c) ----------------------------------------------- */
+/* Connects to vm_opts.uri (a URI or a host of the hosts file; NULL: libvirt's
+ * default); prints the error and returns NULL on failure. */
+virConnectPtr vm_connect(void);
+virConnectPtr vm_connect_to(const char *uri_or_host);
+/* True when the connection's daemon sees this machine's files: its URI names no
+ * remote host and the daemon's host name is this machine's (a daemon in another
+ * mount and UTS namespace, as tests run one, is remote). Only then does vmkit read
+ * or write a VM's files directly (console logs, disks in no storage pool). */
+bool vm_conn_is_local(virConnectPtr conn);
+/* The host's UUID (libvirt capabilities), the key of its locks; NULL on error. */
+const char *vm_conn_host_uuid(virConnectPtr conn);
+/* Forgets what was learned about a connection (CLEANUP_VIRCONN calls it). */
+void vm_conn_forget(virConnectPtr conn);
+/* The host's name for messages ("kvm2"). */
+const char *vm_conn_host_name(virConnectPtr conn);
+/* Finds a domain by name, then UUID. 0, or VM_EXIT_NOTFOUND with "no such VM". */
+int vm_lookup(virConnectPtr conn, const char *name, virDomainPtr *dom);
+/* Connects and finds the VM: what most verbs do first. 0 or an exit code. */
+int vm_open(const char *name, virConnectPtr *conn, virDomainPtr *dom);
+int vm_domain_state(virDomainPtr dom);
+const char *vm_state_name(int state);
+int vm_state_parse(const char *name); /* -1 if unknown */
+/* "kvm" or "qemu": --virt-type, else VMKIT_VIRT_TYPE, else kvm when /dev/kvm opens. */
+const char *vm_virt_type(void);
+/* Names that become volume names and XML must be plain: letters, digits, '.', '_',
+ * '-', not starting with '.' or '-', at most 64 bytes. Returns 0 or VM_EXIT_USAGE. */
+int vm_check_name(const char *what, const char *name);
+/* A job that excludes another operation (a migration, a backup, a block job):
+ * 0 when none runs, else VM_EXIT_STATE after "cannot WHAT 'VM': a backup job is
+ * running". */
+int vm_domain_idle(virDomainPtr dom, const char *what);
+
+/* ---- Locks on a VM and on host objects (vmlock.c) -------------------------------------
+ * Every verb that changes a VM holds its lock, keyed by the host's UUID and the
+ * VM's UUID, for its whole run (base layer: held by the process, released by its
+ * death, waited for up to --lock-wait). */
+int vm_lock_domain(virConnectPtr conn, virDomainPtr dom);
+/* The same key for a VM known by its UUID (before it is defined). */
+int vm_lock_domain_uuid(virConnectPtr conn, const char *uuid, const char *name);
+/* Locks the VM, then finishes or rolls back what a killed run left on it (the
+ * journal records the shared code knows: create, undefine). A record of another
+ * operation is left alone and named in *other (caller frees) for its tool. 0, or
+ * an exit code after a message (3 when the VM went with a rolled-back create). */
+int vm_lock_and_recover(virConnectPtr conn, virDomainPtr *dom, const char *name, char **other);
+/* vm_open, then vm_lock_and_recover. */
+int vm_open_locked(const char *name, virConnectPtr *conn, virDomainPtr *dom, char **other);
+/* A lock on another object of a host: KIND "template", NAME "pool/name". */
+int vm_lock_object(virConnectPtr conn, const char *kind, const char *name, bool shared, const char *what);
+
+/* ---- Events (events.c) --------------------------------------------------------------
+ * vm_events_init() starts libvirt's event loop on a thread; call it before
+ * vm_connect(). A pause watch then measures, from the domain's lifecycle events,
+ * how many milliseconds its vCPUs were paused between start and stop (-1 when
+ * events are not available). stop waits up to settle_ms for a pending RESUMED. */
+int vm_events_init(void);
+struct vm_pause_watch;
+struct vm_pause_watch *vm_pause_watch_start(virConnectPtr conn, virDomainPtr dom);
+long vm_pause_watch_stop(struct vm_pause_watch *w, int settle_ms);
+
+/* ---- XML (xml.c) ----------------------------------------------------------------------- */
+#define VM_META_NS "https://vmkit.dev/xmlns/domain/1"
+#define VM_META_PREFIX "vmkit"
+xmlDocPtr vm_xml_parse(const char *xml);
+/* The domain's XML, parsed (flags as virDomainGetXMLDesc). NULL after an error. */
+xmlDocPtr vm_domain_doc(virDomainPtr dom, unsigned int flags);
+xmlXPathContextPtr vm_xpath_ctx(xmlDocPtr doc);
+/* The string value of an XPath expression; NULL when empty or absent. */
+char *vm_xpath_str(xmlXPathContextPtr ctx, const char *expr);
+/* The numeric value, or dflt when absent or not a number. */
+long long vm_xpath_ll(xmlXPathContextPtr ctx, const char *expr, long long dflt);
+xmlXPathObjectPtr vm_xpath_nodes(xmlXPathContextPtr ctx, const char *expr);
+/* An XPath string literal for any text (concat() when it holds both quotes). */
+char *vm_xpath_literal(const char *s);
+char *vm_xml_prop(xmlNodePtr node, const char *name);
+xmlNodePtr vm_xml_child(xmlNodePtr parent, const char *name, const char *text);
+void vm_xml_set(xmlNodePtr node, const char *attr, const char *value);
+void vm_xml_setf(xmlNodePtr node, const char *attr, const char *fmt, ...) VM_PRINTF(3, 4);
+char *vm_xml_dump(xmlDocPtr doc);
+
+/* ---- Domain definitions (domxml.c) ----------------------------------------------------- */
+#define VM_MAX_DEVS 16
+struct vm_spec_disk {
+  const char *path;
+  const char *format;  /* qcow2, raw */
+  const char *device;  /* disk, cdrom */
+  const char *type;    /* file (default), block */
+  bool readonly;
+};
+struct vm_spec_nic {
+  const char *type;    /* user, network, bridge */
+  const char *source;  /* network or bridge name */
+  const char *mac;     /* NULL: libvirt chooses */
+};
+struct vm_spec {
+  const char *name;
+  const char *uuid;       /* NULL: libvirt chooses */
+  const char *virt_type;
+  unsigned vcpus;
+  uint64_t memory;        /* bytes */
+  const char *kernel, *initrd, *cmdline;
+  struct vm_spec_disk disks[VM_MAX_DEVS];
+  size_t ndisks;
+  struct vm_spec_nic nics[VM_MAX_DEVS];
+  size_t nnics;
+  const char *console_log;
+  /* vmkit's own metadata, kept in the domain XML under VM_META_NS. */
+  const char *meta_template;
+  /* A journal record to define the domain with (see journal.c), or NULL. */
+  xmlDocPtr journal;
+};
+/* The domain XML for a spec, written with libxml2. Disks get vda, vdb ... on
+ * virtio; CD-ROMs sda ... on SATA. Caller frees. */
+char *vm_spec_xml(const struct vm_spec *spec);
+
+struct vm_disk {
+  char *target, *device, *type, *source, *format, *bus;
+  bool readonly;
+};
+/* The disks of a parsed domain definition. */
+int vm_domain_disks(xmlDocPtr doc, struct vm_disk **disks, size_t *n);
+void vm_disks_free(struct vm_disk *disks, size_t n);
+/* vmkit metadata element text (e.g. "template"), or NULL. */
+char *vm_domain_meta(xmlDocPtr doc, const char *key);
+/* A metadata element of vmkit's own in namespace ns (one element per namespace,
+ * kept by libvirt with the domain, so it travels with it to any host). Read: 0 with
+ * *out NULL when there is none, 0 with the document, or an exit code after a
+ * message when libvirt failed (which must never pass for "none"). Write: to the
+ * live and the persistent definition; NULL removes it. */
+int vm_meta_read(virDomainPtr dom, const char *ns, xmlDocPtr *out);
+int vm_meta_write(virDomainPtr dom, const char *ns, const char *prefix, xmlDocPtr doc);
+/* Puts a metadata element into a domain definition document (replacing one of the
+ * same namespace), for definitions written whole (a revert). */
+void vm_doc_set_meta(xmlDocPtr domain, const char *ns, const char *prefix, xmlDocPtr element);
+
+/* ---- Storage pools and volumes (storage.c) ----------------------------------------------
+ * Every disk image the tools create, inspect, copy or remove goes through libvirt's
+ * storage pools and volumes, so that a verb works the same on this host and through
+ * a remote URI. A file in no pool is used directly only on a local connection. */
+/* The pool new VM disks go to (VMKIT_POOL, else "default") and the one templates
+ * live in (VMKIT_TEMPLATE_POOL, else "vmkit-templates"). */
+const char *vm_default_pool(void);
+const char *vm_default_template_pool(void);
+/* Finds a pool by name and makes sure it is running. A default pool that does not
+ * exist is defined, built, started and marked autostart, as virt-install does
+ * ("default" at /var/lib/libvirt/images, "vmkit-templates" at
+ * /var/lib/vmkit/templates), with a message saying so. 0, 3 (no such pool) or 1. */
+int vm_pool_open(virConnectPtr conn, const char *name, virStoragePoolPtr *pool);
+/* Pools whose volumes are files (dir, fs, netfs, gluster ...): they hold qcow2
+ * overlays. Others (logical, iscsi, rbd ...) hold what their type can. */
+bool vm_pool_is_file_based(virStoragePoolPtr pool);
+char *vm_pool_type(virStoragePoolPtr pool);
+/* The pool's target folder (or device folder); NULL on error. */
+char *vm_pool_target(virStoragePoolPtr pool);
+/* Refreshes a pool (files made outside libvirt's knowledge appear, chains are read
+ * again). 0 or 1 after a message. */
+int vm_pool_refresh(virStoragePoolPtr pool);
+
+/* What a volume holds; from libvirt's volume XML (its pool refreshed first), or
+ * from qemu-img info on a local connection for a file in no pool. */
+struct vm_imginfo {
+  char *path, *format, *backing, *backing_format;
+  uint64_t capacity, allocation;
+  bool in_pool;
+  char *pool; /* its pool's name, NULL when in none */
+};
+void vm_imginfo_free(struct vm_imginfo *i);
+/* 0, VM_EXIT_NOTFOUND quietly when there is no such file, or an exit code after a
+ * message (a file in no pool on a remote host: "... is in no storage pool of HOST"). */
+int vm_image_info(virConnectPtr conn, const char *path, struct vm_imginfo *info);
+/* The same without messages, for scans over other VMs' disks. */
+int vm_image_info_quiet(virConnectPtr conn, const char *path, struct vm_imginfo *info);
+/* Says that vmkit changed images (a merge, a new overlay): the next look at a pool
+ * refreshes it first. */
+void vm_storage_changed(void);
+/* Finds the volume at path: 0, VM_EXIT_NOTFOUND quietly when no pool holds it, or
+ * an exit code after a message. A miss refreshes the pool whose folder holds path
+ * and looks again. */
+int vm_vol_find(virConnectPtr conn, const char *path, virStorageVolPtr *vol);
+/* Does a file exist on the host (in a pool, or locally on a local connection)? */
+bool vm_path_exists(virConnectPtr conn, const char *path);
+/* Creates volume NAME in pool: a qcow2 (or the pool's kind) of capacity bytes,
+ * standing on backing when given (a linked clone). Mode 0600 unless mode is set.
+ * VM_EXIT_STATE when it exists. *vol may be NULL. */
+struct vm_volspec {
+  const char *name, *format;
+  uint64_t capacity;
+  const char *backing, *backing_format;
+  unsigned mode; /* 0: 0600 */
+};
+int vm_vol_create(virStoragePoolPtr pool, const struct vm_volspec *spec, virStorageVolPtr *vol);
+/* A full copy of src into pool (qemu-img convert by libvirt: the chain flattened). */
+int vm_vol_create_from(virStoragePoolPtr pool, const struct vm_volspec *spec, virStorageVolPtr src,
+                       virStorageVolPtr *vol);
+/* The active pool whose folder holds path: 0, or VM_EXIT_NOTFOUND quietly. */
+int vm_pool_of_path(virConnectPtr conn, const char *path, virStoragePoolPtr *pool);
+/* A new qcow2 overlay at path on backing (same virtual size), through the pool whose
+ * folder holds path; with qemu-img only for a local folder in no pool. VM_EXIT_STATE
+ * when path exists. */
+int vm_overlay_create(virConnectPtr conn, const char *path, const char *backing, const char *backing_format);
+/* Removes the file at path through libvirt; a file in no pool only on a local
+ * connection. A missing file is fine (0). */
+int vm_path_delete(virConnectPtr conn, const char *path);
+/* Streams, sparse: only allocated data crosses. */
+int vm_vol_upload_file(virStorageVolPtr vol, const char *local_path);
+int vm_vol_download_file(virStorageVolPtr vol, const char *local_path);
+int vm_vol_copy(virStorageVolPtr src, virStorageVolPtr dst, const char *what);
+/* Small volumes holding text (a template's record). */
+int vm_vol_write_text(virStorageVolPtr vol, const char *text);
+char *vm_vol_read_text(virStorageVolPtr vol, size_t max);
+/* Is path a template's image (its pool holds a template record naming it)? */
+bool vm_image_is_template(virConnectPtr conn, const char *path);
+
+/* ---- Image chains and who stands on them (image.c) ------------------------------------- */
+/* Paths of every file in path's backing chain, path itself first. */
+int vm_image_chain(virConnectPtr conn, const char *path, struct vm_strv *files);
+/* Names of the domains (other than except) whose disks are, or are backed by, the
+ * image at path. Scans every defined domain. */
+int vm_image_users(virConnectPtr conn, const char *path, const char *except, struct vm_strv *users);
+/* True when vmkit named the file after the VM: VM.qcow2, VM-diskN.qcow2,
+ * VM-TARGET.LABEL.qcow2, VM.LABEL.mem: the VM's own files. */
+bool vm_image_named_for(const char *path, const char *vm);
+
+/* ---- Undo (undo.c) ------------------------------------------------------------------------
+ * Work that makes several things (volumes, then a domain) registers each as it is
+ * made; vm_undo_run() removes them in reverse order when a later step fails, so
+ * nothing half-made is left behind. vm_undo_forget() commits. A list starts as
+ * struct vm_undo u = { 0 }. */
+struct vm_undo_item;
+struct vm_undo {
+  struct vm_undo_item *v;
+  size_t n;
+};
+void vm_undo_volume(struct vm_undo *u, virConnectPtr conn, const char *path);
+void vm_undo_local_file(struct vm_undo *u, const char *path);
+void vm_undo_local_dir(struct vm_undo *u, const char *path);
+void vm_undo_domain(struct vm_undo *u, virDomainPtr dom);
+void vm_undo_run(struct vm_undo *u);
+void vm_undo_forget(struct vm_undo *u);
+/* Removes a local directory tree (our own scratch folders only). */
+int vm_remove_tree(const char *path);
+
+/* ---- The journal (journal.c) --------------------------------------------------------------
+ * A run that makes or removes several things on a VM first writes what it is about
+ * to do into the VM's definition (a metadata element in VM_JOURNAL_NS), so that the
+ * next run that holds the VM's lock finishes or rolls back what a killed run
+ * started, the way git recovers. The record is an element <journal op= tool= pid=
+ * host= started=> whose children are the operation's own. */
+#define VM_JOURNAL_NS "https://vmkit.dev/xmlns/journal/1"
+#define VM_JOURNAL_PREFIX "vmkitjournal"
+/* A new record for op by this run. */
+xmlDocPtr vm_journal_new(const char *op);
+/* Adds <volume path= role=/> (role: what the op does with it). */
+void vm_journal_add_volume(xmlDocPtr rec, const char *path, const char *role);
+int vm_journal_write(virDomainPtr dom, xmlDocPtr rec);
+/* 0 with *rec NULL when there is none. */
+int vm_journal_read(virDomainPtr dom, xmlDocPtr *rec);
+int vm_journal_clear(virDomainPtr dom);
+/* The op, tool and pid of a record (pointers into it; free with xmlFree). */
+char *vm_journal_attr(xmlDocPtr rec, const char *name);
+/* The volumes of a record with a role, in order. */
+void vm_journal_volumes(xmlDocPtr rec, const char *role, struct vm_strv *out);
+/* Finishes or rolls back a record that vmkit's shared code knows (create,
+ * undefine): 0 when there was none or it is done; VM_EXIT_NOTFOUND when the VM is
+ * gone with it (a rolled-back create); 1 after a message. Records of other ops are
+ * left to their tools: *other is set to the op when there is one. */
+int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other);
+
+#endif

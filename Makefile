@@ -89,7 +89,11 @@ t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -o $@ $< $(LIBVMKIT_BASE) $(BASE_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
-check: all $(UNIT_BINS)
+# A fault injector the tests preload into a tool (t/fault/inject.c).
+t/fault/libinject.so: t/fault/inject.c
+	$(CC) $(CFLAGS) -shared -fPIC $(shell $(PKG_CONFIG) --cflags libvirt) -o $@ $< -ldl
+
+check: all $(UNIT_BINS) t/fault/libinject.so
 	t/run
 
 install: all
@@ -100,7 +104,7 @@ install: all
 
 clean:
 	rm -f common/*/*.o common/*/*.d common/*.a $(foreach t,$(TOOLS),$(t)/*.o $(t)/*.d $(t)/$(t)) \
-	  $(UNIT_BINS) t/unit/*.d
+	  $(UNIT_BINS) t/unit/*.d t/fault/libinject.so
 
 .PHONY: all check install clean
 -include $(COMMON_SRCS:.c=.d) $(ALL_OBJS:.o=.d)

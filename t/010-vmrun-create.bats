@@ -4,7 +4,7 @@
 
 load helpers
 
-@test "create --dry-run prints the XML and the qemu-img command and makes nothing" {
+@test "create --dry-run prints the XML and the volumes it would make, and makes nothing" {
   local vm
   vm=$(vm_name dry)
   run_tool 0 vmrun create "$vm" --template tiny --disk 1G --dry-run
@@ -12,8 +12,8 @@ load helpers
   [[ "$output" == *"<source file=\"$VMKIT_STORAGE_DIR/$vm.qcow2\"/>"* ]]
   [[ "$output" == *"<vmkit:template>tiny</vmkit:template>"* ]]
   [[ "$output" == *'<domain type="qemu">'* ]]
-  [[ "$stderr" == *"would run: qemu-img create -q -f qcow2 -F qcow2 -b $VMKIT_TEMPLATE_DIR/tiny/disk.qcow2 $VMKIT_STORAGE_DIR/$vm.qcow2"* ]]
-  [[ "$stderr" == *"would run: qemu-img create -q -f qcow2 $VMKIT_STORAGE_DIR/$vm-disk1.qcow2 1073741824"* ]]
+  [[ "$stderr" == *"would create volume '$vm.qcow2' in pool '$VMKIT_POOL': a linked clone of $VMKIT_TEMPLATE_DIR/tiny.qcow2 (64M)"* ]]
+  [[ "$stderr" == *"would create volume '$vm-disk1.qcow2' in pool '$VMKIT_POOL': a new volume (1G)"* ]]
   # The XML is what libvirt would accept.
   echo "$output" > "$BATS_TEST_TMPDIR/dom.xml"
   virt-xml-validate "$BATS_TEST_TMPDIR/dom.xml" domain
@@ -29,14 +29,14 @@ load helpers
   run_tool 0 vmrun create "$vm" --template tiny
   [[ "$stderr" == *"created VM '$vm' (linked clone of 'tiny')"* ]]
   run qemu-img info --output=json "$VMKIT_STORAGE_DIR/$vm.qcow2"
-  [ "$(jq -r '."backing-filename"' <<< "$output")" = "$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2" ]
+  [ "$(jq -r '."backing-filename"' <<< "$output")" = "$VMKIT_TEMPLATE_DIR/tiny.qcow2" ]
   [ "$(jq -r '."backing-filename-format"' <<< "$output")" = qcow2 ]
   run_tool 0 vmrun info "$vm" -o json
   [ "$(jq -r .state <<< "$output")" = shutoff ]
   [ "$(jq -r .template <<< "$output")" = tiny ]
   [ "$(jq -r .memory <<< "$output")" = 268435456 ]
   [ "$(jq -r .vcpus <<< "$output")" = 1 ]
-  [ "$(jq -r .kernel <<< "$output")" = "$VMKIT_TEMPLATE_DIR/tiny/vmlinuz" ]
+  [ "$(jq -r .kernel <<< "$output")" = "$VMKIT_TEMPLATE_DIR/tiny.vmlinuz" ]
   [ "$(jq -r '.disks[0].source' <<< "$output")" = "$VMKIT_STORAGE_DIR/$vm.qcow2" ]
   [ "$(jq -r '.nics[0].type' <<< "$output")" = user ]
   run_tool 0 vmrun list -o tsv
@@ -196,7 +196,7 @@ load helpers
   assert_one_error_line "image '$img' is in use by VM '$vm-a': use --copy"
   run_tool 4 vmrun create "$vm-b" --image "$VMKIT_STORAGE_DIR/$vm-over.qcow2" --kernel "$VMKIT_FIXTURE/vmlinuz"
   run_tool 0 vmrun create "$vm-b" --image "$img" --copy --kernel "$VMKIT_FIXTURE/vmlinuz"
-  run_tool 4 vmrun create "$vm-d" --image "$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2"
+  run_tool 4 vmrun create "$vm-d" --image "$VMKIT_TEMPLATE_DIR/tiny.qcow2"
   assert_one_error_line "is a template: use --template"
   run virsh_q dominfo "$vm-d"
   [ "$status" -ne 0 ]

@@ -33,7 +33,7 @@ teardown() { :; }
   [ "$(jq -r .state <<< "$output")" = running ]
   [ "$(jq -r '.id | type' <<< "$output")" = number ]
   [ "$(jq -r .console_log <<< "$output")" = "/var/log/libvirt/qemu/$VM-console.log" ]
-  [ "$(jq -r '.disks[0].capacity' <<< "$output")" = "$(jq -r .virtual_size "$VMKIT_TEMPLATE_DIR/tiny/template.json")" ]
+  [ "$(jq -r '.disks[0].capacity' <<< "$output")" = "$(jq -r .virtual_size "$VMKIT_TEMPLATE_DIR/tiny.template")" ]
   run_tool 0 vmrun info "$VM" -o tsv
   grep -qx "state	running" <<< "$output"
   run_tool 3 vmrun info "${VM}-nosuch"

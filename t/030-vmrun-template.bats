@@ -22,16 +22,17 @@ load helpers
 
   run_tool 0 vmrun template create "$tpl" --from "$src" --description "sealed tiny"
   local d=$VMKIT_TEMPLATE_DIR/$tpl
-  [ "$(stat -c %a "$d/disk.qcow2")" = 444 ]
-  [ -f "$d/vmlinuz" ] && [ -f "$d/initrd.img" ]
-  [ "$(jq -r .source "$d/template.json")" = "$src" ]
-  [ "$(jq -r .vcpus "$d/template.json")" = 2 ]
-  [ "$(jq -r .memory "$d/template.json")" = $((300 << 20)) ]
-  [ "$(qemu-img info --output=json "$d/disk.qcow2" | jq -r '."backing-filename" // "none"')" = none ]
+  [ "$(stat -c %a "$d.qcow2")" = 444 ]
+  [ -f "$d.vmlinuz" ] && [ -f "$d.initrd" ]
+  [ "$(jq -r .source "$d.template")" = "$src" ]
+  [ "$(jq -r .state "$d.template")" = complete ]
+  [ "$(jq -r .vcpus "$d.template")" = 2 ]
+  [ "$(jq -r .memory "$d.template")" = $((300 << 20)) ]
+  [ "$(qemu-img info --output=json "$d.qcow2" | jq -r '."backing-filename" // "none"')" = none ]
   # The source VM's disk was read, never written.
   qemu-img compare -q "$VMKIT_FIXTURE/root.qcow2" "$VMKIT_STORAGE_DIR/$src.qcow2"
   run_tool 4 vmrun template create "$tpl" --from "$src"
-  assert_one_error_line "template '$tpl' already exists"
+  assert_one_error_line "template '$tpl' already exists on"
 
   run_tool 0 vmrun template list -o json
   [ "$(jq --arg t "$tpl" '.[] | select(.name == $t) | .clones' <<< "$output")" = 0 ]
@@ -50,9 +51,9 @@ load helpers
   run_tool 0 vmrun undefine "$clone" --force --remove-storage
   [[ "$stderr" == *"keeping template image"* ]]
   [ ! -e "$VMKIT_STORAGE_DIR/$clone.qcow2" ]
-  [ -f "$d/disk.qcow2" ]
+  [ -f "$d.qcow2" ]
   run_tool 0 vmrun template delete "$tpl"
-  [ ! -e "$d" ]
+  [ -z "$(ls "$VMKIT_TEMPLATE_DIR" | grep "^$tpl\." || true)" ]
   run_tool 3 vmrun template delete "$tpl"
 }
 
@@ -74,7 +75,7 @@ load helpers
   salt=$(cut -d'$' -f3 <<< "$hash")
   [ "$(busybox mkpasswd -m sha512 's3cret pass' "$salt")" = "$hash" ]
   # The template's disk is untouched: the writes went into the clone's overlay.
-  qemu-img compare -q "$VMKIT_FIXTURE/root.qcow2" "$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2"
+  qemu-img compare -q "$VMKIT_FIXTURE/root.qcow2" "$VMKIT_TEMPLATE_DIR/tiny.qcow2"
 }
 
 @test "customization inputs are checked before anything is made" {

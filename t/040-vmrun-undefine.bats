@@ -37,7 +37,7 @@ load helpers
   run_tool 0 vmrun undefine "$a" --remove-storage
   [ ! -e "$s/$a.qcow2" ] && [ ! -e "$s/$a-disk1.qcow2" ]
   [ -f "$iso" ]
-  [ -f "$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2" ]
+  [ -f "$VMKIT_TEMPLATE_DIR/tiny.qcow2" ]
   [[ "$stderr" == *"keeping template image"* ]]
 
   run_tool 0 vmrun undefine "$b" --remove-storage

@@ -137,12 +137,12 @@ mem_and_disk() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /
   vm=$(vm_name ontpl)
   # vmrun never puts a VM on a template's image itself; virsh can.
   run_tool 0 vmrun create "$vm" --template tiny --dry-run
-  xml=$(sed "s|$VMKIT_STORAGE_DIR/$vm.qcow2|$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2|" <<< "$output")
+  xml=$(sed "s|$VMKIT_STORAGE_DIR/$vm.qcow2|$VMKIT_TEMPLATE_DIR/tiny.qcow2|" <<< "$output")
   virsh_q define /dev/stdin <<< "$xml" >/dev/null
   run_tool 0 vmsnap create "$vm" s1
   run_tool 4 vmsnap delete "$vm" s1
-  assert_one_error_line "would write into template image '$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2'"
-  qemu-img compare -q "$VMKIT_FIXTURE/root.qcow2" "$VMKIT_TEMPLATE_DIR/tiny/disk.qcow2"
+  assert_one_error_line "would write into template image '$VMKIT_TEMPLATE_DIR/tiny.qcow2'"
+  qemu-img compare -q "$VMKIT_FIXTURE/root.qcow2" "$VMKIT_TEMPLATE_DIR/tiny.qcow2"
   run_tool 0 vmsnap delete "$vm" s1 --metadata
   # Nothing of the VM's went into the template's folder.
   [ -f "$VMKIT_STORAGE_DIR/$vm-vda.s1.qcow2" ]

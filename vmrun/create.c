@@ -544,6 +544,8 @@ int cmd_create(int argc, char **argv)
   c.cust = (struct customization){ o_hostname, o_ssh_key, o_root_pw };
   if (customization_wanted(&c.cust) && !o_template)
     return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template");
+  /* Everything the exit path releases is declared before the first goto. */
+  CLEANUP_JSON json_object *rows = json_object_new_array();
   struct job *jobs = calloc(njobs, sizeof *jobs);
   if (!jobs) return vm_fail(VM_EXIT_FAIL, "out of memory");
   size_t built = 0;
@@ -677,7 +679,6 @@ int cmd_create(int argc, char **argv)
   }
   if (o_start && built) start_all(jobs, njobs);
   int first = 0;
-  CLEANUP_JSON json_object *rows = json_object_new_array();
   for (size_t i = 0; i < njobs; i++) {
     struct job *j = &jobs[i];
     if (j->rc == 0 && vm_interrupted()) j->rc = vm_fail_interrupted();

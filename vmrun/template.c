@@ -134,11 +134,11 @@ int template_load(virConnectPtr conn, const char *pool_name, const char *name, b
   const char *pname = pool_name ? pool_name : vm_default_template_pool();
   rc = template_open_pool(conn, pool_name, false, &pool);
   if (rc == VM_EXIT_NOTFOUND)
-    return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s (no storage pool '%s')", name,
+    return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s (no storage pool '%s')", name,
                    vm_conn_host_name(conn), pname);
   if (rc) return rc;
   CLEANUP_JSON json_object *j = read_record(pool, name);
-  if (!j) return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' in pool '%s' of %s", name, pname, vm_conn_host_name(conn));
+  if (!j) return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in pool '%s' of %s", name, pname, vm_conn_host_name(conn));
   template_from_record(pool, name, j, t);
   if (!complete(t) && !allow_incomplete) {
     template_free(t);
@@ -371,7 +371,7 @@ static int template_create(int argc, char **argv)
   CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
   CLEANUP_JSON json_object *existing = NULL, *rec = NULL;
   CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
-  CLEANUP_FREE char *scratch = NULL;
+  CLEANUP_FREE char *scratch = NULL, *dpath = NULL;
   struct vm_undo undo = { 0 };
   char id[37];
   vm_uuid_random(id);
@@ -413,7 +413,6 @@ static int template_create(int argc, char **argv)
     rc = vm_fail_interrupted();
     goto fail;
   }
-  CLEANUP_FREE char *dpath = NULL;
   {
     CLEANUP_VIRVOL virStorageVolPtr dv = virStorageVolLookupByName(pool, vdisk);
     dpath = dv ? virStorageVolGetPath(dv) : NULL;
@@ -579,7 +578,7 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
   virStorageVolPtr probe = virStorageVolLookupByName(pool, rname);
   if (!probe) {
     virResetLastError();
-    return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' in pool '%s' of %s", name, virStoragePoolGetName(pool),
+    return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in pool '%s' of %s", name, virStoragePoolGetName(pool),
                    vm_conn_host_name(conn));
   }
   virStorageVolFree(probe);
@@ -624,7 +623,7 @@ static int template_delete(int argc, char **argv)
   CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
   rc = template_open_pool(conn, o_pool, false, &pool);
   if (rc == VM_EXIT_NOTFOUND)
-    return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s (no storage pool '%s')", args[0],
+    return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s (no storage pool '%s')", args[0],
                    vm_conn_host_name(conn), o_pool ? o_pool : vm_default_template_pool());
   if (rc) return rc;
   int first = 0;
@@ -674,18 +673,22 @@ static int template_push(int argc, char **argv)
   const char *suuid = vm_conn_host_uuid(sconn), *duuid = vm_conn_host_uuid(dconn);
   if (!suuid || !duuid) return VM_EXIT_FAIL;
 
+  /* Everything the exit path releases is declared before the first goto. */
   CLEANUP_VIRPOOL virStoragePoolPtr spool = NULL, dpool = NULL;
   CLEANUP_JSON json_object *sj = NULL, *dj = NULL, *rec = NULL;
+  CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
+  CLEANUP_FREE char *vdisk = vol_name(name, "qcow2"), *vkernel = vol_name(name, "vmlinuz");
+  CLEANUP_FREE char *vinitrd = vol_name(name, "initrd"), *vrec = vol_name(name, "template");
   struct template t = { 0 };
   struct vm_undo undo = { 0 };
   if ((rc = template_open_pool(sconn, o_pool, false, &spool))) {
     if (rc == VM_EXIT_NOTFOUND)
-      rc = vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s (no storage pool '%s')", name,
+      rc = vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s (no storage pool '%s')", name,
                    vm_conn_host_name(sconn), o_pool ? o_pool : vm_default_template_pool());
     return rc;
   }
   if ((rc = claim(sconn, spool, name, true, &sj))) return rc;
-  if (!sj) return vm_fail(VM_EXIT_NOTFOUND, "no template '%s' on %s", name, vm_conn_host_name(sconn));
+  if (!sj) return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s", name, vm_conn_host_name(sconn));
   template_from_record(spool, name, sj, &t);
   if (!t.disk) {
     rc = vm_fail(VM_EXIT_FAIL, "template '%s' is damaged: its disk volume is missing", name);
@@ -712,13 +715,10 @@ static int template_push(int argc, char **argv)
   }
 
   vm_catch_signals();
-  CLEANUP_FREE char *vdisk = vol_name(name, "qcow2"), *vkernel = vol_name(name, "vmlinuz");
-  CLEANUP_FREE char *vinitrd = vol_name(name, "initrd"), *vrec = vol_name(name, "template");
   const char *vols[] = { vdisk, t.kernel ? vkernel : NULL, NULL, NULL };
   if (t.kernel && t.initrd) vols[2] = vinitrd;
   else if (!t.kernel && t.initrd) vols[1] = vinitrd;
   rec = new_record(name, t.id ? t.id : "", vols);
-  CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
   if ((rc = new_volume(dconn, dpool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
     goto fail;
   if ((rc = push_volume(dconn, dpool, &undo, t.disk, sconn, vdisk, 0444))) goto fail;

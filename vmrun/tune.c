@@ -275,7 +275,9 @@ static int apply_all(virDomainPtr dom, const char *name, unsigned flags, struct 
       bool have_old = get_group(dom, (enum group)g, targets[t], &old) == 0;
       virResetLastError();
       if (set_group(dom, (enum group)g, targets[t], changes[g]) < 0) {
-        rc = vm_fail_virt("cannot set %s of '%s'", group_names[g], name);
+        if (g == G_IO) rc = vm_fail_virt("cannot set I/O limits of disk '%s' of '%s'", o_disk, name);
+        else if (g == G_BW) rc = vm_fail_virt("cannot limit bandwidth of NIC '%s' of '%s'", o_nic, name);
+        else rc = vm_fail_virt("cannot set %s of '%s'", group_names[g], name);
         params_free(&old);
         break;
       }

@@ -74,7 +74,7 @@ int cmd_create(int argc, char **argv)
   struct vm_disk *disks = NULL;
   size_t nd = 0;
   struct vm_strv made = { 0 };
-  CLEANUP_XMLDOC xmlDocPtr snapdoc = NULL, domdoc = NULL;
+  CLEANUP_XMLDOC xmlDocPtr snapdoc = NULL, domdoc = NULL, rec = NULL;
   CLEANUP_FREE char *snapxml = NULL;
   virDomainSnapshotPtr created = NULL;
 
@@ -187,7 +187,6 @@ int cmd_create(int argc, char **argv)
     }
   }
   if (quiesce) flags |= VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE;
-  CLEANUP_XMLDOC xmlDocPtr rec = NULL;
   if (made.n) {
     rec = vm_journal_new("snapshot-create");
     vm_xml_set(vm_xml_child(xmlDocGetRootElement(rec), "snapshot", NULL), "name", name);

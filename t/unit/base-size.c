@@ -48,6 +48,35 @@ static void parse_rejects(void **state)
   assert_int_equal(b, 77);
 }
 
+/* Sizes are integers all the way: no double rounds them (review of issue 6). */
+static void parse_exact(void **state)
+{
+  uint64_t b;
+  assert_int_equal(vm_parse_size("9007199254740993", 'B', &b), 0);
+  assert_true(b == 9007199254740993ULL);
+  assert_int_equal(vm_parse_size("18446744073709551615", 'B', &b), 0);
+  assert_true(b == UINT64_MAX);
+  assert_int_equal(vm_parse_size("18446744073709551616", 'B', &b), -1);
+  assert_int_equal(vm_parse_size("16384P", 'B', &b), -1);
+  assert_int_equal(vm_parse_size("16383P", 'B', &b), 0);
+  assert_true(b == 16383ULL << 50);
+  /* A fraction is taken only when it makes whole bytes. */
+  assert_int_equal(vm_parse_size("1.00000000000000000001G", 'B', &b), -1);
+  assert_int_equal(vm_parse_size("1.5G", 'B', &b), 0);
+  assert_true(b == 3ULL << 29);
+  assert_int_equal(vm_parse_size("0.5K", 'B', &b), 0);
+  assert_true(b == 512);
+  assert_int_equal(vm_parse_size("0.1K", 'B', &b), -1);
+  assert_int_equal(vm_parse_size("1.50000000000000000000000000000G", 'B', &b), 0);
+  assert_true(b == 3ULL << 29);
+  assert_int_equal(vm_parse_size("2.", 'G', &b), -1);
+  assert_int_equal(vm_parse_size("9007199254740993.5", 'K', &b), 0);
+  assert_true(b == 9007199254740993ULL * 1024 + 512);
+  assert_int_equal(vm_parse_size("9007199254740993.5", 'B', &b), -1);
+  assert_int_equal(vm_parse_size("1.25", 'M', &b), 0);
+  assert_true(b == 1310720);
+}
+
 static void format_human(void **state)
 {
   char buf[16];
@@ -94,6 +123,7 @@ int main(void)
     cmocka_unit_test(parse_units),   cmocka_unit_test(parse_default_unit),
     cmocka_unit_test(parse_rejects), cmocka_unit_test(format_human),
     cmocka_unit_test(parse_uint),    cmocka_unit_test(durations),
+    cmocka_unit_test(parse_exact),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,75 @@
+/* A fault injector for tests, preloaded into a tool (LD_PRELOAD): it makes chosen
+ * libvirt calls fail or wait, so that a test can reach a failure or an instant the
+ * real components give only rarely. It only adds to tests that run the real
+ * libvirtd and guests; it replaces nothing.
+ *
+ * VMKIT_INJECT holds rules separated by ';':
+ *   virDomainGetMetadata:fail:NAMESPACE-URI   fail reads of that namespace
+ *   virDomainSnapshotCreateXML:delay:MS       wait before the real call
+ *   virDomainSetBlockIoTune:fail              fail every call
+ * A failing call fails the way libvirt does, with libvirt's own error set: the real
+ * function is called with an argument libvirt refuses. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libvirt/libvirt.h>
+
+/* The argument of the rule for fn and action, "" when it has none, NULL if none. */
+static const char *rule(const char *fn, const char *action)
+{
+  static char arg[1024];
+  const char *spec = getenv("VMKIT_INJECT");
+  if (!spec) return NULL;
+  size_t fl = strlen(fn), al = strlen(action);
+  for (const char *p = spec; *p;) {
+    const char *end = strchr(p, ';');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len > fl + al + 1 && strncmp(p, fn, fl) == 0 && p[fl] == ':' && strncmp(p + fl + 1, action, al) == 0 &&
+        (len == fl + 1 + al || p[fl + 1 + al] == ':')) {
+      size_t rest = len > fl + 2 + al ? len - (fl + 2 + al) : 0;
+      if (rest >= sizeof arg) rest = sizeof arg - 1;
+      memcpy(arg, p + fl + 2 + al, rest);
+      arg[rest] = '\0';
+      return arg;
+    }
+    if (len == fl + al + 1 && strncmp(p, fn, fl) == 0 && strncmp(p + fl + 1, action, al) == 0) return "";
+    p += len + (end ? 1 : 0);
+  }
+  return NULL;
+}
+
+static void pause_ms(long ms)
+{
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+}
+
+char *virDomainGetMetadata(virDomainPtr dom, int type, const char *uri, unsigned int flags)
+{
+  char *(*real)(virDomainPtr, int, const char *, unsigned int) = dlsym(RTLD_NEXT, "virDomainGetMetadata");
+  const char *ns = rule("virDomainGetMetadata", "fail");
+  if (ns && (!*ns || (uri && strcmp(ns, uri) == 0))) return real(NULL, type, uri, flags); /* an invalid domain */
+  return real(dom, type, uri, flags);
+}
+
+virDomainSnapshotPtr virDomainSnapshotCreateXML(virDomainPtr dom, const char *xml, unsigned int flags)
+{
+  virDomainSnapshotPtr (*real)(virDomainPtr, const char *, unsigned int) =
+    dlsym(RTLD_NEXT, "virDomainSnapshotCreateXML");
+  const char *ms = rule("virDomainSnapshotCreateXML", "delay");
+  if (ms && *ms) pause_ms(atol(ms));
+  return real(dom, xml, flags);
+}
+
+int virDomainSetBlockIoTune(virDomainPtr dom, const char *disk, virTypedParameterPtr params, int nparams,
+                            unsigned int flags)
+{
+  int (*real)(virDomainPtr, const char *, virTypedParameterPtr, int, unsigned int) =
+    dlsym(RTLD_NEXT, "virDomainSetBlockIoTune");
+  if (rule("virDomainSetBlockIoTune", "fail")) return real(NULL, disk, params, nparams, flags);
+  return real(dom, disk, params, nparams, flags);
+}

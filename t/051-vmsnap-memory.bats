@@ -146,5 +146,5 @@ mem_and_disk() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /
   run_tool 0 vmsnap delete "$vm" s1 --metadata
   # Nothing of the VM's went into the template's folder.
   [ -f "$VMKIT_STORAGE_DIR/$vm-vda.s1.qcow2" ]
-  [ -z "$(ls "$VMKIT_TEMPLATE_DIR/tiny" | grep "^$vm" || true)" ]
+  [ -z "$(ls "$VMKIT_TEMPLATE_DIR" | grep "^$vm" || true)" ]
 }

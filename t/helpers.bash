@@ -57,7 +57,8 @@ vm_name() { echo "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-$1"; }
 # file_vm_name SUFFIX: a VM shared by the tests of one file (setup_file).
 file_vm_name() { echo "${VMKIT_TEST_PREFIX}${FILETAG}-f-$1"; }
 
-virsh_q() { virsh -q -c qemu:///system "$@"; }
+# virsh on this host, or on the one VIRSH_URI names.
+virsh_q() { virsh -q -c "${VIRSH_URI:-qemu:///system}" "$@"; }
 
 # Removes every VM whose name starts with PREFIX, with its snapshot records.
 remove_vms() {

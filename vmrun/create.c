@@ -268,7 +268,8 @@ static int plan_job(struct common *c, struct job *j, struct vm_spec *spec)
     CLEANUP_FREE char *tmp = vm_strdup_printf("%s.custom", j->vols[0].path);
     vm_journal_add_volume(rec, tmp, "new");
   }
-  spec->journal = rec;
+  /* A dry run shows the definition as it will stay, without the record. */
+  spec->journal = o_dry_run ? NULL : rec;
   j->xml = vm_spec_xml(spec);
   spec->journal = NULL;
   spec->console_log = NULL;

@@ -753,17 +753,17 @@ char *template_local_disk(virConnectPtr conn, const struct template *t)
   const char *uri = getenv("VMKIT_LOCAL_URI");
   virConnectPtr local = virConnectOpen(uri && *uri ? uri : "qemu:///system");
   char *path = NULL;
-  if (local && vm_conn_is_local(local)) {
+  /* In the pool of the same name here, else in this machine's template pool. */
+  const char *pools[] = { t->pool, vm_default_template_pool() };
+  for (size_t i = 0; i < 2 && local && !path && vm_conn_is_local(local); i++) {
     struct template lt;
     CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-    if (template_open_pool(local, t->pool, false, &pool) == 0) {
-      CLEANUP_JSON json_object *j = read_record(pool, t->name);
-      if (j) {
-        template_from_record(pool, t->name, j, &lt);
-        if (complete(&lt) && lt.id && t->id && strcmp(lt.id, t->id) == 0 && lt.disk) path = vm_strdup(lt.disk);
-        template_free(&lt);
-      }
-    }
+    if (template_open_pool(local, pools[i], false, &pool) != 0) continue;
+    CLEANUP_JSON json_object *j = read_record(pool, t->name);
+    if (!j) continue;
+    template_from_record(pool, t->name, j, &lt);
+    if (complete(&lt) && lt.id && t->id && strcmp(lt.id, t->id) == 0 && lt.disk) path = vm_strdup(lt.disk);
+    template_free(&lt);
   }
   virResetLastError();
   if (local) {

@@ -57,7 +57,7 @@ static char *describe(pid_t pid)
   CLEANUP_FREE char *cmd = vm_read_file(path, 1 << 16, &len);
   if (!cmd || !len) return vm_strdup_printf("pid %d", (int)pid);
   struct vm_strv words = { 0 };
-  for (size_t off = 0; off < len && words.n < 4; off += strlen(cmd + off) + 1) {
+  for (size_t off = 0; off < len && words.n < 8; off += strlen(cmd + off) + 1) {
     const char *w = cmd + off;
     if (words.n == 0 && strrchr(w, '/')) w = strrchr(w, '/') + 1;
     if (*w) vm_strv_add(&words, w);

@@ -136,13 +136,34 @@ char *vm_read_file(const char *path, size_t max, size_t *len)
     errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
     return NULL;
   }
-  char *buf = xrealloc(NULL, (size_t)st.st_size + 1);
-  size_t got = 0;
-  while (got < (size_t)st.st_size) {
-    ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+  /* Read to the end, not to the size: files of /proc say they are empty. */
+  size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, got = 0;
+  char *buf = xrealloc(NULL, cap + 1);
+  for (;;) {
+    if (got == cap) {
+      if (cap > max) {
+        free(buf);
+        errno = EFBIG;
+        return NULL;
+      }
+      cap *= 2;
+      buf = xrealloc(buf, cap + 1);
+    }
+    ssize_t r = read(fd, buf + got, cap - got);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
+    if (r < 0) {
+      int e = errno;
+      free(buf);
+      errno = e;
+      return NULL;
+    }
+    if (r == 0) break;
     got += (size_t)r;
+  }
+  if (got > max) {
+    free(buf);
+    errno = EFBIG;
+    return NULL;
   }
   buf[got] = '\0';
   if (len) *len = got;

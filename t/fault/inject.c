@@ -7,6 +7,7 @@
  *   virDomainGetMetadata:fail:NAMESPACE-URI   fail reads of that namespace
  *   virDomainSnapshotCreateXML:delay:MS       wait before the real call
  *   virDomainSetBlockIoTune:fail              fail every call
+ *   virDomainBlockJobAbort:delay:MS           wait before a pivot or cancel
  * A failing call fails the way libvirt does, with libvirt's own error set: the real
  * function is called with an argument libvirt refuses. */
 #define _GNU_SOURCE
@@ -72,4 +73,12 @@ int virDomainSetBlockIoTune(virDomainPtr dom, const char *disk, virTypedParamete
     dlsym(RTLD_NEXT, "virDomainSetBlockIoTune");
   if (rule("virDomainSetBlockIoTune", "fail")) return real(NULL, disk, params, nparams, flags);
   return real(dom, disk, params, nparams, flags);
+}
+
+int virDomainBlockJobAbort(virDomainPtr dom, const char *disk, unsigned int flags)
+{
+  int (*real)(virDomainPtr, const char *, unsigned int) = dlsym(RTLD_NEXT, "virDomainBlockJobAbort");
+  const char *ms = rule("virDomainBlockJobAbort", "delay");
+  if (ms && *ms) pause_ms(atol(ms));
+  return real(dom, disk, flags);
 }

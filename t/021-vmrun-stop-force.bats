@@ -18,20 +18,29 @@ load helpers
   ! console "$vm" | grep -q 'vmkit-guest: going down'
 }
 
-@test "stop of several VMs waits for all against one deadline" {
-  local a b
-  a=$(vm_name one)
-  b=$(vm_name two)
-  run_tool 0 vmrun create "$a" --template tiny --start
+@test "stop of several VMs asks all at once: one that shuts down is done before one forced off at the deadline" {
+  local a b c
+  a=$(vm_name deaf)
+  b=$(vm_name one)
+  c=$(vm_name two)
+  run_tool 0 vmrun create "$a" --template tiny --start --cmdline "console=ttyS0 panic=-1 quiet vmkit.acpi=ignore vmkit.agent=off"
   run_tool 0 vmrun create "$b" --template tiny --start
+  run_tool 0 vmrun create "$c" --template tiny --start
   run_tool 0 vmrun wait "$a" --console-line 'vmkit-guest: up' --timeout 120
   run_tool 0 vmrun wait "$b" --console-line 'vmkit-guest: up' --timeout 120
-  run_tool 3 vmrun stop "$a" "$(vm_name nosuch)" "$b" --timeout 60
+  run_tool 0 vmrun wait "$c" --console-line 'vmkit-guest: up' --timeout 120
+  # The deaf VM comes first: stopped one after another, the others would be asked
+  # only after its timeout, and their messages would follow its own.
+  run_tool 3 vmrun stop "$a" "$(vm_name nosuch)" "$b" "$c" --timeout 20
   [[ "$stderr" == *"no such VM"* ]]
-  [[ "$stderr" == *"stopped VM '$a'"* ]]
-  [[ "$stderr" == *"stopped VM '$b'"* ]]
-  console "$a" | grep -q 'vmkit-guest: going down'
+  grep -n . <<< "$stderr" >&3
+  local nb nc na
+  nb=$(grep -n "stopped VM '$b'" <<< "$stderr" | cut -d: -f1)
+  nc=$(grep -n "stopped VM '$c'" <<< "$stderr" | cut -d: -f1)
+  na=$(grep -n "forced VM '$a' off after 20 s" <<< "$stderr" | cut -d: -f1)
+  [ -n "$na" ] && [ -n "$nb" ] && [ -n "$nc" ] && [ "$nb" -lt "$na" ] && [ "$nc" -lt "$na" ]
   console "$b" | grep -q 'vmkit-guest: going down'
+  console "$c" | grep -q 'vmkit-guest: going down'
 }
 
 @test "wait times out with exit 5; bad wait requests exit 2; unknown VM exits 3" {

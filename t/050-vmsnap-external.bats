@@ -95,7 +95,7 @@ disk() { echo "$VMKIT_STORAGE_DIR/$VM$1"; }
   # s1 froze the VM's own disk; two branches (s2's and the running one) stand on it.
   run_tool 0 vmsnap delete "$VM" s1
   [[ "$stderr" == *"keeping '$(disk .qcow2)': 2 images stand on it"* ]]
-  [ -z "$(snap_json "$VM" s1 name)" ]
+  no_snapshot "$VM" s1 name
   [ -f "$(disk -vda.s1.qcow2)" ]
   # s2's frozen image has nothing on it any more: it goes with s2.
   run_tool 0 vmsnap delete "$VM" s2

@@ -107,7 +107,7 @@ mem_and_disk() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /
   [ -f "$VMKIT_STORAGE_DIR/$a-vda.s1.qcow2" ]
   [ "$(snap_json "$a" s1 name)" = s1 ]
   run_tool 0 vmsnap delete "$a" s1 --metadata
-  [ -z "$(snap_json "$a" s1 name)" ]
+  no_snapshot "$a" s1 name
   [ -f "$VMKIT_STORAGE_DIR/$a-vda.s1.qcow2" ]
   qemu-img check -q "$VMKIT_STORAGE_DIR/$b.qcow2"
 }

@@ -134,7 +134,7 @@ assert_whole() {
     left=$(snap_json "$VM" "d$round" name)
     if [ -n "$left" ]; then run_tool 0 vmsnap delete "$VM" "d$round"; fi
     run_tool 0 vmsnap delete "$VM" "probe$round"
-    [ -z "$(snap_json "$VM" "d$round" name)" ]
+    no_snapshot "$VM" "d$round" name
     [ ! -e "$VMKIT_STORAGE_DIR/$VM-vda.d$round.qcow2" ]
     assert_whole "d$round"
   done
@@ -167,7 +167,7 @@ assert_whole() {
   run_tool 0 vmsnap create "$VM" next
   assert_stderr_has "finishing the delete of snapshot 'ready'"
   [ -z "$(virsh_q blockjob "$VM" vda --raw 2>/dev/null || true)" ] || ! virsh_q blockjob "$VM" vda --raw | grep -q type=
-  [ -z "$(snap_json "$VM" ready name)" ]
+  no_snapshot "$VM" ready name
   [ ! -e "$VMKIT_STORAGE_DIR/$VM-vda.ready.qcow2" ]
   run_tool 0 vmsnap delete "$VM" next
   assert_whole after

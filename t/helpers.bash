@@ -133,5 +133,17 @@ guest_data() { guest_exec "$1" 'sync; echo 3 > /proc/sys/vm/drop_caches; cat /mn
 # set_guest_data VM VALUE: writes it there and syncs.
 set_guest_data() { guest_exec "$1" "echo $2 > /mnt/data/value; sync" >/dev/null; }
 
-# snap_json VM SNAPSHOT FIELD: one field of a snapshot in `vmsnap list -o json`.
-snap_json() { "$TOP/vmsnap/vmsnap" list "$1" -o json | jq -r --arg n "$2" ".[] | select(.name == \$n) | .$3"; }
+# snap_json VM SNAPSHOT FIELD: one field of a snapshot in `vmsnap list -o json`;
+# fails (showing why) when vmsnap does, instead of handing jq nothing.
+snap_json() {
+  local out
+  out=$("$TOP/vmsnap/vmsnap" list "$1" -o json) || { echo "snap_json: vmsnap list $1 failed" >&2; return 1; }
+  jq -r --arg n "$2" ".[] | select(.name == \$n) | .$3" <<< "$out"
+}
+
+# no_snapshot VM SNAPSHOT [name]: the VM has no such snapshot (and vmsnap list worked).
+no_snapshot() {
+  local got
+  got=$(snap_json "$1" "$2" name)
+  [ -z "$got" ]
+}

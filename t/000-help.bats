@@ -197,6 +197,20 @@ assert_usage_error() {
       echo "in man/$tool.1 but in no '$tool ... --help':" $extra >&2
       bad=1
     fi
+    # The short ones too: popt shows "-c, --connect"; mdoc writes "Fl c".
+    from_help=$( { help_of "$tool"; while IFS= read -r v; do [ -z "$v" ] || help_of "$tool" $v; done <<<"$vl"; } |
+      grep -oE -- '(^|[[:space:]])-[A-Za-z0-9],' | tr -d ' ,' | sort -u)
+    from_man=$(grep -oE 'Fl [A-Za-z0-9]( |$)' "$page" | sed 's/^Fl /-/; s/ $//' | sort -u)
+    missing=$(comm -23 <(echo "$from_help") <(echo "$from_man"))
+    extra=$(comm -13 <(echo "$from_help") <(echo "$from_man"))
+    if [ -n "$missing" ]; then
+      echo "short options in '$tool --help' but not in man/$tool.1:" $missing >&2
+      bad=1
+    fi
+    if [ -n "$extra" ]; then
+      echo "short options in man/$tool.1 but in no '$tool ... --help':" $extra >&2
+      bad=1
+    fi
   done
   [ "$bad" -eq 0 ]
 }
@@ -226,4 +240,37 @@ assert_usage_error() {
     out=$(mandoc -T lint -W warning "$page" 2>&1) ||
       { echo "$out" >&2; return 1; }
   done
+}
+
+@test "each SYNOPSIS line gives only options its verb's --help knows" {
+  local tool page bad=0 verb flag
+  for tool in $TOOLS; do
+    page=$TOP/man/$tool.1
+    # One "verb<TAB>flag" line per flag of each synopsis block (.Nm ... up to the next .Nm).
+    while IFS=$'\t' read -r verb flag; do
+      [ -n "$verb" ] || continue
+      # "a | b" alternatives (pause | resume | destroy) each have the flag.
+      local v alts
+      IFS='|' read -ra alts <<<"$verb"
+      for v in "${alts[@]}"; do
+        [ -n "$v" ] || continue
+        case "$flag" in
+          -?) help_of "$tool" $v | grep -qE -- "(^|[[:space:]])$flag," ;;
+          *) help_of "$tool" $v | grep -q -- "$flag\\b" ;;
+        esac || { echo "man/$tool.1 SYNOPSIS: '$tool $v' has no option $flag" >&2; bad=1; }
+      done
+    done < <(awk '
+      /^\.Sh SYNOPSIS/ { on = 1; next }
+      /^\.Sh / { on = 0 }
+      !on { next }
+      /^\.Nm/ { verb = "" ; next }
+      /^\.Cm / { v = $0; sub(/^\.Cm /, "", v); gsub(/ \| /, "|", v); verb = (verb == "" ? v : verb " " v); next }
+      verb != "" {
+        for (i = 1; i < NF; i++) if (($i == "Fl" || $i == ".Fl") && $(i + 1) != "-") {
+          f = $(i + 1); if (f == "h" || f == "V") continue
+          print verb "\t-" f
+        }
+      }' "$page")
+  done
+  [ "$bad" -eq 0 ]
 }

@@ -61,7 +61,7 @@ case "${1:-}" in
   __prepare) # METHOD NAME TEMPLATE
     case "$2" in
       virt-install)
-        qemu-img create -q -f qcow2 -F qcow2 -b "$VMKIT_TEMPLATE_DIR/$4/disk.qcow2" \
+        qemu-img create -q -f qcow2 -F qcow2 -b "$VMKIT_TEMPLATE_DIR/$4.qcow2" \
           "$VMKIT_STORAGE_DIR/$3.qcow2" ;;
       floor)
         "$BENCH_VMRUN" create "$3" --template "$4" --dry-run > "$BENCH_SCRATCH/$3.xml" 2>/dev/null ;;
@@ -88,23 +88,16 @@ done
 scratch=$(mktemp -d "${BENCH_TMP:-/var/tmp}/bench-create.XXXXXX")
 chmod 755 "$scratch"  # QEMU runs as libvirt-qemu and must reach the disks
 export BENCH_SCRATCH=$scratch BENCH_PREFIX="bench-$$-" BENCH_VMRUN=$root/vmrun/vmrun
-export VMKIT_TEMPLATE_DIR=$scratch/templates VMKIT_STORAGE_DIR=$scratch/storage
+# The run's own storage pools over its scratch folders (bench/lib.sh).
+source "$root/bench/lib.sh"
+bench_pools "$scratch" "bench-$$-"
 export VMKIT_VIRT_TYPE=qemu
-mkdir -m 755 "$VMKIT_TEMPLATE_DIR" "$VMKIT_STORAGE_DIR"
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   remove_vms || true
-  # virt-install makes (and autostarts) a storage pool for the folder of the disk it
-  # is given: remove every pool that points into the scratch directory.
-  local p
-  for p in $(virsh -q -c qemu:///system pool-list --all --name); do
-    case "$(virsh -q -c qemu:///system pool-dumpxml "$p" 2>/dev/null)" in
-      *"<path>$scratch/"*|*"<path>$scratch<"*)
-        virsh -q -c qemu:///system pool-destroy "$p" >/dev/null 2>&1 || true
-        virsh -q -c qemu:///system pool-undefine "$p" >/dev/null 2>&1 || true ;;
-    esac
-  done
+  # The run's pools, and the one virt-install makes for the folder of its disk.
+  bench_unpool "$scratch"
   rm -rf "$scratch"
   exit "$rc"
 }
@@ -122,7 +115,7 @@ cmdline=$(cat "$scratch/guest/cmdline")
 make_template() { # NAME GIB
   local name=$1 gib=$2 actual
   "$root/scripts/mktemplate" "$scratch/guest" "$VMKIT_TEMPLATE_DIR" "$name" $((gib << 10))
-  actual=$(qemu-img info --output=json "$VMKIT_TEMPLATE_DIR/$name/disk.qcow2" | jq '."actual-size"')
+  actual=$(qemu-img info --output=json "$VMKIT_TEMPLATE_DIR/$name.qcow2" | jq '."actual-size"')
   [ "$actual" -ge $((gib << 30)) ] || die "template $name stores only $actual bytes"
   log "template $name: $(awk -v a="$actual" 'BEGIN { printf "%.2f", a / 2^30 }') GiB stored"
 }
@@ -135,17 +128,17 @@ done
 # The timed command of METHOD for VM NAME from template TEMPLATE (a shell string for
 # hyperfine, whose output goes to a log shown when a command fails).
 command_for() { # METHOD NAME TEMPLATE
-  local name=$2 tpl=$3 tdir=$VMKIT_TEMPLATE_DIR/$3 disk=$VMKIT_STORAGE_DIR/$2.qcow2
+  local name=$2 tpl=$3 tdir=$VMKIT_TEMPLATE_DIR disk=$VMKIT_STORAGE_DIR/$2.qcow2
   case "$1" in
     vmrun) printf '%q ' "$BENCH_VMRUN" create "$name" --template "$tpl" --start -q ;;
     full) printf '%q ' "$BENCH_VMRUN" create "$name" --template "$tpl" --full --start -q ;;
     virt-install)
       printf '%q ' virt-install --connect qemu:///system --virt-type qemu --name "$name" \
         --memory 256 --vcpus 1 --import --disk "path=$disk,format=qcow2" \
-        --boot "kernel=$tdir/vmlinuz,initrd=$tdir/initrd.img,kernel_args=\"$cmdline\"" \
+        --boot "kernel=$tdir/$tpl.vmlinuz,initrd=$tdir/$tpl.initrd,kernel_args=\"$cmdline\"" \
         --network user --graphics none --noautoconsole --osinfo detect=on,require=off ;;
     floor)
-      printf '%q ' qemu-img create -f qcow2 -F qcow2 -b "$tdir/disk.qcow2" "$disk"
+      printf '%q ' qemu-img create -f qcow2 -F qcow2 -b "$tdir/$tpl.qcow2" "$disk"
       printf '&& '
       printf '%q ' virsh -c qemu:///system define "$BENCH_SCRATCH/$name.xml"
       printf '&& '

@@ -169,9 +169,11 @@ t_start=$(date +%s)
 scratch=$(mktemp -d "${BENCH_TMP:-/var/tmp}/bench-snap.XXXXXX")
 chmod 755 "$scratch"  # QEMU runs as libvirt-qemu and must reach the disks
 export BENCH_SCRATCH=$scratch BENCH_PREFIX="bench-$$-" BENCH_VMSNAP=$scratch/bin/vmsnap
-export VMKIT_TEMPLATE_DIR=$scratch/templates VMKIT_STORAGE_DIR=$scratch/storage
+# The run's own storage pools over its scratch folders (bench/lib.sh).
+source "$root/bench/lib.sh"
+bench_pools "$scratch" "bench-$$-"
 export VMKIT_VIRT_TYPE=qemu
-mkdir -m 755 "$VMKIT_TEMPLATE_DIR" "$VMKIT_STORAGE_DIR" "$scratch/out" "$scratch/bin"
+mkdir -m 755 "$scratch/out" "$scratch/bin"
 : > "$scratch/deletes"
 : > "$scratch/incidents"
 vmrun=$scratch/bin/vmrun vmsnap=$scratch/bin/vmsnap
@@ -199,6 +201,7 @@ cleanup() {
   trap - EXIT INT TERM
   stop_bg
   remove_vms || true
+  bench_unpool "$scratch"
   rm -rf "$scratch"
   exit "$rc"
 }
@@ -249,7 +252,7 @@ make_template() { # NAME MIB
   local name=$1 mib=$2 actual
   "$root/scripts/mktemplate" "$scratch/guest" "$VMKIT_TEMPLATE_DIR" "$name" "$mib" ||
     die "cannot make template $name"
-  actual=$(qemu-img info --output=json "$VMKIT_TEMPLATE_DIR/$name/disk.qcow2" | jq '."actual-size"')
+  actual=$(qemu-img info --output=json "$VMKIT_TEMPLATE_DIR/$name.qcow2" | jq '."actual-size"')
   [ "$actual" -ge $((mib << 20)) ] || die "template $name stores only $actual bytes"
 }
 make_template bench-tiny 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # vmrun and vmsnap on another host, through its URI only: a second libvirt daemon on
-# this machine (t/host2) whose /var/lib/libvirt, /var/lib/vmkit, /var/log/libvirt
+# this machine (scripts/host2) whose /var/lib/libvirt, /var/lib/vmkit, /var/log/libvirt
 # and /run are its own, a fresh host with no storage pool. Every file the tools make
 # there appears, and vanishes, under that host's folders (seen from here under
 # $H2/lib/...), never at the same path on this host, where decoys wait untouched.
@@ -11,7 +11,7 @@ load helpers
 setup_file() {
   export H2=$VMKIT_TEST_RUN/host2-$FILETAG
   export URI
-  URI=$("$TOP/t/host2" start "$H2")
+  URI=$("$TOP/scripts/host2" start "$H2")
   export VM=${VMKIT_TEST_PREFIX}060-r
   export DECOY=/var/lib/libvirt/images/$VM.qcow2
   mkdir -p /var/lib/libvirt/images
@@ -24,7 +24,7 @@ teardown() { :; }
 
 teardown_file() {
   [ -z "${VMKIT_TEST_KEEP:-}" ] || return 0
-  "$TOP/t/host2" stop "$H2" || true
+  "$TOP/scripts/host2" stop "$H2" || true
   rm -f "$DECOY"
   rm -rf "$H2"
 }

@@ -54,6 +54,7 @@ remove_vms() {
     $V undefine "$n" >/dev/null 2>&1 || true
   done
   rm -f "$VMKIT_STORAGE_DIR/$prefix"* /var/log/libvirt/qemu/"$prefix"*.log 2>/dev/null || true
+  $V pool-refresh "$VMKIT_POOL" >/dev/null 2>&1 || true
   sync
 }
 cleanup() {
@@ -130,7 +131,7 @@ for round in $(seq 0 "$runs"); do
     for k in "${!methods[@]}"; do
       m=${methods[$(((k + round) % ${#methods[@]}))]}
       [ "$m" = virt-install ] && [ "$mode" = paused ] && continue
-      tag=r$round-${m%%-*}-${mode:0:1}
+      tag=r$round-$m-${mode:0:1}
       t0=$(date +%s%N)
       run_method "$m" "$mode" "$tag"
       t1=$(date +%s%N)

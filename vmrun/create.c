@@ -77,7 +77,8 @@ struct job {
   virDomainPtr dom;
   struct vm_undo undo;
   int rc;
-  char *error;             /* a start's failure, read in a thread */
+  char *error;             /* why it failed, for the report */
+  bool started;
   const char *result;
 };
 
@@ -436,6 +437,12 @@ static int build(struct common *c, struct job *j)
     if (rc == 0 && vm_interrupted()) rc = vm_fail_interrupted();
   }
   vm_progress_end();
+  /* A copy of an image (on this machine: checked before) is customized in place. */
+  if (rc == 0 && !o_template && customization_wanted(&c->cust)) {
+    struct customization cust = c->cust;
+    cust.hostname = j->hostname;
+    rc = customize_disk(j->boot, j->boot_format, &cust);
+  }
   /* The VM is whole: the record of what it was being made of goes. */
   if (rc == 0 && (rc = vm_journal_clear(j->dom)) == 0 && o_autostart && virDomainSetAutostart(j->dom, 1) < 0)
     rc = vm_fail_virt("cannot set autostart for '%s'", j->name);
@@ -461,8 +468,10 @@ static void *start_worker(void *arg)
     struct job *j = &s->jobs[i];
     if (j->rc || vm_interrupted()) continue;
     if (virDomainCreateWithFlags(j->dom, o_paused ? VIR_DOMAIN_START_PAUSED : 0) < 0) {
-      j->error = vm_strdup(vm_virt_message());
+      j->error = vm_strdup_printf("cannot start VM '%s': %s", j->name, vm_virt_message());
       j->rc = vm_virt_exit_code();
+    } else {
+      j->started = true;
     }
   }
 }
@@ -543,8 +552,8 @@ int cmd_create(int argc, char **argv)
     spec.nics[i].mac = o_macs[i];
   }
   c.cust = (struct customization){ o_hostname, o_ssh_key, o_root_pw };
-  if (customization_wanted(&c.cust) && !o_template)
-    return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template");
+  if (customization_wanted(&c.cust) && !o_template && !(o_image && o_copy))
+    return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template, or --image with --copy");
   /* Everything the exit path releases is declared before the first goto. */
   CLEANUP_JSON json_object *rows = json_object_new_array();
   struct job *jobs = calloc(njobs, sizeof *jobs);
@@ -609,6 +618,11 @@ int cmd_create(int argc, char **argv)
       }
     }
   }
+  if (o_image && customization_wanted(&c.cust) && !vm_conn_is_local(c.conn)) {
+    rc = vm_fail(VM_EXIT_STATE, "cannot customize a copy of an image on %s: libguestfs works on this machine's "
+                 "files (customize a template's clone instead)", vm_conn_host_name(c.conn));
+    goto out;
+  }
   if (o_cdrom && (rc = host_file(c.conn, "CD-ROM image", o_cdrom, &c.cdrom))) goto out;
   if (o_kernel && (rc = host_file(c.conn, "kernel", o_kernel, &c.kernel))) goto out;
   if (o_initrd && (rc = host_file(c.conn, "initrd", o_initrd, &c.initrd))) goto out;
@@ -671,31 +685,39 @@ int cmd_create(int argc, char **argv)
   }
   int64_t t0 = vm_now_ms();
   for (size_t i = 0; i < njobs; i++) {
+    /* Interrupted: the VMs made so far stay, the rest are not begun. */
     if (vm_interrupted()) {
       jobs[i].rc = VM_EXIT_FAIL;
+      jobs[i].error = vm_strdup("interrupted before it was begun");
       continue;
     }
     jobs[i].rc = build(&c, &jobs[i]);
-    if (jobs[i].rc) vm_undo_run(&jobs[i].undo);
-    else built++;
+    if (jobs[i].rc) {
+      jobs[i].error = vm_strdup(vm_last_error());
+      vm_undo_run(&jobs[i].undo);
+    } else {
+      built++;
+    }
   }
   int64_t t1 = vm_now_ms();
   if (o_start && built) start_all(jobs, njobs);
   /* Where the time went, for -v (and the deploy benchmark). */
   vm_debug("made %zu VM%s (volumes and definitions) in %lld ms; started them in %lld ms", built, built == 1 ? "" : "s",
            (long long)(t1 - t0), (long long)(vm_now_ms() - t1));
-  int first = 0;
+  int first = vm_interrupted() ? vm_fail_interrupted() : 0;
   for (size_t i = 0; i < njobs; i++) {
     struct job *j = &jobs[i];
-    if (j->rc == 0 && vm_interrupted()) j->rc = vm_fail_interrupted();
-    if (j->error) vm_fail(j->rc, "cannot start VM '%s': %s", j->name, j->error);
+    if (j->rc && j->started == false && j->error && strncmp(j->error, "cannot start", 12) == 0)
+      vm_fail(j->rc, "%s", j->error);
     if (j->rc) {
+      /* A start that failed takes its VM with it: all or nothing. */
       vm_undo_run(&j->undo);
       j->result = "failed";
       if (!first) first = j->rc;
     } else {
       vm_undo_forget(&j->undo);
-      j->result = !o_start ? "defined" : o_paused ? "paused" : "running";
+      /* A VM made whole before an interruption stays, defined. */
+      j->result = !o_start || !j->started ? "defined" : o_paused ? "paused" : "running";
       if (njobs == 1)
         vm_info("created VM '%s'%s%s%s", j->name, o_template ? (o_full ? " (full copy of '" : " (linked clone of '") : "",
                 o_template ? o_template : "", o_template ? "')" : "");

@@ -265,6 +265,16 @@ static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *nam
       vm_info("keeping '%s' (%s)", d->source, d->readonly ? "read-only" : d->device);
       continue;
     }
+    /* A block device goes only as a volume of a pool (an LVM volume vmkit made). */
+    if (strcmp(d->type, "block") == 0) {
+      CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
+      int found = vm_vol_find(conn, d->source, &vol);
+      if (found != 0) {
+        if (found != VM_EXIT_NOTFOUND) { rc = found; break; }
+        vm_info("keeping '%s' (a device in no storage pool)", d->source);
+        continue;
+      }
+    }
     struct vm_strv chain = { 0 };
     if ((rc = vm_image_chain(conn, d->source, &chain))) break;
     for (size_t c = 0; c < chain.n; c++) {

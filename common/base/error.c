@@ -33,10 +33,16 @@ void vm_init(const char *progname)
     vm_opts.use_syslog = 1;
 }
 
+/* The last error line, for reports that list each item's failure. */
+static char last_error[8192 + 4];
+
+const char *vm_last_error(void) { return last_error; }
+
 static void emit(int prio, const char *prefix, const char *fmt, va_list ap, const char *tail)
 {
   char msg[4096];
   vsnprintf(msg, sizeof msg, fmt, ap);
+  if (prio == LOG_ERR) snprintf(last_error, sizeof last_error, "%s%s%s", msg, tail ? ": " : "", tail ? tail : "");
   fprintf(stderr, "%s: %s%s%s%s\n", vm_progname, prefix, msg, tail ? ": " : "",
           tail ? tail : "");
   if (vm_opts.use_syslog) {

@@ -45,6 +45,8 @@ int vm_fail(int code, const char *fmt, ...) VM_PRINTF(2, 3);
 int vm_fail_errno(int code, const char *fmt, ...) VM_PRINTF(2, 3);
 /* One message line with a reason appended ("...: why"), for the layers above. */
 int vm_fail_why(int code, const char *why, const char *fmt, va_list ap) VM_PRINTF(3, 0);
+/* The text of the last error printed (without the program's name), "" if none. */
+const char *vm_last_error(void);
 void vm_warn(const char *fmt, ...) VM_PRINTF(1, 2);
 void vm_info(const char *fmt, ...) VM_PRINTF(1, 2);
 void vm_debug(const char *fmt, ...) VM_PRINTF(1, 2);

@@ -371,7 +371,20 @@ int vm_vol_create(virStoragePoolPtr pool, const struct vm_volspec *spec, virStor
                    type ? type : "?");
   }
   CLEANUP_FREE char *xml = vol_xml(pool, spec);
-  return created(pool, spec, virStorageVolCreateXML(pool, xml, 0), out);
+  virStorageVolPtr v = virStorageVolCreateXML(pool, xml, 0);
+  /* libvirt goes by its list of the pool's volumes, which a file removed behind
+   * its back leaves stale: after a refresh, a name that is free is free. */
+  if (!v && vm_virt_error_code() == VIR_ERR_STORAGE_VOL_EXIST && vm_pool_refresh(pool) == 0) {
+    virStorageVolPtr there = virStorageVolLookupByName(pool, spec->name);
+    if (there) {
+      virStorageVolFree(there);
+      return vm_fail(VM_EXIT_STATE, "cannot create volume '%s' in pool '%s': it already exists", spec->name,
+                     virStoragePoolGetName(pool));
+    }
+    virResetLastError();
+    v = virStorageVolCreateXML(pool, xml, 0);
+  }
+  return created(pool, spec, v, out);
 }
 
 int vm_vol_create_from(virStoragePoolPtr pool, const struct vm_volspec *spec, virStorageVolPtr src,
@@ -402,6 +415,13 @@ int vm_path_delete(virConnectPtr conn, const char *path)
   if (covered) return 0; /* its pool's folder has no such file: gone already */
   if (!vm_conn_is_local(conn))
     return vm_fail(VM_EXIT_FAIL, "cannot remove '%s': it is in no storage pool of %s", path, vm_conn_host_name(conn));
+  /* Only a plain file: a device node or a folder is never vmkit's to remove. */
+  struct stat st;
+  if (lstat(path, &st) < 0) {
+    if (errno == ENOENT) return 0;
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", path);
+  }
+  if (!S_ISREG(st.st_mode)) return vm_fail(VM_EXIT_FAIL, "cannot remove '%s': not a regular file", path);
   if (unlink(path) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", path);
   vm_debug("removed '%s'", path);
   return 0;

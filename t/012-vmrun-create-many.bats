@@ -34,7 +34,8 @@ load helpers
   [ "$(jq -r '.[2].result' <<< "$output")" = defined ]
   assert_stderr_has "VM '$b' already exists"
   assert_stderr_has "created 2 of 3 VMs"
-  [ -f "$VMKIT_STORAGE_DIR/$a-disk1.qcow2" ] && [ -f "$VMKIT_STORAGE_DIR/$c-disk1.qcow2" ]
+  [ -f "$VMKIT_STORAGE_DIR/$a-disk1.qcow2" ]
+  [ -f "$VMKIT_STORAGE_DIR/$c-disk1.qcow2" ]
   [ ! -e "$VMKIT_STORAGE_DIR/$b-disk1.qcow2" ]
   # b was left as it was: no template, no disk.
   run_tool 0 vmrun info "$b" -o json

@@ -15,7 +15,7 @@ load helpers
   run_tool 0 vmrun stop "$vm" --timeout 2
   [[ "$stderr" == *"forced VM '$vm' off after 2 s"* ]]
   run_tool 0 vmrun wait "$vm" --state shutoff --timeout 5
-  ! console "$vm" | grep -q 'vmkit-guest: going down'
+  refute grep -q 'vmkit-guest: going down' <<< "$(console "$vm")"
 }
 
 @test "stop of several VMs asks all at once: one that shuts down is done before one forced off at the deadline" {
@@ -38,7 +38,11 @@ load helpers
   nb=$(grep -n "stopped VM '$b'" <<< "$stderr" | cut -d: -f1)
   nc=$(grep -n "stopped VM '$c'" <<< "$stderr" | cut -d: -f1)
   na=$(grep -n "forced VM '$a' off after 20 s" <<< "$stderr" | cut -d: -f1)
-  [ -n "$na" ] && [ -n "$nb" ] && [ -n "$nc" ] && [ "$nb" -lt "$na" ] && [ "$nc" -lt "$na" ]
+  [ -n "$na" ]
+  [ -n "$nb" ]
+  [ -n "$nc" ]
+  [ "$nb" -lt "$na" ]
+  [ "$nc" -lt "$na" ]
   console "$b" | grep -q 'vmkit-guest: going down'
   console "$c" | grep -q 'vmkit-guest: going down'
 }

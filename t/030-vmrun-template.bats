@@ -23,7 +23,8 @@ load helpers
   run_tool 0 vmrun template create "$tpl" --from "$src" --description "sealed tiny"
   local d=$VMKIT_TEMPLATE_DIR/$tpl
   [ "$(stat -c %a "$d.qcow2")" = 444 ]
-  [ -f "$d.vmlinuz" ] && [ -f "$d.initrd" ]
+  [ -f "$d.vmlinuz" ]
+  [ -f "$d.initrd" ]
   [ "$(jq -r .source "$d.template")" = "$src" ]
   [ "$(jq -r .state "$d.template")" = complete ]
   [ "$(jq -r .vcpus "$d.template")" = 2 ]
@@ -74,6 +75,8 @@ load helpers
   hash=$(guest_exec "$vm" "awk -F: '\$1 == \"root\" {print \$2}' /mnt/etc/shadow")
   salt=$(cut -d'$' -f3 <<< "$hash")
   [ "$(busybox mkpasswd -m sha512 's3cret pass' "$salt")" = "$hash" ]
+  # The disk that holds the password hash is the VM's host's alone to read.
+  [ "$(stat -c %a "$VMKIT_STORAGE_DIR/$vm.qcow2")" = 600 ]
   # The template's disk is untouched: the writes went into the clone's overlay.
   qemu-img compare -q "$VMKIT_FIXTURE/root.qcow2" "$VMKIT_TEMPLATE_DIR/tiny.qcow2"
 }

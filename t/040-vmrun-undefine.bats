@@ -35,7 +35,8 @@ load helpers
   run_tool 0 vmrun create "$c" --image "$s/$c.qcow2" --kernel "$VMKIT_FIXTURE/vmlinuz"
 
   run_tool 0 vmrun undefine "$a" --remove-storage
-  [ ! -e "$s/$a.qcow2" ] && [ ! -e "$s/$a-disk1.qcow2" ]
+  [ ! -e "$s/$a.qcow2" ]
+  [ ! -e "$s/$a-disk1.qcow2" ]
   [ -f "$iso" ]
   [ -f "$VMKIT_TEMPLATE_DIR/tiny.qcow2" ]
   [[ "$stderr" == *"keeping template image"* ]]

@@ -46,7 +46,9 @@ decoy_intact() { [ "$(cat "$DECOY")" = "this host's own file" ]; }
   run_tool 0 vmrun template push tiny "$URI" --dest-pool vmkit-templates
   [[ "$stderr" == *"had no storage pool 'vmkit-templates': defined it at /var/lib/vmkit/templates"* ]]
   [[ "$stderr" == *"pushed template 'tiny' to host2"* ]]
-  [ -f "$H2TPL/tiny.qcow2" ] && [ -f "$H2TPL/tiny.vmlinuz" ] && [ -f "$H2TPL/tiny.template" ]
+  [ -f "$H2TPL/tiny.qcow2" ]
+  [ -f "$H2TPL/tiny.vmlinuz" ]
+  [ -f "$H2TPL/tiny.template" ]
   [ ! -e /var/lib/vmkit/templates/tiny.qcow2 ]
   cmp "$VMKIT_TEMPLATE_DIR/tiny.qcow2" "$H2TPL/tiny.qcow2"
   # Sparse: the copy holds no more blocks than the original (plus one for the tail).
@@ -81,7 +83,7 @@ decoy_intact() { [ "$(cat "$DECOY")" = "this host's own file" ]; }
   grep -aq 'vmkit-guest: up' "$H2/log/libvirt/qemu/$VM-console.log"
   [ ! -e "/var/log/libvirt/qemu/$VM-console.log" ]
   run_tool 0 vmrun list -o tsv
-  ! grep -q "^$VM	" <<< "$output"
+  refute grep -q "^$VM	" <<< "$output"
   r 0 vmrun list -o tsv
   grep -q "^$VM	running	" <<< "$output"
 }
@@ -90,7 +92,8 @@ decoy_intact() { [ "$(cat "$DECOY")" = "this host's own file" ]; }
   local uri_env=$URI
   VIRSH_URI=$uri_env guest_exec "$VM" 'echo A > /mnt/data/value; sync' >/dev/null
   r 0 vmsnap create "$VM" s1 --quiesce
-  [ -f "$H2IMG/$VM-vda.s1.qcow2" ] && [ ! -e "/var/lib/libvirt/images/$VM-vda.s1.qcow2" ]
+  [ -f "$H2IMG/$VM-vda.s1.qcow2" ]
+  [ ! -e "/var/lib/libvirt/images/$VM-vda.s1.qcow2" ]
   VIRSH_URI=$uri_env guest_exec "$VM" 'echo B > /mnt/data/value; sync' >/dev/null
   r 0 vmsnap create "$VM" s2
   r 0 vmsnap revert "$VM" s1 --paused
@@ -138,11 +141,13 @@ decoy_intact() { [ "$(cat "$DECOY")" = "this host's own file" ]; }
 
 @test "template create there (sealed here, sent back) and delete; undefine --remove-storage removes only that host's files" {
   r 0 vmrun template create far --from "$VM" --description "made there"
-  [ -f "$H2TPL/far.qcow2" ] && [ ! -e "/var/lib/vmkit/templates/far.qcow2" ]
+  [ -f "$H2TPL/far.qcow2" ]
+  [ ! -e "/var/lib/vmkit/templates/far.qcow2" ]
   [ "$(jq -r .state "$H2TPL/far.template")" = complete ]
   [ "$(qemu-img info -U --output=json "$H2TPL/far.qcow2" | jq -r '."backing-filename" // "none"')" = none ]
   r 0 vmrun template delete far
-  [ ! -e "$H2TPL/far.qcow2" ] && [ ! -e "$H2TPL/far.template" ]
+  [ ! -e "$H2TPL/far.qcow2" ]
+  [ ! -e "$H2TPL/far.template" ]
   r 4 vmrun template delete tiny --pool vmkit-templates
   r 0 vmrun undefine "$VM" --remove-storage
   [[ "$stderr" == *"keeping template image '/var/lib/vmkit/templates/tiny.qcow2'"* ]]

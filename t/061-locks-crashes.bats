@@ -39,7 +39,8 @@ assert_whole() {
     r1=0; wait $p1 || r1=$?
     r2=0; wait $p2 || r2=$?
     echo "round $round: $r1 $r2: $(cat "$BATS_TEST_TMPDIR/e1" "$BATS_TEST_TMPDIR/e2")" >&3
-    [ $((r1 + r2)) = 4 ] && { [ "$r1" = 0 ] || [ "$r2" = 0 ]; }
+    [ $((r1 + r2)) = 4 ]
+    [ "$r1" = 0 ] || [ "$r2" = 0 ]
     # The loser says why: the lock, or (had it waited) the snapshot it found.
     grep -Eq "is busy: .*vmsnap create .*holds its lock|already has a snapshot 'race$round'" \
       "$BATS_TEST_TMPDIR/e$([ "$r1" = 4 ] && echo 1 || echo 2)"
@@ -166,7 +167,7 @@ assert_whole() {
   # Any vmsnap run that changes the VM finishes the delete first.
   run_tool 0 vmsnap create "$VM" next
   assert_stderr_has "finishing the delete of snapshot 'ready'"
-  [ -z "$(virsh_q blockjob "$VM" vda --raw 2>/dev/null || true)" ] || ! virsh_q blockjob "$VM" vda --raw | grep -q type=
+  refute job_on "$VM" vda
   no_snapshot "$VM" ready name
   [ ! -e "$VMKIT_STORAGE_DIR/$VM-vda.ready.qcow2" ]
   run_tool 0 vmsnap delete "$VM" next

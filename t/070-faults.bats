@@ -57,7 +57,7 @@ teardown() { :; }
   [ "${#lines[@]}" = 70 ]
 }
 
-@test "new disks are 0600, the customized one too" {
+@test "new disks are 0600 (a customized one, holding a password hash: t/030)" {
   local vm
   vm=$(vm_name mode)
   run_tool 0 vmrun create "$vm" --template tiny --disk 64M
@@ -98,7 +98,7 @@ teardown() { :; }
   [ "$(awk -F'\t' '{print NF}' <<< "${lines[0]}")" = 9 ]
   run_tool 0 vmrun info "$VM" -o tsv
   grep -q "^disks	{\"target\":\"vda\",\"device\":\"disk\",\"source\":\"$VMKIT_STORAGE_DIR/$VM-vda.tab.qcow2\"" <<< "$output"
-  ! grep -q '\\/' <<< "$output"
+  refute grep -q '\\/' <<< "$output"
   run_tool 0 vmsnap delete "$VM" tab
 }
 

@@ -77,10 +77,12 @@ g() { guest_exec "$1" "$2"; }
   [ "$(g "$D2" 'systemctl is-active ssh.service')" = active ]
   m1=$(g "$D1" 'cat /etc/machine-id')
   m2=$(g "$D2" 'cat /etc/machine-id')
-  [ -n "$m2" ] && [ "$m1" != "$m2" ]
+  [ -n "$m2" ]
+  [ "$m1" != "$m2" ]
   k1=$(g "$D1" 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')
   k2=$(g "$D2" 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')
-  [ -n "$k2" ] && [ "$k1" != "$k2" ]
+  [ -n "$k2" ]
+  [ "$k1" != "$k2" ]
   # The template's own default hostname: this clone was not renamed.
   [ "$(g "$D2" hostname)" = debian12 ]
   run_tool 0 vmrun undefine "$D2" --force --remove-storage

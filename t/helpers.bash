@@ -147,3 +147,15 @@ no_snapshot() {
   got=$(snap_json "$1" "$2" name)
   [ -z "$got" ]
 }
+
+# refute COMMAND...: COMMAND must fail. (A line "! command" never fails a bats test
+# unless it is the test's last: bash's -e ignores negated commands.)
+refute() {
+  if "$@"; then
+    echo "expected to fail: $*" >&2
+    return 1
+  fi
+}
+
+# job_on VM DISK: a block job runs on the disk.
+job_on() { virsh_q blockjob "$1" "$2" --raw 2>/dev/null | grep -q 'type='; }

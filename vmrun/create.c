@@ -74,6 +74,8 @@ struct job {
   char *boot;              /* the boot disk's path (a new volume or an image in place) */
   const char *boot_format, *disk_type;
   char *xml;
+  xmlDocPtr rec;           /* the journal record it is defined with */
+  bool cleared;            /* the record was cleared: whole */
   virDomainPtr dom;
   struct vm_undo undo;
   int rc;
@@ -165,6 +167,7 @@ static void job_free(struct job *j)
   }
   free(j->boot);
   free(j->xml);
+  if (j->rec) xmlFreeDoc(j->rec);
   free(j->error);
   if (j->dom) virDomainFree(j->dom);
   vm_undo_forget(&j->undo);
@@ -263,7 +266,7 @@ static int plan_job(struct common *c, struct job *j, struct vm_spec *spec)
     log = vm_strdup_printf("/var/log/libvirt/qemu/%s-console.log", j->name);
   }
   spec->console_log = log;
-  CLEANUP_XMLDOC xmlDocPtr rec = vm_journal_new("create");
+  xmlDocPtr rec = j->rec = vm_journal_new("create");
   for (size_t i = 0; i < j->nvols; i++) vm_journal_add_volume(rec, j->vols[i].path, "new");
   if (j->nvols && j->vols[0].how == V_CUSTOM_FULL) {
     CLEANUP_FREE char *tmp = vm_strdup_printf("%s.custom", j->vols[0].path);
@@ -419,16 +422,25 @@ static int build(struct common *c, struct job *j)
   }
   int rc = vm_lock_domain_uuid(c->conn, j->uuid, j->name);
   if (rc) return rc;
+  /* The record will name every volume this run is about to make: each must be free
+   * now, so that a roll-back of the record never removes what another made. */
+  for (size_t i = 0; i < j->nvols; i++) {
+    CLEANUP_FREE char *tmp = j->vols[i].how == V_CUSTOM_FULL ? vm_strdup_printf("%s.custom", j->vols[i].path) : NULL;
+    const char *busy = vm_path_exists(c->conn, j->vols[i].path) ? j->vols[i].path
+                       : tmp && vm_path_exists(c->conn, tmp)    ? tmp : NULL;
+    if (busy) return vm_fail(VM_EXIT_STATE, "cannot create disk '%s': it already exists", busy);
+  }
   j->dom = virDomainDefineXML(c->conn, j->xml);
   if (!j->dom) {
-    if (vm_virt_error_code() == VIR_ERR_OPERATION_FAILED || vm_virt_error_code() == VIR_ERR_DOM_EXIST) {
-      virDomainPtr again = virDomainLookupByName(c->conn, j->name);
-      if (again) {
-        virDomainFree(again);
-        return vm_fail(VM_EXIT_STATE, "VM '%s' already exists", j->name);
-      }
+    /* libvirt's reason, saved before the look-up below resets it. */
+    virErrorPtr saved = virSaveLastError();
+    virDomainPtr again = virDomainLookupByName(c->conn, j->name);
+    if (again) {
+      virDomainFree(again);
+      virFreeError(saved);
+      return vm_fail(VM_EXIT_STATE, "VM '%s' already exists", j->name);
     }
-    return vm_fail_virt("cannot define VM '%s'", j->name);
+    return vm_fail_virt_saved(saved, "cannot define VM '%s'", j->name);
   }
   vm_undo_domain(&j->undo, j->dom);
   for (size_t i = 0; i < j->nvols && rc == 0; i++) {
@@ -444,9 +456,20 @@ static int build(struct common *c, struct job *j)
     rc = customize_disk(j->boot, j->boot_format, &cust);
   }
   /* The VM is whole: the record of what it was being made of goes. */
-  if (rc == 0 && (rc = vm_journal_clear(j->dom)) == 0 && o_autostart && virDomainSetAutostart(j->dom, 1) < 0)
+  if (rc == 0 && (rc = vm_journal_clear(j->dom)) == 0) j->cleared = true;
+  if (rc == 0 && o_autostart && virDomainSetAutostart(j->dom, 1) < 0)
     rc = vm_fail_virt("cannot set autostart for '%s'", j->name);
   return rc;
+}
+
+/* Undoes a VM of the command. One whose record was cleared (whole, then a later
+ * step failed) gets it back first: a kill during the undo leaves a VM that the next
+ * run rolls back, not one with its disks gone. */
+static void undo_job(struct job *j)
+{
+  if (j->cleared && j->dom && j->rec && vm_journal_write(j->dom, j->rec) != 0)
+    vm_warn("VM '%s' is being removed without its record", j->name);
+  vm_undo_run(&j->undo);
 }
 
 /* Starts run side by side on one connection: libvirt serves calls from several
@@ -537,7 +560,7 @@ int cmd_create(int argc, char **argv)
     if (vm_parse_size(o_disks[c.ndata], 'G', &c.data_size[c.ndata]) < 0 || c.data_size[c.ndata] < (1 << 20))
       return vm_usage_error("invalid disk size '%s': expected at least 1M", o_disks[c.ndata]);
   }
-  struct vm_spec spec = { .virt_type = vm_virt_type() };
+  struct vm_spec spec = { 0 };
   bool no_nic = false;
   for (size_t i = 0; o_networks && o_networks[i]; i++) {
     if (strcmp(o_networks[i], "none") == 0) { no_nic = true; continue; }
@@ -605,6 +628,9 @@ int cmd_create(int argc, char **argv)
       goto out;
     }
     if (!o_copy) {
+      /* Two creates on one image in place: one wins, the other finds it in use. */
+      CLEANUP_FREE char *what = vm_strdup_printf("image '%s'", c.image);
+      if (!o_dry_run && (rc = vm_lock_object(c.conn, "image", c.image, false, what))) goto out;
       if (vm_image_is_template(c.conn, c.image)) {
         rc = vm_fail(VM_EXIT_STATE, "image '%s' is a template: use --template", o_image);
         goto out;
@@ -651,6 +677,7 @@ int cmd_create(int argc, char **argv)
       goto out;
     }
   }
+  spec.virt_type = vm_virt_type_of(c.conn);
   spec.vcpus = vcpus ? (unsigned)vcpus : c.tpl.vcpus ? c.tpl.vcpus : 1;
   spec.memory = memory ? memory : c.tpl.memory ? c.tpl.memory : 512ULL << 20;
   spec.kernel = c.kernel ? c.kernel : c.tpl.kernel;
@@ -677,9 +704,8 @@ int cmd_create(int argc, char **argv)
   /* Make them. Each VM is all or nothing; one that fails does not stop the others. */
   vm_catch_signals();
   if (customization_wanted(&c.cust)) {
-    c.scratch = vm_strdup_printf("%s/vmrun-create.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
-    if (!mkdtemp(c.scratch)) {
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make a scratch folder");
+    if (!(c.scratch = vm_scratch_dir("create"))) {
+      rc = VM_EXIT_FAIL;
       goto out;
     }
   }
@@ -694,7 +720,7 @@ int cmd_create(int argc, char **argv)
     jobs[i].rc = build(&c, &jobs[i]);
     if (jobs[i].rc) {
       jobs[i].error = vm_strdup(vm_last_error());
-      vm_undo_run(&jobs[i].undo);
+      undo_job(&jobs[i]);
     } else {
       built++;
     }
@@ -711,7 +737,7 @@ int cmd_create(int argc, char **argv)
       vm_fail(j->rc, "%s", j->error);
     if (j->rc) {
       /* A start that failed takes its VM with it: all or nothing. */
-      vm_undo_run(&j->undo);
+      undo_job(j);
       j->result = "failed";
       if (!first) first = j->rc;
     } else {

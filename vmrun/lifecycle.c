@@ -114,8 +114,11 @@ int cmd_stop(int argc, char **argv)
       } else {
         /* A paused guest cannot act on the power button: let it run to do so. */
         if (vm_domain_state(dom) == VIR_DOMAIN_PAUSED) virDomainResume(dom);
-        if (virDomainShutdown(dom) < 0 && virDomainIsActive(dom) == 1)
-          vm_warn("graceful shutdown of '%s' refused: %s", args[i], vm_virt_message());
+        if (virDomainShutdown(dom) < 0) {
+          /* libvirt's reason, read before the state check resets it. */
+          CLEANUP_FREE char *why = vm_strdup(vm_virt_message());
+          if (virDomainIsActive(dom) == 1) vm_warn("graceful shutdown of '%s' refused: %s", args[i], why);
+        }
         pending[i] = dom;
         dom = NULL;
       }
@@ -134,8 +137,8 @@ int cmd_stop(int argc, char **argv)
       } else if (vm_now_ms() >= deadline) {
         if (o_no_force) {
           rc = vm_fail(VM_EXIT_TIMEOUT, "VM '%s' did not shut down within %d s", args[i], o_timeout);
-        } else if (virDomainDestroy(pending[i]) < 0 && virDomainIsActive(pending[i]) == 1) {
-          rc = vm_fail_virt("cannot force VM '%s' off", args[i]);
+        } else if ((rc = vm_force_off(pending[i], NULL)) != 0) {
+          /* the message is out */
         } else {
           rc = 0;
           vm_info("forced VM '%s' off after %d s", args[i], o_timeout);
@@ -332,9 +335,9 @@ int cmd_undefine(int argc, char **argv)
     return rc;
   }
   vm_catch_signals();
-  if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1) {
+  if ((rc = vm_force_off(dom, NULL))) {
     vm_strv_free(&files);
-    return vm_fail_virt("cannot force VM '%s' off", name);
+    return rc;
   }
   /* The files go first, under a journal record naming them: a run killed halfway
    * leaves a VM whose next run (any verb) finishes the undefine. */

@@ -56,12 +56,18 @@ static int64_t jint(json_object *j, const char *key)
   return json_object_object_get_ex(j, key, &v) ? json_object_get_int64(v) : 0;
 }
 
-/* The path on the host of the template's volume named by the record's member key. */
-static char *member_path(virStoragePoolPtr pool, json_object *j, const char *key)
+/* The template's volume names, the only ones a record may name: a record is input
+ * (it crosses hosts with push) and is never trusted to name other volumes. */
+static const char *const suffixes[] = { "qcow2", "vmlinuz", "initrd", NULL };
+
+/* The path on the host of the template's volume NAME.SUFFIX, when the record
+ * names it (member key) and it exists. */
+static char *member_path(virStoragePoolPtr pool, const char *name, json_object *j, const char *key,
+                         const char *suffix)
 {
   const char *v = jstr(j, key);
-  /* Members are volume names of the same pool, never paths elsewhere. */
-  if (!v || !*v || strchr(v, '/')) return NULL;
+  CLEANUP_FREE char *want = vol_name(name, suffix);
+  if (!v || strcmp(v, want) != 0) return NULL;
   CLEANUP_VIRVOL virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
   if (!vol) {
     virResetLastError();
@@ -76,8 +82,11 @@ static json_object *read_record(virStoragePoolPtr pool, const char *name)
   CLEANUP_FREE char *rname = vol_name(name, "template");
   CLEANUP_VIRVOL virStorageVolPtr vol = virStorageVolLookupByName(pool, rname);
   if (!vol) {
+    /* Made behind libvirt's back (a copy of a pool's folder)? Read the pool again. */
     virResetLastError();
-    return NULL;
+    if (virStoragePoolRefresh(pool, 0) == 0) vol = virStorageVolLookupByName(pool, rname);
+    virResetLastError();
+    if (!vol) return NULL;
   }
   CLEANUP_FREE char *text = vm_vol_read_text(vol, 1 << 16);
   json_object *j = text ? json_tokener_parse(text) : NULL;
@@ -94,13 +103,20 @@ static int template_from_record(virStoragePoolPtr pool, const char *name, json_o
   t->pool = vm_strdup(virStoragePoolGetName(pool));
   t->id = vm_strdup(jstr(j, "id"));
   t->state = vm_strdup(jstr(j, "state") ? jstr(j, "state") : "incomplete");
-  t->disk = member_path(pool, j, "disk");
-  t->kernel = member_path(pool, j, "kernel");
-  t->initrd = member_path(pool, j, "initrd");
+  t->disk = member_path(pool, name, j, "disk", "qcow2");
+  t->kernel = member_path(pool, name, j, "kernel", "vmlinuz");
+  t->initrd = member_path(pool, name, j, "initrd", "initrd");
   t->cmdline = vm_strdup(jstr(j, "cmdline"));
-  t->vcpus = (unsigned)jint(j, "vcpus");
-  t->memory = (uint64_t)jint(j, "memory");
-  t->virtual_size = (uint64_t)jint(j, "virtual_size");
+  int64_t vcpus = jint(j, "vcpus"), memory = jint(j, "memory");
+  t->vcpus = vcpus > 0 && vcpus <= 512 ? (unsigned)vcpus : 0;
+  t->memory = memory >= (16 << 20) ? (uint64_t)memory : 0;
+  /* The disk's size is the disk's to say, not the record's. */
+  if (t->disk) {
+    CLEANUP_VIRVOL virStorageVolPtr dv = virStorageVolLookupByName(pool, strrchr(t->disk, '/') ? strrchr(t->disk, '/') + 1 : t->disk);
+    virStorageVolInfo info;
+    if (dv && virStorageVolGetInfo(dv, &info) == 0) t->virtual_size = info.capacity;
+    virResetLastError();
+  }
   return 0;
 }
 
@@ -115,13 +131,17 @@ int template_open_pool(virConnectPtr conn, const char *pool_name, bool create, v
     virResetLastError();
     return VM_EXIT_NOTFOUND;
   }
-  if (virStoragePoolIsActive(*pool) != 1 && virStoragePoolCreate(*pool, 0) < 0 && virStoragePoolIsActive(*pool) != 1) {
-    int rc = vm_fail_virt("cannot start storage pool '%s'", name);
-    virStoragePoolFree(*pool);
-    *pool = NULL;
-    return rc;
+  if (virStoragePoolIsActive(*pool) != 1 && virStoragePoolCreate(*pool, 0) < 0) {
+    virErrorPtr saved = virSaveLastError();
+    if (virStoragePoolIsActive(*pool) != 1) {
+      int rc = vm_fail_virt_saved(saved, "cannot start storage pool '%s'", name);
+      virStoragePoolFree(*pool);
+      *pool = NULL;
+      return rc;
+    }
+    virFreeError(saved);
   }
-  return vm_pool_refresh(*pool);
+  return 0;
 }
 
 int template_load(virConnectPtr conn, const char *pool_name, const char *name, bool allow_incomplete,
@@ -152,23 +172,20 @@ int template_load(virConnectPtr conn, const char *pool_name, const char *name, b
   return 0;
 }
 
-/* Removes a template's volumes: those its record names as its own, then the record. */
-static int remove_template(virStoragePoolPtr pool, const char *name, json_object *j)
+/* Removes a template's volumes, NAME.qcow2, NAME.vmlinuz and NAME.initrd, then its
+ * record: only names of the template's own, whatever the record says. */
+static int remove_template(virStoragePoolPtr pool, const char *name)
 {
   int rc = 0;
-  json_object *vols;
-  if (json_object_object_get_ex(j, "volumes", &vols) && json_object_is_type(vols, json_type_array)) {
-    for (size_t i = 0; i < json_object_array_length(vols); i++) {
-      const char *v = json_object_get_string(json_object_array_get_idx(vols, i));
-      if (!v || strchr(v, '/')) continue;
-      virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
-      if (!vol) {
-        virResetLastError();
-        continue;
-      }
-      if (virStorageVolDelete(vol, 0) < 0 && !rc) rc = vm_fail_virt("cannot remove volume '%s'", v);
-      virStorageVolFree(vol);
+  for (size_t i = 0; suffixes[i]; i++) {
+    CLEANUP_FREE char *v = vol_name(name, suffixes[i]);
+    virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
+    if (!vol) {
+      virResetLastError();
+      continue;
     }
+    if (virStorageVolDelete(vol, 0) < 0 && !rc) rc = vm_fail_virt("cannot remove volume '%s'", v);
+    virStorageVolFree(vol);
   }
   CLEANUP_FREE char *rname = vol_name(name, "template");
   virStorageVolPtr rec = virStorageVolLookupByName(pool, rname);
@@ -179,6 +196,23 @@ static int remove_template(virStoragePoolPtr pool, const char *name, json_object
   virResetLastError();
   vm_storage_changed();
   return rc;
+}
+
+/* Before a record names them: the template's volume names must be free, so that
+ * removing an incomplete template never removes what another made. */
+static int names_free(virConnectPtr conn, virStoragePoolPtr pool, const char *name)
+{
+  for (size_t i = 0; suffixes[i]; i++) {
+    CLEANUP_FREE char *v = vol_name(name, suffixes[i]);
+    virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
+    if (vol) {
+      virStorageVolFree(vol);
+      return vm_fail(VM_EXIT_STATE, "cannot create template '%s' on %s: volume '%s' of pool '%s' exists and is no "
+                     "template's", name, vm_conn_host_name(conn), v, virStoragePoolGetName(pool));
+    }
+    virResetLastError();
+  }
+  return 0;
 }
 
 /* A record being built: its volumes listed before they are made. */
@@ -197,6 +231,7 @@ static json_object *new_record(const char *name, const char *id, const char *con
   json_object_object_add(run, "tool", json_object_new_string(vm_progname));
   json_object_object_add(run, "pid", json_object_new_int((int)getpid()));
   json_object_object_add(run, "host", json_object_new_string(host));
+  json_object_object_add(run, "machine", json_object_new_string(vm_machine_id()));
   json_object_object_add(j, "run", run);
   json_object *vols = json_object_new_array();
   for (size_t i = 0; volumes[i]; i++) json_object_array_add(vols, json_object_new_string(volumes[i]));
@@ -232,10 +267,21 @@ static int claim(virConnectPtr conn, virStoragePoolPtr pool, const char *name, b
     json_object_put(j);
     return 0;
   }
-  json_object *run;
-  const char *pid = json_object_object_get_ex(j, "run", &run) ? json_object_to_json_string(run) : "?";
-  vm_info("removing the incomplete template '%s' that an interrupted run left (%s)", name, pid);
-  rc = remove_template(pool, name, j);
+  /* An incomplete template written from another machine: its run may still go on
+   * (this machine's lock does not cover it). */
+  json_object *run = NULL;
+  json_object_object_get_ex(j, "run", &run);
+  const char *machine = run ? jstr(run, "machine") : NULL;
+  if (machine && strcmp(machine, vm_machine_id()) != 0) {
+    const char *host = jstr(run, "host");
+    rc = vm_fail(VM_EXIT_STATE, "template '%s' on %s is being made from %s: finish it there (vmkit's locks cover "
+                 "the runs of one machine)", name, vm_conn_host_name(conn), host ? host : "another machine");
+    json_object_put(j);
+    return rc;
+  }
+  vm_info("removing the incomplete template '%s' that an interrupted run left (%s)", name,
+          run ? json_object_to_json_string(run) : "a record that cannot be read");
+  rc = remove_template(pool, name);
   json_object_put(j);
   return rc;
 }
@@ -388,12 +434,10 @@ static int template_create(int argc, char **argv)
     rc = vm_fail(VM_EXIT_STATE, "template '%s' already exists on %s", name, vm_conn_host_name(conn));
     goto out;
   }
+  if ((rc = names_free(conn, pool, name))) goto out;
   vm_catch_signals();
-  scratch = vm_strdup_printf("%s/vmrun-template.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
-  if (!mkdtemp(scratch)) {
-    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make a scratch folder");
-    free(scratch);
-    scratch = NULL;
+  if (!(scratch = vm_scratch_dir("template"))) {
+    rc = VM_EXIT_FAIL;
     goto out;
   }
   vm_undo_local_dir(&undo, scratch);
@@ -462,6 +506,7 @@ static int list_host(virConnectPtr conn, const char *host, json_object *rows, st
   int rc = template_open_pool(conn, o_pool, false, &pool);
   if (rc == VM_EXIT_NOTFOUND) return 0;
   if (rc) return rc;
+  if (virStoragePoolRefresh(pool, 0) < 0) virResetLastError(); /* busy: as libvirt last read it */
   virStorageVolPtr *vols = NULL;
   int n = virStoragePoolListAllVolumes(pool, &vols, 0);
   if (n < 0) return vm_fail_virt("cannot list the volumes of pool '%s'", virStoragePoolGetName(pool));
@@ -604,7 +649,7 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
     if (!recvol) rc = vm_fail_virt("cannot find the record of template '%s'", name);
     else rc = write_record(recvol, j);
   }
-  if (rc == 0) rc = remove_template(pool, name, j);
+  if (rc == 0) rc = remove_template(pool, name);
   if (rc == 0) vm_info("deleted template '%s'", name);
   template_free(&t);
   return rc;
@@ -713,6 +758,7 @@ static int template_push(int argc, char **argv)
                  vm_conn_host_name(dconn), name);
     goto out;
   }
+  if ((rc = names_free(dconn, dpool, name))) goto out;
 
   vm_catch_signals();
   const char *vols[] = { vdisk, t.kernel ? vkernel : NULL, NULL, NULL };

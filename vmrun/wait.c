@@ -24,6 +24,7 @@ static struct poptOption options[] = {
   { "resume", '\0', POPT_ARG_NONE, &o_resume, 0, "with --console-line: attach to the console, then resume the paused VM", NULL },
   { "agent", '\0', POPT_ARG_NONE, &o_agent, 0, "wait until the guest agent answers a ping", NULL },
   { "timeout", 't', POPT_ARG_INT, &o_timeout, 0, "give up after SECONDS (default: 300; exit 5)", "SECONDS" },
+  VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
@@ -127,6 +128,11 @@ int cmd_wait(int argc, char **argv)
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
   if ((rc = vm_open(name, &conn, &dom))) return rc;
+  /* --resume changes the VM: it holds the VM's lock like any verb that does. */
+  if (o_resume) {
+    CLEANUP_FREE char *other = NULL;
+    if ((rc = vm_lock_and_recover(conn, &dom, name, &other))) return rc;
+  }
 
   struct follower f = { 0 };
   CLEANUP_FREE char *log = NULL;

@@ -178,7 +178,7 @@ int offline_commit(virConnectPtr conn, virDomainPtr dom, const char *top, const 
   char uuid[VIR_UUID_STRING_BUFLEN] = "";
   virDomainGetUUIDString(dom, uuid);
   CLEANUP_FREE char *name = vm_strdup_printf("vmsnap-merge-%.8s-%d", uuid, (int)getpid());
-  struct vm_spec spec = { .name = name, .virt_type = vm_virt_type(), .vcpus = 1, .memory = 64ULL << 20 };
+  struct vm_spec spec = { .name = name, .virt_type = vm_virt_type_of(conn), .vcpus = 1, .memory = 64ULL << 20 };
   spec.disks[spec.ndisks++] = (struct vm_spec_disk){ top, top_format ? top_format : "qcow2", "disk", "file", false };
   CLEANUP_FREE char *xml = vm_spec_xml(&spec);
   /* Only what the merge needs: no NIC, console, agent or balloon. */

@@ -297,6 +297,17 @@ static int run_merge(virConnectPtr conn, virDomainPtr dom, xmlNodePtr m)
   if (virDomainIsPersistent(dom) == 1) disk_chain(conn, dom, target, false, &chain);
   bool in_def = vm_strv_contains(chain.v, child);
   bool active = in_def && strcmp(chain.v[0], child) == 0;
+  if (in_def && virDomainIsActive(dom) == 1) {
+    /* Running on the base already (a pivot whose run was killed before it wrote
+     * the next boot's definition): only the definition is behind. A merge here
+     * would write an old child over what the VM wrote since. */
+    vm_strv_free(&chain);
+    if (!active)
+      return vm_fail(VM_EXIT_STATE, "the running VM '%s' and its definition disagree about %s: stop it, then run "
+                     "vmsnap again", vm, target);
+    char *retarget[] = { target, base, base_format, NULL };
+    return redefine_without_backing(conn, dom, retarget);
+  }
   CLEANUP_FREE char *htop = vm_strdup(in_def ? chain.v[0] : top);
   vm_strv_free(&chain);
   struct vm_imginfo ti;

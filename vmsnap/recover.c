@@ -103,6 +103,26 @@ static int recover_revert(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec, c
     if (again) virDomainSnapshotFree(again);
     if (snap) virDomainSnapshotFree(snap);
     virResetLastError();
+    /* A memory snapshot's restore that the killed run did not get to: done now
+     * (after any restore still running in the daemon). */
+    CLEANUP_FREE char *memfile = NULL, *paused = NULL;
+    CLEANUP_XMLFREE xmlChar *dxml = NULL;
+    for (xmlNodePtr c = xmlDocGetRootElement(rec)->children; c; c = c->next)
+      if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST "restore") == 0) {
+        memfile = vm_xml_prop(c, "file");
+        paused = vm_xml_prop(c, "paused");
+        dxml = xmlNodeGetContent(c);
+      }
+    int rc = 0;
+    if (memfile && (rc = wait_domain_jobs(dom, 300)) == 0 && virDomainIsActive(dom) != 1) {
+      unsigned flags = paused && strcmp(paused, "yes") == 0 ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
+      if (!dxml || virDomainRestoreFlags(virDomainGetConnect(dom), memfile, (const char *)dxml, flags) < 0)
+        rc = vm_fail_virt("cannot restore the memory of '%s' from '%s'", vm, memfile);
+    }
+    if (rc) {
+      vm_strv_free(&fresh);
+      return rc;
+    }
     revert_discard(conn, rec);
     vm_info("finished the revert of '%s' to '%s' that %s did not finish (it is %s)", vm, name ? name : "?", who,
             vm_state_name(vm_domain_state(dom)));

@@ -70,6 +70,22 @@ void revert_discard(virConnectPtr conn, xmlDocPtr rec)
   vm_strv_free(&old);
 }
 
+/* Like libvirt's own revert: the state the snapshot had, unless told. */
+static bool restore_paused(const struct snap *s)
+{
+  return o_paused || (!o_running && strcmp(s->state, "paused") == 0);
+}
+
+/* The running definition a memory snapshot is restored with: the snapshot's, on
+ * the new overlays, with the records of now (the journal is the persistent
+ * definition's). */
+static char *restore_xml(xmlDocPtr live, char *const *retarget, xmlDocPtr records)
+{
+  fix_disks(live, retarget);
+  vm_doc_set_meta(live, SNAP_META_NS, SNAP_META_PREFIX, records);
+  return vm_xml_dump(live);
+}
+
 static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *snaps, struct snap *s)
 {
   const char *vm = virDomainGetName(dom);
@@ -144,6 +160,16 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
   }
   vm_disks_free(old, nold);
 
+  /* A memory snapshot's restore comes after the point of no return: the record says
+   * how (the file, the state, the definition), so that the next run can do it if
+   * this one is killed before. */
+  CLEANUP_XMLDOC xmlDocPtr records = snaps_records_doc(snaps, NULL);
+  CLEANUP_FREE char *dxml = with_memory ? restore_xml(live, retarget.v, records) : NULL;
+  if (with_memory) {
+    xmlNodePtr r = vm_xml_child(xmlDocGetRootElement(rec), "restore", dxml);
+    vm_xml_set(r, "file", s->memfile);
+    vm_xml_set(r, "paused", restore_paused(s) ? "yes" : "no");
+  }
   vm_catch_signals();
   struct vm_undo undo = { 0 };
   if (rc == 0) rc = vm_journal_write(dom, rec);
@@ -157,7 +183,6 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
    * journal and vmsnap's records of now, not of the snapshot's time. */
   if (rc == 0 && virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0)
     rc = vm_fail_virt("cannot stop '%s' for the revert", vm);
-  CLEANUP_XMLDOC xmlDocPtr records = snaps_records_doc(snaps, NULL);
   if (rc == 0) {
     fix_disks(persistent, retarget.v);
     vm_doc_set_meta(persistent, VM_JOURNAL_NS, VM_JOURNAL_PREFIX, rec);
@@ -181,14 +206,8 @@ static int revert_external(virConnectPtr conn, virDomainPtr dom, struct snaps *s
   else virDomainSnapshotFree(again);
 
   if (with_memory) {
-    fix_disks(live, retarget.v);
-    vm_doc_set_meta(live, VM_JOURNAL_NS, VM_JOURNAL_PREFIX, rec);
-    vm_doc_set_meta(live, SNAP_META_NS, SNAP_META_PREFIX, records);
-    CLEANUP_FREE char *dxml = vm_xml_dump(live);
-    /* Like libvirt's own revert: the state the snapshot had, unless told. */
-    bool paused = o_paused || (!o_running && strcmp(s->state, "paused") == 0);
-    unsigned flags = paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
-    if (virDomainRestoreFlags(conn, s->memfile, dxml, flags) < 0)
+    bool paused = restore_paused(s);
+    if (virDomainRestoreFlags(conn, s->memfile, dxml, paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING) < 0)
       rc = vm_fail_virt("cannot restore the memory of '%s' from '%s'", vm, s->memfile);
   } else if (o_running || o_paused) {
     if (virDomainCreateWithFlags(dom, o_paused ? VIR_DOMAIN_START_PAUSED : 0) < 0)
@@ -231,6 +250,9 @@ int cmd_revert(int argc, char **argv)
       rc = vm_fail_virt("cannot revert '%s' to '%s'", vm, s->name);
       goto out;
     }
+    /* The definition came back as the snapshot had it, with whatever record its
+     * journal held then (vmsnap create's own, for an external one): stale now. */
+    if (vm_journal_clear(dom) != 0) vm_warn("the journal of '%s' may hold a stale record", vm);
   } else if ((rc = revert_external(conn, dom, &snaps, s))) {
     goto out;
   }

@@ -173,6 +173,16 @@ static void check_strays(virConnectPtr conn, const char *vm, const struct snaps 
     const char *dir = dirname(copy);
     if (!vm_strv_contains(dirs.v, dir)) vm_strv_add(&dirs, dir);
   }
+  /* Names of other VMs that start with this one's: their files are theirs. */
+  struct vm_strv longer = { 0 };
+  virDomainPtr *doms = NULL;
+  int nd = virConnectListAllDomains(conn, &doms, 0);
+  for (int i = 0; i < nd; i++) {
+    const char *n = virDomainGetName(doms[i]);
+    if (strcmp(n, vm) != 0 && strncmp(n, vm, strlen(vm)) == 0) vm_strv_add(&longer, n);
+    virDomainFree(doms[i]);
+  }
+  free(doms);
   for (size_t i = 0; i < dirs.n; i++) {
     CLEANUP_FREE char *probe = vm_strdup_printf("%s/.", dirs.v[i]);
     CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
@@ -181,8 +191,13 @@ static void check_strays(virConnectPtr conn, const char *vm, const struct snaps 
     int n = virStoragePoolListAllVolumes(pool, &vols, 0);
     for (int v = 0; v < n; v++) {
       CLEANUP_FREE char *path = virStorageVolGetPath(vols[v]);
-      if (path && vm_image_named_for(path, vm) && !vm_strv_contains(used.v, path))
+      bool other = false;
+      for (size_t k = 0; path && k < longer.n && !other; k++) other = vm_image_named_for(path, longer.v[k]);
+      struct vm_strv users = { 0 };
+      if (path && !other && vm_image_named_for(path, vm) && !vm_strv_contains(used.v, path) &&
+          vm_image_users(conn, path, NULL, &users) == 0 && users.n == 0)
         problem(rows, "storage", "'%s' is named for the VM but nothing of it uses it (left by an interrupted run?)", path);
+      vm_strv_free(&users);
       virStorageVolFree(vols[v]);
     }
     free(vols);
@@ -190,6 +205,7 @@ static void check_strays(virConnectPtr conn, const char *vm, const struct snaps 
   virResetLastError();
   vm_strv_free(&used);
   vm_strv_free(&dirs);
+  vm_strv_free(&longer);
 }
 
 int cmd_verify(int argc, char **argv)

@@ -1,6 +1,8 @@
 /* Small helpers: time, string vectors, quoting, whole-file reads. */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <libgen.h>
 #include <sys/random.h>
 #include <string.h>
@@ -269,4 +271,61 @@ char *vm_strv_join_quoted(char *const *v)
     out = next;
   }
   return out;
+}
+
+const char *vm_machine_id(void)
+{
+  static char id[256];
+  if (id[0]) return id;
+  CLEANUP_FREE char *m = vm_read_first_line("/etc/machine-id");
+  if (m && *m) snprintf(id, sizeof id, "%s", m);
+  else if (gethostname(id, sizeof id - 1) < 0 || !id[0]) snprintf(id, sizeof id, "unknown");
+  return id;
+}
+
+int vm_remove_tree(const char *path)
+{
+  struct stat st;
+  if (lstat(path, &st) < 0) return 0;
+  if (S_ISDIR(st.st_mode)) {
+    DIR *d = opendir(path);
+    if (d) {
+      struct dirent *e;
+      while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        CLEANUP_FREE char *sub = vm_strdup_printf("%s/%s", path, e->d_name);
+        vm_remove_tree(sub);
+      }
+      closedir(d);
+    }
+    return rmdir(path);
+  }
+  return unlink(path);
+}
+
+/* A run's private scratch folder, ${TMPDIR:-/var/tmp}/vmkit-WHAT.PID.XXXXXX, mode
+ * 0700 (a customized overlay holds a password hash). A run killed outright cannot
+ * remove its own: folders of runs whose process is gone are removed first. */
+char *vm_scratch_dir(const char *what)
+{
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/var/tmp";
+  CLEANUP_FREE char *prefix = vm_strdup_printf("vmkit-%s.", what);
+  DIR *d = opendir(tmp);
+  for (struct dirent *e; d && (e = readdir(d));) {
+    if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+    char *end;
+    long pid = strtol(e->d_name + strlen(prefix), &end, 10);
+    if (pid <= 0 || *end != '.' || (kill((pid_t)pid, 0) < 0 && errno != ESRCH) || kill((pid_t)pid, 0) == 0) continue;
+    CLEANUP_FREE char *old = vm_strdup_printf("%s/%s", tmp, e->d_name);
+    vm_remove_tree(old);
+  }
+  if (d) closedir(d);
+  char *dir = vm_strdup_printf("%s/%s%d.XXXXXX", tmp, prefix, (int)getpid());
+  if (!mkdtemp(dir)) {
+    vm_fail_errno(VM_EXIT_FAIL, "cannot make a scratch folder in '%s'", tmp);
+    free(dir);
+    return NULL;
+  }
+  return dir;
 }

@@ -136,8 +136,17 @@ int vm_copy_file(const char *src, const char *dst, unsigned mode);
  * rename over PATH, fsync the directory. Never touches another writer's temporary
  * file. 0 or -1 with errno. */
 int vm_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode);
+/* Removes a local directory tree (a run's own scratch folders only). */
+int vm_remove_tree(const char *path);
+/* A run's private scratch folder, ${TMPDIR:-/var/tmp}/vmkit-WHAT.PID.XXXXXX (0700);
+ * the folders of runs that died are removed first. Caller frees; NULL after a
+ * message. */
+char *vm_scratch_dir(const char *what);
 /* "2026-11-21T23:37:56Z" for now. */
 void vm_iso_time(char buf[static 32]);
+/* This machine's identity (/etc/machine-id, else its host name): records of runs
+ * say where they ran, since a lock covers only the runs of one machine. */
+const char *vm_machine_id(void);
 /* A random UUID string (36 characters and a NUL). */
 void vm_uuid_random(char buf[static 37]);
 

@@ -176,6 +176,20 @@ const char *vm_virt_type(void)
   return probed;
 }
 
+const char *vm_virt_type_of(virConnectPtr conn)
+{
+  const char *vt = vm_opts.virt_type ? vm_opts.virt_type : getenv("VMKIT_VIRT_TYPE");
+  if (vt && *vt) return vt;
+  if (vm_conn_is_local(conn)) return vm_virt_type();
+  /* Another host: whether KVM works there is its own to say. */
+  CLEANUP_FREE char *caps = virConnectGetCapabilities(conn);
+  CLEANUP_XMLDOC xmlDocPtr doc = caps ? vm_xml_parse(caps) : NULL;
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
+  CLEANUP_FREE char *kvm = x ? vm_xpath_str(x, "/capabilities/guest/arch/domain[@type='kvm']/@type") : NULL;
+  virResetLastError();
+  return kvm ? "kvm" : "qemu";
+}
+
 int vm_check_name(const char *what, const char *name)
 {
   size_t n = strlen(name);
@@ -226,4 +240,17 @@ int vm_domain_idle(virDomainPtr dom, const char *what)
   virResetLastError();
   vm_disks_free(disks, nd);
   return rc;
+}
+
+int vm_force_off(virDomainPtr dom, const char *why)
+{
+  if (virDomainIsActive(dom) != 1) return 0;
+  if (virDomainDestroy(dom) == 0) return 0;
+  /* Saved first: the state check below resets libvirt's error. */
+  virErrorPtr saved = virSaveLastError();
+  if (virDomainIsActive(dom) != 1) { /* it went off by itself meanwhile */
+    virFreeError(saved);
+    return 0;
+  }
+  return vm_fail_virt_saved(saved, "cannot force VM '%s' off%s%s", virDomainGetName(dom), why ? " " : "", why ? why : "");
 }

@@ -41,8 +41,10 @@ static char *canonical(virConnectPtr conn, const char *path)
 }
 
 /* The chain under a disk of a running domain is in its live XML; under others it
- * is read from the volumes. */
-static bool chain_holds(virConnectPtr conn, xmlXPathContextPtr x, xmlNodePtr disk, const char *src, const char *want)
+ * is read from the volumes. 1 when want is in it, 0 when not, -1 when it cannot be
+ * read (which must never pass for "not a user"). A file of another host in no
+ * pool cannot be read at all: its chain is taken to end there. */
+static int chain_holds(virConnectPtr conn, xmlXPathContextPtr x, xmlNodePtr disk, const char *src, const char *want)
 {
   x->node = disk;
   CLEANUP_XPATHOBJ xmlXPathObjectPtr bs = vm_xpath_nodes(x, ".//backingStore/source/@file");
@@ -50,19 +52,27 @@ static bool chain_holds(virConnectPtr conn, xmlXPathContextPtr x, xmlNodePtr dis
   for (int i = 0; live_chain && i < bs->nodesetval->nodeNr; i++) {
     CLEANUP_XMLFREE xmlChar *f = xmlNodeGetContent(bs->nodesetval->nodeTab[i]);
     CLEANUP_FREE char *c = f ? canonical(conn, (const char *)f) : NULL;
-    if (c && strcmp(c, want) == 0) return true;
+    if (c && strcmp(c, want) == 0) return 1;
   }
-  if (live_chain) return false;
+  if (live_chain) return 0;
   CLEANUP_FREE char *cur = vm_strdup(src);
   for (int depth = 0; cur && depth < 1024; depth++) {
+    if (!vm_conn_is_local(conn)) {
+      CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
+      int found = vm_vol_find(conn, cur, &vol);
+      if (found == VM_EXIT_NOTFOUND) return 0;
+      if (found) return -1;
+    }
     struct vm_imginfo info;
-    if (vm_image_info_quiet(conn, cur, &info) != 0) return false;
+    int rc = vm_image_info_quiet(conn, cur, &info);
+    if (rc == VM_EXIT_NOTFOUND) return 0; /* a missing link: the chain ends */
+    if (rc) return -1;
     free(cur);
     cur = info.backing ? canonical(conn, info.backing) : NULL;
     vm_imginfo_free(&info);
-    if (cur && strcmp(cur, want) == 0) return true;
+    if (cur && strcmp(cur, want) == 0) return 1;
   }
-  return false;
+  return 0;
 }
 
 int vm_image_users(virConnectPtr conn, const char *path, const char *except, struct vm_strv *users)
@@ -98,7 +108,13 @@ int vm_image_users(virConnectPtr conn, const char *path, const char *except, str
         CLEANUP_FREE char *c = canonical(conn, src);
         CLEANUP_FREE char *dev = vm_xml_prop(disk, "device");
         if (strcmp(c, want) == 0) uses = true;
-        else if (!dev || strcmp(dev, "cdrom") != 0) uses = chain_holds(conn, x, disk, c, want);
+        else if (!dev || strcmp(dev, "cdrom") != 0) {
+          int held = chain_holds(conn, x, disk, c, want);
+          if (held < 0)
+            return vm_fail(VM_EXIT_FAIL, "cannot tell whether VM '%s' stands on '%s': its disk '%s' cannot be read",
+                           name, path, c);
+          uses = held == 1;
+        }
       }
     }
     if (uses && !vm_strv_contains(users->v, name)) vm_strv_add(users, name);
@@ -107,9 +123,11 @@ int vm_image_users(virConnectPtr conn, const char *path, const char *except, str
 }
 
 /* The names vmkit gives a VM's files, exactly: VM.qcow2, VM-disk<N>.qcow2,
- * VM-<target>.<label>.qcow2 (a snapshot's or a revert's overlay; targets are
- * letters: vda, sdb), VM.<label>.mem (a memory snapshot). "web" does not claim
- * "web-1.qcow2". */
+ * VM-<target>.<label>.qcow2 (a snapshot's or a revert's overlay; targets are disk
+ * names: vda, sdb, hdc, xvda), VM.<label>.mem (a memory snapshot). "web" does not
+ * claim "web-1.qcow2" or "web-eu.example.com.qcow2". Names alone cannot tell VM
+ * "web"'s data disk web-disk1.qcow2 from the boot disk of a VM named "web-disk1":
+ * callers also ask who uses a file (vm_image_users). */
 bool vm_image_named_for(const char *path, const char *vm)
 {
   CLEANUP_FREE char *copy = vm_strdup(path);
@@ -127,9 +145,12 @@ bool vm_image_named_for(const char *path, const char *vm)
       while (d < body && isdigit((unsigned char)p[d])) d++;
       if (d == body) return true;
     }
-    size_t t = 0;
+    size_t pre = strncmp(p, "xvd", 3) == 0 ? 3 : (strncmp(p, "vd", 2) == 0 || strncmp(p, "sd", 2) == 0 ||
+                                                  strncmp(p, "hd", 2) == 0) ? 2 : 0;
+    if (!pre) return false;
+    size_t t = pre;
     while (t < body && islower((unsigned char)p[t])) t++;
-    return t > 0 && t + 1 < body && p[t] == '.';
+    return t > pre && t + 1 < body && p[t] == '.';
   }
   if (rl > 5 && strcmp(rest + rl - 4, ".mem") == 0 && rest[0] == '.') return true;
   return false;

@@ -20,6 +20,7 @@ xmlDocPtr vm_journal_new(const char *op)
   vm_xml_set(root, "tool", vm_progname);
   vm_xml_setf(root, "pid", "%d", (int)getpid());
   vm_xml_set(root, "host", host);
+  vm_xml_set(root, "machine", vm_machine_id());
   vm_xml_set(root, "started", now);
   return doc;
 }
@@ -80,13 +81,12 @@ void vm_journal_volumes(xmlDocPtr rec, const char *role, struct vm_strv *out)
  * writer is gone. */
 static int check_writer(xmlDocPtr rec, const char *vm)
 {
-  char host[256] = "";
-  gethostname(host, sizeof host - 1);
   CLEANUP_FREE char *h = vm_journal_attr(rec, "host");
+  CLEANUP_FREE char *machine = vm_journal_attr(rec, "machine");
   CLEANUP_FREE char *op = vm_journal_attr(rec, "op");
   CLEANUP_FREE char *tool = vm_journal_attr(rec, "tool");
   CLEANUP_FREE char *pid = vm_journal_attr(rec, "pid");
-  if (h && strcmp(h, host) != 0)
+  if (machine && strcmp(machine, vm_machine_id()) != 0)
     return vm_fail(VM_EXIT_STATE, "VM '%s' has an unfinished %s by %s (pid %s) run from %s: finish it from there "
                    "(vmkit's locks cover the runs of one machine)", vm, op ? op : "?", tool ? tool : "?",
                    pid ? pid : "?", h);
@@ -126,8 +126,8 @@ int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other)
   }
   /* A create is rolled back: its volumes, then the domain it defined. An undefine
    * is finished: the volumes it meant to remove, then the domain. */
-  if (virDomainIsActive(*dom) == 1 && virDomainDestroy(*dom) < 0 && virDomainIsActive(*dom) == 1)
-    return vm_fail_virt("cannot stop '%s' to finish its interrupted %s", vm, op);
+  CLEANUP_FREE char *why = vm_strdup_printf("to finish its interrupted %s", op);
+  if ((rc = vm_force_off(*dom, why))) return rc;
   if ((rc = remove_volumes(conn, rec, create ? "new" : "remove"))) return rc;
   unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                    VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;

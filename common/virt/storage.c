@@ -82,10 +82,14 @@ int vm_pool_open(virConnectPtr conn, const char *name, virStoragePoolPtr *out)
     int rc = define_default_pool(conn, name, path, &pool);
     if (rc) return rc;
   }
-  if (virStoragePoolIsActive(pool) != 1 && virStoragePoolCreate(pool, 0) < 0 && virStoragePoolIsActive(pool) != 1) {
-    int rc = vm_fail_virt("cannot start storage pool '%s' on %s", name, vm_conn_host_name(conn));
-    virStoragePoolFree(pool);
-    return rc;
+  if (virStoragePoolIsActive(pool) != 1 && virStoragePoolCreate(pool, 0) < 0) {
+    virErrorPtr saved = virSaveLastError();
+    if (virStoragePoolIsActive(pool) != 1) { /* not another run that started it meanwhile */
+      int rc = vm_fail_virt_saved(saved, "cannot start storage pool '%s' on %s", name, vm_conn_host_name(conn));
+      virStoragePoolFree(pool);
+      return rc;
+    }
+    virFreeError(saved);
   }
   *out = pool;
   return 0;
@@ -132,14 +136,19 @@ static struct refreshed refreshed[32];
 
 void vm_storage_changed(void) { generation++; }
 
-int vm_pool_refresh(virStoragePoolPtr pool)
+/* A pool with a volume being built or copied into refuses a refresh until it is
+ * done: waited for up to wait_ms, then reported (report) or not. */
+static int refresh(virStoragePoolPtr pool, int wait_ms, bool report)
 {
   const char *name = virStoragePoolGetName(pool);
-  /* A pool with a volume being built or uploaded refuses a refresh for a while. */
-  int64_t until = vm_now_ms() + 10000;
+  int64_t until = vm_now_ms() + wait_ms;
   while (virStoragePoolRefresh(pool, 0) < 0) {
-    if (vm_now_ms() > until || vm_interrupted() || virStoragePoolIsActive(pool) != 1)
-      return vm_fail_virt("cannot refresh storage pool '%s'", name);
+    if (vm_now_ms() > until || vm_interrupted() || virStoragePoolIsActive(pool) != 1) {
+      if (report) return vm_fail_virt("cannot refresh storage pool '%s'", name);
+      vm_debug("storage pool '%s' is busy: its volumes as libvirt last read them", name);
+      virResetLastError();
+      return -1;
+    }
     vm_sleep_ms(100);
   }
   for (size_t i = 0; i < sizeof refreshed / sizeof *refreshed; i++) {
@@ -151,12 +160,18 @@ int vm_pool_refresh(virStoragePoolPtr pool)
   return 0;
 }
 
+int vm_pool_refresh(virStoragePoolPtr pool) { return refresh(pool, 10000, true); }
+
+/* Lookups refresh a pool once per generation, to see what others made. A pool busy
+ * with another run's copy is read as libvirt last read it (a copy in progress
+ * changes no chain), rather than failing this run. */
 static int refresh_once(virStoragePoolPtr pool)
 {
   const char *name = virStoragePoolGetName(pool);
   for (size_t i = 0; i < sizeof refreshed / sizeof *refreshed; i++)
     if (refreshed[i].name && strcmp(refreshed[i].name, name) == 0 && refreshed[i].gen == generation) return 0;
-  return vm_pool_refresh(pool);
+  refresh(pool, 2000, false);
+  return 0;
 }
 
 /* The active pool whose folder is dir, if any. */
@@ -439,6 +454,7 @@ struct local_file {
 static int src_read(virStreamPtr st, char *data, size_t n, void *opaque)
 {
   struct local_file *f = opaque;
+  if (vm_interrupted()) return -1; /* Ctrl-C stops a long copy halfway */
   for (;;) {
     ssize_t r = read(f->fd, data, n);
     if (r < 0 && errno == EINTR) continue;
@@ -488,6 +504,7 @@ static int src_skip(virStreamPtr st, long long length, void *opaque)
 static int sink_write(virStreamPtr st, const char *data, size_t n, void *opaque)
 {
   struct local_file *f = opaque;
+  if (vm_interrupted()) return -1;
   size_t off = 0;
   while (off < n) {
     ssize_t w = write(f->fd, data + off, n - off);
@@ -510,6 +527,15 @@ static int sink_hole(virStreamPtr st, long long length, void *opaque)
 /* "cannot VERB 'WHAT': libvirt's reason", the stream aborted. */
 static int stream_failed(virStreamPtr *st, const char *verb, const char *what)
 {
+  if (vm_interrupted()) {
+    if (*st) {
+      virStreamAbort(*st);
+      virStreamFree(*st);
+      *st = NULL;
+    }
+    vm_progress_end();
+    return vm_fail_interrupted();
+  }
   virErrorPtr saved = virSaveLastError();
   if (*st) {
     virStreamAbort(*st);
@@ -571,6 +597,7 @@ struct relay {
 static int relay_data(virStreamPtr st, const char *data, size_t n, void *opaque)
 {
   struct relay *r = opaque;
+  if (vm_interrupted()) return -1;
   size_t off = 0;
   while (off < n) {
     int w = virStreamSend(r->out, data + off, n - off);

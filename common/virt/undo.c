@@ -33,26 +33,6 @@ void vm_undo_local_file(struct vm_undo *u, const char *path) { push(u, U_FILE, p
 void vm_undo_local_dir(struct vm_undo *u, const char *path) { push(u, U_DIR, path, NULL, NULL); }
 void vm_undo_domain(struct vm_undo *u, virDomainPtr dom) { push(u, U_DOMAIN, NULL, dom, NULL); }
 
-int vm_remove_tree(const char *path)
-{
-  struct stat st;
-  if (lstat(path, &st) < 0) return 0;
-  if (S_ISDIR(st.st_mode)) {
-    DIR *d = opendir(path);
-    if (d) {
-      struct dirent *e;
-      while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        CLEANUP_FREE char *sub = vm_strdup_printf("%s/%s", path, e->d_name);
-        vm_remove_tree(sub);
-      }
-      closedir(d);
-    }
-    return rmdir(path);
-  }
-  return unlink(path);
-}
-
 static void item_free(struct vm_undo_item *it)
 {
   free(it->path);

@@ -18,7 +18,7 @@ void vm_virt_init(void)
 /* libvirt's message as one line: some carry a child's stderr with newlines. */
 static const char *one_line(virErrorPtr e)
 {
-  static char line[2048];
+  static __thread char line[2048]; /* per thread: vmrun create starts VMs from several */
   if (!e || !e->message) return "unknown libvirt error";
   size_t o = 0;
   for (const char *p = e->message; *p && o + 1 < sizeof line; p++) {

@@ -72,10 +72,16 @@ int vm_lookup(virConnectPtr conn, const char *name, virDomainPtr *dom);
 /* Connects and finds the VM: what most verbs do first. 0 or an exit code. */
 int vm_open(const char *name, virConnectPtr *conn, virDomainPtr *dom);
 int vm_domain_state(virDomainPtr dom);
+/* Forces a running domain off: 0 when it is off (already, or by itself meanwhile),
+ * else the exit code after "cannot force VM 'x' off [WHY]: libvirt's reason". */
+int vm_force_off(virDomainPtr dom, const char *why);
 const char *vm_state_name(int state);
 int vm_state_parse(const char *name); /* -1 if unknown */
 /* "kvm" or "qemu": --virt-type, else VMKIT_VIRT_TYPE, else kvm when /dev/kvm opens. */
 const char *vm_virt_type(void);
+/* The same for the domains of a connection's host: there, without an option or
+ * VMKIT_VIRT_TYPE, kvm when the host's capabilities offer it. */
+const char *vm_virt_type_of(virConnectPtr conn);
 /* Names that become volume names and XML must be plain: letters, digits, '.', '_',
  * '-', not starting with '.' or '-', at most 64 bytes. Returns 0 or VM_EXIT_USAGE. */
 int vm_check_name(const char *what, const char *name);
@@ -290,8 +296,6 @@ void vm_undo_local_dir(struct vm_undo *u, const char *path);
 void vm_undo_domain(struct vm_undo *u, virDomainPtr dom);
 void vm_undo_run(struct vm_undo *u);
 void vm_undo_forget(struct vm_undo *u);
-/* Removes a local directory tree (our own scratch folders only). */
-int vm_remove_tree(const char *path);
 
 /* ---- The journal (journal.c) --------------------------------------------------------------
  * A run that makes or removes several things on a VM first writes what it is about

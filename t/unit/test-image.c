@@ -32,6 +32,11 @@ static void others_names(void **state)
   assert_false(vm_image_named_for("/pool/web.mem", "web"));
   assert_false(vm_image_named_for("/pool/we.qcow2", "web"));
   assert_false(vm_image_named_for("/web/other.qcow2", "web"));
+  /* Review: dotted names of other VMs. */
+  assert_false(vm_image_named_for("/pool/web-eu.example.com.qcow2", "web"));
+  assert_false(vm_image_named_for("/pool/web-prod.s1.qcow2", "web"));
+  assert_true(vm_image_named_for("/pool/web-xvda.s1.qcow2", "web"));
+  assert_true(vm_image_named_for("/pool/web-hdc.s1.qcow2", "web"));
 }
 
 int main(void)

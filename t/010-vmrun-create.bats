@@ -133,7 +133,7 @@ load helpers
   run_tool 2 vmrun create "$vm" --template tiny --virt-type xen
   run_tool 2 vmrun create "$vm" --template tiny -o yaml
   run_tool 2 vmrun create
-  run_tool 2 vmrun create "$vm" extra
+  run_tool 2 vmrun create "$vm" "$vm"
   run_tool 2 vmrun create "$vm" --bogus
   [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep "^$vm" || true)" ]
 }

@@ -42,6 +42,13 @@ g() { guest_exec "$1" "$2"; }
   run_tool 0 vmrun create "$D1" --template "$TPL" --memory 1G --hostname d1 \
     --ssh-key "$BATS_FILE_TMPDIR/key.pub" --root-password-file "$BATS_FILE_TMPDIR/pw" --start
   run_tool 0 vmrun wait "$D1" --agent --timeout 300
+  # The agent answers before boot is over: wait for systemd to finish starting.
+  local state i
+  for i in $(seq 1 90); do
+    state=$(g "$D1" 'systemctl is-system-running' || true)
+    [ "$state" = starting ] || break
+    sleep 2
+  done
   [ "$(g "$D1" hostname)" = d1 ]
   grep -q "127.0.1.1.*d1" <<< "$(g "$D1" 'cat /etc/hosts')"
   [ "$(g "$D1" 'cat /root/.ssh/authorized_keys')" = "$(cat "$BATS_FILE_TMPDIR/key.pub")" ]
@@ -54,13 +61,7 @@ g() { guest_exec "$1" "$2"; }
   # systemd made a machine-id; ssh host keys were made at this first boot.
   [ -n "$(g "$D1" 'cat /etc/machine-id')" ]
   [ "$(g "$D1" 'ls /etc/ssh/ssh_host_*_key | wc -l')" -ge 3 ]
-  # Up: sshd active, nothing failed (systemd may still be starting its last units).
-  local state i
-  for i in $(seq 1 60); do
-    state=$(g "$D1" 'systemctl is-system-running' || true)
-    [ "$state" = starting ] || break
-    sleep 2
-  done
+  # Up: sshd active, nothing failed.
   [ "$(g "$D1" 'systemctl is-active ssh.service')" = active ]
   [ -z "$(g "$D1" 'systemctl --failed --no-legend --plain')" ]
   [ "$state" = running ]

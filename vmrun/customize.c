@@ -1,6 +1,7 @@
 /* First-boot customization of a new VM's disk, and sealing a disk into a template:
  * both look inside the guest through libguestfs, one appliance launch each. */
 #include <crypt.h>
+#include <errno.h>
 #include <string.h>
 
 #include "vmrun.h"
@@ -15,13 +16,15 @@ int customization_check(const struct customization *c)
 {
   if (c->ssh_key_file) {
     CLEANUP_FREE char *key = vm_read_file(c->ssh_key_file, 65536, NULL);
-    if (!key) return vm_fail_errno(VM_EXIT_FAIL, "cannot read ssh key '%s'", c->ssh_key_file);
+    if (!key) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read ssh key '%s'",
+                                   c->ssh_key_file);
     if (strncmp(key, "ssh-", 4) != 0 && strncmp(key, "ecdsa-", 6) != 0 && strncmp(key, "sk-", 3) != 0)
       return vm_fail(VM_EXIT_USAGE, "'%s' does not look like an ssh public key", c->ssh_key_file);
   }
   if (c->root_password_file) {
     char *pw = vm_read_first_line(c->root_password_file);
-    if (!pw) return vm_fail_errno(VM_EXIT_FAIL, "cannot read password file '%s'", c->root_password_file);
+    if (!pw) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read password file '%s'",
+                                  c->root_password_file);
     bool empty = !*pw;
     explicit_bzero(pw, strlen(pw));
     free(pw);

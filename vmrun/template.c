@@ -620,13 +620,11 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
   CLEANUP_JSON json_object *j = NULL;
   /* An incomplete one is removed by claim() itself. */
   CLEANUP_FREE char *rname = vol_name(name, "template");
-  virStorageVolPtr probe = virStorageVolLookupByName(pool, rname);
-  if (!probe) {
-    virResetLastError();
+  json_object *probe = read_record(pool, name);
+  if (!probe)
     return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in pool '%s' of %s", name, virStoragePoolGetName(pool),
                    vm_conn_host_name(conn));
-  }
-  virStorageVolFree(probe);
+  json_object_put(probe);
   if ((rc = claim(conn, pool, name, false, &j))) return rc;
   if (!j) {
     vm_info("deleted the incomplete template '%s'", name);

@@ -144,7 +144,8 @@ int cmd_create(int argc, char **argv)
       vm_strv_add(&made, ov);
     }
     if (!made.n) {
-      rc = vm_fail(VM_EXIT_STATE, "VM '%s' has no file-backed disk to snapshot", vm);
+      rc = vm_fail(VM_EXIT_STATE, "VM '%s' has no file-backed disk to snapshot: an external snapshot needs qcow2 "
+                   "overlays, which block devices (LVM, iSCSI) cannot hold", vm);
       goto out;
     }
     if (o_memory) {

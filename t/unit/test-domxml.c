@@ -13,9 +13,9 @@ static void spec_round_trip(void **state)
   struct vm_spec s = { .name = "web-1", .virt_type = "qemu", .vcpus = 2, .memory = 512ULL << 20 };
   s.kernel = "/boot/vmlinuz";
   s.cmdline = "console=ttyS0 a=<b>&c";
-  s.disks[s.ndisks++] = (struct vm_spec_disk){ "/var/lib/x/web 1&2.qcow2", "qcow2", "disk", false };
-  s.disks[s.ndisks++] = (struct vm_spec_disk){ "/var/lib/x/data.qcow2", "qcow2", "disk", false };
-  s.disks[s.ndisks++] = (struct vm_spec_disk){ "/iso/d.iso", "raw", "cdrom", true };
+  s.disks[s.ndisks++] = (struct vm_spec_disk){ .path = "/var/lib/x/web 1&2.qcow2", .format = "qcow2", .device = "disk" };
+  s.disks[s.ndisks++] = (struct vm_spec_disk){ .path = "/var/lib/x/data.qcow2", .format = "qcow2", .device = "disk" };
+  s.disks[s.ndisks++] = (struct vm_spec_disk){ .path = "/iso/d.iso", .format = "raw", .device = "cdrom", .readonly = true };
   s.nics[s.nnics++] = (struct vm_spec_nic){ "bridge", "br0", "52:54:00:12:34:56" };
   s.console_log = "/var/log/x.log";
   s.meta_template = "tiny";

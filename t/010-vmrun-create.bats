@@ -158,8 +158,8 @@ load helpers
   run_tool 3 vmrun create "$vm" --kernel /nonexistent/vmlinuz --disk 1G
   run_tool 3 vmrun create "$vm" --template tiny --ssh-key /nonexistent.pub
   run_tool 3 vmrun create "$vm" --template tiny --root-password-file /nonexistent
-  VMKIT_STORAGE_DIR=/nonexistent run_tool 3 vmrun create "$vm" --template tiny
-  assert_one_error_line "storage directory '/nonexistent' does not exist"
+  VMKIT_POOL=${VMKIT_TEST_PREFIX}nosuchpool run_tool 3 vmrun create "$vm" --template tiny
+  assert_one_error_line "no storage pool '${VMKIT_TEST_PREFIX}nosuchpool' on"
   [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep "^$vm" || true)" ]
 }
 

@@ -59,7 +59,13 @@ assert_whole() {
   # A guest that ignores the power button: stop holds the VM for its whole timeout.
   boot_vm "$vm" --cmdline "$(cat "$VMKIT_FIXTURE/cmdline") vmkit.acpi=ignore"
   "$TOP/vmrun/vmrun" stop "$vm" --timeout 8 2>/dev/null & local stopper=$!
-  sleep 1
+  # Until stop holds the VM's lock (the kernel's list of locks names its pid).
+  local tries=0
+  until grep -Eq "POSIX +ADVISORY +WRITE +$stopper " /proc/locks; do
+    tries=$((tries + 1))
+    [ $tries -lt 200 ]
+    sleep 0.05
+  done
   run_tool 4 vmsnap create "$vm" s1
   assert_one_error_line "VM '$vm' is busy: vmrun stop $vm --timeout 8 (pid $stopper) holds its lock (wait for it with --lock-wait SECONDS)"
   run_tool 4 vmrun start "$vm"

@@ -215,8 +215,9 @@ static int names_free(virConnectPtr conn, virStoragePoolPtr pool, const char *na
   return 0;
 }
 
-/* A record being built: its volumes listed before they are made. */
-static json_object *new_record(const char *name, const char *id, const char *const *volumes)
+/* A record being built: its volumes listed (for people; removal goes by the
+ * template's own names) before they are made. */
+static json_object *new_record(const char *name, const char *id, bool kernel, bool initrd)
 {
   json_object *j = json_object_new_object();
   char host[256] = "", now[32];
@@ -234,7 +235,12 @@ static json_object *new_record(const char *name, const char *id, const char *con
   json_object_object_add(run, "machine", json_object_new_string(vm_machine_id()));
   json_object_object_add(j, "run", run);
   json_object *vols = json_object_new_array();
-  for (size_t i = 0; volumes[i]; i++) json_object_array_add(vols, json_object_new_string(volumes[i]));
+  const char *suffix[] = { "qcow2", kernel ? "vmlinuz" : NULL, initrd ? "initrd" : NULL };
+  for (size_t i = 0; i < 3; i++) {
+    if (!suffix[i]) continue;
+    CLEANUP_FREE char *v = vol_name(name, suffix[i]);
+    json_object_array_add(vols, json_object_new_string(v));
+  }
   json_object_object_add(j, "volumes", vols);
   return j;
 }
@@ -443,10 +449,7 @@ static int template_create(int argc, char **argv)
   vm_undo_local_dir(&undo, scratch);
 
   /* The record first, naming every volume this run may make. */
-  const char *vols[] = { vdisk, kernel ? vkernel : NULL, NULL, NULL };
-  if (kernel && initrd) vols[2] = vinitrd;
-  else if (!kernel && initrd) vols[0 + 1] = vinitrd;
-  rec = new_record(name, id, vols);
+  rec = new_record(name, id, kernel != NULL, initrd != NULL);
   if ((rc = new_volume(conn, pool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
     goto fail;
 
@@ -759,10 +762,7 @@ static int template_push(int argc, char **argv)
   if ((rc = names_free(dconn, dpool, name))) goto out;
 
   vm_catch_signals();
-  const char *vols[] = { vdisk, t.kernel ? vkernel : NULL, NULL, NULL };
-  if (t.kernel && t.initrd) vols[2] = vinitrd;
-  else if (!t.kernel && t.initrd) vols[1] = vinitrd;
-  rec = new_record(name, t.id ? t.id : "", vols);
+  rec = new_record(name, t.id ? t.id : "", t.kernel != NULL, t.initrd != NULL);
   if ((rc = new_volume(dconn, dpool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
     goto fail;
   if ((rc = push_volume(dconn, dpool, &undo, t.disk, sconn, vdisk, 0444))) goto fail;

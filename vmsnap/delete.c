@@ -327,18 +327,10 @@ static int run_merge(virConnectPtr conn, virDomainPtr dom, xmlNodePtr m)
   return 0;
 }
 
-static const char *rec_snapshot(xmlDocPtr rec)
-{
-  for (xmlNodePtr c = xmlDocGetRootElement(rec)->children; c; c = c->next)
-    if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST "snapshot") == 0)
-      return (const char *)xmlGetProp(c, BAD_CAST "name"); /* freed by the caller with xmlFree */
-  return NULL;
-}
-
 int delete_execute(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec)
 {
   const char *vm = virDomainGetName(dom);
-  CLEANUP_XMLFREE char *name = (char *)rec_snapshot(rec);
+  CLEANUP_FREE char *name = journal_snapshot(rec);
   if (!name) return vm_fail(VM_EXIT_FAIL, "a delete record of '%s' names no snapshot", vm);
   xmlNodePtr root = xmlDocGetRootElement(rec);
   int rc = 0;

@@ -30,7 +30,7 @@ int wait_domain_jobs(virDomainPtr dom, int seconds)
   }
 }
 
-static char *rec_snapshot(xmlDocPtr rec)
+char *journal_snapshot(xmlDocPtr rec)
 {
   for (xmlNodePtr c = xmlDocGetRootElement(rec)->children; c; c = c->next)
     if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST "snapshot") == 0) return vm_xml_prop(c, "name");
@@ -64,7 +64,7 @@ static int recover_create(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec, c
   const char *vm = virDomainGetName(dom);
   int rc = wait_domain_jobs(dom, 300);
   if (rc) return rc;
-  CLEANUP_FREE char *name = rec_snapshot(rec);
+  CLEANUP_FREE char *name = journal_snapshot(rec);
   virDomainSnapshotPtr snap = name ? virDomainSnapshotLookupByName(dom, name, 0) : NULL;
   if (snap) {
     virDomainSnapshotFree(snap);
@@ -80,7 +80,7 @@ static int recover_create(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec, c
 static int recover_revert(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec, const char *who)
 {
   const char *vm = virDomainGetName(dom);
-  CLEANUP_FREE char *name = rec_snapshot(rec);
+  CLEANUP_FREE char *name = journal_snapshot(rec);
   struct vm_strv fresh = { 0 };
   vm_journal_volumes(rec, "new", &fresh);
   /* The definition standing on a new overlay is the point of no return. */
@@ -150,7 +150,7 @@ int vmsnap_lock(virConnectPtr conn, virDomainPtr *dom, const char *vm)
   if (strcmp(other, "snapshot-create") == 0) return recover_create(conn, *dom, rec, who);
   if (strcmp(other, "snapshot-revert") == 0) return recover_revert(conn, *dom, rec, who);
   if (strcmp(other, "snapshot-delete") == 0) {
-    CLEANUP_FREE char *name = rec_snapshot(rec);
+    CLEANUP_FREE char *name = journal_snapshot(rec);
     vm_info("finishing the delete of snapshot '%s' of '%s' that %s did not finish", name ? name : "?", vm, who);
     if ((rc = wait_domain_jobs(*dom, 300))) return rc;
     return delete_execute(conn, *dom, rec);

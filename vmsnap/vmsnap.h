@@ -81,6 +81,8 @@ void revert_discard(virConnectPtr conn, xmlDocPtr rec);
 /* Removes the files a snapshot-create record names that nothing uses, and the
  * record (recover.c). */
 void snapshot_create_rollback(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec);
+/* The snapshot a vmsnap journal record is about (caller frees), NULL if none. */
+char *journal_snapshot(xmlDocPtr rec);
 /* Waits until no job of libvirt's runs on the VM (a killed run's snapshot may
  * still be finishing in the daemon). */
 int wait_domain_jobs(virDomainPtr dom, int seconds);

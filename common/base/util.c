@@ -179,28 +179,6 @@ char *vm_read_first_line(const char *path)
   return s;
 }
 
-int vm_copy_file(const char *src, const char *dst, unsigned mode)
-{
-  CLEANUP_CLOSE int in = open(src, O_RDONLY | O_CLOEXEC);
-  if (in < 0) return -1;
-  CLEANUP_CLOSE int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (out < 0) return -1;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t r = read(in, buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -1;
-    if (r == 0) break;
-    for (ssize_t off = 0; off < r;) {
-      ssize_t w = write(out, buf + off, (size_t)(r - off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return -1;
-      off += w;
-    }
-  }
-  return fsync(out);
-}
-
 int vm_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode)
 {
   /* A temporary name of this write's own (mkstemp: O_EXCL, random), so that two

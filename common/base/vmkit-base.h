@@ -129,9 +129,6 @@ char *vm_strdup(const char *s); /* exits on out of memory, like the rest */
 char *vm_read_file(const char *path, size_t max, size_t *len);
 /* The first line of a file, without its newline (secrets: never on argv). */
 char *vm_read_first_line(const char *path);
-/* Copies a regular file; dst is created with mode and must not exist. 0 or -1 with
- * errno. */
-int vm_copy_file(const char *src, const char *dst, unsigned mode);
 /* Writes a file whole and durably: to a unique temporary file beside it, fsync,
  * rename over PATH, fsync the directory. Never touches another writer's temporary
  * file. 0 or -1 with errno. */

@@ -21,7 +21,7 @@ PKG_CONFIG ?= pkg-config
 BASE_PKGS := popt:libpopt-dev json-c:libjson-c-dev
 VIRT_PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libxml-2.0:libxml2-dev
 GFS_PKGS  := libguestfs:libguestfs-dev
-TOOL_PKGS := libcrypt:libcrypt-dev
+TOOL_PKGS := libcrypt:libcrypt-dev libcrypto:libssl-dev
 PKGS := $(BASE_PKGS) $(VIRT_PKGS) $(GFS_PKGS) $(TOOL_PKGS)
 CHECK_PKGS := cmocka:libcmocka-dev
 
@@ -39,7 +39,7 @@ LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null)
 BASE_LIBS  := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(BASE_PKGS)) 2>/dev/null)
 CPPFLAGS   += $(LIB_CFLAGS)
 
-TOOLS := vmrun vmsnap
+TOOLS := vmrun vmsnap vmmigrate
 .DEFAULT_GOAL := all
 
 LAYERS := base virt gfs

@@ -10,7 +10,7 @@
 bats_require_minimum_version 1.5.0
 
 TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-TOOLS="vmrun vmsnap"
+TOOLS="vmrun vmsnap vmmigrate"
 
 # One-letter file tag from the file's number: t/020-vmrun-lifecycle.bats -> 020.
 FILETAG=$(basename "$BATS_TEST_FILENAME" .bats | cut -d- -f1)
@@ -112,9 +112,16 @@ teardown_file() { common_teardown_file; }
 # guest_exec VM COMMAND: runs COMMAND with /bin/sh in the guest through its agent
 # (guest-exec), waits for it, prints its stdout and returns its exit code.
 guest_exec() {
-  local vm=$1 cmd=$2 pid st i
-  pid=$(virsh_q qemu-agent-command "$vm" "$(jq -cn --arg c "$cmd" \
-    '{execute:"guest-exec",arguments:{path:"/bin/sh",arg:["-c",$c],"capture-output":true}}')" | jq .return.pid)
+  local vm=$1 cmd=$2 pid= st i
+  # The agent may take a few seconds to answer after a move (its channel
+  # reconnects on the new host): the exec is tried again for up to 30 s.
+  for i in $(seq 1 60); do
+    pid=$(virsh_q qemu-agent-command "$vm" "$(jq -cn --arg c "$cmd" \
+      '{execute:"guest-exec",arguments:{path:"/bin/sh",arg:["-c",$c],"capture-output":true}}')" 2>/dev/null |
+      jq .return.pid) && [ -n "$pid" ] && break
+    sleep 0.5
+  done
+  [ -n "$pid" ] || { echo "guest_exec: the agent of $vm does not answer" >&2; return 1; }
   for i in $(seq 1 600); do
     st=$(virsh_q qemu-agent-command "$vm" "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":$pid}}")
     if [ "$(jq .return.exited <<< "$st")" = true ]; then
@@ -159,3 +166,102 @@ refute() {
 
 # job_on VM DISK: a block job runs on the disk.
 job_on() { virsh_q blockjob "$1" "$2" --raw 2>/dev/null | grep -q 'type='; }
+
+# ---- A pool of hosts on this one machine (vmmigrate, vmbalance) ----------------------
+# HOST.md: more libvirt hosts run as namespaced daemons (scripts/host2), each with
+# its own /run, /var/lib/libvirt, /etc/libvirt and host UUID; they share this
+# machine's other files, so the run's test pools, defined on each host at the same
+# folders, are shared storage, and a pool of one name at different folders is not.
+
+# pool_start N [QEMU_CONF_LINES]: this machine's daemon as h1 and N-1 more hosts
+# h2..hN, in a hosts file that this run's tools use (VMKIT_HOSTS). Exports POOL_DIR,
+# H1_URI .. HN_URI. h1 is reached through a bind mount of /run/libvirt that every
+# host sees (made before the others start, so that it is in their mount tables):
+# a peer-to-peer migration from another host names h1 by that socket, since its
+# own /run is another. QEMU_CONF_LINES go into each new host's qemu.conf.
+pool_start() {
+  local n=$1 conf=${2:-} k uri
+  export POOL_DIR=$VMKIT_TEST_RUN/pool-$FILETAG
+  mkdir -p "$POOL_DIR/h1-run"
+  mountpoint -q "$POOL_DIR/h1-run" || mount --bind /run/libvirt "$POOL_DIR/h1-run"
+  export H1_URI="qemu+unix:///system?socket=$POOL_DIR/h1-run/libvirt-sock"
+  echo "h1 $H1_URI migrate-uri=tcp://127.0.0.1" > "$POOL_DIR/hosts"
+  for ((k = 2; k <= n; k++)); do
+    # The hosts share this machine's network: each takes incoming migrations on
+    # ports of its own, or two moves at once to two hosts would both bind 49152.
+    uri=$(HOST2_QEMU_CONF="migration_port_min = $((49152 + 100 * k))
+migration_port_max = $((49152 + 100 * k + 63))
+$conf" "$TOP/scripts/host2" start "$POOL_DIR/h$k" "host$k") || return 1
+    export "H${k}_URI=$uri"
+    echo "h$k $uri migrate-uri=tcp://127.0.0.1" >> "$POOL_DIR/hosts"
+    virsh -q -c "$uri" pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null || return 1
+    virsh -q -c "$uri" pool-create-as "$VMKIT_TEMPLATE_POOL" dir --target "$VMKIT_TEMPLATE_DIR" >/dev/null || return 1
+  done
+  export VMKIT_HOSTS=$POOL_DIR/hosts
+}
+
+# host_uri K: the URI of host hK.
+host_uri() { local v="H${1}_URI"; echo "${!v}"; }
+
+# pool_local_pools: a pool named ${VMKIT_TEST_PREFIX}local on every host, each at a
+# folder of its own (POOL_DIR/local-hK): storage that no two hosts share.
+pool_local_pools() {
+  local k uri
+  export LOCAL_POOL=${VMKIT_TEST_PREFIX}local
+  for uri in $(awk '{print $2}' "$POOL_DIR/hosts"); do
+    k=$(awk -v u="$uri" '$2 == u {print $1}' "$POOL_DIR/hosts")
+    mkdir -p "$POOL_DIR/local-$k"
+    chmod 755 "$POOL_DIR/local-$k"
+    virsh -q -c "$uri" pool-create-as "$LOCAL_POOL" dir --target "$POOL_DIR/local-$k" >/dev/null || return 1
+  done
+}
+
+# pool_vms_remove PREFIX: removes the VMs named PREFIX* on every host of the pool.
+pool_vms_remove() {
+  local uri
+  for uri in $(awk '{print $2}' "$POOL_DIR/hosts" 2>/dev/null); do
+    VIRSH_URI=$uri remove_vms "$1" || true
+  done
+  rm -f "$POOL_DIR"/local-h*/"$1"* 2>/dev/null || true
+}
+
+# pool_stop: stops the hosts h2.. and removes what pool_start made.
+pool_stop() {
+  local d
+  [ -n "${POOL_DIR:-}" ] && [ -d "$POOL_DIR" ] || return 0
+  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-"
+  if [ -n "${LOCAL_POOL:-}" ]; then
+    virsh -q -c qemu:///system pool-destroy "$LOCAL_POOL" >/dev/null 2>&1 || true
+  fi
+  for d in "$POOL_DIR"/h[0-9]*; do
+    [ -d "$d/run" ] && "$TOP/scripts/host2" stop "$d"
+  done
+  mountpoint -q "$POOL_DIR/h1-run" && umount "$POOL_DIR/h1-run"
+  [ -n "${VMKIT_TEST_KEEP:-}" ] || rm -rf "$POOL_DIR"
+}
+
+# on_host K COMMAND...: runs COMMAND with virsh_q (and guest_exec) aimed at host hK.
+on_host() {
+  local k=$1
+  shift
+  VIRSH_URI=$(host_uri "$k") "$@"
+}
+
+# vm_host VM: the hosts (h1 ...) that have VM defined or running, one a line.
+vm_hosts_of() {
+  local name uri
+  while read -r name uri _; do
+    virsh -q -c "$uri" dominfo "$1" >/dev/null 2>&1 && echo "$name"
+  done < "$POOL_DIR/hosts"
+  return 0
+}
+
+# vm_state_on K VM: the VM's state on host hK ("running", "shut off", or "none").
+vm_state_on() { virsh -q -c "$(host_uri "$1")" domstate "$2" 2>/dev/null || echo none; }
+
+# guest_dirty VM: starts a writer loop in the guest (through its agent) that dirties
+# about 8 MB/s of memory under TCG (HOST.md): 100 MB of random data copied over and
+# over in the guest's RAM. Zero pages migrate nearly free; these are not zero.
+guest_dirty() {
+  guest_exec "$1" 'dd if=/dev/urandom of=/tmp/a bs=1M count=100 2>/dev/null; (while :; do cp /tmp/a /tmp/b; done) >/dev/null 2>&1 </dev/null &'
+}

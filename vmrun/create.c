@@ -18,7 +18,7 @@
 
 #include "vmrun.h"
 
-static char *o_image, *o_template, *o_memory, *o_vcpus, *o_size, *o_cdrom, *o_console_log;
+static char *o_image, *o_template, *o_memory, *o_vcpus, *o_size, *o_cdrom, *o_console_log, *o_cpu_model;
 static char *o_kernel, *o_initrd, *o_cmdline, *o_hostname, *o_ssh_key, *o_root_pw, *o_pool, *o_tpool, *o_count;
 static char **o_disks, **o_networks, **o_macs;
 static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run;
@@ -37,6 +37,9 @@ static struct poptOption options[] = {
   { "cdrom", '\0', POPT_ARG_STRING, &o_cdrom, 0, "attach an ISO image as a CD-ROM", "ISO" },
   { "network", '\0', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
   { "mac", '\0', POPT_ARG_ARGV, &o_macs, 0, "MAC address of the next NIC; repeatable", "MAC" },
+  { "cpu-model", '\0', POPT_ARG_STRING, &o_cpu_model, 0,
+    "the guest's CPU: a model name (e.g. Westmere), or a file holding a CPU definition such as "
+    "'vmmigrate baseline --xml' prints", "MODEL|FILE" },
   { "console-log", '\0', POPT_ARG_STRING, &o_console_log, 0, "log the serial console to FILE on the host (default: /var/log/libvirt/qemu/NAME-console.log)", "FILE" },
   { "kernel", '\0', POPT_ARG_STRING, &o_kernel, 0, "boot this kernel directly", "FILE" },
   { "initrd", '\0', POPT_ARG_STRING, &o_initrd, 0, "with --kernel: this initrd", "FILE" },
@@ -561,6 +564,21 @@ int cmd_create(int argc, char **argv)
       return vm_usage_error("invalid disk size '%s': expected at least 1M", o_disks[c.ndata]);
   }
   struct vm_spec spec = { 0 };
+  CLEANUP_FREE char *cpu_xml = NULL;
+  if (o_cpu_model && strchr(o_cpu_model, '/')) {
+    cpu_xml = vm_read_file(o_cpu_model, 1 << 20, NULL);
+    if (!cpu_xml) return vm_fail_errno(VM_EXIT_NOTFOUND, "cannot read CPU definition '%s'", o_cpu_model);
+    CLEANUP_XMLDOC xmlDocPtr cd = vm_xml_parse(cpu_xml);
+    xmlNodePtr root = cd ? xmlDocGetRootElement(cd) : NULL;
+    if (!root || xmlStrcmp(root->name, BAD_CAST "cpu") != 0)
+      return vm_fail(VM_EXIT_USAGE, "'%s' holds no <cpu> definition", o_cpu_model);
+    spec.cpu_xml = cpu_xml;
+  } else if (o_cpu_model) {
+    for (const char *p = o_cpu_model; *p; p++)
+      if (!isalnum((unsigned char)*p) && !strchr("-_.", *p))
+        return vm_usage_error("invalid CPU model '%s' (a name such as Westmere, or a file path with a '/')", o_cpu_model);
+    spec.cpu_model = o_cpu_model;
+  }
   bool no_nic = false;
   for (size_t i = 0; o_networks && o_networks[i]; i++) {
     if (strcmp(o_networks[i], "none") == 0) { no_nic = true; continue; }

@@ -114,3 +114,18 @@ int vm_resolve_uri(const char *name_or_uri, char **uri)
   vm_hosts_free(&hosts);
   return 0;
 }
+
+const struct vm_host *vm_hosts_find_uri(const struct vm_hosts *hosts, const char *uri)
+{
+  for (size_t i = 0; uri && i < hosts->n; i++)
+    if (strcmp(hosts->v[i].uri, uri) == 0) return &hosts->v[i];
+  return NULL;
+}
+
+const char *vm_host_tag(const struct vm_host *h, const char *key)
+{
+  size_t k = strlen(key);
+  for (size_t i = 0; h && i < h->tags.n; i++)
+    if (strncmp(h->tags.v[i], key, k) == 0 && h->tags.v[i][k] == '=') return h->tags.v[i] + k + 1;
+  return NULL;
+}

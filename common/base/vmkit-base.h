@@ -227,6 +227,10 @@ int vm_hosts_load(const char *path, struct vm_hosts *hosts);
 int vm_hosts_parse(const char *text, struct vm_hosts *hosts, int *line);
 const struct vm_host *vm_hosts_find(const struct vm_hosts *hosts, const char *name);
 void vm_hosts_free(struct vm_hosts *hosts);
+/* The host whose URI is uri, or NULL. */
+const struct vm_host *vm_hosts_find_uri(const struct vm_hosts *hosts, const char *uri);
+/* The value of a "KEY=VALUE" tag of a host ("migrate-uri", "memory"), or NULL. */
+const char *vm_host_tag(const struct vm_host *h, const char *key);
 /* A URI for what the user typed where a URI goes: a URI (it has "://" or ":/") is
  * itself; a bare word is a host of the hosts file. NULL stays NULL. Returns 0 and
  * sets *uri (caller frees), or an exit code after a message (3: no such host). */

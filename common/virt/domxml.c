@@ -67,8 +67,18 @@ char *vm_spec_xml(const struct vm_spec *s)
   vm_xml_child(feat, "apic", NULL);
   /* host-model keeps a KVM guest migratable between similar hosts; TCG emulates
    * its default model. */
-  if (strcmp(s->virt_type, "kvm") == 0)
+  if (s->cpu_xml) {
+    CLEANUP_XMLDOC xmlDocPtr cd = vm_xml_parse(s->cpu_xml);
+    xmlNodePtr root = cd ? xmlDocGetRootElement(cd) : NULL;
+    if (root) xmlAddChild(dom, xmlDocCopyNode(root, doc, 1));
+  } else if (s->cpu_model) {
+    xmlNodePtr cpu = vm_xml_child(dom, "cpu", NULL);
+    vm_xml_set(cpu, "mode", "custom");
+    vm_xml_set(cpu, "match", "exact");
+    vm_xml_set(vm_xml_child(cpu, "model", s->cpu_model), "fallback", "forbid");
+  } else if (strcmp(s->virt_type, "kvm") == 0) {
     vm_xml_set(vm_xml_child(dom, "cpu", NULL), "mode", "host-model");
+  }
   vm_xml_set(vm_xml_child(dom, "clock", NULL), "offset", "utc");
   vm_xml_child(dom, "on_poweroff", "destroy");
   vm_xml_child(dom, "on_reboot", "restart");

@@ -132,7 +132,10 @@ xmlXPathObjectPtr vm_xpath_nodes(xmlXPathContextPtr ctx, const char *expr);
 /* An XPath string literal for any text (concat() when it holds both quotes). */
 char *vm_xpath_literal(const char *s);
 char *vm_xml_prop(xmlNodePtr node, const char *name);
+/* Adds a child element (with text when not NULL). */
 xmlNodePtr vm_xml_child(xmlNodePtr parent, const char *name, const char *text);
+/* The first child element of that name, or NULL. */
+xmlNodePtr vm_xml_find(xmlNodePtr parent, const char *name);
 void vm_xml_set(xmlNodePtr node, const char *attr, const char *value);
 void vm_xml_setf(xmlNodePtr node, const char *attr, const char *fmt, ...) VM_PRINTF(3, 4);
 char *vm_xml_dump(xmlDocPtr doc);
@@ -163,6 +166,9 @@ struct vm_spec {
   struct vm_spec_nic nics[VM_MAX_DEVS];
   size_t nnics;
   const char *console_log;
+  /* The guest's CPU: a model name, or a whole <cpu> definition (as vmmigrate
+   * baseline prints it); neither: host-model under KVM, QEMU's default under TCG. */
+  const char *cpu_model, *cpu_xml;
   /* vmkit's own metadata, kept in the domain XML under VM_META_NS. */
   const char *meta_template;
   /* A journal record to define the domain with (see journal.c), or NULL. */
@@ -322,5 +328,23 @@ void vm_journal_volumes(xmlDocPtr rec, const char *role, struct vm_strv *out);
  * gone with it (a rolled-back create); 1 after a message. Records of other ops are
  * left to their tools: *other is set to the op when there is one. */
 int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other);
+
+/* ---- A domain job's statistics (job.c) ------------------------------------------------
+ * What a migration or a backup job has done, from virDomainGetJobStats (completed:
+ * the last finished job's, as libvirt keeps them, also on a migration's
+ * destination). Rates in bytes per second, sizes in bytes. */
+struct vm_jobstats {
+  int type, operation; /* VIR_DOMAIN_JOB_*, VIR_DOMAIN_JOB_OPERATION_* */
+  uint64_t elapsed_ms, setup_ms, downtime_ms;
+  bool has_downtime;
+  uint64_t data_total, data_processed, data_remaining;
+  uint64_t mem_total, mem_processed, mem_remaining, mem_bps, page_size;
+  uint64_t dirty_rate; /* pages per second, as libvirt gives it */
+  uint64_t iteration, postcopy_requests;
+  uint64_t disk_total, disk_processed, disk_remaining, disk_bps;
+  int throttle_pct;
+};
+/* 0, or -1 with libvirt's error left for vm_fail_virt. */
+int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s);
 
 #endif

@@ -123,3 +123,10 @@ char *vm_xml_dump(xmlDocPtr doc)
   xmlFree(mem);
   return s;
 }
+
+xmlNodePtr vm_xml_find(xmlNodePtr parent, const char *name)
+{
+  for (xmlNodePtr c = parent ? parent->children : NULL; c; c = c->next)
+    if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST name) == 0) return c;
+  return NULL;
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env bats
+# vmmigrate when things go wrong: Ctrl-C, SIGTERM and --timeout abort the move and
+# leave the VM running where it was with nothing left on the destination; so does
+# a destination that dies midway; and a run killed with SIGKILL at a random
+# instant leaves nothing that the next run cannot finish or roll back.
+# The moves are slowed down by a bandwidth cap, so that each fault lands midway.
+
+load helpers
+
+setup_file() {
+  pool_start 3
+  pool_local_pools
+}
+teardown_file() { pool_stop; }
+teardown() {
+  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
+  common_teardown
+}
+
+# start_move ARGS...: vmmigrate in the background; $MOVE_PID, stderr in $MOVE_ERR.
+start_move() {
+  MOVE_ERR=$BATS_TEST_TMPDIR/move.err
+  "$TOP/vmmigrate/vmmigrate" "$@" >"$BATS_TEST_TMPDIR/move.out" 2>"$MOVE_ERR" &
+  MOVE_PID=$!
+}
+# end_move: waits for it; $MOVE_RC.
+end_move() {
+  MOVE_RC=0
+  wait "$MOVE_PID" || MOVE_RC=$?
+}
+
+# wait_job_started VM: until the VM's migration job runs on h1 (up to 30 s).
+wait_job_started() {
+  local n
+  for n in $(seq 1 150); do
+    virsh_q domjobinfo "$1" 2>/dev/null | grep -q '^Job type: *Unbounded' && return 0
+    sleep 0.2
+  done
+  echo "no migration job started on $1" >&2
+  return 1
+}
+
+# wait_no_job VM K: until no job runs on the VM on host hK (a move a killed run
+# started goes on in libvirt), up to 120 s.
+wait_no_job() {
+  local n
+  for n in $(seq 1 600); do
+    on_host "$2" virsh_q domjobinfo "$1" 2>/dev/null | grep -q '^Job type: *Unbounded' || return 0
+    sleep 0.2
+  done
+  echo "a job still runs on $1" >&2
+  return 1
+}
+
+@test "Ctrl-C, SIGTERM and --timeout abort a move: the VM runs on the source, nothing is left on the destination" {
+  local vm sig
+  vm=$(vm_name abort)
+  boot_vm "$vm" --pool "$LOCAL_POOL" --memory 512M
+  guest_dirty "$vm"
+  for sig in INT TERM; do
+    start_move "$vm" h2 --copy-storage --bandwidth 2
+    wait_job_started "$vm"
+    [ -f "$POOL_DIR/local-h2/$vm.qcow2" ]
+    kill -"$sig" "$MOVE_PID"
+    end_move
+    [ "$MOVE_RC" -eq 1 ]
+    [ "$(wc -l < "$MOVE_ERR")" -eq 1 ]
+    grep -q "interrupted by SIG$sig: the move of '$vm' was aborted; the VM runs on " "$MOVE_ERR"
+    [ "$(vm_state_on 1 "$vm")" = running ]
+    [ "$(vm_state_on 2 "$vm")" = none ]
+    [ ! -e "$POOL_DIR/local-h2/$vm.qcow2" ]
+    [ -f "$POOL_DIR/local-h1/$vm.qcow2" ]
+  done
+  run_tool 5 vmmigrate "$vm" h2 --copy-storage --bandwidth 2 --timeout 3
+  assert_one_error_line "moving '$vm' to h2 timed out after 3 s: aborted; the VM runs on "
+  [ "$(vm_state_on 1 "$vm")" = running ]
+  [ "$(vm_state_on 2 "$vm")" = none ]
+  [ ! -e "$POOL_DIR/local-h2/$vm.qcow2" ]
+  # The guest never noticed: its writer still runs.
+  [ "$(guest_exec "$vm" 'ps | grep -c "[c]p /tmp/a"')" -ge 1 ]
+}
+
+@test "the destination dies midway: the VM keeps running on the source, and the next move cleans up and succeeds" {
+  local vm
+  vm=$(vm_name dies)
+  boot_vm "$vm" --pool "$LOCAL_POOL" --memory 512M
+  guest_dirty "$vm"
+  start_move "$vm" h3 --copy-storage --bandwidth 2
+  wait_job_started "$vm"
+  [ -f "$POOL_DIR/local-h3/$vm.qcow2" ]
+  # h3's daemons and QEMU are gone at once, as when the host loses power.
+  "$TOP/scripts/host2" stop "$POOL_DIR/h3"
+  end_move
+  cat "$MOVE_ERR" >&3
+  [ "$MOVE_RC" -eq 1 ]
+  grep -q "cannot move '$vm' to h3: .*; the VM runs on " "$MOVE_ERR"
+  [ "$(vm_state_on 1 "$vm")" = running ]
+  [ "$(guest_exec "$vm" 'echo alive')" = alive ]
+  # The volume it made there could not be removed: h3 did not answer.
+  grep -q "cannot remove $POOL_DIR/local-h3/$vm.qcow2 from h3 yet" "$MOVE_ERR"
+  # h3 comes back (a fresh boot: its transient pools are defined again).
+  "$TOP/scripts/host2" start "$POOL_DIR/h3" host3 >/dev/null
+  on_host 3 virsh_q pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null
+  on_host 3 virsh_q pool-create-as "$VMKIT_TEMPLATE_POOL" dir --target "$VMKIT_TEMPLATE_DIR" >/dev/null
+  on_host 3 virsh_q pool-create-as "$LOCAL_POOL" dir --target "$POOL_DIR/local-h3" >/dev/null
+  [ "$(vm_state_on 3 "$vm")" = none ]
+  # The next move of the VM removes what the failed one left, then moves it.
+  run_tool 0 vmmigrate "$vm" h3 --copy-storage
+  assert_stderr_has "rolled back the move of '$vm' to host3"
+  [ "$(vm_state_on 3 "$vm")" = running ]
+  [ "$(vm_state_on 1 "$vm")" = none ]
+  [ ! -e "$POOL_DIR/local-h1/$vm.qcow2" ]
+}
+
+@test "SIGKILL at random instants: the next run finishes or rolls back, and the VM is on one host with one disk" {
+  local vm round dest src delay rc where
+  vm=$(vm_name kill)
+  boot_vm "$vm" --pool "$LOCAL_POOL"
+  src=1
+  for round in 1 2 3 4 5 6; do
+    dest=$((src % 3 + 1))
+    delay=$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", rand() * 2.5 }')
+    # Live moves, and offline ones (every other round the VM is shut off).
+    if [ $((round % 2)) -eq 0 ]; then
+      on_host "$src" virsh_q destroy "$vm" >/dev/null 2>&1 || true
+    elif [ "$(vm_state_on "$src" "$vm")" != running ]; then
+      on_host "$src" virsh_q start "$vm" >/dev/null
+    fi
+    start_move -c "h$src" "$vm" "h$dest" --copy-storage --bandwidth 20
+    sleep "$delay"
+    kill -KILL "$MOVE_PID" 2>/dev/null || true
+    end_move
+    echo "# round $round: h$src -> h$dest, killed after $delay s (exit $MOVE_RC)" >&3
+    wait_no_job "$vm" "$src"
+    [ -n "$(vm_hosts_of "$vm")" ]
+    # The next run of the same move finishes or rolls back what the killed one
+    # left, then moves the VM (0), or finds that the killed run's move had
+    # finished: no such VM on the source any more (3).
+    run --separate-stderr "$TOP/vmmigrate/vmmigrate" -c "h$src" "$vm" "h$dest" --copy-storage
+    echo "# next run: exit $status: $stderr" >&3
+    [ "$status" -eq 0 ] || [ "$status" -eq 3 ]
+    # Exactly one host holds the VM, and exactly one disk file of it exists.
+    [ "$(vm_hosts_of "$vm")" = "h$dest" ]
+    [ "$(ls "$POOL_DIR"/local-h*/"$vm".qcow2 | wc -l)" -eq 1 ]
+    [ -f "$POOL_DIR/local-h$dest/$vm.qcow2" ]
+    refute grep -qs "\"$vm\"" /var/lib/vmkit/migrations/*.json
+    on_host "$dest" virsh_q dominfo "$vm" | grep -Eq '^Persistent: +yes'
+    src=$dest
+  done
+}

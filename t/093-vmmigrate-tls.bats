@@ -1,0 +1,76 @@
+#!/usr/bin/env bats
+# vmmigrate --tls: the migration stream encrypted by libvirt's TLS migration. The
+# test makes its own CA and certificates (openssl) and gives them to h2 and h3
+# through their qemu.conf; this machine's daemon (h1) has none. On the wire (the
+# loopback, where these hosts' streams run), a marker the guest holds in memory
+# is seen in a plain move and not in an encrypted one.
+
+load helpers
+
+setup_file() {
+  local pki=$VMKIT_TEST_RUN/pki-$FILETAG
+  mkdir -p "$pki"
+  (
+    cd "$pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=vmkit test CA" \
+      -keyout ca-key.pem -out ca-cert.pem 2>/dev/null
+    # One certificate for both ends: it names the address the stream goes to.
+    for role in server client; do
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=vmkit test $role" \
+        -keyout "$role-key.pem" -out "$role.csr" 2>/dev/null
+      openssl x509 -req -in "$role.csr" -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+        -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:host2,DNS:host3\nextendedKeyUsage=serverAuth,clientAuth\n') \
+        -out "$role-cert.pem" 2>/dev/null
+    done
+    rm -f ./*.csr ca-key.pem
+  )
+  # QEMU runs as libvirt-qemu and reads them (test keys only).
+  chmod 755 "$pki"
+  chmod 644 "$pki"/*.pem
+  pool_start 3 "migrate_tls_x509_cert_dir = \"$pki\""
+}
+teardown_file() { pool_stop; }
+teardown() {
+  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
+  common_teardown
+}
+
+# capture_move K ARGS...: runs vmmigrate ARGS while capturing the loopback traffic
+# to host hK's incoming-migration ports (t/helpers.bash: 49152 + 100 K ...), and
+# prints how many times the guest's marker crossed in clear.
+capture_move() {
+  local k=$1 cap pid lo
+  shift
+  cap=$BATS_TEST_TMPDIR/cap.$RANDOM
+  lo=$((49152 + 100 * k))
+  tcpdump -i lo -s 0 -U -w "$cap" "tcp portrange $lo-$((lo + 63))" 2>/dev/null &
+  pid=$!
+  sleep 1
+  run_tool 0 vmmigrate "$@" || { kill "$pid"; return 1; }
+  sleep 1
+  kill "$pid"
+  wait "$pid" || true
+  [ -s "$cap" ]
+  grep -a -c VMKITMARKER "$cap" || true
+}
+
+@test "--tls encrypts the stream: the guest's memory crosses in clear without it and not with it; a host without certificates refuses" {
+  local vm n
+  vm=$(vm_name tls)
+  run_tool 0 vmrun -c h2 create "$vm" --template tiny --start --paused
+  run_tool 0 vmrun -c h2 wait "$vm" --console-line 'vmkit-guest: up' --resume --timeout 120
+  # The marker, 8 MB of it in the guest's RAM (its root is an initramfs).
+  on_host 2 guest_exec "$vm" 'yes VMKITMARKER | head -c 8000000 > /tmp/marker'
+  n=$(capture_move 3 -c h2 "$vm" h3)
+  [ "$n" -gt 0 ]
+  [ "$(vm_state_on 3 "$vm")" = running ]
+  n=$(capture_move 2 -c h3 "$vm" h2 --tls)
+  [ "$n" -eq 0 ]
+  [ "$(vm_state_on 2 "$vm")" = running ]
+  [ "$(on_host 2 guest_exec "$vm" 'head -c 11 /tmp/marker')" = VMKITMARKER ]
+  # h1 has no certificates: the move fails in one line and the VM stays on h2.
+  run_tool 1 vmmigrate -c h2 "$vm" h1 --tls
+  assert_one_error_line "cannot move '$vm' to h1: "
+  [ "$(vm_state_on 2 "$vm")" = running ]
+  [ "$(vm_state_on 1 "$vm")" = none ]
+}

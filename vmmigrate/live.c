@@ -1,0 +1,338 @@
+/* A live move: libvirt's peer-to-peer migration, driven from a worker thread while
+ * this one watches the job (progress, convergence, escalation, abort).
+ *
+ * QEMU fixes a migration's capabilities when it starts, so auto-converge and
+ * post-copy are enabled up front (libvirt's flags) and the escalation uses what
+ * works mid-flight: a longer allowed downtime (virDomainMigrateSetMaxDowntime),
+ * the auto-converge throttle (QEMU raises it by itself while the guest dirties
+ * memory faster than it is sent), then the switch to post-copy
+ * (virDomainMigrateStartPostCopy). */
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmmigrate.h"
+
+struct worker {
+  virDomainPtr dom;
+  const char *dconnuri;
+  virTypedParameterPtr params;
+  int nparams;
+  unsigned flags;
+  int rc;
+  virErrorPtr err;
+  volatile bool done;
+};
+
+static void *migrate_thread(void *arg)
+{
+  struct worker *w = arg;
+  w->rc = virDomainMigrateToURI3(w->dom, w->dconnuri, w->params, (unsigned)w->nparams, w->flags);
+  if (w->rc < 0) w->err = virSaveLastError();
+  __atomic_store_n(&w->done, true, __ATOMIC_SEQ_CST);
+  return NULL;
+}
+
+/* The progress line, on a terminal only. */
+static void progress(const char *phase, const struct vm_jobstats *s, int64_t elapsed_ms)
+{
+  if (vm_opts.quiet || !isatty(2)) return;
+  char rem[16], rate[16], dirty[16], eta[32] = "";
+  uint64_t remaining = s->data_remaining ? s->data_remaining : s->mem_remaining;
+  uint64_t bps = s->mem_bps + s->disk_bps;
+  if (bps) snprintf(eta, sizeof eta, ", ETA %llus", (unsigned long long)(remaining / bps));
+  fprintf(stderr, "\r\033[K%s: iteration %llu, %s left, dirty %s/s, %s/s%s, %llds", phase,
+          (unsigned long long)s->iteration, vm_format_size(remaining, rem),
+          vm_format_size(s->dirty_rate * s->page_size, dirty), vm_format_size(bps, rate), eta,
+          (long long)(elapsed_ms / 1000));
+}
+
+static void progress_end(void)
+{
+  if (!vm_opts.quiet && isatty(2)) fprintf(stderr, "\r\033[K");
+}
+
+/* "Postcopy is not supported": the destination kernel lets QEMU there have no
+ * userfaultfd (HOST.md: vm.unprivileged_userfaultfd). */
+static bool postcopy_unsupported(virErrorPtr e)
+{
+  return e && e->message && (strstr(e->message, "ostcopy is not supported") || strstr(e->message, "postcopy-ram"));
+}
+
+/* --strategy postcopy switches when the first pass is done, as libvirt reports it
+ * (the iteration event, as virsh's --postcopy-after-precopy does): polling could
+ * miss the moment. */
+static volatile bool switched;
+
+static void on_iteration(virConnectPtr conn, virDomainPtr dom, int iteration, void *opaque)
+{
+  if (iteration >= 2 && !__atomic_load_n(&switched, __ATOMIC_SEQ_CST) && virDomainMigrateStartPostCopy(dom, 0) == 0)
+    __atomic_store_n(&switched, true, __ATOMIC_SEQ_CST);
+  virResetLastError();
+}
+
+static const char *stage_names[] = { "pre-copy", "pre-copy, longer downtime", "auto-converge", "post-copy" };
+
+int move_live(struct move *m, json_object *report)
+{
+  /* The record first: it names the volumes this run is about to make there. */
+  int rc;
+  if ((rc = record_write(m, "live"))) return rc;
+  if ((rc = dest_volumes_create(m, false))) {
+    if (dest_volumes_remove(m) == 0) record_remove(m);
+    return rc;
+  }
+
+  /* Flags and parameters. */
+  bool copy_all = false, copy_top = false, shared = false;
+  virTypedParameterPtr params = NULL;
+  int nparams = 0, maxparams = 0;
+  for (size_t i = 0; i < m->ndisks; i++) {
+    if (m->disks[i].how == D_SHARED) { shared = true; continue; }
+    if (m->disks[i].how == D_COPY_ALL) copy_all = true;
+    else copy_top = true;
+    virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_MIGRATE_DISKS, m->disks[i].target);
+  }
+  unsigned flags = VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST;
+  if (!mo.keep_source) flags |= VIR_MIGRATE_UNDEFINE_SOURCE;
+  if (mo.strategy != ST_STOPCOPY) flags |= VIR_MIGRATE_LIVE;
+  if (mo.strategy == ST_AUTO || mo.strategy == ST_AUTOCONVERGE) flags |= VIR_MIGRATE_AUTO_CONVERGE;
+  bool want_postcopy = mo.strategy == ST_AUTO || mo.strategy == ST_POSTCOPY;
+  if (want_postcopy) flags |= VIR_MIGRATE_POSTCOPY;
+  if (mo.tls) flags |= VIR_MIGRATE_TLS;
+  /* Mixed disks: one flag covers all; flattening the ones that could go top-only
+   * is correct, the reverse is not. */
+  if (copy_all) flags |= VIR_MIGRATE_NON_SHARED_DISK;
+  else if (copy_top) flags |= VIR_MIGRATE_NON_SHARED_INC;
+  /* Shared storage was proven by the pre-flight probe: libvirt's own guess (it
+   * trusts only cache='none' or filesystems it knows) is not needed. */
+  if (shared) flags |= VIR_MIGRATE_UNSAFE;
+  const char *muri = mo.migrate_uri ? mo.migrate_uri : m->dst.migrate_uri;
+  if (muri) virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_URI, muri);
+  if (mo.bandwidth_mib)
+    virTypedParamsAddULLong(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_BANDWIDTH, mo.bandwidth_mib);
+  bool moved_paths = false;
+  for (size_t i = 0; i < m->ndisks; i++)
+    if (strcmp(m->disks[i].dst_path, m->disks[i].src_path) != 0) moved_paths = true;
+  CLEANUP_FREE char *dxml = NULL, *pxml = NULL;
+  if (moved_paths) {
+    dxml = dest_xml(m, VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
+    pxml = dest_xml(m, VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE | VIR_DOMAIN_XML_INACTIVE);
+    if (!dxml || !pxml) {
+      virTypedParamsFree(params, nparams);
+      if (dest_volumes_remove(m) == 0) record_remove(m);
+      return VM_EXIT_FAIL;
+    }
+    virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_DEST_XML, dxml);
+    virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_PERSIST_XML, pxml);
+  }
+
+  bool was_running = vm_domain_state(m->dom) == VIR_DOMAIN_RUNNING;
+  int64_t t0 = vm_now_ms();
+  struct worker w;
+  bool postcopy_started = false, aborted = false;
+  int abort_rc = 0;
+  int stage = 0;
+  /* auto starts at QEMU's default 300 ms (or less, if that is all the user allows)
+   * and raises it when pre-copy does not converge; the other strategies use what
+   * the user allows from the start. */
+  int downtime = mo.strategy != ST_AUTO ? mo.max_downtime_ms : mo.max_downtime_ms < 300 ? mo.max_downtime_ms : 300;
+  const int first_downtime = downtime;
+  bool downtime_set = false;
+  uint64_t last_iter = 0, rem_prev = 0, rem_iter = 0;
+  int stalls = 0;
+  struct vm_jobstats last = { 0 };
+  int max_throttle = 0;
+  CLEANUP_FREE char *finished_by = NULL;
+
+  int iter_cb = -1;
+  if (mo.strategy == ST_POSTCOPY)
+    iter_cb = virConnectDomainEventRegisterAny(m->src.conn, m->dom, VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+                                               VIR_DOMAIN_EVENT_CALLBACK(on_iteration), NULL, NULL);
+  virResetLastError();
+  for (int attempt = 0; attempt < 2; attempt++) {
+    w = (struct worker){ .dom = m->dom, .dconnuri = m->dst.uri, .params = params, .nparams = nparams, .flags = flags };
+    pthread_t th;
+    if (pthread_create(&th, NULL, migrate_thread, &w) != 0) {
+      rc = vm_fail(VM_EXIT_FAIL, "cannot start a thread");
+      break;
+    }
+    while (!__atomic_load_n(&w.done, __ATOMIC_SEQ_CST)) {
+      vm_sleep_ms(200);
+      int64_t elapsed = vm_now_ms() - t0;
+      bool timed_out = mo.timeout_s && elapsed >= (int64_t)mo.timeout_s * 1000;
+      if (__atomic_load_n(&switched, __ATOMIC_SEQ_CST)) postcopy_started = true;
+      if ((vm_interrupted() || timed_out) && !aborted) {
+        if (postcopy_started) {
+          static bool said;
+          if (!said) {
+            progress_end();
+            vm_warn("post-copy has started: the move cannot be undone; letting it finish");
+            said = true;
+          }
+        } else {
+          aborted = true;
+          abort_rc = vm_interrupted() ? VM_EXIT_FAIL : VM_EXIT_TIMEOUT;
+          virDomainAbortJob(m->dom);
+          virResetLastError();
+        }
+      }
+      struct vm_jobstats s;
+      if (vm_job_stats(m->dom, false, &s) < 0 || s.type == VIR_DOMAIN_JOB_NONE) {
+        virResetLastError();
+        continue;
+      }
+      last = s;
+      if (s.throttle_pct > max_throttle) max_throttle = s.throttle_pct;
+      if (!downtime_set && mo.strategy != ST_STOPCOPY) {
+        if (virDomainMigrateSetMaxDowntime(m->dom, (unsigned long long)downtime, 0) == 0) downtime_set = true;
+        virResetLastError();
+      }
+      progress(postcopy_started ? "post-copy" : stage_names[stage], &s, elapsed);
+      if (aborted || postcopy_started) continue;
+
+      /* Convergence: the data left at the start of each iteration must shrink. */
+      if (s.iteration > last_iter) {
+        rem_prev = rem_iter;
+        rem_iter = s.mem_remaining;
+        if (last_iter >= 2 && rem_prev && rem_iter * 10 > rem_prev * 9) stalls++;
+        else if (last_iter >= 2) stalls = 0;
+        last_iter = s.iteration;
+      }
+      bool budget_gone = elapsed >= (int64_t)mo.precopy_budget_s * 1000;
+      if (mo.strategy == ST_POSTCOPY) {
+        /* The event callback switches; a missed event is caught here. */
+        if (!__atomic_load_n(&switched, __ATOMIC_SEQ_CST) && s.iteration >= 2 && m->postcopy_ok &&
+            virDomainMigrateStartPostCopy(m->dom, 0) == 0)
+          __atomic_store_n(&switched, true, __ATOMIC_SEQ_CST);
+        virResetLastError();
+      } else if (mo.strategy == ST_AUTO && (stalls > 0 || budget_gone)) {
+        if (stage == 0) {
+          /* A longer pause, as far as the user allows, when it would be enough. */
+          uint64_t bps = s.mem_bps ? s.mem_bps : 1;
+          uint64_t need_ms = s.mem_remaining * 1000 / bps;
+          if (downtime < mo.max_downtime_ms && (need_ms <= (uint64_t)mo.max_downtime_ms || !budget_gone)) {
+            downtime = need_ms * 5 / 4 < (uint64_t)mo.max_downtime_ms ? (int)(need_ms * 5 / 4) : mo.max_downtime_ms;
+            if (downtime < 300) downtime = mo.max_downtime_ms < 300 ? mo.max_downtime_ms : 300;
+            virDomainMigrateSetMaxDowntime(m->dom, (unsigned long long)downtime, 0);
+            virResetLastError();
+            vm_debug("pre-copy does not converge: downtime limit raised to %d ms", downtime);
+          }
+          stage = 1;
+          stalls = 0;
+        } else if (stage == 1) {
+          vm_debug("pre-copy still does not converge: letting auto-converge throttle the guest");
+          stage = 2;
+          stalls = 0;
+        } else if (stage == 2 && (stalls >= 2 || budget_gone) && m->postcopy_ok) {
+          if (virDomainMigrateStartPostCopy(m->dom, 0) == 0) {
+            postcopy_started = true;
+            vm_debug("switched to post-copy after %lld ms", (long long)elapsed);
+          }
+          virResetLastError();
+        }
+      }
+    }
+    pthread_join(th, NULL);
+    if (__atomic_load_n(&switched, __ATOMIC_SEQ_CST)) postcopy_started = true;
+    progress_end();
+    /* The destination cannot take post-copy: say so once, and go on without it. */
+    if (w.rc < 0 && !aborted && (flags & VIR_MIGRATE_POSTCOPY) && postcopy_unsupported(w.err) && attempt == 0) {
+      if (mo.strategy == ST_POSTCOPY) {
+        virTypedParamsFree(params, nparams);
+        virFreeError(w.err);
+        if (dest_volumes_remove(m) == 0) record_remove(m);
+        return vm_fail(VM_EXIT_STATE, "cannot move '%s' to %s with post-copy: it is not available there (its "
+                       "kernel must allow QEMU userfaultfd: sysctl vm.unprivileged_userfaultfd=1); the VM runs on %s",
+                       m->name, m->dst.label, m->src.label);
+      }
+      vm_warn("post-copy is not available on %s (its kernel must allow QEMU userfaultfd: "
+              "sysctl vm.unprivileged_userfaultfd=1): moving without it", m->dst.label);
+      flags &= ~(unsigned)VIR_MIGRATE_POSTCOPY;
+      m->postcopy_ok = false;
+      virFreeError(w.err);
+      w.err = NULL;
+      t0 = vm_now_ms();
+      continue;
+    }
+    break;
+  }
+  if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
+  virTypedParamsFree(params, nparams);
+  int64_t total_ms = vm_now_ms() - t0;
+
+  if (w.rc < 0) {
+    const char *why = w.err && w.err->message ? w.err->message : "unknown error";
+    if (postcopy_started) {
+      /* The one case where the VM can be lost: its memory is split between the hosts. */
+      rc = vm_fail(VM_EXIT_FAIL, "post-copy of '%s' to %s failed: the VM is stopped, its memory split between %s and "
+                   "%s, and may be lost; the destination's volumes are kept: %s", m->name, m->dst.label,
+                   m->src.label, m->dst.label, why);
+      record_remove(m);
+    } else {
+      /* libvirt resumes the guest on the source after a failed pre-copy. */
+      int st = vm_domain_state(m->dom);
+      if (was_running && st == VIR_DOMAIN_PAUSED) {
+        virDomainResume(m->dom);
+        virResetLastError();
+        st = vm_domain_state(m->dom);
+      }
+      CLEANUP_FREE char *now = st == VIR_DOMAIN_RUNNING ? vm_strdup("runs") : vm_strdup_printf("is %s", vm_state_name(st));
+      if (aborted && abort_rc == VM_EXIT_TIMEOUT)
+        rc = vm_fail(VM_EXIT_TIMEOUT, "moving '%s' to %s timed out after %d s: aborted; the VM %s on %s", m->name,
+                     m->dst.label, mo.timeout_s, now, m->src.label);
+      else if (aborted)
+        rc = vm_fail(VM_EXIT_FAIL, "interrupted by %s: the move of '%s' was aborted; the VM %s on %s",
+                     vm_interrupt_signal() == 2 ? "SIGINT" : vm_interrupt_signal() == 15 ? "SIGTERM" : "a signal",
+                     m->name, now, m->src.label);
+      else
+        rc = vm_fail(VM_EXIT_FAIL, "cannot move '%s' to %s: %s; the VM %s on %s", m->name, m->dst.label, why,
+                     now, m->src.label);
+      /* What this run made there goes; what cannot go yet, the next move removes. */
+      if (dest_volumes_remove(m) == 0) record_remove(m);
+    }
+    if (w.err) virFreeError(w.err);
+    return rc;
+  }
+
+  /* Done: what QEMU measured, as the destination keeps it. */
+  struct vm_jobstats done = { 0 };
+  virDomainPtr ddom = virDomainLookupByUUIDString(m->dst.conn, m->uuid);
+  if (!ddom || vm_job_stats(ddom, true, &done) < 0 || !done.has_downtime) {
+    virResetLastError();
+    if (vm_job_stats(m->dom, true, &done) < 0) done = last;
+  }
+  virResetLastError();
+  if (ddom) virDomainFree(ddom);
+  if (done.mem_processed < last.mem_processed) done.mem_processed = last.mem_processed;
+  if (done.disk_processed < last.disk_processed) done.disk_processed = last.disk_processed;
+  if (done.iteration == 0) done.iteration = last.iteration;
+  if (done.throttle_pct > max_throttle) max_throttle = done.throttle_pct;
+
+  if (mo.strategy == ST_STOPCOPY) finished_by = vm_strdup("stop-copy");
+  else if (postcopy_started) finished_by = vm_strdup("postcopy");
+  else if (max_throttle > 0) finished_by = vm_strdup("auto-converge");
+  else if (downtime > first_downtime) finished_by = vm_strdup("precopy (longer downtime)");
+  else finished_by = vm_strdup("precopy");
+
+  if (!mo.keep_source && (copy_all || copy_top)) source_volumes_remove(m);
+  record_remove(m);
+
+  const char *storage = copy_all ? "copied (whole chain, flattened)" : copy_top ? "copied (top image)" : "shared";
+  json_object_object_add(report, "mode", json_object_new_string("live"));
+  json_object_object_add(report, "strategy", json_object_new_string(strategy_name(mo.strategy)));
+  json_object_object_add(report, "finished_by", json_object_new_string(finished_by));
+  json_object_object_add(report, "total_ms", json_object_new_int64(done.elapsed_ms ? (int64_t)done.elapsed_ms : total_ms));
+  json_object_object_add(report, "downtime_ms", done.has_downtime ? json_object_new_int64((int64_t)done.downtime_ms) : NULL);
+  json_object_object_add(report, "memory_bytes", json_object_new_int64((int64_t)done.mem_processed));
+  json_object_object_add(report, "disk_bytes", json_object_new_int64((int64_t)done.disk_processed));
+  json_object_object_add(report, "iterations", json_object_new_int64((int64_t)done.iteration));
+  json_object_object_add(report, "postcopy", json_object_new_boolean(postcopy_started));
+  json_object_object_add(report, "max_downtime_ms", json_object_new_int(downtime));
+  json_object_object_add(report, "throttle_pct", json_object_new_int(max_throttle));
+  json_object_object_add(report, "storage", json_object_new_string(storage));
+  vm_info("moved '%s' to %s in %.1f s (%s; downtime %s ms)", m->name, m->dst.label,
+          (double)(done.elapsed_ms ? (int64_t)done.elapsed_ms : total_ms) / 1000, finished_by,
+          done.has_downtime ? json_object_get_string(json_object_object_get(report, "downtime_ms")) : "?");
+  return 0;
+}

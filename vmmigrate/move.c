@@ -1,0 +1,153 @@
+/* One move from start to end: open both hosts, find and lock the VM, finish what a
+ * killed run left, pre-flight, then the live or offline move and its report. */
+#include <string.h>
+
+#include "vmmigrate.h"
+
+void move_free(struct move *m)
+{
+  for (size_t i = 0; i < m->ndisks; i++) {
+    struct mdisk *d = &m->disks[i];
+    free(d->target); free(d->device); free(d->src_path); free(d->format); free(d->pool); free(d->vol);
+    free(d->dst_path);
+    vm_strv_free(&d->chain);
+    vm_strv_free(&d->copy_chain);
+  }
+  free(m->name);
+  free(m->kernel);
+  free(m->initrd);
+  if (m->dom) virDomainFree(m->dom);
+  if (m->checks) json_object_put(m->checks);
+  host_close(&m->dst);
+  host_close(&m->src);
+}
+
+/* The first failed check's line. */
+static int first_failure(struct move *m)
+{
+  size_t n = json_object_array_length(m->checks);
+  for (size_t i = 0; i < n; i++) {
+    json_object *c = json_object_array_get_idx(m->checks, i);
+    if (strcmp(json_object_get_string(json_object_object_get(c, "result")), "failed") == 0)
+      return vm_fail(m->check_rc, "cannot move '%s' to %s: %s", m->name, m->dst.label,
+                     json_object_get_string(json_object_object_get(c, "detail")));
+  }
+  return m->check_rc;
+}
+
+static int load(struct move *m)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(m->dom, m->live ? 0 : VIR_DOMAIN_XML_INACTIVE);
+  if (!doc) return VM_EXIT_FAIL;
+  struct vm_disk *disks = NULL;
+  size_t n = 0;
+  int rc = vm_domain_disks(doc, &disks, &n);
+  if (rc) return rc;
+  for (size_t i = 0; i < n; i++) {
+    if (!disks[i].source || !disks[i].target) continue; /* an empty CD-ROM drive */
+    if (m->ndisks >= VM_MAX_DEVS) break;
+    if (disks[i].type && strcmp(disks[i].type, "file") != 0 && strcmp(disks[i].type, "block") != 0 &&
+        strcmp(disks[i].type, "volume") != 0) {
+      rc = vm_fail(VM_EXIT_STATE, "cannot move '%s': disk %s is of type '%s' (network disks are not supported)",
+                   m->name, disks[i].target, disks[i].type);
+      break;
+    }
+    struct mdisk *d = &m->disks[m->ndisks++];
+    d->target = vm_strdup(disks[i].target);
+    d->device = vm_strdup(disks[i].device ? disks[i].device : "disk");
+    d->src_path = vm_strdup(disks[i].source);
+    d->format = disks[i].format ? vm_strdup(disks[i].format) : NULL;
+    d->readonly = disks[i].readonly;
+  }
+  vm_disks_free(disks, n);
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  m->kernel = vm_xpath_str(x, "/domain/os/kernel");
+  m->initrd = vm_xpath_str(x, "/domain/os/initrd");
+  return rc;
+}
+
+int run_move(const char *vm, const char *src, const char *dst, struct ledger *ledger, json_object **report)
+{
+  *report = NULL;
+  vm_catch_signals();
+  /* The event loop lets libvirt's keepalive notice a host that stops answering. */
+  vm_events_init();
+  struct move m = { .ledger = ledger, .vm_arg = vm, .postcopy_ok = true };
+  int rc = host_open(&m.src, src, VM_EXIT_FAIL);
+  if (rc) goto out;
+  m.dom = virDomainLookupByName(m.src.conn, vm);
+  if (!m.dom && strlen(vm) == 36) m.dom = virDomainLookupByUUIDString(m.src.conn, vm);
+  if (!m.dom) {
+    /* Gone from here: a killed run's move may have finished; its record says. */
+    if (vm_virt_exit_code() != VM_EXIT_NOTFOUND) {
+      rc = vm_fail_virt("cannot look up VM '%s'", vm);
+      goto out;
+    }
+    if (!mo.check_only) record_recover_name(vm);
+    rc = vm_fail(VM_EXIT_NOTFOUND, "no such VM '%s' on %s", vm, m.src.label);
+    goto out;
+  }
+  m.name = vm_strdup(virDomainGetName(m.dom));
+  virDomainGetUUIDString(m.dom, m.uuid);
+  if (!mo.check_only) {
+    CLEANUP_FREE char *other = NULL;
+    if ((rc = vm_lock_and_recover(m.src.conn, &m.dom, m.name, &other))) goto out;
+    if (other) {
+      rc = vm_fail(VM_EXIT_STATE, "cannot move '%s': it has an unfinished %s; run the tool that started it first",
+                   m.name, other);
+      goto out;
+    }
+    record_recover(m.uuid);
+    /* A killed run's move that had gone far enough is finished now: the VM has gone. */
+    virDomainPtr again = virDomainLookupByUUIDString(m.src.conn, m.uuid);
+    if (!again) {
+      rc = vm_fail(VM_EXIT_NOTFOUND, "no such VM '%s' on %s any more: a killed run had moved it", m.name, m.src.label);
+      goto out;
+    }
+    virDomainFree(again);
+  }
+  /* The destination: one that does not answer is a failed pre-flight (exit 4). */
+  if ((rc = host_open(&m.dst, dst, VM_EXIT_STATE))) goto out;
+  if (!mo.check_only && (rc = vm_lock_domain_uuid(m.dst.conn, m.uuid, m.name))) goto out;
+
+  int state = vm_domain_state(m.dom);
+  m.live = state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED;
+  if (mo.offline && m.live) {
+    rc = vm_fail(VM_EXIT_STATE, "cannot move '%s' offline: it is %s (stop it first, or move it live)", m.name,
+                 vm_state_name(state));
+    goto out;
+  }
+  if (!m.live && state != VIR_DOMAIN_SHUTOFF) {
+    rc = vm_fail(VM_EXIT_STATE, "cannot move '%s': it is %s", m.name, vm_state_name(state));
+    goto out;
+  }
+  if (virDomainIsPersistent(m.dom) != 1 && !m.live) {
+    rc = vm_fail(VM_EXIT_STATE, "cannot move '%s': it is not defined", m.name);
+    goto out;
+  }
+  unsigned long maxmem = virDomainGetMaxMemory(m.dom);
+  m.memory = (uint64_t)maxmem * 1024;
+  if ((rc = load(&m))) goto out;
+
+  preflight(&m);
+  *report = json_object_new_object();
+  json_object_object_add(*report, "vm", json_object_new_string(m.name));
+  json_object_object_add(*report, "source", json_object_new_string(m.src.label));
+  json_object_object_add(*report, "dest", json_object_new_string(m.dst.label));
+  json_object_object_add(*report, "checks", json_object_get(m.checks));
+  if (mo.check_only) {
+    rc = m.check_rc;
+    if (rc) first_failure(&m);
+    goto out;
+  }
+  if (m.check_rc) {
+    rc = first_failure(&m);
+    goto out;
+  }
+  if (!m.live && !mo.offline) vm_info("'%s' is shut off: moving it offline", m.name);
+  rc = m.live ? move_live(&m, *report) : move_offline(&m, *report);
+  json_object_object_add(*report, "result", json_object_new_string(rc == 0 ? "moved" : "failed"));
+out:
+  move_free(&m);
+  return rc;
+}

@@ -1,0 +1,87 @@
+/* An offline move of a shut-off VM: its disks copied through libvirt's streams
+ * (only allocated data crosses; shared ones stay where they are), its definition
+ * defined there, every copy verified by a digest read through libvirt on both
+ * sides, and only then the source's definition and copies removed. Until the
+ * digests match, the source is the VM. */
+#include <string.h>
+
+#include "vmmigrate.h"
+
+int move_offline(struct move *m, json_object *report)
+{
+  int64_t t0 = vm_now_ms();
+  int rc = record_write(m, "offline-copy");
+  if (rc) return rc;
+  if ((rc = dest_volumes_create(m, true))) {
+    if (dest_volumes_remove(m) == 0) record_remove(m);
+    return rc;
+  }
+  uint64_t bytes = 0;
+  bool copied = false;
+  for (size_t i = 0; i < m->ndisks; i++)
+    if (m->disks[i].how != D_SHARED) {
+      bytes += m->disks[i].allocation;
+      copied = true;
+    }
+
+  CLEANUP_FREE char *xml = dest_xml(m, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
+  virDomainPtr ddom = xml ? virDomainDefineXMLFlags(m->dst.conn, xml, VIR_DOMAIN_DEFINE_VALIDATE) : NULL;
+  if (!ddom) {
+    rc = xml ? vm_fail_virt("cannot define '%s' on %s", m->name, m->dst.label) : VM_EXIT_FAIL;
+    if (dest_volumes_remove(m) == 0) record_remove(m);
+    return rc;
+  }
+  if ((rc = record_write(m, "offline-defined"))) goto undo;
+
+  /* Verify: each copied disk's digest on both hosts. */
+  for (size_t i = 0; i < m->ndisks && rc == 0; i++) {
+    struct mdisk *d = &m->disks[i];
+    if (d->how == D_SHARED) continue;
+    /* The top image, and the backing files copied with it. */
+    for (size_t k = 0; k <= d->copy_chain.n && rc == 0; k++) {
+      const char *sp = k == 0 ? d->src_path : d->copy_chain.v[k - 1];
+      const char *dp = k == 0 ? d->dst_path : d->copy_chain.v[k - 1];
+      char a[65], b[65];
+      if ((rc = vol_digest(m->src.conn, sp, a)) || (rc = vol_digest(m->dst.conn, dp, b))) break;
+      if (strcmp(a, b) != 0) {
+        rc = vm_fail(VM_EXIT_VERIFY, "the copy of %s (disk %s) on %s differs from the source (sha256 %.16s..., "
+                     "%.16s...)", sp, d->target, m->dst.label, a, b);
+        break;
+      }
+      vm_debug("disk %s: %s: sha256 %s on both hosts", d->target, sp, a);
+    }
+  }
+  if (rc == 0 && vm_interrupted()) rc = vm_fail_interrupted();
+  if (rc) goto undo;
+  if ((rc = record_write(m, "offline-verified"))) goto undo;
+
+  /* The destination holds the VM now; the source lets go. */
+  if (!mo.keep_source) {
+    if (virDomainUndefineFlags(m->dom, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 && virDomainUndefine(m->dom) < 0)
+      vm_warn("'%s' is on %s now, but its definition on %s could not be removed: %s", m->name, m->dst.label,
+              m->src.label, vm_virt_message());
+    else if (copied)
+      source_volumes_remove(m);
+  }
+  record_remove(m);
+  virDomainFree(ddom);
+  json_object_object_add(report, "mode", json_object_new_string("offline"));
+  json_object_object_add(report, "strategy", json_object_new_string("offline"));
+  json_object_object_add(report, "finished_by", json_object_new_string("offline"));
+  json_object_object_add(report, "total_ms", json_object_new_int64(vm_now_ms() - t0));
+  json_object_object_add(report, "downtime_ms", NULL);
+  json_object_object_add(report, "memory_bytes", json_object_new_int64(0));
+  json_object_object_add(report, "disk_bytes", json_object_new_int64((int64_t)bytes));
+  json_object_object_add(report, "iterations", json_object_new_int64(0));
+  json_object_object_add(report, "postcopy", json_object_new_boolean(false));
+  json_object_object_add(report, "storage", json_object_new_string(copied ? "copied and verified (sha256)" : "shared"));
+  vm_info("moved '%s' (shut off) to %s", m->name, m->dst.label);
+  return 0;
+
+undo:
+  virDomainUndefine(ddom);
+  virResetLastError();
+  virDomainFree(ddom);
+  if (dest_volumes_remove(m) == 0) record_remove(m);
+  return rc;
+}

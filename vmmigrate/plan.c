@@ -1,0 +1,244 @@
+/* Plans: lines "VM SOURCE DEST" (DESIGN.md; vmbalance writes them). Every move is
+ * checked first against the pool as it will be after the moves before it (memory
+ * and pool space add up in a ledger), then carried out by a vmmigrate of its own,
+ * up to --parallel at once; moves of one VM run in order. A failed move does not
+ * stop the others; the exit status says whether all succeeded. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vmmigrate.h"
+
+struct pmove {
+  char *vm, *src, *dst;
+  int line;
+  enum { P_WAITING, P_RUNNING, P_DONE } state;
+  pid_t pid;
+  char *out_path, *err_path;
+  int rc;
+  char *result, *error;
+  json_object *report;
+};
+
+static int parse_plan(const char *text, const char *file, struct pmove **out, size_t *n)
+{
+  *out = NULL;
+  *n = 0;
+  CLEANUP_FREE char *copy = vm_strdup(text);
+  char *save = NULL;
+  int line = 0;
+  for (char *l = copy; l; l = save) {
+    save = strchr(l, '\n');
+    if (save) *save++ = '\0';
+    line++;
+    char *hash = strchr(l, '#');
+    if (hash) *hash = '\0';
+    char *w[4] = { 0 };
+    int k = 0;
+    for (char *tok = strtok(l, " \t\r"); tok; tok = strtok(NULL, " \t\r")) {
+      if (k == 4) break;
+      w[k++] = tok;
+    }
+    if (k == 0) continue;
+    if (k != 3)
+      return vm_fail(VM_EXIT_USAGE, "%s:%d: expected 'VM SOURCE DEST'", file, line);
+    struct pmove *v = realloc(*out, (*n + 1) * sizeof *v);
+    if (!v) abort();
+    *out = v;
+    v[*n] = (struct pmove){ .vm = vm_strdup(w[0]), .src = vm_strdup(w[1]), .dst = vm_strdup(w[2]), .line = line };
+    (*n)++;
+  }
+  return 0;
+}
+
+static char *last_line(const char *path)
+{
+  CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
+  if (!text) return NULL;
+  size_t n = strlen(text);
+  while (n && text[n - 1] == '\n') text[--n] = '\0';
+  char *l = strrchr(text, '\n');
+  const char *s = l ? l + 1 : text;
+  const char *p = strncmp(s, "vmmigrate: ", 11) == 0 ? s + 11 : s;
+  return *p ? vm_strdup(p) : NULL;
+}
+
+static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
+{
+  p->out_path = vm_strdup_printf("%s/%zu.out", dir, idx);
+  p->err_path = vm_strdup_printf("%s/%zu.err", dir, idx);
+  struct vm_strv argv = { 0 };
+  vm_strv_add(&argv, "vmmigrate");
+  vm_strv_add(&argv, "-c");
+  vm_strv_add(&argv, p->src);
+  vm_strv_add(&argv, "-o");
+  vm_strv_add(&argv, "json");
+  for (size_t i = 0; pass[i]; i++) vm_strv_add(&argv, pass[i]);
+  vm_strv_add(&argv, "--");
+  vm_strv_add(&argv, p->vm);
+  vm_strv_add(&argv, p->dst);
+  vm_debug("move %s: %s", p->vm, vm_argv_str(argv.v));
+  pid_t pid = fork();
+  if (pid == 0) {
+    int o = open(p->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int e = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0) _exit(127);
+    /* Not the terminal's Ctrl-C directly: the parent passes signals on, so that it
+     * can report each move. */
+    setpgid(0, 0);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    execv("/proc/self/exe", argv.v);
+    _exit(127);
+  }
+  vm_strv_free(&argv);
+  return pid;
+}
+
+int run_plan(const char *file, int parallel, char **pass)
+{
+  CLEANUP_FREE char *text = NULL;
+  if (strcmp(file, "-") == 0) {
+    size_t cap = 0, len = 0;
+    FILE *f = open_memstream(&text, &cap);
+    char buf[4096];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, stdin)) > 0) {
+      fwrite(buf, 1, r, f);
+      len += r;
+      if (len > (1 << 20)) break;
+    }
+    fclose(f);
+  } else {
+    text = vm_read_file(file, 1 << 20, NULL);
+    if (!text) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read plan '%s'", file);
+  }
+  struct pmove *mv = NULL;
+  size_t n = 0;
+  const char *shown = strcmp(file, "-") == 0 ? "stdin" : file;
+  int rc = parse_plan(text ? text : "", shown, &mv, &n);
+  if (rc) return rc;
+  if (n == 0) {
+    vm_info("the plan holds no moves");
+    return 0;
+  }
+
+  /* Every move checked against the pool as the moves before it leave it. */
+  struct ledger ledger = { 0 };
+  bool saved_check = mo.check_only;
+  mo.check_only = true;
+  for (size_t i = 0; i < n; i++) {
+    bool later = false;
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(mv[j].vm, mv[i].vm) == 0) later = true;
+    if (later) continue; /* it is not on its source yet: checked when it runs */
+    json_object *rep = NULL;
+    int crc = run_move(mv[i].vm, mv[i].src, mv[i].dst, &ledger, &rep);
+    if (crc) {
+      mv[i].state = P_DONE;
+      mv[i].rc = crc;
+      mv[i].result = vm_strdup("refused");
+      mv[i].error = vm_strdup(vm_last_error());
+    }
+    json_object_put(rep);
+  }
+  mo.check_only = saved_check;
+  ledger_free(&ledger);
+
+  CLEANUP_FREE char *dir = vm_scratch_dir("plan");
+  if (!dir) return VM_EXIT_FAIL;
+  size_t running = 0;
+  for (;;) {
+    /* Start what may start: not interrupted, below the limit, its VM not moving. */
+    for (size_t i = 0; i < n && running < (size_t)parallel && !vm_interrupted(); i++) {
+      if (mv[i].state != P_WAITING) continue;
+      bool busy = false;
+      for (size_t j = 0; j < i; j++)
+        if (strcmp(mv[j].vm, mv[i].vm) == 0 && mv[j].state != P_DONE) busy = true;
+      if (busy) continue;
+      mv[i].pid = spawn(&mv[i], pass, dir, i);
+      if (mv[i].pid < 0) {
+        mv[i].state = P_DONE;
+        mv[i].rc = VM_EXIT_FAIL;
+        mv[i].result = vm_strdup("failed");
+        mv[i].error = vm_strdup("cannot start a process");
+        continue;
+      }
+      mv[i].state = P_RUNNING;
+      running++;
+    }
+    if (running == 0) break;
+    int st;
+    pid_t pid = waitpid(-1, &st, 0);
+    if (pid < 0) {
+      if (errno == EINTR) {
+        /* Pass Ctrl-C or SIGTERM on: each running move aborts and reports. */
+        for (size_t i = 0; i < n; i++)
+          if (mv[i].state == P_RUNNING) kill(mv[i].pid, vm_interrupt_signal() ? vm_interrupt_signal() : SIGTERM);
+        continue;
+      }
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (mv[i].state != P_RUNNING || mv[i].pid != pid) continue;
+      mv[i].state = P_DONE;
+      running--;
+      mv[i].rc = WIFEXITED(st) ? WEXITSTATUS(st) : VM_EXIT_FAIL;
+      CLEANUP_FREE char *out = vm_read_file(mv[i].out_path, 1 << 20, NULL);
+      mv[i].report = out ? json_tokener_parse(out) : NULL;
+      mv[i].result = vm_strdup(mv[i].rc == 0 ? "moved" : "failed");
+      if (mv[i].rc) mv[i].error = last_line(mv[i].err_path);
+      /* Its messages, as it wrote them. */
+      CLEANUP_FREE char *err = vm_read_file(mv[i].err_path, 1 << 20, NULL);
+      if (err && *err && (mv[i].rc || !vm_opts.quiet)) fputs(err, stderr);
+    }
+  }
+  /* Moves never started (interrupted). */
+  for (size_t i = 0; i < n; i++)
+    if (mv[i].state == P_WAITING) {
+      mv[i].result = vm_strdup("not run");
+      mv[i].rc = VM_EXIT_FAIL;
+      mv[i].error = vm_strdup("interrupted before it started");
+    }
+  vm_remove_tree(dir);
+
+  json_object *rows = json_object_new_array();
+  int failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "line", json_object_new_int(mv[i].line));
+    json_object_object_add(o, "vm", json_object_new_string(mv[i].vm));
+    json_object_object_add(o, "source", json_object_new_string(mv[i].src));
+    json_object_object_add(o, "dest", json_object_new_string(mv[i].dst));
+    json_object_object_add(o, "result", json_object_new_string(mv[i].result));
+    json_object_object_add(o, "exit", json_object_new_int(mv[i].rc));
+    static const char *const keep[] = { "mode", "finished_by", "total_ms", "downtime_ms", "postcopy", "storage", NULL };
+    for (size_t k = 0; keep[k]; k++) {
+      json_object *v = mv[i].report ? json_object_object_get(mv[i].report, keep[k]) : NULL;
+      json_object_object_add(o, keep[k], v ? json_object_get(v) : NULL);
+    }
+    json_object_object_add(o, "error", mv[i].error ? json_object_new_string(mv[i].error) : NULL);
+    json_object_array_add(rows, o);
+    if (mv[i].rc) failed++;
+    free(mv[i].vm); free(mv[i].src); free(mv[i].dst); free(mv[i].out_path); free(mv[i].err_path);
+    free(mv[i].result); free(mv[i].error);
+    json_object_put(mv[i].report);
+  }
+  free(mv);
+  static const struct vm_column cols[] = {
+    { "vm", "VM", VM_COL_STR }, { "source", "SOURCE", VM_COL_STR }, { "dest", "DEST", VM_COL_STR },
+    { "result", "RESULT", VM_COL_STR }, { "exit", "EXIT", VM_COL_INT }, { "finished_by", "FINISHED-BY", VM_COL_STR },
+    { "total_ms", "TOTAL-MS", VM_COL_INT }, { "downtime_ms", "DOWNTIME-MS", VM_COL_INT },
+    { "error", "ERROR", VM_COL_STR }, { NULL, NULL, 0 },
+  };
+  int prc = vm_print_list(rows, cols);
+  json_object_put(rows);
+  if (vm_interrupted()) return vm_fail_interrupted();
+  if (failed) return vm_fail(VM_EXIT_FAIL, "%d of %zu moves failed", failed, n);
+  return prc;
+}

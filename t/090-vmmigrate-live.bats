@@ -10,13 +10,15 @@ load helpers
 setup_file() {
   pool_start 3
   pool_local_pools
+  # Post-copy's host setting (HOST.md): a test turns it off; it is put back.
+  export USERFAULTFD=$(cat /proc/sys/vm/unprivileged_userfaultfd)
 }
 teardown_file() { pool_stop; }
 teardown() {
   pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
   common_teardown
-  # Post-copy's host setting (HOST.md), in case a test turned it off.
-  sysctl -qw vm.unprivileged_userfaultfd=1 2>/dev/null || true
+  # Post-copy's host setting, as it was.
+  sysctl -qw vm.unprivileged_userfaultfd="$USERFAULTFD" 2>/dev/null || true
 }
 
 # report FIELD: a field of the JSON report in $output.
@@ -122,6 +124,7 @@ disk_of() { on_host "$1" virsh_q domblklist "$2" --details | awk '$2 == "disk" {
 @test "post-copy: --strategy postcopy pulls the rest after the first pass; without the host setting it is refused, and auto goes on without it" {
   local vm
   vm=$(vm_name post)
+  sysctl -qw vm.unprivileged_userfaultfd=1
   boot_vm "$vm" --memory 512M
   # A guest whose pre-copy cannot finish in its first pass at this bandwidth, so
   # that the switch after it is sure to come.

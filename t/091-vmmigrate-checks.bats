@@ -67,10 +67,16 @@ EOF
   sed 's|^h2 .*|& memory=100M|' "$POOL_DIR/hosts" > "$hosts"
   run_tool 4 vmmigrate -H "$hosts" "$vm" h2
   assert_one_error_line "not enough memory on h2: the VM needs 256M"
+  # A tag that is not a size is the hosts file's error, with its place.
+  sed 's|^h2 .*|& memory=lots|' "$POOL_DIR/hosts" > "$hosts"
+  run_tool 2 vmmigrate -H "$hosts" "$vm" h2
+  assert_one_error_line "$hosts: host 'h2': invalid memory= tag 'lots'"
 
   # A host of the other CPU vendor, from its recorded CPU definition.
-  run_tool 4 vmmigrate "$vm" h2 --dest-cpu "$CPU/intel-core-i7-2600.xml"
-  assert_one_error_line "h2 has an Intel CPU and "
+  local other=Intel file=$CPU/intel-core-i7-2600.xml
+  if virsh_q capabilities | grep -q '<vendor>Intel</vendor>'; then other=AMD file=$CPU/amd-opteron-2356.xml; fi
+  run_tool 4 vmmigrate "$vm" h2 --dest-cpu "$file"
+  assert_one_error_line "h2 has an $other CPU and "
   assert_stderr_has "a running guest cannot move to another CPU vendor"
   nothing_on 2 "$vm"
   on_host 2 virsh_q net-destroy "$net" >/dev/null

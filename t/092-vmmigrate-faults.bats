@@ -64,7 +64,7 @@ wait_no_job() {
     kill -"$sig" "$MOVE_PID"
     end_move
     [ "$MOVE_RC" -eq 1 ]
-    [ "$(wc -l < "$MOVE_ERR")" -eq 1 ]
+    [ "$(wc -l < "$MOVE_ERR")" -eq 1 ] || { cat "$MOVE_ERR" >&2; false; }
     grep -q "interrupted by SIG$sig: the move of '$vm' was aborted; the VM runs on " "$MOVE_ERR"
     [ "$(vm_state_on 1 "$vm")" = running ]
     [ "$(vm_state_on 2 "$vm")" = none ]
@@ -91,18 +91,20 @@ wait_no_job() {
   # h3's daemons and QEMU are gone at once, as when the host loses power.
   "$TOP/scripts/host2" stop "$POOL_DIR/h3"
   end_move
+  # h3 comes back at once (a fresh boot: its transient pools are defined again),
+  # so that a failure below leaves the next tests their third host.
+  HOST2_QEMU_CONF="migration_port_min = 49452
+migration_port_max = 49515" "$TOP/scripts/host2" start "$POOL_DIR/h3" host3 >/dev/null
+  on_host 3 virsh_q pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null
+  on_host 3 virsh_q pool-create-as "$VMKIT_TEMPLATE_POOL" dir --target "$VMKIT_TEMPLATE_DIR" >/dev/null
+  on_host 3 virsh_q pool-create-as "$LOCAL_POOL" dir --target "$POOL_DIR/local-h3" >/dev/null
   cat "$MOVE_ERR" >&3
   [ "$MOVE_RC" -eq 1 ]
   grep -q "cannot move '$vm' to h3: .*; the VM runs on " "$MOVE_ERR"
   [ "$(vm_state_on 1 "$vm")" = running ]
   [ "$(guest_exec "$vm" 'echo alive')" = alive ]
   # The volume it made there could not be removed: h3 did not answer.
-  grep -q "cannot remove $POOL_DIR/local-h3/$vm.qcow2 from h3 yet" "$MOVE_ERR"
-  # h3 comes back (a fresh boot: its transient pools are defined again).
-  "$TOP/scripts/host2" start "$POOL_DIR/h3" host3 >/dev/null
-  on_host 3 virsh_q pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null
-  on_host 3 virsh_q pool-create-as "$VMKIT_TEMPLATE_POOL" dir --target "$VMKIT_TEMPLATE_DIR" >/dev/null
-  on_host 3 virsh_q pool-create-as "$LOCAL_POOL" dir --target "$POOL_DIR/local-h3" >/dev/null
+  grep -q "warning: the volumes this run made on h3 stay until the next move of '$vm' (it does not answer)" "$MOVE_ERR"
   [ "$(vm_state_on 3 "$vm")" = none ]
   # The next move of the VM removes what the failed one left, then moves it.
   run_tool 0 vmmigrate "$vm" h3 --copy-storage
@@ -147,4 +149,64 @@ wait_no_job() {
     on_host "$dest" virsh_q dominfo "$vm" | grep -Eq '^Persistent: +yes'
     src=$dest
   done
+}
+
+# wait_for CONDITION...: until it holds, up to 60 s.
+wait_for() {
+  local n
+  for n in $(seq 1 300); do
+    "$@" && return 0
+    sleep 0.2
+  done
+  echo "timed out waiting for: $*" >&2
+  return 1
+}
+
+@test "SIGKILL at each step that leaves something (t/fault holds the tool there): rolled back before the switch, finished after the verify" {
+  local vm rec
+  vm=$(vm_name step)
+  boot_vm "$vm" --pool "$LOCAL_POOL"
+  # 1. Live: the record and h2's volume made, the migration not started.
+  VMKIT_INJECT='virDomainMigrateToURI3:delay:60000' LD_PRELOAD="$TOP/t/fault/libinject.so" \
+    start_move "$vm" h2 --copy-storage
+  wait_for test -f "$POOL_DIR/local-h2/$vm.qcow2"
+  kill -KILL "$MOVE_PID"
+  end_move
+  run_tool 0 vmmigrate "$vm" h2 --copy-storage
+  assert_stderr_has "removed $POOL_DIR/local-h2/$vm.qcow2, left by an earlier move"
+  assert_stderr_has "rolled back the move of '$vm' to host2"
+  [ "$(vm_hosts_of "$vm")" = h2 ]
+  [ ! -e "$POOL_DIR/local-h1/$vm.qcow2" ]
+
+  # 2. Offline: the disk copied to h3, the copy not defined there yet.
+  run_tool 0 vmrun -c h2 stop "$vm"
+  VMKIT_INJECT='virDomainDefineXMLFlags:delay:60000' LD_PRELOAD="$TOP/t/fault/libinject.so" \
+    start_move -c h2 "$vm" h3
+  wait_for test -f "$POOL_DIR/local-h3/$vm.qcow2"
+  sleep 2
+  kill -KILL "$MOVE_PID"
+  end_move
+  [ "$(vm_state_on 3 "$vm")" = none ]
+  run_tool 0 vmmigrate -c h2 "$vm" h3
+  assert_stderr_has "rolled back the move of '$vm' to host3"
+  [ "$(vm_hosts_of "$vm")" = h3 ]
+  [ ! -e "$POOL_DIR/local-h2/$vm.qcow2" ]
+
+  # 3. Offline: defined on h1 and verified, the source not let go yet.
+  VMKIT_INJECT='virDomainUndefine:delay:60000' LD_PRELOAD="$TOP/t/fault/libinject.so" \
+    start_move -c h3 "$vm" h1
+  rec=/var/lib/vmkit/migrations/$(on_host 3 virsh_q domuuid "$vm").json
+  wait_for eval '[ "$(jq -r .phase "$rec" 2>/dev/null)" = offline-verified ]' ||
+    { cat "$MOVE_ERR" >&2; false; }
+  kill -KILL "$MOVE_PID"
+  end_move
+  [ "$(vm_state_on 1 "$vm")" = "shut off" ]
+  [ "$(vm_state_on 3 "$vm")" = "shut off" ]
+  # The next run from h3 finishes it: the source's definition and disk go.
+  run_tool 3 vmmigrate -c h3 "$vm" h1
+  assert_stderr_has "finished the move of '$vm' to "
+  [ "$(vm_hosts_of "$vm")" = h1 ]
+  [ ! -e "$POOL_DIR/local-h3/$vm.qcow2" ]
+  [ -f "$POOL_DIR/local-h1/$vm.qcow2" ]
+  refute grep -qs "\"$vm\"" /var/lib/vmkit/migrations/*.json
 }

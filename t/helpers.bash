@@ -237,7 +237,7 @@ pool_stop() {
     [ -d "$d/run" ] && "$TOP/scripts/host2" stop "$d"
   done
   mountpoint -q "$POOL_DIR/h1-run" && umount "$POOL_DIR/h1-run"
-  [ -n "${VMKIT_TEST_KEEP:-}" ] || rm -rf "$POOL_DIR"
+  [ -n "${VMKIT_TEST_KEEP:-}" ] || rm -rf --one-file-system "$POOL_DIR"
 }
 
 # on_host K COMMAND...: runs COMMAND with virsh_q (and guest_exec) aimed at host hK.

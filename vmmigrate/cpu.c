@@ -9,6 +9,8 @@
 
 #include "vmmigrate.h"
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 static char *node_xml(xmlNodePtr node)
 {
   xmlBufferPtr b = xmlBufferCreate();
@@ -94,6 +96,23 @@ static int expand_features(virConnectPtr conn, xmlNodePtr cpu, const char *arch,
   return 0;
 }
 
+/* What a guest that sees the host's CPU depends on: its model, vendor and
+ * features (not its microcode, counters or topology). */
+static char *cpu_identity(xmlNodePtr cpu)
+{
+  CLEANUP_FREE char *model = cpu_field(cpu, "model"), *vendor = cpu_field(cpu, "vendor");
+  struct vm_strv f = { 0 };
+  for (xmlNodePtr c = cpu->children; c; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE || xmlStrcmp(c->name, BAD_CAST "feature") != 0) continue;
+    CLEANUP_XMLFREE char *name = vm_xml_prop(c, "name");
+    if (name) vm_strv_add(&f, name);
+  }
+  qsort(f.v, f.n, sizeof *f.v, cmp_str);
+  CLEANUP_FREE char *feats = f.n ? vm_strv_join_quoted(f.v) : vm_strdup("");
+  vm_strv_free(&f);
+  return vm_strdup_printf("%s/%s/%s", model ? model : "", vendor ? vendor : "", feats);
+}
+
 /* A guest CPU against a recorded host CPU definition. */
 static void check_recorded(struct move *m, xmlNodePtr guest, const char *arch)
 {
@@ -141,9 +160,7 @@ static void check_recorded(struct move *m, xmlNodePtr guest, const char *arch)
 int cpu_check(struct move *m, xmlXPathContextPtr dx)
 {
   CLEANUP_FREE char *arch = vm_xpath_str(dx, "/domain/os/type/@arch");
-  CLEANUP_FREE char *machine = vm_xpath_str(dx, "/domain/os/type/@machine");
   CLEANUP_FREE char *virttype = vm_xpath_str(dx, "/domain/@type");
-  CLEANUP_FREE char *emulator = vm_xpath_str(dx, "/domain/devices/emulator");
   CLEANUP_FREE char *mode = vm_xpath_str(dx, "/domain/cpu/@mode");
   CLEANUP_XPATHOBJ xmlXPathObjectPtr co = vm_xpath_nodes(dx, "/domain/cpu[model or @mode='host-passthrough' or @mode='maximum']");
   xmlNodePtr guest = co && co->nodesetval && co->nodesetval->nodeNr ? co->nodesetval->nodeTab[0] : NULL;
@@ -175,7 +192,7 @@ int cpu_check(struct move *m, xmlXPathContextPtr dx)
   }
   if (mode && strcmp(mode, "host-passthrough") == 0) {
     /* The guest sees the host's own CPU: only an identical one will do. */
-    CLEANUP_FREE char *a = scpu ? node_xml(scpu) : NULL, *b = dcpu ? node_xml(dcpu) : NULL;
+    CLEANUP_FREE char *a = scpu ? cpu_identity(scpu) : NULL, *b = dcpu ? cpu_identity(dcpu) : NULL;
     CLEANUP_FREE char *sm = scpu ? cpu_field(scpu, "model") : NULL, *dm = dcpu ? cpu_field(dcpu, "model") : NULL;
     if (!a || !b) check_add(m, "cpu", VM_EXIT_FAIL, "cannot read the host CPUs");
     else if (m->live && strcmp(a, b) != 0)
@@ -190,10 +207,12 @@ int cpu_check(struct move *m, xmlXPathContextPtr dx)
   }
   CLEANUP_FREE char *gxml = node_xml(guest);
   CLEANUP_FREE char *gmodel = cpu_field(guest, "model");
-  int r = virConnectCompareHypervisorCPU(m->dst.conn, emulator, arch, machine, virttype, gxml, 0);
+  /* The destination's own emulator and default machine: the source's paths and
+   * versions need not exist there. */
+  int r = virConnectCompareHypervisorCPU(m->dst.conn, NULL, arch, NULL, virttype, gxml, 0);
   if (r == VIR_CPU_COMPARE_INCOMPATIBLE) {
     /* Again, for libvirt's account of what is missing. */
-    virConnectCompareHypervisorCPU(m->dst.conn, emulator, arch, machine, virttype, gxml,
+    virConnectCompareHypervisorCPU(m->dst.conn, NULL, arch, NULL, virttype, gxml,
                                    VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE);
     const char *why = vm_virt_message();
     check_add(m, "cpu", VM_EXIT_STATE, "%s cannot run the guest's CPU (%s)%s%s", m->dst.label, gmodel ? gmodel : "?",

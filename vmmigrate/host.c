@@ -15,15 +15,18 @@ int host_open(struct host *h, const char *name_or_uri, int unreachable_rc)
   /* Tags: a host named by name, or by a URI that the hosts file holds. */
   struct vm_hosts hosts = { 0 };
   const char *path = vm_hosts_path();
-  if (h->uri && access(path, R_OK) == 0 && vm_hosts_load(path, &hosts) == 0) {
+  if (h->uri && access(path, F_OK) == 0) {
+    /* A hosts file that is there must be right: its tags decide checks. */
+    if ((rc = vm_hosts_load(path, &hosts))) return rc;
     const struct vm_host *e = name_or_uri ? vm_hosts_find(&hosts, name_or_uri) : NULL;
     if (!e) e = vm_hosts_find_uri(&hosts, h->uri);
     if (e) {
       const char *mu = vm_host_tag(e, "migrate-uri"), *mem = vm_host_tag(e, "memory");
       if (mu) h->migrate_uri = vm_strdup(mu);
       if (mem && vm_parse_size(mem, 'M', &h->mem_cap) < 0) {
+        rc = vm_fail(VM_EXIT_USAGE, "%s: host '%s': invalid memory= tag '%s'", path, e->name, mem);
         vm_hosts_free(&hosts);
-        return vm_fail(VM_EXIT_USAGE, "%s: host '%s': invalid memory= tag '%s'", path, e->name, mem);
+        return rc;
       }
       if (strcmp(h->label, e->uri) == 0) {
         free(h->label);

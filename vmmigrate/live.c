@@ -8,6 +8,7 @@
  * memory faster than it is sent), then the switch to post-copy
  * (virDomainMigrateStartPostCopy). */
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -66,12 +67,82 @@ static volatile bool switched;
 
 static void on_iteration(virConnectPtr conn, virDomainPtr dom, int iteration, void *opaque)
 {
+  /* Never after Ctrl-C: an aborted move must stay abortable. */
+  if (vm_interrupted()) return;
   if (iteration >= 2 && !__atomic_load_n(&switched, __ATOMIC_SEQ_CST) && virDomainMigrateStartPostCopy(dom, 0) == 0)
     __atomic_store_n(&switched, true, __ATOMIC_SEQ_CST);
   virResetLastError();
 }
 
 static const char *stage_names[] = { "pre-copy", "pre-copy, longer downtime", "auto-converge", "post-copy" };
+
+/* After libvirt's migration call failed: where is the VM now? The client's view
+ * is not enough (a dropped connection to the source daemon fails the call while
+ * the peer-to-peer job goes on there), so both hosts are asked before anything is
+ * resumed or removed. */
+static int live_failed(struct move *m, struct worker *w, bool postcopy_started, bool aborted, int abort_rc,
+                       bool was_running)
+{
+  const char *why = w->err && w->err->message ? w->err->message : "unknown error";
+  int st = -1, reason = 0;
+  bool src_known = virConnectIsAlive(m->src.conn) == 1 && virDomainGetState(m->dom, &st, &reason, 0) == 0;
+  virResetLastError();
+  bool dst_alive = virConnectIsAlive(m->dst.conn) == 1;
+  CLEANUP_VIRDOMAIN virDomainPtr dd = dst_alive ? virDomainLookupByUUIDString(m->dst.conn, m->uuid) : NULL;
+  /* Read before any other call resets it. */
+  bool dst_known = dst_alive && (dd || vm_virt_error_code() == VIR_ERR_NO_DOMAIN);
+  virResetLastError();
+  bool dst_runs = dd && virDomainIsActive(dd) == 1;
+  bool postcopy_failed = st == VIR_DOMAIN_PAUSED &&
+                         (reason == VIR_DOMAIN_PAUSED_POSTCOPY || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED);
+  if (postcopy_started || postcopy_failed) {
+    /* The one case where the VM can be lost: its memory is split between the hosts.
+     * Nothing is resumed or removed, and the record says so to the next run. */
+    record_write(m, "postcopy-failed");
+    return vm_fail(VM_EXIT_FAIL, "post-copy of '%s' to %s failed: the VM is stopped, its memory split between %s "
+                   "and %s, and may be lost; nothing was removed: %s", m->name, m->dst.label, m->src.label,
+                   m->dst.label, why);
+  }
+  if (!src_known || (dst_runs && st != VIR_DOMAIN_RUNNING)) {
+    /* The move may have gone on, or finished, without us: leave everything to the
+     * next run, which looks again. */
+    return vm_fail(VM_EXIT_FAIL, "cannot tell where '%s' is after the move failed (%s): %s; nothing was removed, "
+                   "and the next vmmigrate run of it finishes or rolls back the move", m->name,
+                   !src_known ? "the source does not answer" : "it runs on the destination", why);
+  }
+  /* libvirt resumes the guest on the source after a failed pre-copy; a guest it
+   * left paused for the migration is resumed here. */
+  if (was_running && st == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_MIGRATION && !dst_runs) {
+    virDomainResume(m->dom);
+    virResetLastError();
+    virDomainGetState(m->dom, &st, &reason, 0);
+    virResetLastError();
+  }
+  CLEANUP_FREE char *now = st == VIR_DOMAIN_RUNNING ? vm_strdup("runs") : vm_strdup_printf("is %s", vm_state_name(st));
+  int rc;
+  if (aborted && abort_rc == VM_EXIT_TIMEOUT)
+    rc = vm_fail(VM_EXIT_TIMEOUT, "moving '%s' to %s timed out after %d s: aborted; the VM %s on %s", m->name,
+                 m->dst.label, mo.timeout_s, now, m->src.label);
+  else if (aborted)
+    rc = vm_fail(VM_EXIT_FAIL, "interrupted by %s: the move of '%s' was aborted; the VM %s on %s",
+                 vm_interrupt_signal() == SIGINT ? "SIGINT" : vm_interrupt_signal() == SIGTERM ? "SIGTERM"
+                                                                                                : "a signal",
+                 m->name, now, m->src.label);
+  else
+    rc = vm_fail(VM_EXIT_FAIL, "cannot move '%s' to %s: %s; the VM %s on %s", m->name, m->dst.label, why, now,
+                 m->src.label);
+  /* What this run made there goes (unless a VM there uses it); what cannot go yet,
+   * the next move removes. */
+  if (dst_known && !dd) {
+    if (dest_volumes_remove(m) == 0) record_remove(m);
+  } else if (dest_volumes_created()[0]) {
+    vm_warn("the volumes this run made on %s stay until the next move of '%s' (%s)", m->dst.label, m->name,
+            dst_known ? "a VM of that UUID is there" : "it does not answer");
+  } else {
+    record_remove(m);
+  }
+  return rc;
+}
 
 int move_live(struct move *m, json_object *report)
 {
@@ -128,9 +199,12 @@ int move_live(struct move *m, json_object *report)
   }
 
   bool was_running = vm_domain_state(m->dom) == VIR_DOMAIN_RUNNING;
-  int64_t t0 = vm_now_ms();
-  struct worker w;
-  bool postcopy_started = false, aborted = false;
+  int autostart = 0;
+  virDomainGetAutostart(m->dom, &autostart);
+  virResetLastError();
+  int64_t t_start = vm_now_ms(), t0 = t_start, t_mem = 0;
+  struct worker w = { 0 };
+  bool postcopy_started = false, abort_wanted = false, aborted = false;
   int abort_rc = 0;
   int stage = 0;
   /* auto starts at QEMU's default 300 ms (or less, if that is all the user allows)
@@ -144,6 +218,7 @@ int move_live(struct move *m, json_object *report)
   struct vm_jobstats last = { 0 };
   int max_throttle = 0;
   CLEANUP_FREE char *finished_by = NULL;
+  bool said_postcopy = false;
 
   int iter_cb = -1;
   if (mo.strategy == ST_POSTCOPY)
@@ -151,31 +226,42 @@ int move_live(struct move *m, json_object *report)
                                                VIR_DOMAIN_EVENT_CALLBACK(on_iteration), NULL, NULL);
   virResetLastError();
   for (int attempt = 0; attempt < 2; attempt++) {
+    if (vm_interrupted()) {
+      /* Nothing has moved yet. */
+      w.rc = -1;
+      abort_wanted = aborted = true;
+      abort_rc = vm_interrupt_signal() == SIGALRM ? VM_EXIT_TIMEOUT : VM_EXIT_FAIL;
+      break;
+    }
     w = (struct worker){ .dom = m->dom, .dconnuri = m->dst.uri, .params = params, .nparams = nparams, .flags = flags };
     pthread_t th;
     if (pthread_create(&th, NULL, migrate_thread, &w) != 0) {
-      rc = vm_fail(VM_EXIT_FAIL, "cannot start a thread");
+      w.rc = -1;
+      w.err = NULL;
+      vm_warn("cannot start a thread");
       break;
     }
     while (!__atomic_load_n(&w.done, __ATOMIC_SEQ_CST)) {
       vm_sleep_ms(200);
-      int64_t elapsed = vm_now_ms() - t0;
-      bool timed_out = mo.timeout_s && elapsed >= (int64_t)mo.timeout_s * 1000;
+      int64_t now = vm_now_ms(), elapsed = now - t0;
+      bool timed_out = mo.timeout_s && now - t_start >= (int64_t)mo.timeout_s * 1000;
       if (__atomic_load_n(&switched, __ATOMIC_SEQ_CST)) postcopy_started = true;
-      if ((vm_interrupted() || timed_out) && !aborted) {
+      if ((vm_interrupted() || timed_out) && !abort_wanted) {
         if (postcopy_started) {
-          static bool said;
-          if (!said) {
+          if (!said_postcopy) {
             progress_end();
             vm_warn("post-copy has started: the move cannot be undone; letting it finish");
-            said = true;
+            said_postcopy = true;
           }
         } else {
-          aborted = true;
-          abort_rc = vm_interrupted() ? VM_EXIT_FAIL : VM_EXIT_TIMEOUT;
-          virDomainAbortJob(m->dom);
-          virResetLastError();
+          abort_wanted = true;
+          abort_rc = vm_interrupted() && vm_interrupt_signal() != SIGALRM ? VM_EXIT_FAIL : VM_EXIT_TIMEOUT;
         }
+      }
+      /* Until libvirt takes the abort (the job may not be there yet). */
+      if (abort_wanted && !aborted && !postcopy_started) {
+        if (virDomainAbortJob(m->dom) == 0) aborted = true;
+        virResetLastError();
       }
       struct vm_jobstats s;
       if (vm_job_stats(m->dom, false, &s) < 0 || s.type == VIR_DOMAIN_JOB_NONE) {
@@ -189,7 +275,11 @@ int move_live(struct move *m, json_object *report)
         virResetLastError();
       }
       progress(postcopy_started ? "post-copy" : stage_names[stage], &s, elapsed);
-      if (aborted || postcopy_started) continue;
+      if (abort_wanted || postcopy_started) continue;
+      /* The pre-copy budget counts from when memory starts to move (a disk
+       * mirror, --copy-storage, comes first). */
+      if (!t_mem && s.mem_processed > 0) t_mem = now;
+      if (!t_mem) continue;
 
       /* Convergence: the data left at the start of each iteration must shrink. */
       if (s.iteration > last_iter) {
@@ -199,7 +289,7 @@ int move_live(struct move *m, json_object *report)
         else if (last_iter >= 2) stalls = 0;
         last_iter = s.iteration;
       }
-      bool budget_gone = elapsed >= (int64_t)mo.precopy_budget_s * 1000;
+      bool budget_gone = now - t_mem >= (int64_t)mo.precopy_budget_s * 1000;
       if (mo.strategy == ST_POSTCOPY) {
         /* The event callback switches; a missed event is caught here. */
         if (!__atomic_load_n(&switched, __ATOMIC_SEQ_CST) && s.iteration >= 2 && m->postcopy_ok &&
@@ -213,10 +303,12 @@ int move_live(struct move *m, json_object *report)
           uint64_t need_ms = s.mem_remaining * 1000 / bps;
           if (downtime < mo.max_downtime_ms && (need_ms <= (uint64_t)mo.max_downtime_ms || !budget_gone)) {
             downtime = need_ms * 5 / 4 < (uint64_t)mo.max_downtime_ms ? (int)(need_ms * 5 / 4) : mo.max_downtime_ms;
-            if (downtime < 300) downtime = mo.max_downtime_ms < 300 ? mo.max_downtime_ms : 300;
+            if (downtime < first_downtime) downtime = first_downtime;
             virDomainMigrateSetMaxDowntime(m->dom, (unsigned long long)downtime, 0);
             virResetLastError();
             vm_debug("pre-copy does not converge: downtime limit raised to %d ms", downtime);
+          } else {
+            vm_debug("pre-copy does not converge, and %llu ms of downtime would be needed", (unsigned long long)need_ms);
           }
           stage = 1;
           stalls = 0;
@@ -234,12 +326,15 @@ int move_live(struct move *m, json_object *report)
       }
     }
     pthread_join(th, NULL);
+    vm_debug("libvirt's migration call returned after %lld ms", (long long)(vm_now_ms() - t0));
     if (__atomic_load_n(&switched, __ATOMIC_SEQ_CST)) postcopy_started = true;
     progress_end();
     /* The destination cannot take post-copy: say so once, and go on without it. */
-    if (w.rc < 0 && !aborted && (flags & VIR_MIGRATE_POSTCOPY) && postcopy_unsupported(w.err) && attempt == 0) {
+    if (w.rc < 0 && !abort_wanted && !postcopy_started && (flags & VIR_MIGRATE_POSTCOPY) &&
+        postcopy_unsupported(w.err) && attempt == 0) {
       if (mo.strategy == ST_POSTCOPY) {
         virTypedParamsFree(params, nparams);
+        if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
         virFreeError(w.err);
         if (dest_volumes_remove(m) == 0) record_remove(m);
         return vm_fail(VM_EXIT_STATE, "cannot move '%s' to %s with post-copy: it is not available there (its "
@@ -253,6 +348,7 @@ int move_live(struct move *m, json_object *report)
       virFreeError(w.err);
       w.err = NULL;
       t0 = vm_now_ms();
+      t_mem = 0;
       continue;
     }
     break;
@@ -262,48 +358,29 @@ int move_live(struct move *m, json_object *report)
   int64_t total_ms = vm_now_ms() - t0;
 
   if (w.rc < 0) {
-    const char *why = w.err && w.err->message ? w.err->message : "unknown error";
-    if (postcopy_started) {
-      /* The one case where the VM can be lost: its memory is split between the hosts. */
-      rc = vm_fail(VM_EXIT_FAIL, "post-copy of '%s' to %s failed: the VM is stopped, its memory split between %s and "
-                   "%s, and may be lost; the destination's volumes are kept: %s", m->name, m->dst.label,
-                   m->src.label, m->dst.label, why);
-      record_remove(m);
-    } else {
-      /* libvirt resumes the guest on the source after a failed pre-copy. */
-      int st = vm_domain_state(m->dom);
-      if (was_running && st == VIR_DOMAIN_PAUSED) {
-        virDomainResume(m->dom);
-        virResetLastError();
-        st = vm_domain_state(m->dom);
-      }
-      CLEANUP_FREE char *now = st == VIR_DOMAIN_RUNNING ? vm_strdup("runs") : vm_strdup_printf("is %s", vm_state_name(st));
-      if (aborted && abort_rc == VM_EXIT_TIMEOUT)
-        rc = vm_fail(VM_EXIT_TIMEOUT, "moving '%s' to %s timed out after %d s: aborted; the VM %s on %s", m->name,
-                     m->dst.label, mo.timeout_s, now, m->src.label);
-      else if (aborted)
-        rc = vm_fail(VM_EXIT_FAIL, "interrupted by %s: the move of '%s' was aborted; the VM %s on %s",
-                     vm_interrupt_signal() == 2 ? "SIGINT" : vm_interrupt_signal() == 15 ? "SIGTERM" : "a signal",
-                     m->name, now, m->src.label);
-      else
-        rc = vm_fail(VM_EXIT_FAIL, "cannot move '%s' to %s: %s; the VM %s on %s", m->name, m->dst.label, why,
-                     now, m->src.label);
-      /* What this run made there goes; what cannot go yet, the next move removes. */
-      if (dest_volumes_remove(m) == 0) record_remove(m);
-    }
+    rc = live_failed(m, &w, postcopy_started, aborted || abort_wanted, abort_rc, was_running);
     if (w.err) virFreeError(w.err);
     return rc;
   }
 
-  /* Done: what QEMU measured, as the destination keeps it. */
+  /* Done, as libvirt says; the destination must hold it running and defined, and
+   * the source no longer (or, with --keep-source, shut off) before anything of the
+   * source is removed. */
   struct vm_jobstats done = { 0 };
-  virDomainPtr ddom = virDomainLookupByUUIDString(m->dst.conn, m->uuid);
+  CLEANUP_VIRDOMAIN virDomainPtr ddom = virDomainLookupByUUIDString(m->dst.conn, m->uuid);
   if (!ddom || vm_job_stats(ddom, true, &done) < 0 || !done.has_downtime) {
     virResetLastError();
     if (vm_job_stats(m->dom, true, &done) < 0) done = last;
   }
   virResetLastError();
-  if (ddom) virDomainFree(ddom);
+  bool there = ddom && virDomainIsActive(ddom) == 1 && virDomainIsPersistent(ddom) == 1;
+  CLEANUP_VIRDOMAIN virDomainPtr sdom = virDomainLookupByUUIDString(m->src.conn, m->uuid);
+  bool let_go = sdom ? virDomainIsActive(sdom) == 0 : vm_virt_error_code() == VIR_ERR_NO_DOMAIN;
+  virResetLastError();
+  /* Autostart goes with the VM; a kept source must not boot it again. */
+  if (ddom && autostart) virDomainSetAutostart(ddom, 1);
+  if (sdom && mo.keep_source && autostart) virDomainSetAutostart(sdom, 0);
+  virResetLastError();
   if (done.mem_processed < last.mem_processed) done.mem_processed = last.mem_processed;
   if (done.disk_processed < last.disk_processed) done.disk_processed = last.disk_processed;
   if (done.iteration == 0) done.iteration = last.iteration;
@@ -315,6 +392,12 @@ int move_live(struct move *m, json_object *report)
   else if (downtime > first_downtime) finished_by = vm_strdup("precopy (longer downtime)");
   else finished_by = vm_strdup("precopy");
 
+  if (!there || !let_go) {
+    /* libvirt said done, but the hosts do not agree: touch nothing, keep the record. */
+    return vm_fail(VM_EXIT_FAIL, "libvirt reports '%s' moved to %s, but it %s there and %s on %s: nothing was "
+                   "removed; check both hosts", m->name, m->dst.label, there ? "runs" : "does not run",
+                   let_go ? "is let go" : "still runs", m->src.label);
+  }
   if (!mo.keep_source && (copy_all || copy_top)) source_volumes_remove(m);
   record_remove(m);
 
@@ -322,7 +405,10 @@ int move_live(struct move *m, json_object *report)
   json_object_object_add(report, "mode", json_object_new_string("live"));
   json_object_object_add(report, "strategy", json_object_new_string(strategy_name(mo.strategy)));
   json_object_object_add(report, "finished_by", json_object_new_string(finished_by));
-  json_object_object_add(report, "total_ms", json_object_new_int64(done.elapsed_ms ? (int64_t)done.elapsed_ms : total_ms));
+  /* The whole move as the user waits for it (libvirt starts QEMU there, copies,
+   * switches, cleans up), and the part QEMU measured as its migration. */
+  json_object_object_add(report, "total_ms", json_object_new_int64(total_ms));
+  json_object_object_add(report, "transfer_ms", done.elapsed_ms ? json_object_new_int64((int64_t)done.elapsed_ms) : NULL);
   json_object_object_add(report, "downtime_ms", done.has_downtime ? json_object_new_int64((int64_t)done.downtime_ms) : NULL);
   json_object_object_add(report, "memory_bytes", json_object_new_int64((int64_t)done.mem_processed));
   json_object_object_add(report, "disk_bytes", json_object_new_int64((int64_t)done.disk_processed));
@@ -331,8 +417,8 @@ int move_live(struct move *m, json_object *report)
   json_object_object_add(report, "max_downtime_ms", json_object_new_int(downtime));
   json_object_object_add(report, "throttle_pct", json_object_new_int(max_throttle));
   json_object_object_add(report, "storage", json_object_new_string(storage));
-  vm_info("moved '%s' to %s in %.1f s (%s; downtime %s ms)", m->name, m->dst.label,
-          (double)(done.elapsed_ms ? (int64_t)done.elapsed_ms : total_ms) / 1000, finished_by,
+  vm_info("moved '%s' to %s in %.1f s (%s; downtime %s ms)", m->name, m->dst.label, (double)total_ms / 1000,
+          finished_by,
           done.has_downtime ? json_object_get_string(json_object_object_get(report, "downtime_ms")) : "?");
   return 0;
 }

@@ -141,10 +141,9 @@ int main(int argc, char **argv)
   mo.keep_source = o_keep;
   mo.tls = o_tls;
   mo.check_only = o_check;
-  if (mo.offline && mo.strategy != ST_AUTO && o_strategy)
-    return vm_usage_error("--offline moves a shut-off VM: it takes no --strategy");
-  if (mo.offline && mo.tls)
-    return vm_usage_error("--offline copies through libvirt's own connections: it takes no --tls");
+  if (mo.offline && (o_strategy || o_bandwidth || mo.tls || o_downtime || o_budget))
+    return vm_usage_error("--offline copies a shut-off VM through libvirt's own connections: it takes no "
+                          "--strategy, --bandwidth, --max-downtime, --precopy-budget or --tls");
 
   if (o_plan) {
     if (nargs) return vm_usage_error("--plan takes no VM or DEST: unexpected argument '%s'", args[0]);
@@ -157,6 +156,8 @@ int main(int argc, char **argv)
       if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--connect") == 0 ||
           strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) { i++; continue; }
       if (strncmp(argv[i], "--connect=", 10) == 0 || strncmp(argv[i], "--output=", 9) == 0) continue;
+      /* Glued short options: -cURI, -ojson. */
+      if ((strncmp(argv[i], "-c", 2) == 0 || strncmp(argv[i], "-o", 2) == 0) && argv[i][2] && argv[i][1] != '-') continue;
       vm_strv_add(&pass, argv[i]);
     }
     rc = run_plan(o_plan, par, pass.v ? pass.v : (char *[]){ NULL });
@@ -182,7 +183,7 @@ int main(int argc, char **argv)
         { "vm", "VM", VM_COL_STR }, { "source", "SOURCE", VM_COL_STR }, { "dest", "DEST", VM_COL_STR },
         { "mode", "MODE", VM_COL_STR }, { "strategy", "STRATEGY", VM_COL_STR },
         { "finished_by", "FINISHED-BY", VM_COL_STR }, { "total_ms", "TOTAL-MS", VM_COL_INT },
-        { "downtime_ms", "DOWNTIME-MS", VM_COL_INT }, { "memory_bytes", "MEMORY", VM_COL_BYTES },
+        { "transfer_ms", "TRANSFER-MS", VM_COL_INT }, { "downtime_ms", "DOWNTIME-MS", VM_COL_INT }, { "memory_bytes", "MEMORY", VM_COL_BYTES },
         { "disk_bytes", "DISK", VM_COL_BYTES }, { "iterations", "ITERATIONS", VM_COL_INT },
         { "postcopy", "POSTCOPY", VM_COL_BOOL }, { "max_downtime_ms", "MAX-DOWNTIME-MS", VM_COL_INT },
         { "throttle_pct", "THROTTLE-PCT", VM_COL_INT }, { "storage", "STORAGE", VM_COL_STR },

@@ -1,6 +1,8 @@
 /* One move from start to end: open both hosts, find and lock the VM, finish what a
  * killed run left, pre-flight, then the live or offline move and its report. */
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmmigrate.h"
 
@@ -8,7 +10,7 @@ void move_free(struct move *m)
 {
   for (size_t i = 0; i < m->ndisks; i++) {
     struct mdisk *d = &m->disks[i];
-    free(d->target); free(d->device); free(d->src_path); free(d->format); free(d->pool); free(d->vol);
+    free(d->target); free(d->device); free(d->type); free(d->src_path); free(d->format); free(d->pool); free(d->vol);
     free(d->dst_path);
     vm_strv_free(&d->chain);
     vm_strv_free(&d->copy_chain);
@@ -35,35 +37,48 @@ static int first_failure(struct move *m)
   return m->check_rc;
 }
 
+/* The VM's disks, and what the move cannot carry: disks that are not files or
+ * block devices (network, pool volumes by name, NVMe), UEFI variables and TPM
+ * state (files of their own that libvirt does not move). */
 static int load(struct move *m)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(m->dom, m->live ? 0 : VIR_DOMAIN_XML_INACTIVE);
   if (!doc) return VM_EXIT_FAIL;
-  struct vm_disk *disks = NULL;
-  size_t n = 0;
-  int rc = vm_domain_disks(doc, &disks, &n);
-  if (rc) return rc;
-  for (size_t i = 0; i < n; i++) {
-    if (!disks[i].source || !disks[i].target) continue; /* an empty CD-ROM drive */
-    if (m->ndisks >= VM_MAX_DEVS) break;
-    if (disks[i].type && strcmp(disks[i].type, "file") != 0 && strcmp(disks[i].type, "block") != 0 &&
-        strcmp(disks[i].type, "volume") != 0) {
-      rc = vm_fail(VM_EXIT_STATE, "cannot move '%s': disk %s is of type '%s' (network disks are not supported)",
-                   m->name, disks[i].target, disks[i].type);
-      break;
-    }
-    struct mdisk *d = &m->disks[m->ndisks++];
-    d->target = vm_strdup(disks[i].target);
-    d->device = vm_strdup(disks[i].device ? disks[i].device : "disk");
-    d->src_path = vm_strdup(disks[i].source);
-    d->format = disks[i].format ? vm_strdup(disks[i].format) : NULL;
-    d->readonly = disks[i].readonly;
-  }
-  vm_disks_free(disks, n);
   CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  CLEANUP_FREE char *nvram = vm_xpath_str(x, "/domain/os/nvram");
+  if (nvram || vm_xpath_ll(x, "count(/domain/devices/tpm)", 0) > 0)
+    return vm_fail(VM_EXIT_STATE, "cannot move '%s': it has %s, which vmmigrate does not move", m->name,
+                   nvram ? "UEFI variables (an nvram file)" : "a TPM and its state");
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, "/domain/devices/disk");
+  int n = o && o->nodesetval ? o->nodesetval->nodeNr : 0;
+  for (int i = 0; i < n; i++) {
+    xmlNodePtr disk = o->nodesetval->nodeTab[i];
+    CLEANUP_XMLFREE char *type = vm_xml_prop(disk, "type");
+    CLEANUP_XMLFREE char *device = vm_xml_prop(disk, "device");
+    xmlNodePtr src = vm_xml_find(disk, "source"), tgt = vm_xml_find(disk, "target"), drv = vm_xml_find(disk, "driver");
+    CLEANUP_XMLFREE char *target = tgt ? vm_xml_prop(tgt, "dev") : NULL;
+    if (!src) continue; /* an empty CD-ROM drive */
+    const char *t = type ? type : "file";
+    if (strcmp(t, "file") != 0 && strcmp(t, "block") != 0)
+      return vm_fail(VM_EXIT_STATE, "cannot move '%s': disk %s is of type '%s' (vmmigrate moves file and block "
+                     "disks)", m->name, target ? target : "?", t);
+    CLEANUP_XMLFREE char *path = vm_xml_prop(src, strcmp(t, "block") == 0 ? "dev" : "file");
+    if (!path) continue; /* a drive with no medium */
+    if (!target) return vm_fail(VM_EXIT_STATE, "cannot move '%s': a disk has no target", m->name);
+    if (m->ndisks >= VM_MAX_DEVS)
+      return vm_fail(VM_EXIT_STATE, "cannot move '%s': it has more than %d disks", m->name, VM_MAX_DEVS);
+    struct mdisk *d = &m->disks[m->ndisks++];
+    d->target = vm_strdup(target);
+    d->device = vm_strdup(device ? device : "disk");
+    d->type = vm_strdup(t);
+    d->src_path = vm_strdup(path);
+    CLEANUP_XMLFREE char *fmt = drv ? vm_xml_prop(drv, "type") : NULL;
+    d->format = fmt ? vm_strdup(fmt) : NULL;
+    d->readonly = vm_xml_find(disk, "readonly") != NULL || strcmp(d->device, "cdrom") == 0;
+  }
   m->kernel = vm_xpath_str(x, "/domain/os/kernel");
   m->initrd = vm_xpath_str(x, "/domain/os/initrd");
-  return rc;
+  return 0;
 }
 
 int run_move(const char *vm, const char *src, const char *dst, struct ledger *ledger, json_object **report)
@@ -129,7 +144,9 @@ int run_move(const char *vm, const char *src, const char *dst, struct ledger *le
   m.memory = (uint64_t)maxmem * 1024;
   if ((rc = load(&m))) goto out;
 
+  int64_t tp = vm_now_ms();
   preflight(&m);
+  vm_debug("pre-flight: %lld ms", (long long)(vm_now_ms() - tp));
   *report = json_object_new_object();
   json_object_object_add(*report, "vm", json_object_new_string(m.name));
   json_object_object_add(*report, "source", json_object_new_string(m.src.label));
@@ -144,8 +161,20 @@ int run_move(const char *vm, const char *src, const char *dst, struct ledger *le
     rc = first_failure(&m);
     goto out;
   }
-  if (!m.live && !mo.offline) vm_info("'%s' is shut off: moving it offline", m.name);
-  rc = m.live ? move_live(&m, *report) : move_offline(&m, *report);
+  if (!m.live && !mo.offline) {
+    vm_info("'%s' is shut off: moving it offline", m.name);
+    if (mo.tls || mo.bandwidth_mib || mo.strategy != ST_AUTO)
+      vm_warn("an offline move copies through libvirt's connections: --strategy, --bandwidth and --tls do not apply");
+  }
+  if (m.live) {
+    rc = move_live(&m, *report);
+  } else {
+    /* --timeout: the copy stops at the deadline as at Ctrl-C, and is undone. */
+    if (mo.timeout_s) alarm((unsigned)mo.timeout_s);
+    rc = move_offline(&m, *report);
+    alarm(0);
+    if (rc && vm_interrupt_signal() == SIGALRM) rc = VM_EXIT_TIMEOUT;
+  }
   json_object_object_add(*report, "result", json_object_new_string(rc == 0 ? "moved" : "failed"));
 out:
   move_free(&m);

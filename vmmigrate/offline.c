@@ -55,13 +55,40 @@ int move_offline(struct move *m, json_object *report)
   if (rc) goto undo;
   if ((rc = record_write(m, "offline-verified"))) goto undo;
 
-  /* The destination holds the VM now; the source lets go. */
+  /* The destination holds the VM now; the source lets go, if it is still shut
+   * off (someone may have started it meanwhile: then the source stays the VM). */
+  if (vm_domain_state(m->dom) != VIR_DOMAIN_SHUTOFF) {
+    rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there; the copy on %s is removed",
+                 m->name, m->src.label, m->dst.label);
+    goto undo;
+  }
+  int autostart = 0;
+  virDomainGetAutostart(m->dom, &autostart);
+  if (autostart) virDomainSetAutostart(ddom, 1);
+  virResetLastError();
   if (!mo.keep_source) {
-    if (virDomainUndefineFlags(m->dom, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 && virDomainUndefine(m->dom) < 0)
-      vm_warn("'%s' is on %s now, but its definition on %s could not be removed: %s", m->name, m->dst.label,
-              m->src.label, vm_virt_message());
-    else if (copied)
-      source_volumes_remove(m);
+    CLEANUP_FREE char *sxml = virDomainGetXMLDesc(m->dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+    if (virDomainUndefine(m->dom) < 0) {
+      rc = vm_fail_virt("cannot remove the definition of '%s' from %s", m->name, m->src.label);
+      goto undo;
+    }
+    /* Started between the check and the undefine, it would now run transient there. */
+    CLEANUP_VIRDOMAIN virDomainPtr still = virDomainLookupByUUIDString(m->src.conn, m->uuid);
+    virResetLastError();
+    if (still) {
+      if (sxml) {
+        virDomainPtr back = virDomainDefineXML(m->src.conn, sxml);
+        if (back) virDomainFree(back);
+        virResetLastError();
+      }
+      rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there; the copy on %s is removed",
+                   m->name, m->src.label, m->dst.label);
+      goto undo;
+    }
+    if (copied) source_volumes_remove(m);
+  } else if (autostart) {
+    virDomainSetAutostart(m->dom, 0);
+    virResetLastError();
   }
   record_remove(m);
   virDomainFree(ddom);

@@ -13,6 +13,9 @@
 
 #include "vmmigrate.h"
 
+/* A plan is text a person or vmbalance writes: a few thousand moves at most. */
+#define PLAN_MAX (1 << 20)
+
 struct pmove {
   char *vm, *src, *dst;
   int line;
@@ -24,47 +27,17 @@ struct pmove {
   json_object *report;
 };
 
-static int parse_plan(const char *text, const char *file, struct pmove **out, size_t *n)
-{
-  *out = NULL;
-  *n = 0;
-  CLEANUP_FREE char *copy = vm_strdup(text);
-  char *save = NULL;
-  int line = 0;
-  for (char *l = copy; l; l = save) {
-    save = strchr(l, '\n');
-    if (save) *save++ = '\0';
-    line++;
-    char *hash = strchr(l, '#');
-    if (hash) *hash = '\0';
-    char *w[4] = { 0 };
-    int k = 0;
-    for (char *tok = strtok(l, " \t\r"); tok; tok = strtok(NULL, " \t\r")) {
-      if (k == 4) break;
-      w[k++] = tok;
-    }
-    if (k == 0) continue;
-    if (k != 3)
-      return vm_fail(VM_EXIT_USAGE, "%s:%d: expected 'VM SOURCE DEST'", file, line);
-    struct pmove *v = realloc(*out, (*n + 1) * sizeof *v);
-    if (!v) abort();
-    *out = v;
-    v[*n] = (struct pmove){ .vm = vm_strdup(w[0]), .src = vm_strdup(w[1]), .dst = vm_strdup(w[2]), .line = line };
-    (*n)++;
-  }
-  return 0;
-}
-
-static char *last_line(const char *path)
+/* A failed move's reason: its first error line (not a warning). */
+static char *error_line(const char *path)
 {
   CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
   if (!text) return NULL;
-  size_t n = strlen(text);
-  while (n && text[n - 1] == '\n') text[--n] = '\0';
-  char *l = strrchr(text, '\n');
-  const char *s = l ? l + 1 : text;
-  const char *p = strncmp(s, "vmmigrate: ", 11) == 0 ? s + 11 : s;
-  return *p ? vm_strdup(p) : NULL;
+  char *save = NULL;
+  for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+    const char *p = strncmp(l, "vmmigrate: ", 11) == 0 ? l + 11 : l;
+    if (*p && strncmp(p, "warning: ", 9) != 0) return vm_strdup(p);
+  }
+  return NULL;
 }
 
 static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
@@ -77,6 +50,7 @@ static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
   vm_strv_add(&argv, p->src);
   vm_strv_add(&argv, "-o");
   vm_strv_add(&argv, "json");
+  vm_strv_add(&argv, "-q");
   for (size_t i = 0; pass[i]; i++) vm_strv_add(&argv, pass[i]);
   vm_strv_add(&argv, "--");
   vm_strv_add(&argv, p->vm);
@@ -102,31 +76,42 @@ static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
 
 int run_plan(const char *file, int parallel, char **pass)
 {
+  /* Read whole, from stdin, a file or a FIFO (--plan <(vmbalance plan)). */
+  FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+  if (!in) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read plan '%s'", file);
   CLEANUP_FREE char *text = NULL;
-  if (strcmp(file, "-") == 0) {
-    size_t cap = 0, len = 0;
-    FILE *f = open_memstream(&text, &cap);
-    char buf[4096];
-    size_t r;
-    while ((r = fread(buf, 1, sizeof buf, stdin)) > 0) {
-      fwrite(buf, 1, r, f);
-      len += r;
-      if (len > (1 << 20)) break;
-    }
-    fclose(f);
-  } else {
-    text = vm_read_file(file, 1 << 20, NULL);
-    if (!text) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read plan '%s'", file);
+  size_t cap = 0, len = 0;
+  FILE *f = open_memstream(&text, &cap);
+  char buf[65536];
+  size_t r;
+  bool too_big = false;
+  while ((r = fread(buf, 1, sizeof buf, in)) > 0) {
+    len += r;
+    if (len > PLAN_MAX) { too_big = true; break; }
+    fwrite(buf, 1, r, f);
   }
-  struct pmove *mv = NULL;
-  size_t n = 0;
+  bool bad = ferror(in);
+  if (in != stdin) fclose(in);
+  fclose(f);
+  if (too_big) return vm_fail(VM_EXIT_USAGE, "plan '%s' is larger than %d MiB", file, PLAN_MAX >> 20);
+  if (bad) return vm_fail(VM_EXIT_FAIL, "cannot read plan '%s'", file);
   const char *shown = strcmp(file, "-") == 0 ? "stdin" : file;
-  int rc = parse_plan(text ? text : "", shown, &mv, &n);
-  if (rc) return rc;
+  struct vm_plan plan;
+  int line;
+  const char *why;
+  if (vm_plan_parse(text ? text : "", len, &plan, &line, &why) < 0)
+    return vm_fail(VM_EXIT_USAGE, "%s:%d: %s", shown, line, why);
+  size_t n = plan.n;
   if (n == 0) {
     vm_info("the plan holds no moves");
     return 0;
   }
+  struct pmove *mv = calloc(n, sizeof *mv);
+  if (!mv) abort();
+  for (size_t i = 0; i < n; i++)
+    mv[i] = (struct pmove){ .vm = vm_strdup(plan.v[i].vm), .src = vm_strdup(plan.v[i].src),
+                            .dst = vm_strdup(plan.v[i].dst), .line = plan.v[i].line };
+  vm_plan_free(&plan);
 
   /* Every move checked against the pool as the moves before it leave it. */
   struct ledger ledger = { 0 };
@@ -153,6 +138,7 @@ int run_plan(const char *file, int parallel, char **pass)
   CLEANUP_FREE char *dir = vm_scratch_dir("plan");
   if (!dir) return VM_EXIT_FAIL;
   size_t running = 0;
+  bool forwarded = false;
   for (;;) {
     /* Start what may start: not interrupted, below the limit, its VM not moving. */
     for (size_t i = 0; i < n && running < (size_t)parallel && !vm_interrupted(); i++) {
@@ -173,17 +159,20 @@ int run_plan(const char *file, int parallel, char **pass)
       running++;
     }
     if (running == 0) break;
-    int st;
-    pid_t pid = waitpid(-1, &st, 0);
-    if (pid < 0) {
-      if (errno == EINTR) {
-        /* Pass Ctrl-C or SIGTERM on: each running move aborts and reports. */
-        for (size_t i = 0; i < n; i++)
-          if (mv[i].state == P_RUNNING) kill(mv[i].pid, vm_interrupt_signal() ? vm_interrupt_signal() : SIGTERM);
-        continue;
-      }
-      break;
+    /* Each move runs in its own process group (a terminal's Ctrl-C is not theirs):
+     * a signal to this process is passed on to every running move, once. */
+    if (vm_interrupted() && !forwarded) {
+      for (size_t i = 0; i < n; i++)
+        if (mv[i].state == P_RUNNING) kill(mv[i].pid, vm_interrupt_signal());
+      forwarded = true;
     }
+    int st;
+    pid_t pid = waitpid(-1, &st, WNOHANG);
+    if (pid == 0 || (pid < 0 && errno == EINTR)) {
+      vm_sleep_ms(100);
+      continue;
+    }
+    if (pid < 0) break;
     for (size_t i = 0; i < n; i++) {
       if (mv[i].state != P_RUNNING || mv[i].pid != pid) continue;
       mv[i].state = P_DONE;
@@ -192,7 +181,7 @@ int run_plan(const char *file, int parallel, char **pass)
       CLEANUP_FREE char *out = vm_read_file(mv[i].out_path, 1 << 20, NULL);
       mv[i].report = out ? json_tokener_parse(out) : NULL;
       mv[i].result = vm_strdup(mv[i].rc == 0 ? "moved" : "failed");
-      if (mv[i].rc) mv[i].error = last_line(mv[i].err_path);
+      if (mv[i].rc) mv[i].error = error_line(mv[i].err_path);
       /* Its messages, as it wrote them. */
       CLEANUP_FREE char *err = vm_read_file(mv[i].err_path, 1 << 20, NULL);
       if (err && *err && (mv[i].rc || !vm_opts.quiet)) fputs(err, stderr);

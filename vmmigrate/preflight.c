@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmmigrate.h"
 
@@ -23,6 +24,9 @@ void check_add(struct move *m, const char *check, int rc, const char *fmt, ...)
   json_object_object_add(o, "result", json_object_new_string(rc == 0 ? "ok" : rc < 0 ? "warning" : "failed"));
   json_object_object_add(o, "detail", json_object_new_string(detail));
   json_object_array_add(m->checks, o);
+  /* A failed check is a conflict (exit 4), whatever failed inside it; a bad
+   * argument (a --dest-cpu file) stays a usage error. */
+  if (rc > 0 && rc != VM_EXIT_USAGE) rc = VM_EXIT_STATE;
   if (rc > 0 && !m->check_rc) m->check_rc = rc;
   if (rc < 0) vm_warn("%s", detail);
 }
@@ -39,22 +43,31 @@ static const char *key_uri(struct host *h)
  * two daemons that see one folder, and never mistakes two local folders of one
  * name for one. */
 struct probe_result {
-  virConnectPtr src, dst;
-  char *pool;
+  char *src, *dst, *pool; /* the hosts' URIs: connections come and go in a plan */
   bool shared;
 };
 static struct probe_result probes[32];
 static size_t nprobes;
 
-/* Probe volumes a killed run left (its PID gone): removed before probing. */
+/* The probes of this machine's runs: "vmkit-probe-MACHINE-PID-RANDOM". */
+static char *probe_prefix(void)
+{
+  return vm_strdup_printf("vmkit-probe-%.8s-", vm_machine_id());
+}
+
+/* Probe volumes a killed run of this machine left (its PID gone): removed before
+ * probing. Another machine's probes are that machine's to remove. */
 static void remove_stale_probes(virStoragePoolPtr pool)
 {
+  CLEANUP_FREE char *prefix = probe_prefix();
+  size_t plen = strlen(prefix);
   virStorageVolPtr *vols = NULL;
   int n = virStoragePoolListAllVolumes(pool, &vols, 0);
   for (int i = 0; i < n; i++) {
     const char *name = virStorageVolGetName(vols[i]);
     int pid = 0;
-    if (name && sscanf(name, "vmkit-probe-%d-", &pid) == 1 && pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
+    if (name && strncmp(name, prefix, plen) == 0 && sscanf(name + plen, "%d-", &pid) == 1 && pid > 0 &&
+        kill(pid, 0) < 0 && errno == ESRCH)
       virStorageVolDelete(vols[i], 0);
     virStorageVolFree(vols[i]);
   }
@@ -64,8 +77,9 @@ static void remove_stale_probes(virStoragePoolPtr pool)
 
 static int pool_shared(struct move *m, const char *pool_name, bool *shared)
 {
+  const char *su = m->src.uri ? m->src.uri : "", *du = m->dst.uri ? m->dst.uri : "";
   for (size_t i = 0; i < nprobes; i++)
-    if (probes[i].src == m->src.conn && probes[i].dst == m->dst.conn && strcmp(probes[i].pool, pool_name) == 0) {
+    if (strcmp(probes[i].src, su) == 0 && strcmp(probes[i].dst, du) == 0 && strcmp(probes[i].pool, pool_name) == 0) {
       *shared = probes[i].shared;
       return 0;
     }
@@ -77,9 +91,10 @@ static int pool_shared(struct move *m, const char *pool_name, bool *shared)
     int rc = vm_pool_open(m->src.conn, pool_name, &sp);
     if (rc) return rc;
     remove_stale_probes(sp);
-    char token[37], name[96];
+    char token[37], name[128];
     vm_uuid_random(token);
-    snprintf(name, sizeof name, "vmkit-probe-%d-%.8s", (int)getpid(), token);
+    CLEANUP_FREE char *prefix = probe_prefix();
+    snprintf(name, sizeof name, "%s%d-%.8s", prefix, (int)getpid(), token);
     struct vm_volspec spec = { .name = name, .format = "raw", .capacity = 65536 };
     CLEANUP_VIRVOL virStorageVolPtr sv = NULL;
     if ((rc = vm_vol_create(sp, &spec, &sv))) return rc;
@@ -96,7 +111,7 @@ static int pool_shared(struct move *m, const char *pool_name, bool *shared)
     if (rc) return rc;
   }
   if (nprobes < sizeof probes / sizeof *probes)
-    probes[nprobes++] = (struct probe_result){ m->src.conn, m->dst.conn, vm_strdup(pool_name), *shared };
+    probes[nprobes++] = (struct probe_result){ vm_strdup(su), vm_strdup(du), vm_strdup(pool_name), *shared };
   return 0;
 }
 
@@ -202,12 +217,32 @@ static void check_disks(struct move *m)
       }
     }
     /* Copied: top only when the destination holds every backing file at its path. */
+    /* A file at the same path there is taken for the same image only when its
+     * format and size match too. */
     bool backing_there = true;
-    for (size_t k = 0; k < d->chain.n; k++)
-      if (!vm_path_exists(m->dst.conn, d->chain.v[k])) backing_there = false;
+    const char *differs = NULL, *missing = NULL;
+    for (size_t k = 0; k < d->chain.n; k++) {
+      struct vm_imginfo a, b;
+      int ra = vm_image_info_quiet(m->src.conn, d->chain.v[k], &a), rb = vm_image_info_quiet(m->dst.conn, d->chain.v[k], &b);
+      if (rb != 0) {
+        backing_there = false;
+        if (!missing) missing = d->chain.v[k];
+      } else if (ra == 0 && (a.capacity != b.capacity || !a.format || !b.format || strcmp(a.format, b.format) != 0)) {
+        backing_there = false;
+        if (!differs) differs = d->chain.v[k];
+      }
+      if (ra == 0) vm_imginfo_free(&a);
+      if (rb == 0) vm_imginfo_free(&b);
+    }
+    /* An offline copy keeps the chain: it cannot stand on another image either. */
+    if (differs && (mo.copy != COPY_ALL || !m->live)) {
+      check_add(m, what, VM_EXIT_STATE, "disk %s: %s has another image at %s (its format or size differ): "
+                "refusing to stand the copy on it", d->target, m->dst.label, differs);
+      continue;
+    }
     if (mo.copy == COPY_TOP && !backing_there) {
       check_add(m, what, VM_EXIT_STATE, "disk %s: %s lacks its backing file %s (push the template, or use "
-                "--copy-storage-all)", d->target, m->dst.label, d->chain.v[d->chain.n - 1]);
+                "--copy-storage-all)", d->target, m->dst.label, missing ? missing : "?");
       continue;
     }
     d->how = d->chain.n == 0 || (backing_there && mo.copy != COPY_ALL) ? D_COPY_TOP : D_COPY_ALL;
@@ -230,9 +265,9 @@ static void check_disks(struct move *m)
       for (size_t k = 0; k < d->chain.n; k++) {
         struct vm_imginfo bi;
         if (vm_image_info_quiet(m->src.conn, d->chain.v[k], &bi) == 0) {
-          bool missing = !vm_path_exists(m->dst.conn, d->chain.v[k]);
-          if (m->live || missing) bytes += bi.allocation;
-          if (!m->live && missing) {
+          bool absent = !vm_path_exists(m->dst.conn, d->chain.v[k]);
+          if (m->live || absent) bytes += bi.allocation;
+          if (!m->live && absent) {
             CLEANUP_FREE char *bp = bi.pool ? dest_copy_path(m, bi.pool, strrchr(bi.path, '/') + 1, &rc) : NULL;
             if (!bp || strcmp(bp, bi.path) != 0) {
               check_add(m, what, VM_EXIT_STATE,
@@ -272,7 +307,7 @@ static void check_disks(struct move *m)
       else
         check_add(m, what, 0, "pool '%s' on %s: %s needed, %s free", need[i].pool, m->dst.label,
                   vm_format_size(need[i].bytes, a), vm_format_size((uint64_t)avail, b));
-      if (m->ledger) ledger_add(m->ledger, key_uri(&m->dst), need[i].pool, (int64_t)need[i].bytes);
+      ledger_add(&m->pending, key_uri(&m->dst), need[i].pool, (int64_t)need[i].bytes);
     }
     virResetLastError();
     free(need[i].pool);
@@ -331,10 +366,8 @@ static void check_memory(struct move *m)
   }
   check_add(m, "memory", 0, "the VM needs %s, %s has %s available", vm_format_size(m->memory, a), m->dst.label,
             vm_format_size((uint64_t)left, b));
-  if (m->ledger) {
-    ledger_add(m->ledger, key_uri(&m->dst), NULL, (int64_t)m->memory);
-    ledger_add(m->ledger, key_uri(&m->src), NULL, -(int64_t)m->memory);
-  }
+  ledger_add(&m->pending, key_uri(&m->dst), NULL, (int64_t)m->memory);
+  ledger_add(&m->pending, key_uri(&m->src), NULL, -(int64_t)m->memory);
 }
 
 /* Every libvirt network and bridge the guest's NICs use, present there: a live
@@ -377,9 +410,26 @@ static void check_networks(struct move *m, xmlXPathContextPtr x)
   }
 }
 
+static int preflight_checks(struct move *m);
+
+/* The checks gather their failures and report them as one list: the errors the
+ * code under them prints are muted meanwhile. What the move would take is added to
+ * a plan's ledger only when every check passed. */
 int preflight(struct move *m)
 {
   m->checks = json_object_new_array();
+  vm_errors_mute(true);
+  preflight_checks(m);
+  vm_errors_mute(false);
+  if (m->check_rc == 0 && m->ledger)
+    for (size_t i = 0; i < m->pending.n; i++)
+      ledger_add(m->ledger, m->pending.v[i].uri, m->pending.v[i].pool, m->pending.v[i].bytes);
+  ledger_free(&m->pending);
+  return m->check_rc;
+}
+
+static int preflight_checks(struct move *m)
+{
   /* Not the same host: two daemons of one machine are two hosts, told by UUID. */
   const char *su = vm_conn_host_uuid(m->src.conn), *du = vm_conn_host_uuid(m->dst.conn);
   if (!su || !du) {
@@ -409,12 +459,14 @@ int preflight(struct move *m)
 
   /* Snapshots and checkpoints: libvirt moves neither's metadata. */
   int ns = virDomainSnapshotNum(m->dom, 0), nc = virDomainListAllCheckpoints(m->dom, NULL, 0);
-  virResetLastError();
-  if (ns > 0 || nc > 0)
+  if (ns < 0 || nc < 0)
+    check_add(m, "snapshots", VM_EXIT_STATE, "cannot list the snapshots of '%s': %s", m->name, vm_virt_message());
+  else if (ns > 0 || nc > 0)
     check_add(m, "snapshots", VM_EXIT_STATE, "'%s' has %d snapshot(s) and %d checkpoint(s): libvirt does not move "
               "their metadata; delete them first (vmsnap delete)", m->name, ns > 0 ? ns : 0, nc > 0 ? nc : 0);
   else
     check_add(m, "snapshots", 0, "no snapshots or checkpoints");
+  virResetLastError();
 
   if (vm_domain_idle(m->dom, "move") != 0) check_add(m, "jobs", VM_EXIT_STATE, "%s", vm_last_error());
   else check_add(m, "jobs", 0, "no job runs on the VM");

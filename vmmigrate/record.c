@@ -13,7 +13,6 @@
  *    definition and the volumes the record lists (never one a VM there uses). */
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,8 +43,12 @@ int record_write(struct move *m, const char *phase)
   json_object_object_add(o, "uuid", json_object_new_string(m->uuid));
   json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
   json_object_object_add(o, "machine", json_object_new_string(vm_machine_id()));
-  json_object_object_add(o, "source", json_object_new_string(m->src.uri ? m->src.uri : ""));
-  json_object_object_add(o, "dest", json_object_new_string(m->dst.uri));
+  /* The URIs as libvirt resolved them: a later run may have another default. */
+  CLEANUP_FREE char *su = virConnectGetURI(m->src.conn);
+  CLEANUP_FREE char *du = virConnectGetURI(m->dst.conn);
+  virResetLastError();
+  json_object_object_add(o, "source", json_object_new_string(su ? su : m->src.uri ? m->src.uri : ""));
+  json_object_object_add(o, "dest", json_object_new_string(du ? du : m->dst.uri ? m->dst.uri : ""));
   json_object_object_add(o, "phase", json_object_new_string(phase));
   json_object_object_add(o, "keep_source", json_object_new_boolean(mo.keep_source));
   json_object *dp = json_object_new_array(), *sp = json_object_new_array();
@@ -78,70 +81,100 @@ static const char *jstr(json_object *o, const char *k)
   return v ? json_object_get_string(v) : NULL;
 }
 
-/* Removes the volumes of a list on a host, unless a VM there uses one. */
-static void remove_unused(virConnectPtr conn, json_object *list, const char *except)
+/* Removes the volumes of a list on a host, unless a VM there uses one; returns how
+ * many could not be removed. */
+static int remove_unused(virConnectPtr conn, json_object *list)
 {
+  int left = 0;
   for (size_t i = json_object_array_length(list); i-- > 0;) {
     const char *p = json_object_get_string(json_object_array_get_idx(list, i));
+    if (!p || !vm_path_exists(conn, p)) continue;
     struct vm_strv users = { 0 };
-    if (!vm_path_exists(conn, p)) continue;
-    if (vm_image_users(conn, p, except, &users) == 0 && users.n == 0) {
-      if (vm_path_delete(conn, p) == 0) vm_info("removed %s, left by a killed move, from %s", p, vm_conn_host_name(conn));
+    if (vm_image_users(conn, p, NULL, &users) == 0 && users.n == 0) {
+      if (vm_path_delete(conn, p) == 0) vm_info("removed %s, left by an earlier move, from %s", p, vm_conn_host_name(conn));
+      else left++;
     }
     vm_strv_free(&users);
   }
+  return left;
+}
+
+static json_object *jarray(json_object *o, const char *k)
+{
+  json_object *v = json_object_object_get(o, k);
+  return v && json_object_is_type(v, json_type_array) ? v : NULL;
 }
 
 static void recover_one(const char *path, json_object *o)
 {
   const char *name = jstr(o, "vm"), *uuid = jstr(o, "uuid"), *src = jstr(o, "source"), *dst = jstr(o, "dest");
   const char *phase = jstr(o, "phase"), *machine = jstr(o, "machine");
-  json_object *pidv = json_object_object_get(o, "pid");
-  int pid = pidv ? json_object_get_int(pidv) : 0;
-  if (!name || !uuid || !dst || !phase) {
+  json_object *dvols = jarray(o, "dest_volumes"), *svols = jarray(o, "source_volumes");
+  if (!name || !uuid || !src || !*src || !dst || !*dst || !phase || !dvols || !svols) {
     vm_warn("ignoring %s: not a move record", path);
     return;
   }
-  /* A run of this machine that still lives is still moving it. */
-  if (machine && strcmp(machine, vm_machine_id()) == 0 && pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH)) return;
-  CLEANUP_VIRCONN virConnectPtr sc = vm_connect_to(src && *src ? src : NULL);
-  CLEANUP_VIRCONN virConnectPtr dc = sc ? vm_connect_to(dst) : NULL;
-  if (!sc || !dc) {
-    vm_warn("a killed move of '%s' left work on the way; a later run finishes it when both hosts answer", name);
+  /* Another machine's run keeps its own records; this one's, the VM's lock says
+   * whether its writer still lives (a run that holds the lock is moving it). */
+  if (machine && strcmp(machine, vm_machine_id()) != 0) {
+    vm_warn("%s is a record of another machine's move of '%s': left alone", path, name);
     return;
   }
-  if (vm_lock_domain_uuid(sc, uuid, name) != 0) return;
+  if (strcmp(phase, "postcopy-failed") == 0) {
+    vm_warn("a post-copy move of '%s' failed earlier and may have lost it: check %s and %s, then remove %s", name, src,
+            dst, path);
+    return;
+  }
+  CLEANUP_VIRCONN virConnectPtr sc = virConnectOpen(src);
+  CLEANUP_VIRCONN virConnectPtr dc = sc ? virConnectOpen(dst) : NULL;
+  virResetLastError();
+  if (!sc || !dc) {
+    vm_warn("an earlier move of '%s' left work on the way; a later run finishes it when both hosts answer", name);
+    return;
+  }
+  if (vm_lock_domain_uuid(sc, uuid, name) != 0 || vm_lock_domain_uuid(dc, uuid, name) != 0) return;
   CLEANUP_VIRDOMAIN virDomainPtr sd = virDomainLookupByUUIDString(sc, uuid);
   CLEANUP_VIRDOMAIN virDomainPtr dd = virDomainLookupByUUIDString(dc, uuid);
   virResetLastError();
-  /* libvirt may still be carrying out a live move a killed run started. */
-  if (sd && vm_domain_idle(sd, "recover") != 0) {
-    vm_warn("a move of '%s' started by a killed run is still running; a later run finishes it", name);
+  /* libvirt may still be carrying out a live move an earlier run started. */
+  vm_errors_mute(true);
+  bool busy = sd && vm_domain_idle(sd, "recover") != 0;
+  vm_errors_mute(false);
+  virResetLastError();
+  if (busy) {
+    vm_warn("a move of '%s' that an earlier run started still runs in libvirt on %s; wait for it, or abort it "
+            "(virsh domjobabort), then run vmmigrate again", name, vm_conn_host_name(sc));
     return;
   }
-  virResetLastError();
   bool keep = json_object_get_boolean(json_object_object_get(o, "keep_source"));
+  bool src_runs = sd && virDomainIsActive(sd) == 1;
   bool moved;
   if (strcmp(phase, "live") == 0)
-    moved = dd && virDomainIsPersistent(dd) == 1 && (!sd || virDomainIsActive(sd) != 1);
+    moved = dd && virDomainIsPersistent(dd) == 1 && !src_runs;
   else
-    moved = dd && strcmp(phase, "offline-verified") == 0;
+    moved = dd && strcmp(phase, "offline-verified") == 0 && !src_runs;
+  int left = 0;
   if (moved) {
-    if (sd && !keep && virDomainIsActive(sd) != 1) {
-      virDomainUndefineFlags(sd, VIR_DOMAIN_UNDEFINE_NVRAM);
+    if (sd && !keep && !src_runs) {
+      virDomainUndefine(sd);
       virResetLastError();
     }
-    if (!keep) remove_unused(sc, json_object_object_get(o, "source_volumes"), NULL);
-    vm_info("finished the move of '%s' to %s that a killed run left", name, vm_conn_host_name(dc));
+    if (!keep) left = remove_unused(sc, svols);
+    vm_info("finished the move of '%s' to %s that an earlier run left", name, vm_conn_host_name(dc));
+  } else if (sd) {
+    if (dd && virDomainIsActive(dd) != 1 && strncmp(phase, "offline", 7) == 0) {
+      virDomainUndefine(dd);
+      virResetLastError();
+    }
+    left = remove_unused(dc, dvols);
+    vm_info("rolled back the move of '%s' to %s that an earlier run left", name, vm_conn_host_name(dc));
   } else {
-    if (dd && virDomainIsActive(dd) != 1 && strncmp(phase, "offline", 7) == 0 && sd) {
-      virDomainUndefineFlags(dd, VIR_DOMAIN_UNDEFINE_NVRAM);
-      virResetLastError();
-    }
-    remove_unused(dc, json_object_object_get(o, "dest_volumes"), NULL);
-    vm_info("rolled back the move of '%s' to %s that a killed run left", name, vm_conn_host_name(dc));
+    /* On neither host (moved on since?): nothing is removed on a guess. */
+    vm_warn("an earlier move of '%s' left %s, but the VM is on neither %s nor %s: left alone", name, path,
+            vm_conn_host_name(sc), vm_conn_host_name(dc));
+    return;
   }
-  unlink(path);
+  if (left == 0) unlink(path);
 }
 
 void record_recover(const char *uuid)

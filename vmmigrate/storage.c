@@ -74,6 +74,15 @@ int dest_volumes_remove(struct move *m)
 {
   int left = 0;
   for (size_t i = created.n; i-- > 0;) {
+    /* Never one that a VM there uses (a move that went on without us). */
+    struct vm_strv users = { 0 };
+    if (vm_image_users(m->dst.conn, created.v[i], NULL, &users) != 0 || users.n) {
+      vm_warn("kept %s on %s: %s", created.v[i], m->dst.label, users.n ? "a VM there uses it" : vm_last_error());
+      vm_strv_free(&users);
+      left++;
+      continue;
+    }
+    vm_strv_free(&users);
     if (vm_path_delete(m->dst.conn, created.v[i]) != 0) {
       vm_warn("cannot remove %s from %s yet: the next move of '%s' does", created.v[i], m->dst.label, m->name);
       left++;
@@ -84,7 +93,11 @@ int dest_volumes_remove(struct move *m)
 }
 
 /* The paths of what this run made on the destination (for its record). */
-char *const *dest_volumes_created(void) { return created.v; }
+char *const *dest_volumes_created(void)
+{
+  static char *none[] = { NULL };
+  return created.v ? created.v : none;
+}
 
 /* After a move that copied them: the VM's own top images on the source (never a
  * backing file, never an image another VM there uses). */
@@ -92,7 +105,8 @@ int source_volumes_remove(struct move *m)
 {
   for (size_t i = 0; i < m->ndisks; i++) {
     struct mdisk *d = &m->disks[i];
-    if (d->how == D_SHARED) continue;
+    /* A CD-ROM's image or a read-only disk belongs to a library, not to the VM. */
+    if (d->how == D_SHARED || d->readonly) continue;
     struct vm_strv users = { 0 };
     if (vm_image_users(m->src.conn, d->src_path, m->name, &users) != 0 || users.n) {
       vm_warn("kept %s on %s: %s", d->src_path, m->src.label, users.n ? "another VM uses it" : vm_last_error());
@@ -118,7 +132,7 @@ char *dest_xml(struct move *m, unsigned flags)
     CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, expr);
     if (!o || !o->nodesetval || !o->nodesetval->nodeNr) continue;
     xmlNodePtr src = o->nodesetval->nodeTab[0];
-    vm_xml_set(src, "file", m->disks[i].dst_path);
+    vm_xml_set(src, strcmp(m->disks[i].type, "block") == 0 ? "dev" : "file", m->disks[i].dst_path);
     /* The chain below is the destination's to read from its image. */
     xmlNodePtr disk = src->parent;
     xmlNodePtr bs = vm_xml_find(disk, "backingStore");

@@ -38,7 +38,7 @@ void host_close(struct host *h);
 /* What the move does with one disk. */
 enum disk_how { D_SHARED, D_COPY_TOP, D_COPY_ALL };
 struct mdisk {
-  char *target, *device, *src_path, *format, *pool, *vol;
+  char *target, *device, *type, *src_path, *format, *pool, *vol;
   char *dst_path;          /* where it is (or will be) on the destination */
   uint64_t capacity, allocation;
   enum disk_how how;
@@ -75,6 +75,7 @@ struct move {
   json_object *checks; /* [{check, result, detail}] */
   int check_rc;        /* the first failed check's exit code, 0 when all passed */
   struct ledger *ledger; /* plans only */
+  struct ledger pending;  /* what this move adds to it, once every check passed */
   bool postcopy_ok;    /* the destination can take post-copy (as far as known) */
 };
 void move_free(struct move *m);

@@ -38,8 +38,8 @@ static struct poptOption options[] = {
   { "network", '\0', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
   { "mac", '\0', POPT_ARG_ARGV, &o_macs, 0, "MAC address of the next NIC; repeatable", "MAC" },
   { "cpu-model", '\0', POPT_ARG_STRING, &o_cpu_model, 0,
-    "the guest's CPU: a model name (e.g. Westmere), or a file holding a CPU definition such as "
-    "'vmmigrate baseline --xml' prints", "MODEL|FILE" },
+    "the guest's CPU: a model name (e.g. Westmere), or a file (a path with a '/', or a name ending "
+    "in .xml) holding a CPU definition such as 'vmmigrate baseline --xml' prints", "MODEL|FILE" },
   { "console-log", '\0', POPT_ARG_STRING, &o_console_log, 0, "log the serial console to FILE on the host (default: /var/log/libvirt/qemu/NAME-console.log)", "FILE" },
   { "kernel", '\0', POPT_ARG_STRING, &o_kernel, 0, "boot this kernel directly", "FILE" },
   { "initrd", '\0', POPT_ARG_STRING, &o_initrd, 0, "with --kernel: this initrd", "FILE" },
@@ -565,7 +565,8 @@ int cmd_create(int argc, char **argv)
   }
   struct vm_spec spec = { 0 };
   CLEANUP_FREE char *cpu_xml = NULL;
-  if (o_cpu_model && strchr(o_cpu_model, '/')) {
+  size_t cml = o_cpu_model ? strlen(o_cpu_model) : 0;
+  if (o_cpu_model && (strchr(o_cpu_model, '/') || (cml > 4 && strcmp(o_cpu_model + cml - 4, ".xml") == 0))) {
     cpu_xml = vm_read_file(o_cpu_model, 1 << 20, NULL);
     if (!cpu_xml) return vm_fail_errno(VM_EXIT_NOTFOUND, "cannot read CPU definition '%s'", o_cpu_model);
     CLEANUP_XMLDOC xmlDocPtr cd = vm_xml_parse(cpu_xml);

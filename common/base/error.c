@@ -38,11 +38,17 @@ static char last_error[8192 + 4];
 
 const char *vm_last_error(void) { return last_error; }
 
+/* While muted, errors are only kept (vm_last_error), not printed. */
+static __thread bool muted;
+
+void vm_errors_mute(bool on) { muted = on; }
+
 static void emit(int prio, const char *prefix, const char *fmt, va_list ap, const char *tail)
 {
   char msg[4096];
   vsnprintf(msg, sizeof msg, fmt, ap);
   if (prio == LOG_ERR) snprintf(last_error, sizeof last_error, "%s%s%s", msg, tail ? ": " : "", tail ? tail : "");
+  if (muted && prio == LOG_ERR) return;
   fprintf(stderr, "%s: %s%s%s%s\n", vm_progname, prefix, msg, tail ? ": " : "",
           tail ? tail : "");
   if (vm_opts.use_syslog) {
@@ -119,6 +125,8 @@ void vm_catch_signals(void)
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  /* A tool's own deadline (alarm(2)) interrupts it the same way. */
+  sigaction(SIGALRM, &sa, NULL);
   /* A closed stdout or stderr (a reader gone from a pipe) must not kill the tool
    * between making a disk and undoing it: writes fail with EPIPE instead. */
   signal(SIGPIPE, SIG_IGN);
@@ -130,6 +138,6 @@ int vm_interrupt_signal(void) { return interrupted; }
 int vm_fail_interrupted(void)
 {
   int sig = interrupted;
-  const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
+  const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : sig == SIGALRM ? "its time limit (SIGALRM)" : "a signal";
   return vm_fail(VM_EXIT_FAIL, "interrupted by %s", name);
 }

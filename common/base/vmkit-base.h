@@ -47,11 +47,15 @@ int vm_fail_errno(int code, const char *fmt, ...) VM_PRINTF(2, 3);
 int vm_fail_why(int code, const char *why, const char *fmt, va_list ap) VM_PRINTF(3, 0);
 /* The text of the last error printed (without the program's name), "" if none. */
 const char *vm_last_error(void);
+/* Mutes error lines (on this thread) while on: they are only kept for
+ * vm_last_error(), for code that gathers failures and reports them itself (a
+ * pre-flight check list). Warnings and chatter are not muted. */
+void vm_errors_mute(bool on);
 void vm_warn(const char *fmt, ...) VM_PRINTF(1, 2);
 void vm_info(const char *fmt, ...) VM_PRINTF(1, 2);
 void vm_debug(const char *fmt, ...) VM_PRINTF(1, 2);
 
-/* Ctrl-C, SIGTERM and SIGHUP set a flag instead of killing the tool, so that long
+/* Ctrl-C, SIGTERM, SIGHUP and SIGALRM (a deadline set with alarm(2)) set a flag instead of killing the tool, so that long
  * work can stop at a safe point and undo what it made; a child program that runs
  * (vm_run) gets the same signal. SIGPIPE is ignored: a write to a closed pipe
  * fails with EPIPE instead. */
@@ -235,5 +239,21 @@ const char *vm_host_tag(const struct vm_host *h, const char *key);
  * itself; a bare word is a host of the hosts file. NULL stays NULL. Returns 0 and
  * sets *uri (caller frees), or an exit code after a message (3: no such host). */
 int vm_resolve_uri(const char *name_or_uri, char **uri);
+
+/* ---- Migration plans (plan.c, vmkit-plan(5)) ---------------------------------------------
+ * Lines "VM SOURCE DEST"; '#' starts a comment; an optional first line
+ * "#!vmkit-plan 1" names the format's version. */
+#define VM_PLAN_MAX 100000
+struct vm_plan_move {
+  char *vm, *src, *dst;
+  int line;
+};
+struct vm_plan {
+  struct vm_plan_move *v;
+  size_t n;
+};
+/* 0, or -1 with *line the bad line's number and *why what is wrong with it. */
+int vm_plan_parse(const char *text, size_t len, struct vm_plan *plan, int *line, const char **why);
+void vm_plan_free(struct vm_plan *plan);
 
 #endif

@@ -15,7 +15,10 @@ int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s)
   memset(s, 0, sizeof *s);
   int type = 0, n = 0;
   virTypedParameterPtr p = NULL;
-  if (virDomainGetJobStats(dom, &type, &p, &n, completed ? VIR_DOMAIN_JOB_STATS_COMPLETED : 0) < 0)
+  /* Completed statistics are kept for others to read too (libvirt drops them on
+   * the first read otherwise). */
+  if (virDomainGetJobStats(dom, &type, &p, &n,
+                           completed ? VIR_DOMAIN_JOB_STATS_COMPLETED | VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED : 0) < 0)
     return -1;
   s->type = type;
   virTypedParamsGetInt(p, n, VIR_DOMAIN_JOB_OPERATION, &s->operation);

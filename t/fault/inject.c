@@ -8,6 +8,12 @@
  *   virDomainSnapshotCreateXML:delay:MS       wait before the real call
  *   virDomainSetBlockIoTune:fail              fail every call
  *   virDomainBlockJobAbort:delay:MS           wait before a pivot or cancel
+ *   virDomainMigrateToURI3:delay:MS           wait before a move starts (its record
+ *                                             and destination volumes are made)
+ *   virDomainDefineXMLFlags:delay:MS          wait before an offline move defines
+ *                                             the copy (its disks are copied)
+ *   virDomainUndefine:delay:MS                wait before an offline move lets go
+ *                                             of the source (the copy is verified)
  * A failing call fails the way libvirt does, with libvirt's own error set: the real
  * function is called with an argument libvirt refuses. */
 #define _GNU_SOURCE
@@ -81,4 +87,30 @@ int virDomainBlockJobAbort(virDomainPtr dom, const char *disk, unsigned int flag
   const char *ms = rule("virDomainBlockJobAbort", "delay");
   if (ms && *ms) pause_ms(atol(ms));
   return real(dom, disk, flags);
+}
+
+int virDomainMigrateToURI3(virDomainPtr dom, const char *dconnuri, virTypedParameterPtr params,
+                           unsigned int nparams, unsigned int flags)
+{
+  int (*real)(virDomainPtr, const char *, virTypedParameterPtr, unsigned int, unsigned int) =
+    dlsym(RTLD_NEXT, "virDomainMigrateToURI3");
+  const char *ms = rule("virDomainMigrateToURI3", "delay");
+  if (ms && *ms) pause_ms(atol(ms));
+  return real(dom, dconnuri, params, nparams, flags);
+}
+
+virDomainPtr virDomainDefineXMLFlags(virConnectPtr conn, const char *xml, unsigned int flags)
+{
+  virDomainPtr (*real)(virConnectPtr, const char *, unsigned int) = dlsym(RTLD_NEXT, "virDomainDefineXMLFlags");
+  const char *ms = rule("virDomainDefineXMLFlags", "delay");
+  if (ms && *ms) pause_ms(atol(ms));
+  return real(conn, xml, flags);
+}
+
+int virDomainUndefine(virDomainPtr dom)
+{
+  int (*real)(virDomainPtr) = dlsym(RTLD_NEXT, "virDomainUndefine");
+  const char *ms = rule("virDomainUndefine", "delay");
+  if (ms && *ms) pause_ms(atol(ms));
+  return real(dom);
 }

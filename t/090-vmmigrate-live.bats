@@ -49,7 +49,7 @@ disk_of() { on_host "$1" virsh_q domblklist "$2" --details | awk '$2 == "disk" {
   [ "$(disk_of 2 "$vm")" = "$VMKIT_STORAGE_DIR/$vm.qcow2" ]
   [ "$(on_host 2 guest_data "$vm")" = before-move ]
   # The move's record (for a run killed midway) is gone with the move.
-  refute grep -qs "\"$vm\"" /var/lib/vmkit/migrations/*.json
+  refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
 
   # --keep-source: h3 runs it, h2 keeps the definition, shut off.
   run_tool 0 vmmigrate -c h2 "$vm" h3 --keep-source -o tsv

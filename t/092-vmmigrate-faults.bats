@@ -145,7 +145,7 @@ migration_port_max = 49515" "$TOP/scripts/host2" start "$POOL_DIR/h3" host3 >/de
     [ "$(vm_hosts_of "$vm")" = "h$dest" ]
     [ "$(ls "$POOL_DIR"/local-h*/"$vm".qcow2 | wc -l)" -eq 1 ]
     [ -f "$POOL_DIR/local-h$dest/$vm.qcow2" ]
-    refute grep -qs "\"$vm\"" /var/lib/vmkit/migrations/*.json
+    refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
     on_host "$dest" virsh_q dominfo "$vm" | grep -Eq '^Persistent: +yes'
     src=$dest
   done
@@ -195,7 +195,7 @@ wait_for() {
   # 3. Offline: defined on h1 and verified, the source not let go yet.
   VMKIT_INJECT='virDomainUndefine:delay:60000' LD_PRELOAD="$TOP/t/fault/libinject.so" \
     start_move -c h3 "$vm" h1
-  rec=/var/lib/vmkit/migrations/$(on_host 3 virsh_q domuuid "$vm").json
+  rec=$VMKIT_STATE_DIR/migrations/$(on_host 3 virsh_q domuuid "$vm").json
   wait_for eval '[ "$(jq -r .phase "$rec" 2>/dev/null)" = offline-verified ]' ||
     { cat "$MOVE_ERR" >&2; false; }
   kill -KILL "$MOVE_PID"
@@ -208,5 +208,29 @@ wait_for() {
   [ "$(vm_hosts_of "$vm")" = h1 ]
   [ ! -e "$POOL_DIR/local-h3/$vm.qcow2" ]
   [ -f "$POOL_DIR/local-h1/$vm.qcow2" ]
-  refute grep -qs "\"$vm\"" /var/lib/vmkit/migrations/*.json
+  refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
+
+  # 4. The same, but the source's copy is used before the next run (it boots:
+  # its disk changes): the verified copy is stale, and the move is rolled back.
+  VMKIT_INJECT='virDomainUndefine:delay:60000' LD_PRELOAD="$TOP/t/fault/libinject.so" \
+    start_move -c h1 "$vm" h2
+  rec=$VMKIT_STATE_DIR/migrations/$(virsh_q domuuid "$vm").json
+  wait_for eval '[ "$(jq -r .phase "$rec" 2>/dev/null)" = offline-verified ]'
+  kill -KILL "$MOVE_PID"
+  end_move
+  run_tool 0 vmrun start "$vm" --paused
+  run_tool 0 vmrun wait "$vm" --console-line 'vmkit-guest: up' --resume --timeout 120
+  run_tool 0 vmrun stop "$vm"
+  run_tool 0 vmmigrate -c h1 "$vm" h2
+  assert_stderr_has "rolled back the move of '$vm' to host2"
+  [ "$(vm_hosts_of "$vm")" = h2 ]
+
+  # 5. --timeout on an offline move: the deadline comes while it is held before
+  # defining the copy; what it made is removed, the VM stays (exit 5).
+  VMKIT_INJECT='virDomainDefineXMLFlags:delay:6000' LD_PRELOAD="$TOP/t/fault/libinject.so" \
+    run_tool 5 vmmigrate -c h2 "$vm" h3 --timeout 2
+  assert_stderr_has "interrupted by its time limit (SIGALRM)"
+  [ "$(vm_hosts_of "$vm")" = h2 ]
+  [ ! -e "$POOL_DIR/local-h3/$vm.qcow2" ]
+  refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
 }

@@ -19,6 +19,8 @@ setup_suite() {
   export VMKIT_POOL=${VMKIT_TEST_PREFIX}images
   export VMKIT_TEMPLATE_POOL=${VMKIT_TEST_PREFIX}templates
   export VMKIT_FIXTURE=${VMKIT_FIXTURE:-$top/t/.run/guest}
+  # vmmigrate's records of moves under way: the run's own, not this machine's.
+  export VMKIT_STATE_DIR=$VMKIT_TEST_RUN/state
   mkdir -p "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
   chmod 755 "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
   virsh -q -c qemu:///system pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null

@@ -107,10 +107,17 @@ static char *cpu_identity(xmlNodePtr cpu)
     CLEANUP_XMLFREE char *name = vm_xml_prop(c, "name");
     if (name) vm_strv_add(&f, name);
   }
-  qsort(f.v, f.n, sizeof *f.v, cmp_str);
+  if (f.n) qsort(f.v, f.n, sizeof *f.v, cmp_str);
   CLEANUP_FREE char *feats = f.n ? vm_strv_join_quoted(f.v) : vm_strdup("");
   vm_strv_free(&f);
-  return vm_strdup_printf("%s/%s/%s", model ? model : "", vendor ? vendor : "", feats);
+  /* The family, model and stepping, and the physical address bits, are seen too. */
+  xmlNodePtr sig = vm_xml_find(cpu, "signature"), phys = vm_xml_find(cpu, "maxphysaddr");
+  CLEANUP_XMLFREE char *fam = sig ? vm_xml_prop(sig, "family") : NULL;
+  CLEANUP_XMLFREE char *mod = sig ? vm_xml_prop(sig, "model") : NULL;
+  CLEANUP_XMLFREE char *step = sig ? vm_xml_prop(sig, "stepping") : NULL;
+  CLEANUP_XMLFREE char *bits = phys ? vm_xml_prop(phys, "bits") : NULL;
+  return vm_strdup_printf("%s/%s/%s/%s.%s.%s/%s", model ? model : "", vendor ? vendor : "", feats, fam ? fam : "",
+                          mod ? mod : "", step ? step : "", bits ? bits : "");
 }
 
 /* A guest CPU against a recorded host CPU definition. */

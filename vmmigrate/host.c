@@ -1,6 +1,7 @@
 /* The hosts of a move: what the user typed (a host of the hosts file or a URI), its
  * URI, the tags the hosts file gives it, and a connection. Plans add up memory and
  * pool space per host in a ledger. */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,8 +16,9 @@ int host_open(struct host *h, const char *name_or_uri, int unreachable_rc)
   /* Tags: a host named by name, or by a URI that the hosts file holds. */
   struct vm_hosts hosts = { 0 };
   const char *path = vm_hosts_path();
-  if (h->uri && access(path, F_OK) == 0) {
-    /* A hosts file that is there must be right: its tags decide checks. */
+  bool named = (vm_opts.hosts_file && *vm_opts.hosts_file) || (getenv("VMKIT_HOSTS") && *getenv("VMKIT_HOSTS"));
+  if (h->uri && (named || access(path, R_OK) == 0)) {
+    /* A hosts file that is named, or readable, must be right: its tags decide checks. */
     if ((rc = vm_hosts_load(path, &hosts))) return rc;
     const struct vm_host *e = name_or_uri ? vm_hosts_find(&hosts, name_or_uri) : NULL;
     if (!e) e = vm_hosts_find_uri(&hosts, h->uri);

@@ -64,11 +64,13 @@ static bool postcopy_unsupported(virErrorPtr e)
  * (the iteration event, as virsh's --postcopy-after-precopy does): polling could
  * miss the moment. */
 static volatile bool switched;
+/* Set once the move is to be aborted (Ctrl-C, --timeout): no switch after that. */
+static volatile bool aborting;
 
 static void on_iteration(virConnectPtr conn, virDomainPtr dom, int iteration, void *opaque)
 {
-  /* Never after Ctrl-C: an aborted move must stay abortable. */
-  if (vm_interrupted()) return;
+  /* Never after Ctrl-C or the deadline: an aborted move must stay abortable. */
+  if (vm_interrupted() || __atomic_load_n(&aborting, __ATOMIC_SEQ_CST)) return;
   if (iteration >= 2 && !__atomic_load_n(&switched, __ATOMIC_SEQ_CST) && virDomainMigrateStartPostCopy(dom, 0) == 0)
     __atomic_store_n(&switched, true, __ATOMIC_SEQ_CST);
   virResetLastError();
@@ -103,12 +105,14 @@ static int live_failed(struct move *m, struct worker *w, bool postcopy_started, 
                    "and %s, and may be lost; nothing was removed: %s", m->name, m->dst.label, m->src.label,
                    m->dst.label, why);
   }
-  if (!src_known || (dst_runs && st != VIR_DOMAIN_RUNNING)) {
-    /* The move may have gone on, or finished, without us: leave everything to the
-     * next run, which looks again. */
+  if (!src_known || dd) {
+    /* The move may have gone on, or finished, without us, or left a definition
+     * there: leave everything to the next run, which looks again. */
     return vm_fail(VM_EXIT_FAIL, "cannot tell where '%s' is after the move failed (%s): %s; nothing was removed, "
                    "and the next vmmigrate run of it finishes or rolls back the move", m->name,
-                   !src_known ? "the source does not answer" : "it runs on the destination", why);
+                   !src_known ? "the source does not answer"
+                              : dst_runs ? (st == VIR_DOMAIN_RUNNING ? "it runs on both hosts" : "it runs on the destination")
+                                         : "the destination has a definition of it", why);
   }
   /* libvirt resumes the guest on the source after a failed pre-copy; a guest it
    * left paused for the migration is resumed here. */
@@ -126,7 +130,7 @@ static int live_failed(struct move *m, struct worker *w, bool postcopy_started, 
   else if (aborted)
     rc = vm_fail(VM_EXIT_FAIL, "interrupted by %s: the move of '%s' was aborted; the VM %s on %s",
                  vm_interrupt_signal() == SIGINT ? "SIGINT" : vm_interrupt_signal() == SIGTERM ? "SIGTERM"
-                                                                                                : "a signal",
+                 : vm_interrupt_signal() == SIGHUP ? "SIGHUP" : "a signal",
                  m->name, now, m->src.label);
   else
     rc = vm_fail(VM_EXIT_FAIL, "cannot move '%s' to %s: %s; the VM %s on %s", m->name, m->dst.label, why, now,
@@ -255,6 +259,7 @@ int move_live(struct move *m, json_object *report)
           }
         } else {
           abort_wanted = true;
+          __atomic_store_n(&aborting, true, __ATOMIC_SEQ_CST);
           abort_rc = vm_interrupted() && vm_interrupt_signal() != SIGALRM ? VM_EXIT_FAIL : VM_EXIT_TIMEOUT;
         }
       }
@@ -375,11 +380,9 @@ int move_live(struct move *m, json_object *report)
   virResetLastError();
   bool there = ddom && virDomainIsActive(ddom) == 1 && virDomainIsPersistent(ddom) == 1;
   CLEANUP_VIRDOMAIN virDomainPtr sdom = virDomainLookupByUUIDString(m->src.conn, m->uuid);
-  bool let_go = sdom ? virDomainIsActive(sdom) == 0 : vm_virt_error_code() == VIR_ERR_NO_DOMAIN;
-  virResetLastError();
-  /* Autostart goes with the VM; a kept source must not boot it again. */
-  if (ddom && autostart) virDomainSetAutostart(ddom, 1);
-  if (sdom && mo.keep_source && autostart) virDomainSetAutostart(sdom, 0);
+  /* Let go: gone from the source (read right after the lookup), or with
+   * --keep-source defined there and shut off. */
+  bool let_go = sdom ? mo.keep_source && virDomainIsActive(sdom) == 0 : vm_virt_error_code() == VIR_ERR_NO_DOMAIN;
   virResetLastError();
   if (done.mem_processed < last.mem_processed) done.mem_processed = last.mem_processed;
   if (done.disk_processed < last.disk_processed) done.disk_processed = last.disk_processed;
@@ -398,6 +401,10 @@ int move_live(struct move *m, json_object *report)
                    "removed; check both hosts", m->name, m->dst.label, there ? "runs" : "does not run",
                    let_go ? "is let go" : "still runs", m->src.label);
   }
+  /* Autostart goes with the VM; a kept source must not boot it again. */
+  if (autostart) virDomainSetAutostart(ddom, 1);
+  if (sdom && autostart) virDomainSetAutostart(sdom, 0);
+  virResetLastError();
   if (!mo.keep_source && (copy_all || copy_top)) source_volumes_remove(m);
   record_remove(m);
 

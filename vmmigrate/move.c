@@ -45,10 +45,13 @@ static int load(struct move *m)
   CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(m->dom, m->live ? 0 : VIR_DOMAIN_XML_INACTIVE);
   if (!doc) return VM_EXIT_FAIL;
   CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  /* UEFI: an nvram file, or firmware libvirt picks (its nvram path appears only
+   * once it starts). */
   CLEANUP_FREE char *nvram = vm_xpath_str(x, "/domain/os/nvram");
-  if (nvram || vm_xpath_ll(x, "count(/domain/devices/tpm)", 0) > 0)
+  CLEANUP_FREE char *efi = vm_xpath_str(x, "/domain/os[@firmware='efi' or loader/@type='pflash']/type");
+  if (nvram || efi || vm_xpath_ll(x, "count(/domain/devices/tpm)", 0) > 0)
     return vm_fail(VM_EXIT_STATE, "cannot move '%s': it has %s, which vmmigrate does not move", m->name,
-                   nvram ? "UEFI variables (an nvram file)" : "a TPM and its state");
+                   nvram || efi ? "UEFI firmware and its variables (an nvram file)" : "a TPM and its state");
   CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, "/domain/devices/disk");
   int n = o && o->nodesetval ? o->nodesetval->nodeNr : 0;
   for (int i = 0; i < n; i++) {
@@ -112,7 +115,11 @@ int run_move(const char *vm, const char *src, const char *dst, struct ledger *le
                    m.name, other);
       goto out;
     }
-    record_recover(m.uuid);
+    if (record_recover(m.uuid) != 0) {
+      rc = vm_fail(VM_EXIT_STATE, "cannot move '%s': an earlier move of it is unfinished (see the warning above)",
+                   m.name);
+      goto out;
+    }
     /* A killed run's move that had gone far enough is finished now: the VM has gone. */
     virDomainPtr again = virDomainLookupByUUIDString(m.src.conn, m.uuid);
     if (!again) {
@@ -173,7 +180,8 @@ int run_move(const char *vm, const char *src, const char *dst, struct ledger *le
     if (mo.timeout_s) alarm((unsigned)mo.timeout_s);
     rc = move_offline(&m, *report);
     alarm(0);
-    if (rc && vm_interrupt_signal() == SIGALRM) rc = VM_EXIT_TIMEOUT;
+    /* The deadline's own failure (not a verify or state failure meanwhile). */
+    if (rc == VM_EXIT_FAIL && vm_interrupt_signal() == SIGALRM) rc = VM_EXIT_TIMEOUT;
   }
   json_object_object_add(*report, "result", json_object_new_string(rc == 0 ? "moved" : "failed"));
 out:

@@ -74,13 +74,16 @@ int move_offline(struct move *m, json_object *report)
     }
     /* Started between the check and the undefine, it would now run transient there. */
     CLEANUP_VIRDOMAIN virDomainPtr still = virDomainLookupByUUIDString(m->src.conn, m->uuid);
+    bool gone = !still && vm_virt_error_code() == VIR_ERR_NO_DOMAIN;
     virResetLastError();
-    if (still) {
-      if (sxml) {
-        virDomainPtr back = virDomainDefineXML(m->src.conn, sxml);
-        if (back) virDomainFree(back);
-        virResetLastError();
-      }
+    if (!gone) {
+      virDomainPtr back = sxml ? virDomainDefineXML(m->src.conn, sxml) : NULL;
+      if (!back)
+        vm_warn("cannot define '%s' on %s again: %s", m->name, m->src.label, sxml ? vm_virt_message() : "no definition");
+      else if (autostart)
+        virDomainSetAutostart(back, 1);
+      if (back) virDomainFree(back);
+      virResetLastError();
       rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there; the copy on %s is removed",
                    m->name, m->src.label, m->dst.label);
       goto undo;

@@ -56,6 +56,11 @@ static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
   vm_strv_add(&argv, p->vm);
   vm_strv_add(&argv, p->dst);
   vm_debug("move %s: %s", p->vm, vm_argv_str(argv.v));
+  /* Signals wait until the child has its own handlers (the defaults, for exec):
+   * one that came in between would set only this process's flag in the child. */
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old);
   pid_t pid = fork();
   if (pid == 0) {
     int o = open(p->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -67,9 +72,13 @@ static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGALRM, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     execv("/proc/self/exe", argv.v);
     _exit(127);
   }
+  sigprocmask(SIG_SETMASK, &old, NULL);
   vm_strv_free(&argv);
   return pid;
 }

@@ -109,8 +109,9 @@ int vol_digest(virConnectPtr conn, const char *path, char out[65]);
 /* Records that let the next run finish or roll back a killed one (record.c). */
 int record_write(struct move *m, const char *phase);
 void record_remove(struct move *m);
-/* Finishes or rolls back what a killed run left on the VM with this UUID. */
-void record_recover(const char *uuid);
+/* Finishes or rolls back what a killed run left on the VM with this UUID: 0 when
+ * there is nothing left to do, 1 when a record stays (after a warning saying why). */
+int record_recover(const char *uuid);
 /* The same for a VM known only by name (one that is no longer on its source). */
 void record_recover_name(const char *name);
 

@@ -115,10 +115,12 @@ guest_exec() {
   local vm=$1 cmd=$2 pid= st i
   # The agent may take a few seconds to answer after a move (its channel
   # reconnects on the new host): the exec is tried again for up to 30 s.
-  for i in $(seq 1 60); do
-    pid=$(virsh_q qemu-agent-command "$vm" "$(jq -cn --arg c "$cmd" \
+  local until=$((SECONDS + 30))
+  while [ "$SECONDS" -lt "$until" ]; do
+    pid=$(virsh_q qemu-agent-command "$vm" --timeout 5 "$(jq -cn --arg c "$cmd" \
       '{execute:"guest-exec",arguments:{path:"/bin/sh",arg:["-c",$c],"capture-output":true}}')" 2>/dev/null |
       jq .return.pid) && [ -n "$pid" ] && break
+    pid=
     sleep 0.5
   done
   [ -n "$pid" ] || { echo "guest_exec: the agent of $vm does not answer" >&2; return 1; }

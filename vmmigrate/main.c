@@ -156,8 +156,14 @@ int main(int argc, char **argv)
       if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--connect") == 0 ||
           strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) { i++; continue; }
       if (strncmp(argv[i], "--connect=", 10) == 0 || strncmp(argv[i], "--output=", 9) == 0) continue;
-      /* Glued short options: -cURI, -ojson. */
-      if ((strncmp(argv[i], "-c", 2) == 0 || strncmp(argv[i], "-o", 2) == 0) && argv[i][2] && argv[i][1] != '-') continue;
+      /* Glued short options: -cURI, -ojson, -qc URI. Each move is quiet and plain
+       * (-q, no -v): its report is read, its error line shown. */
+      if (argv[i][0] == '-' && argv[i][1] && argv[i][1] != '-') {
+        const char *co = strpbrk(argv[i] + 1, "co");
+        if (co && co[1] == '\0') i++; /* the value is the next word */
+        if (co || strspn(argv[i] + 1, "qv") == strlen(argv[i] + 1)) continue;
+      }
+      if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "--quiet") == 0) continue;
       vm_strv_add(&pass, argv[i]);
     }
     rc = run_plan(o_plan, par, pass.v ? pass.v : (char *[]){ NULL });

@@ -3,7 +3,7 @@
 # `virsh migrate --live --p2p`, between this machine's libvirtd (h1) and a second
 # daemon in its own namespaces (h2, scripts/host2), the same guests in one run.
 #   idle   a 256 MiB tiny guest (scripts/mkguest), moved h1 -> h2 -> h1 ...,
-#          BENCH_MOVES (default 5) moves with each tool, alternating tools:
+#          BENCH_MOVES (default 5) moves with each tool, each tool both ways:
 #          downtime as QEMU measured it (the completed job's statistics on the
 #          destination, the same query for both tools) and the wall time of the
 #          command.
@@ -12,6 +12,7 @@
 #          capped at BENCH_BW MiB/s (default 8): virsh migrate --live is given 120 s
 #          and then aborted (its job's progress recorded); vmmigrate's auto strategy
 #          (--precopy-budget 30 --max-downtime 1000) must finish.
+#          BENCH_IDLE_ONLY=1 runs the idle part alone.
 # Usage: bash bench/migrate.sh > table.md      (as root; `make` first)
 # Guests run under TCG (HOST.md). Everything the script makes (VMs, pools, the
 # second host, the scratch folder) is removed when it ends, however it ends.
@@ -89,29 +90,68 @@ median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (
 vm=${prefix}idle
 boot "$vm"
 at=h1
-declare -a vd vt sd st
+declare -a vd vt sd st vdir sdir
+# The tools take turns in the order vmmigrate, virsh, virsh, vmmigrate, ... so that
+# each moves the guest both ways (h1 -> h2 and h2 -> h1) as often as the other: the
+# two daemons are not alike (h2 runs in namespaces, h1 is the machine's), and a
+# plain alternation would give every h1 -> h2 move to one tool.
 for ((i = 0; i < moves * 2; i++)); do
   to=$(other "$at")
   t0=$(now)
-  if ((i % 2 == 0)); then
+  if ((i % 4 == 0 || i % 4 == 3)); then
     "$root/vmmigrate/vmmigrate" -c "$at" "$vm" "$to" -q -o json >/dev/null
     t1=$(now)
     vd+=("$(downtime_on "$to" "$vm")")
+    vdir+=("$at>$to:${vd[-1]}")
     vt+=("$(((t1 - t0) / 1000000))")
   else
     virsh -q -c "$(uri_of "$at")" migrate --live --p2p --persistent --undefinesource --unsafe \
       "$vm" "$(uri_of "$to")" tcp://127.0.0.1 >/dev/null
     t1=$(now)
     sd+=("$(downtime_on "$to" "$vm")")
+    sdir+=("$at>$to:${sd[-1]}")
     st+=("$(((t1 - t0) / 1000000))")
   fi
-  log "idle move $((i + 1)): $at -> $to ($( ((i % 2 == 0)) && echo vmmigrate || echo virsh)) $(((t1 - t0) / 1000000)) ms"
+  log "idle move $((i + 1)): $at -> $to ($( ((i % 4 == 0 || i % 4 == 3)) && echo vmmigrate || echo virsh)) $(((t1 - t0) / 1000000)) ms"
   at=$to
 done
 vdm=$(printf '%s\n' "${vd[@]}" | median) sdm=$(printf '%s\n' "${sd[@]}" | median)
 vtm=$(printf '%s\n' "${vt[@]}" | median) stm=$(printf '%s\n' "${st[@]}" | median)
 virsh -q -c "$(uri_of "$at")" destroy "$vm" >/dev/null
 virsh -q -c "$(uri_of "$at")" undefine "$vm" >/dev/null
+
+# dir_median DIRECTION ENTRY...: the median of the downtimes of one direction.
+dir_median() {
+  local d=$1 e
+  shift
+  for e in "$@"; do [ "${e%%:*}" = "$d" ] && echo "${e#*:}"; done | median
+}
+cat <<EOF
+## migrate: live migration against \`virsh migrate --live --p2p\` (\`bash bench/migrate.sh\`)
+
+Taken \`$started\` (\`date -u\` when the run started).
+
+$machine
+
+Two libvirt daemons on this one machine: h1 (this machine's) and h2 (scripts/host2: its
+own mount and UTS namespace, /run, /var/lib/libvirt and host UUID), disks on a folder
+both see (shared storage), the migration stream on tcp://127.0.0.1. Guests under TCG:
+the tiny guest of scripts/mkguest. Both tools' downtime is read the same way, from
+the completed job's statistics on the destination (\`virsh domjobinfo --completed\`:
+QEMU's own measure); times are the wall time of the command.
+
+### Idle guest (256 MiB), $moves moves with each tool, taking turns so each moves it both ways as often
+
+| tool | command | median downtime | median h1 > h2 / h2 > h1 | median total time | downtimes (ms), in order |
+| --- | --- | --- | --- | --- | --- |
+| vmmigrate | \`vmmigrate -c SRC VM DEST\` | $vdm ms | $(dir_median 'h1>h2' "${vdir[@]}") / $(dir_median 'h2>h1' "${vdir[@]}") ms | $vtm ms | ${vdir[*]} |
+| virsh | \`virsh migrate --live --p2p --persistent --undefinesource --unsafe VM DESTURI tcp://127.0.0.1\` | $sdm ms | $(dir_median 'h1>h2' "${sdir[@]}") / $(dir_median 'h2>h1' "${sdir[@]}") ms | $stm ms | ${sdir[*]} |
+
+Ratio (vmmigrate / virsh): downtime $(awk -v a="$vdm" -v b="$sdm" 'BEGIN {printf "%.2f", a / b}')x
+(target: within 1.1x), total time $(awk -v a="$vtm" -v b="$stm" 'BEGIN {printf "%.2f", a / b}')x.
+
+EOF
+[ -n "${BENCH_IDLE_ONLY:-}" ] && exit 0
 
 # --- dirty ---------------------------------------------------------------------------
 dirty_guest() {
@@ -157,29 +197,6 @@ mm_down=$(jq -r .downtime_ms <<<"$out") mm_by=$(jq -r .finished_by <<<"$out") mm
 pages=$(awk '{print $1}' <<<"$vs_dirty")
 
 cat <<EOF
-## migrate: live migration against \`virsh migrate --live --p2p\` (\`bash bench/migrate.sh\`)
-
-Taken \`$started\` (\`date -u\` when the run started).
-
-$machine
-
-Two libvirt daemons on this one machine: h1 (this machine's) and h2 (scripts/host2: its
-own mount and UTS namespace, /run, /var/lib/libvirt and host UUID), disks on a folder
-both see (shared storage), the migration stream on tcp://127.0.0.1. Guests under TCG:
-the tiny guest of scripts/mkguest. Both tools' downtime is read the same way, from
-the completed job's statistics on the destination (\`virsh domjobinfo --completed\`:
-QEMU's own measure); times are the wall time of the command.
-
-### Idle guest (256 MiB), $moves moves with each tool, alternating
-
-| tool | command | median downtime | median total time | downtimes (ms) |
-| --- | --- | --- | --- | --- |
-| vmmigrate | \`vmmigrate -c SRC VM DEST\` | $vdm ms | $vtm ms | ${vd[*]} |
-| virsh | \`virsh migrate --live --p2p --persistent --undefinesource --unsafe VM DESTURI tcp://127.0.0.1\` | $sdm ms | $stm ms | ${sd[*]} |
-
-Ratio (vmmigrate / virsh): downtime $(awk -v a="$vdm" -v b="$sdm" 'BEGIN {printf "%.2f", a / b}')x
-(target: within 1.1x), total time $(awk -v a="$vtm" -v b="$stm" 'BEGIN {printf "%.2f", a / b}')x.
-
 ### A guest that dirties memory faster than the link (512 MiB, $bw MiB/s for both)
 
 The guest copies 100 MB of random data in its RAM over and over: libvirt reported a

@@ -15,8 +15,7 @@ setup_file() {
 }
 teardown_file() { pool_stop; }
 teardown() {
-  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
-  common_teardown
+  pool_teardown
   # Post-copy's host setting, as it was.
   sysctl -qw vm.unprivileged_userfaultfd="$USERFAULTFD" 2>/dev/null || true
 }

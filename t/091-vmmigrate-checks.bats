@@ -14,8 +14,7 @@ setup_file() {
 }
 teardown_file() { pool_stop; }
 teardown() {
-  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
-  common_teardown
+  pool_teardown
   virsh -q -c qemu:///system net-destroy "${VMKIT_TEST_PREFIX}net" >/dev/null 2>&1 || true
   if mountpoint -q "$POOL_DIR/small-h1" 2>/dev/null; then
     virsh -q -c qemu:///system pool-destroy "${VMKIT_TEST_PREFIX}small" >/dev/null 2>&1 || true
@@ -82,7 +81,7 @@ EOF
   on_host 2 virsh_q net-destroy "$net" >/dev/null
 }
 
-@test "refusals of shut-off VMs: CPU (live comparison and recorded hosts), name and UUID clash, snapshots, pool space, a host that does not answer" {
+@test "refusals of shut-off VMs: CPU (live comparison and recorded hosts), name and UUID clash, snapshots, a missing bridge, pool space, a host that does not answer" {
   local vm vm2 uuid small
   vm=$(vm_name cpu)
   # A CPU this machine's TCG cannot give: libvirt's hypervisor comparison says so.
@@ -120,6 +119,14 @@ EOF
   run_tool 0 vmsnap create "$vm2" s1
   run_tool 4 vmmigrate "$vm2" h2
   assert_one_error_line "'$vm2' has 1 snapshot(s) and 0 checkpoint(s)"
+
+  # A bridge the destination lacks. The hosts here share one network namespace, so
+  # a running VM's bridge is on each of them: a shut-off VM names one none has.
+  vm2=$(vm_name nobr)
+  run_tool 0 vmrun create "$vm2" --template tiny --network "bridge=vmknobr$$"
+  run_tool 4 vmmigrate "$vm2" h2
+  assert_one_error_line "h2 has no bridge 'vmknobr$$'"
+  [ "$(vm_hosts_of "$vm2")" = h1 ]
 
   # Pool space: the same-named pool on h1 is a 64 KiB filesystem.
   small=${VMKIT_TEST_PREFIX}small
@@ -170,7 +177,7 @@ EOF
 }
 
 @test "a plan of three moves: memory adds up, so the third is refused while the others move, two at once" {
-  local a b c hosts
+  local a b c hosts watcher
   a=$(vm_name pa) b=$(vm_name pb) c=$(vm_name pc)
   run_tool 0 vmrun create "$a" "$b" "$c" --template tiny --start
   for v in "$a" "$b" "$c"; do
@@ -179,6 +186,18 @@ EOF
   # h3 may give its VMs 400M in all: one 256M VM fits, two do not.
   hosts=$BATS_TEST_TMPDIR/hosts
   sed 's|^h3 .*|& memory=400M|' "$POOL_DIR/hosts" > "$hosts"
+  # A watcher sees both moves' migration jobs on h1 at one instant: two at once.
+  (
+    for n in $(seq 1 600); do
+      if virsh_q domjobinfo "$a" 2>/dev/null | grep -q '^Job type: *Unbounded' &&
+        virsh_q domjobinfo "$b" 2>/dev/null | grep -q '^Job type: *Unbounded'; then
+        touch "$BATS_TEST_TMPDIR/overlap"
+        exit 0
+      fi
+      sleep 0.1
+    done
+  ) >/dev/null 2>&1 3>&- &
+  watcher=$!
   run_tool 1 vmmigrate -H "$hosts" --plan - --parallel 2 -o json <<EOF || { echo "$output" >&3; false; }
 # evacuate h1
 $a h1 h2
@@ -191,6 +210,9 @@ EOF
   [[ "$(jq -r --arg v "$c" '.[] | select(.vm == $v) | .error' <<<"$output")" == *"not enough memory on h3"* ]]
   [ "$(jq -r --arg v "$a" '.[] | select(.vm == $v) | .finished_by' <<<"$output")" = precopy ]
   assert_stderr_has "1 of 3 moves failed"
+  kill "$watcher" 2>/dev/null || true
+  wait "$watcher" || true
+  [ -e "$BATS_TEST_TMPDIR/overlap" ]
   [ "$(vm_state_on 2 "$a")" = running ]
   [ "$(vm_state_on 3 "$b")" = running ]
   [ "$(vm_state_on 1 "$c")" = running ]

@@ -12,10 +12,7 @@ setup_file() {
   pool_local_pools
 }
 teardown_file() { pool_stop; }
-teardown() {
-  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
-  common_teardown
-}
+teardown() { pool_teardown; }
 
 # start_move ARGS...: vmmigrate in the background; $MOVE_PID, stderr in $MOVE_ERR.
 start_move() {
@@ -52,7 +49,7 @@ wait_no_job() {
   return 1
 }
 
-@test "Ctrl-C, SIGTERM and --timeout abort a move: the VM runs on the source, nothing is left on the destination" {
+@test "Ctrl-C, SIGTERM and --timeout abort a move: the VM runs on the source, nothing is left on the destination; after the switch to post-copy, Ctrl-C lets it finish" {
   local vm sig
   vm=$(vm_name abort)
   boot_vm "$vm" --pool "$LOCAL_POOL" --memory 512M
@@ -78,6 +75,22 @@ wait_no_job() {
   [ ! -e "$POOL_DIR/local-h2/$vm.qcow2" ]
   # The guest never noticed: its writer still runs.
   [ "$(guest_exec "$vm" 'ps | grep -c "[c]p /tmp/a"')" -ge 1 ]
+
+  # Once post-copy has started, Ctrl-C lets the move finish, and says so. The test
+  # holds the move in post-copy (libvirt's post-copy bandwidth, set on the running
+  # job) until the interrupt has been seen, then lets it go.
+  start_move "$vm" h2 --copy-storage --strategy postcopy --bandwidth 16
+  wait_job_started "$vm"
+  virsh_q migrate-setspeed --postcopy "$vm" 1
+  wait_for eval '[ "$(virsh_q domstate --reason "$vm" 2>/dev/null)" = "paused (post-copy)" ]'
+  kill -INT "$MOVE_PID"
+  wait_for grep -q "warning: post-copy has started: the move cannot be undone; letting it finish" "$MOVE_ERR"
+  virsh_q migrate-setspeed --postcopy "$vm" 1000
+  end_move
+  [ "$MOVE_RC" -eq 0 ] || { cat "$MOVE_ERR" >&2; false; }
+  [ "$(vm_hosts_of "$vm")" = h2 ]
+  [ "$(vm_state_on 2 "$vm")" = running ]
+  [ ! -e "$POOL_DIR/local-h1/$vm.qcow2" ]
 }
 
 @test "the destination dies midway: the VM keeps running on the source, and the next move cleans up and succeeds" {
@@ -122,8 +135,10 @@ migration_port_max = 49515" "$TOP/scripts/host2" start "$POOL_DIR/h3" host3 >/de
   src=1
   for round in 1 2 3 4 5 6; do
     dest=$((src % 3 + 1))
-    delay=$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", rand() * 2.5 }')
-    # Live moves, and offline ones (every other round the VM is shut off).
+    # Live moves, and offline ones (every other round the VM is shut off). An
+    # offline move of this guest's small disk takes about 0.1-0.2 s here, a
+    # live one a few: the kill comes at a random instant within that.
+    delay=$(awk -v s="$RANDOM" -v r="$round" 'BEGIN { srand(s); printf "%.2f", rand() * (r % 2 ? 2.5 : 0.15) }')
     if [ $((round % 2)) -eq 0 ]; then
       on_host "$src" virsh_q destroy "$vm" >/dev/null 2>&1 || true
     elif [ "$(vm_state_on "$src" "$vm")" != running ]; then
@@ -133,7 +148,7 @@ migration_port_max = 49515" "$TOP/scripts/host2" start "$POOL_DIR/h3" host3 >/de
     sleep "$delay"
     kill -KILL "$MOVE_PID" 2>/dev/null || true
     end_move
-    echo "# round $round: h$src -> h$dest, killed after $delay s (exit $MOVE_RC)" >&3
+    echo "# round $round: h$src -> h$dest, killed after $delay s (exit $MOVE_RC$( [ "$MOVE_RC" = 0 ] && echo ': it had finished'))" >&3
     wait_no_job "$vm" "$src"
     [ -n "$(vm_hosts_of "$vm")" ]
     # The next run of the same move finishes or rolls back what the killed one
@@ -163,7 +178,7 @@ wait_for() {
   return 1
 }
 
-@test "SIGKILL at each step that leaves something (t/fault holds the tool there): rolled back before the switch, finished after the verify" {
+@test "SIGKILL at each step that leaves something (t/fault holds the tool there): rolled back before the switch, finished after the verify; a copy that differs (exit 6)" {
   local vm rec
   vm=$(vm_name step)
   boot_vm "$vm" --pool "$LOCAL_POOL"
@@ -233,5 +248,23 @@ wait_for() {
   assert_stderr_has "interrupted by its time limit (SIGALRM)"
   [ "$(vm_hosts_of "$vm")" = h2 ]
   [ ! -e "$POOL_DIR/local-h3/$vm.qcow2" ]
+  refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
+
+  # 6. A copy that does not match: h3's copy changed after it was written (t/fault
+  # holds the tool between the copy and the verify). The digests differ: exit 6,
+  # the VM stays on h2 with its disk, nothing of it stays on h3.
+  VMKIT_INJECT='virDomainDefineXMLFlags:delay:3000' VMKIT_INJECT_MARK=$BATS_TEST_TMPDIR/held \
+    LD_PRELOAD="$TOP/t/fault/libinject.so" start_move -q -c h2 "$vm" h3
+  wait_for test -e "$BATS_TEST_TMPDIR/held"
+  local copy=$POOL_DIR/local-h3/$vm.qcow2
+  printf 'vmkit' | dd of="$copy" bs=1 seek=$(($(stat -c %s "$copy") - 5)) conv=notrunc status=none
+  end_move
+  [ "$MOVE_RC" -eq 6 ] || { cat "$MOVE_ERR" >&2; false; }
+  [ "$(wc -l < "$MOVE_ERR")" -eq 1 ] || { cat "$MOVE_ERR" >&2; false; }
+  grep -q "the copy of $POOL_DIR/local-h2/$vm.qcow2 (disk vda) on h3 differs from the source" "$MOVE_ERR"
+  [ "$(vm_hosts_of "$vm")" = h2 ]
+  [ "$(vm_state_on 2 "$vm")" = "shut off" ]
+  [ -f "$POOL_DIR/local-h2/$vm.qcow2" ]
+  [ ! -e "$copy" ]
   refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
 }

@@ -30,10 +30,7 @@ setup_file() {
   pool_start 3 "migrate_tls_x509_cert_dir = \"$pki\""
 }
 teardown_file() { pool_stop; }
-teardown() {
-  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
-  common_teardown
-}
+teardown() { pool_teardown; }
 
 # capture_move K ARGS...: runs vmmigrate ARGS while capturing the loopback traffic
 # to host hK's incoming-migration ports (t/helpers.bash: 49152 + 100 K ...), and

@@ -227,6 +227,13 @@ pool_vms_remove() {
   rm -f "$POOL_DIR"/local-h*/"$1"* 2>/dev/null || true
 }
 
+# pool_teardown: a pool suite's teardown after each test: the test's VMs on every
+# host, then what common_teardown removes.
+pool_teardown() {
+  pool_vms_remove "${VMKIT_TEST_PREFIX}${FILETAG}-${BATS_TEST_NUMBER}-"
+  common_teardown
+}
+
 # pool_stop: stops the hosts h2.. and removes what pool_start made.
 pool_stop() {
   local d

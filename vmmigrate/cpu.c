@@ -31,16 +31,6 @@ static xmlNodePtr host_cpu_node(xmlDocPtr doc)
   return o && o->nodesetval && o->nodesetval->nodeNr ? o->nodesetval->nodeTab[0] : NULL;
 }
 
-static xmlDocPtr host_caps(virConnectPtr conn)
-{
-  CLEANUP_FREE char *caps = virConnectGetCapabilities(conn);
-  if (!caps) {
-    vm_fail_virt("cannot read the capabilities of %s", vm_conn_host_name(conn));
-    return NULL;
-  }
-  return vm_xml_parse(caps);
-}
-
 static char *cpu_field(xmlNodePtr cpu, const char *name)
 {
   xmlNodePtr c = vm_xml_find(cpu, name);
@@ -173,8 +163,8 @@ int cpu_check(struct move *m, xmlXPathContextPtr dx)
   xmlNodePtr guest = co && co->nodesetval && co->nodesetval->nodeNr ? co->nodesetval->nodeTab[0] : NULL;
 
   /* The vendors of the two hosts: a running guest has seen its CPU's vendor. */
-  CLEANUP_XMLDOC xmlDocPtr scaps = host_caps(m->src.conn);
-  CLEANUP_XMLDOC xmlDocPtr dcaps = mo.dest_cpu_file ? NULL : host_caps(m->dst.conn);
+  CLEANUP_XMLDOC xmlDocPtr scaps = vm_conn_caps(m->src.conn);
+  CLEANUP_XMLDOC xmlDocPtr dcaps = mo.dest_cpu_file ? NULL : vm_conn_caps(m->dst.conn);
   CLEANUP_FREE char *text = mo.dest_cpu_file ? vm_read_file(mo.dest_cpu_file, 1 << 20, NULL) : NULL;
   CLEANUP_XMLDOC xmlDocPtr rec = text ? vm_xml_parse(text) : NULL;
   xmlNodePtr scpu = scaps ? host_cpu_node(scaps) : NULL;
@@ -264,7 +254,7 @@ int cmd_baseline(int argc, char **argv)
       rc = vm_fail(VM_EXIT_FAIL, "host '%s' does not answer: a baseline needs every host", hosts.v[i].name);
       break;
     }
-    CLEANUP_XMLDOC xmlDocPtr caps = host_caps(c);
+    CLEANUP_XMLDOC xmlDocPtr caps = vm_conn_caps(c);
     xmlNodePtr cpu = caps ? host_cpu_node(caps) : NULL;
     if (!cpu) rc = vm_fail(VM_EXIT_FAIL, "host '%s' reports no CPU", hosts.v[i].name);
     else {

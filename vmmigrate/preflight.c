@@ -154,7 +154,6 @@ static void check_disks(struct move *m)
 {
   struct space_need need[VM_MAX_DEVS * 4];
   size_t nneed = 0;
-  bool copying = false;
   for (size_t i = 0; i < m->ndisks; i++) {
     struct mdisk *d = &m->disks[i];
     CLEANUP_FREE char *what = vm_strdup_printf("storage %s", d->target);
@@ -256,7 +255,6 @@ static void check_disks(struct move *m)
                 d->dst_path);
       continue;
     }
-    copying = true;
     uint64_t bytes = d->allocation;
     if (d->how == D_COPY_ALL) {
       /* Live: QEMU's mirror writes the flattened image (at most the disk's size).
@@ -312,7 +310,6 @@ static void check_disks(struct move *m)
     virResetLastError();
     free(need[i].pool);
   }
-  (void)copying;
 }
 
 /* Memory: what the destination has available (free, buffers and page cache), and

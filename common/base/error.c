@@ -38,17 +38,22 @@ static char last_error[8192 + 4];
 
 const char *vm_last_error(void) { return last_error; }
 
-/* While muted, errors are only kept (vm_last_error), not printed. */
-static __thread bool muted;
+/* While muted, errors are only kept (vm_last_error), not printed. A depth: mutes
+ * nest (a muted pre-flight check calls a helper that mutes its own probe). */
+static __thread int muted;
 
-void vm_errors_mute(bool on) { muted = on; }
+void vm_errors_mute(bool on)
+{
+  if (on) muted++;
+  else if (muted > 0) muted--;
+}
 
 static void emit(int prio, const char *prefix, const char *fmt, va_list ap, const char *tail)
 {
   char msg[4096];
   vsnprintf(msg, sizeof msg, fmt, ap);
   if (prio == LOG_ERR) snprintf(last_error, sizeof last_error, "%s%s%s", msg, tail ? ": " : "", tail ? tail : "");
-  if (muted && prio == LOG_ERR) return;
+  if (muted > 0 && prio == LOG_ERR) return;
   fprintf(stderr, "%s: %s%s%s%s\n", vm_progname, prefix, msg, tail ? ": " : "",
           tail ? tail : "");
   if (vm_opts.use_syslog) {

@@ -49,7 +49,8 @@ int vm_fail_why(int code, const char *why, const char *fmt, va_list ap) VM_PRINT
 const char *vm_last_error(void);
 /* Mutes error lines (on this thread) while on: they are only kept for
  * vm_last_error(), for code that gathers failures and reports them itself (a
- * pre-flight check list). Warnings and chatter are not muted. */
+ * pre-flight check list). Warnings and chatter are not muted. Calls nest: each
+ * vm_errors_mute(true) is undone by one vm_errors_mute(false). */
 void vm_errors_mute(bool on);
 void vm_warn(const char *fmt, ...) VM_PRINTF(1, 2);
 void vm_info(const char *fmt, ...) VM_PRINTF(1, 2);

@@ -94,16 +94,21 @@ const char *vm_conn_host_uuid(virConnectPtr conn)
 {
   struct host_facts *f = facts_of(conn);
   if (f->uuid) return f->uuid;
-  CLEANUP_FREE char *caps = virConnectGetCapabilities(conn);
-  if (!caps) {
-    vm_fail_virt("cannot read the capabilities of the host");
-    return NULL;
-  }
-  CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(caps);
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_conn_caps(conn);
   CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
   f->uuid = x ? vm_xpath_str(x, "/capabilities/host/uuid") : NULL;
   if (!f->uuid) vm_fail(VM_EXIT_FAIL, "the host's capabilities name no host UUID");
   return f->uuid;
+}
+
+xmlDocPtr vm_conn_caps(virConnectPtr conn)
+{
+  CLEANUP_FREE char *caps = virConnectGetCapabilities(conn);
+  if (!caps) {
+    vm_fail_virt("cannot read the capabilities of %s", vm_conn_host_name(conn));
+    return NULL;
+  }
+  return vm_xml_parse(caps);
 }
 
 const char *vm_conn_host_name(virConnectPtr conn)
@@ -182,8 +187,9 @@ const char *vm_virt_type_of(virConnectPtr conn)
   if (vt && *vt) return vt;
   if (vm_conn_is_local(conn)) return vm_virt_type();
   /* Another host: whether KVM works there is its own to say. */
-  CLEANUP_FREE char *caps = virConnectGetCapabilities(conn);
-  CLEANUP_XMLDOC xmlDocPtr doc = caps ? vm_xml_parse(caps) : NULL;
+  vm_errors_mute(true);
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_conn_caps(conn);
+  vm_errors_mute(false);
   CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
   CLEANUP_FREE char *kvm = x ? vm_xpath_str(x, "/capabilities/guest/arch/domain[@type='kvm']/@type") : NULL;
   virResetLastError();

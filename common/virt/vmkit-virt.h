@@ -67,6 +67,9 @@ const char *vm_conn_host_uuid(virConnectPtr conn);
 void vm_conn_forget(virConnectPtr conn);
 /* The host's name for messages ("kvm2"). */
 const char *vm_conn_host_name(virConnectPtr conn);
+/* The host's capabilities document (virConnectGetCapabilities), parsed; NULL with
+ * one error line when it cannot be read. The caller frees it (CLEANUP_XMLDOC). */
+xmlDocPtr vm_conn_caps(virConnectPtr conn);
 /* Finds a domain by name, then UUID. 0, or VM_EXIT_NOTFOUND with "no such VM". */
 int vm_lookup(virConnectPtr conn, const char *name, virDomainPtr *dom);
 /* Connects and finds the VM: what most verbs do first. 0 or an exit code. */

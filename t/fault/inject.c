@@ -14,13 +14,17 @@
  *                                             the copy (its disks are copied)
  *   virDomainUndefine:delay:MS                wait before an offline move lets go
  *                                             of the source (the copy is verified)
+ * When a delay starts and VMKIT_INJECT_MARK names a file, the file is created: the
+ * test knows the tool is held there (and what came before is done).
  * A failing call fails the way libvirt does, with libvirt's own error set: the real
  * function is called with an argument libvirt refuses. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libvirt/libvirt.h>
 
@@ -48,10 +52,18 @@ static const char *rule(const char *fn, const char *action)
   return NULL;
 }
 
-static void pause_ms(long ms)
+/* Waits as long as a "FN:delay:MS" rule says, if there is one. */
+static void delay(const char *fn)
 {
+  const char *arg = rule(fn, "delay");
+  long ms = arg && *arg ? atol(arg) : 0;
+  const char *mark = getenv("VMKIT_INJECT_MARK");
+  if (ms > 0 && mark && *mark) {
+    int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) close(fd);
+  }
   struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-  while (nanosleep(&ts, &ts) != 0)
+  while (ms > 0 && nanosleep(&ts, &ts) != 0)
     ;
 }
 
@@ -67,8 +79,7 @@ virDomainSnapshotPtr virDomainSnapshotCreateXML(virDomainPtr dom, const char *xm
 {
   virDomainSnapshotPtr (*real)(virDomainPtr, const char *, unsigned int) =
     dlsym(RTLD_NEXT, "virDomainSnapshotCreateXML");
-  const char *ms = rule("virDomainSnapshotCreateXML", "delay");
-  if (ms && *ms) pause_ms(atol(ms));
+  delay(__func__);
   return real(dom, xml, flags);
 }
 
@@ -84,8 +95,7 @@ int virDomainSetBlockIoTune(virDomainPtr dom, const char *disk, virTypedParamete
 int virDomainBlockJobAbort(virDomainPtr dom, const char *disk, unsigned int flags)
 {
   int (*real)(virDomainPtr, const char *, unsigned int) = dlsym(RTLD_NEXT, "virDomainBlockJobAbort");
-  const char *ms = rule("virDomainBlockJobAbort", "delay");
-  if (ms && *ms) pause_ms(atol(ms));
+  delay(__func__);
   return real(dom, disk, flags);
 }
 
@@ -94,23 +104,20 @@ int virDomainMigrateToURI3(virDomainPtr dom, const char *dconnuri, virTypedParam
 {
   int (*real)(virDomainPtr, const char *, virTypedParameterPtr, unsigned int, unsigned int) =
     dlsym(RTLD_NEXT, "virDomainMigrateToURI3");
-  const char *ms = rule("virDomainMigrateToURI3", "delay");
-  if (ms && *ms) pause_ms(atol(ms));
+  delay(__func__);
   return real(dom, dconnuri, params, nparams, flags);
 }
 
 virDomainPtr virDomainDefineXMLFlags(virConnectPtr conn, const char *xml, unsigned int flags)
 {
   virDomainPtr (*real)(virConnectPtr, const char *, unsigned int) = dlsym(RTLD_NEXT, "virDomainDefineXMLFlags");
-  const char *ms = rule("virDomainDefineXMLFlags", "delay");
-  if (ms && *ms) pause_ms(atol(ms));
+  delay(__func__);
   return real(conn, xml, flags);
 }
 
 int virDomainUndefine(virDomainPtr dom)
 {
   int (*real)(virDomainPtr) = dlsym(RTLD_NEXT, "virDomainUndefine");
-  const char *ms = rule("virDomainUndefine", "delay");
-  if (ms && *ms) pause_ms(atol(ms));
+  delay(__func__);
   return real(dom);
 }

@@ -16,6 +16,8 @@ teardown_file() { pool_stop; }
 teardown() {
   pool_teardown
   virsh -q -c qemu:///system net-destroy "${VMKIT_TEST_PREFIX}net" >/dev/null 2>&1 || true
+  virsh -q -c qemu:///system pool-destroy "${VMKIT_TEST_PREFIX}cmp" >/dev/null 2>&1 || true
+  rm -rf --one-file-system "/var/lib/libvirt/images/${VMKIT_TEST_PREFIX}cmp"
   if mountpoint -q "$POOL_DIR/small-h1" 2>/dev/null; then
     virsh -q -c qemu:///system pool-destroy "${VMKIT_TEST_PREFIX}small" >/dev/null 2>&1 || true
     umount "$POOL_DIR/small-h1"
@@ -81,7 +83,7 @@ EOF
   on_host 2 virsh_q net-destroy "$net" >/dev/null
 }
 
-@test "refusals of shut-off VMs: CPU (live comparison and recorded hosts), name and UUID clash, snapshots, a missing bridge, pool space, a host that does not answer" {
+@test "refusals of shut-off VMs: CPU (live comparison and recorded hosts), name and UUID clash, snapshots, a missing bridge, a saved state, a backing file that differs, pool space, a host that does not answer" {
   local vm vm2 uuid small
   vm=$(vm_name cpu)
   # A CPU this machine's TCG cannot give: libvirt's hypervisor comparison says so.
@@ -127,6 +129,45 @@ EOF
   run_tool 4 vmmigrate "$vm2" h2
   assert_one_error_line "h2 has no bridge 'vmknobr$$'"
   [ "$(vm_hosts_of "$vm2")" = h1 ]
+
+  # A saved state (managed save): libvirt would not move it.
+  vm2=$(vm_name saved)
+  run_tool 0 vmrun create "$vm2" --template tiny --start
+  virsh_q managedsave "$vm2" >/dev/null
+  run_tool 4 vmmigrate "$vm2" h2
+  assert_one_error_line "'$vm2' has a saved state (managed save) on "
+  [ "$(vm_state_on 2 "$vm2")" = none ]
+
+  # A backing file at one path on both hosts, of one format and size, but not one
+  # image (h2's /var/lib/libvirt is its own): refused; once it is the same image,
+  # only the top image is copied.
+  local cmp=/var/lib/libvirt/images/${VMKIT_TEST_PREFIX}cmp
+  local h2cmp=$POOL_DIR/h2/lib/libvirt/images/${VMKIT_TEST_PREFIX}cmp
+  mkdir -p "$cmp" "$h2cmp"
+  chmod 755 "$POOL_DIR/h2/lib/libvirt/images"
+  virsh_q pool-create-as "${VMKIT_TEST_PREFIX}cmp" dir --target "$cmp" >/dev/null
+  on_host 2 virsh_q pool-create-as "${VMKIT_TEST_PREFIX}cmp" dir --target "$cmp" >/dev/null
+  qemu-img create -q -f qcow2 "$cmp/base.qcow2" 16M
+  qemu-io -c 'write -P 0x11 0 64k' "$cmp/base.qcow2" >/dev/null
+  qemu-img create -q -f qcow2 "$h2cmp/base.qcow2" 16M
+  qemu-io -c 'write -P 0x22 0 64k' "$h2cmp/base.qcow2" >/dev/null
+  qemu-img create -q -f qcow2 -b "$cmp/base.qcow2" -F qcow2 "$cmp/top.qcow2"
+  virsh_q pool-refresh "${VMKIT_TEST_PREFIX}cmp" >/dev/null
+  on_host 2 virsh_q pool-refresh "${VMKIT_TEST_PREFIX}cmp" >/dev/null
+  vm2=$(vm_name chain)
+  virsh_q define /dev/stdin >/dev/null <<EOF
+<domain type='qemu'><name>$vm2</name><memory>65536</memory><os><type>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$cmp/top.qcow2'/>
+<target dev='vda' bus='virtio'/></disk></devices></domain>
+EOF
+  run_tool 4 vmmigrate "$vm2" h2
+  assert_one_error_line "disk vda: h2 has another image at $cmp/base.qcow2 (its content differs"
+  [ ! -e "$h2cmp/top.qcow2" ]
+  cp "$cmp/base.qcow2" "$h2cmp/base.qcow2"
+  run_tool 0 vmmigrate "$vm2" h2 -q
+  [ "$(vm_hosts_of "$vm2")" = h2 ]
+  [ -f "$h2cmp/top.qcow2" ] && [ ! -e "$cmp/top.qcow2" ] && [ -f "$cmp/base.qcow2" ]
+  [ "$(qemu-img info --output=json "$h2cmp/top.qcow2" | jq -r '.["backing-filename"]')" = "$cmp/base.qcow2" ]
 
   # Pool space: the same-named pool on h1 is a 64 KiB filesystem.
   small=${VMKIT_TEST_PREFIX}small

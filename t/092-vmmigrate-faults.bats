@@ -251,9 +251,11 @@ wait_for() {
   refute grep -qs "\"$vm\"" $VMKIT_STATE_DIR/migrations/*.json
 
   # 6. A copy that does not match: h3's copy changed after it was written (t/fault
-  # holds the tool between the copy and the verify). The digests differ: exit 6,
-  # the VM stays on h2 with its disk, nothing of it stays on h3.
-  VMKIT_INJECT='virDomainDefineXMLFlags:delay:3000' VMKIT_INJECT_MARK=$BATS_TEST_TMPDIR/held \
+  # holds the tool between the copy and the verify: its second read of the disk's
+  # volume is the first digest). The digests differ: exit 6, the VM stays on h2
+  # with its disk, nothing of it stays on h3.
+  VMKIT_INJECT='virStorageVolDownload:delay:3000@2' VMKIT_INJECT_VOL=$vm.qcow2 \
+    VMKIT_INJECT_MARK=$BATS_TEST_TMPDIR/held \
     LD_PRELOAD="$TOP/t/fault/libinject.so" start_move -q -c h2 "$vm" h3
   wait_for test -e "$BATS_TEST_TMPDIR/held"
   local copy=$POOL_DIR/local-h3/$vm.qcow2

@@ -115,8 +115,14 @@ static int live_failed(struct move *m, struct worker *w, bool postcopy_started, 
                                          : "the destination has a definition of it", why);
   }
   /* libvirt resumes the guest on the source after a failed pre-copy; a guest it
-   * left paused for the migration is resumed here. */
-  if (was_running && st == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_MIGRATION && !dst_runs) {
+   * left paused for the migration is resumed here, but only when the destination
+   * says it has no such VM: one that does not answer may be running it. */
+  if (was_running && st == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_MIGRATION && !dst_known)
+    return vm_fail(VM_EXIT_FAIL, "cannot move '%s' to %s: %s; the VM is paused on %s, and %s does not answer, so it "
+                   "may run there: nothing was resumed or removed; once %s answers, the next vmmigrate run of it "
+                   "finishes or rolls back the move", m->name, m->dst.label, why, m->src.label, m->dst.label,
+                   m->dst.label);
+  if (was_running && st == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_MIGRATION) {
     virDomainResume(m->dom);
     virResetLastError();
     virDomainGetState(m->dom, &st, &reason, 0);
@@ -179,11 +185,17 @@ int move_live(struct move *m, json_object *report)
    * is correct, the reverse is not. */
   if (copy_all) flags |= VIR_MIGRATE_NON_SHARED_DISK;
   else if (copy_top) flags |= VIR_MIGRATE_NON_SHARED_INC;
-  /* Shared storage was proven by the pre-flight probe: libvirt's own guess (it
-   * trusts only cache='none' or filesystems it knows) is not needed. */
-  if (shared) flags |= VIR_MIGRATE_UNSAFE;
+  /* libvirt's own safety check runs first: disks on a network filesystem must
+   * not use the host's page cache (the destination could read stale pages). Only
+   * --unsafe overrides it; its other verdict, that a disk is on a local
+   * filesystem, the pre-flight probe has disproved (below). */
+  if (shared && mo.unsafe) flags |= VIR_MIGRATE_UNSAFE;
   const char *muri = mo.migrate_uri ? mo.migrate_uri : m->dst.migrate_uri;
   if (muri) virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_URI, muri);
+  /* The cap is pre-copy's (and the disk mirror's). After a switch to post-copy
+   * every page the guest touches waits on the link, so QEMU's post-copy limit
+   * stays its default, none: capped, the switch-over alone took over a second
+   * here at 8 MiB/s. */
   if (mo.bandwidth_mib)
     virTypedParamsAddULLong(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_BANDWIDTH, mo.bandwidth_mib);
   bool moved_paths = false;
@@ -229,7 +241,8 @@ int move_live(struct move *m, json_object *report)
     iter_cb = virConnectDomainEventRegisterAny(m->src.conn, m->dom, VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
                                                VIR_DOMAIN_EVENT_CALLBACK(on_iteration), NULL, NULL);
   virResetLastError();
-  for (int attempt = 0; attempt < 2; attempt++) {
+  bool retried_unsafe = false, retried_postcopy = false;
+  for (int attempt = 0; attempt < 3; attempt++) {
     if (vm_interrupted()) {
       /* Nothing has moved yet. */
       w.rc = -1;
@@ -334,9 +347,34 @@ int move_live(struct move *m, json_object *report)
     vm_debug("libvirt's migration call returned after %lld ms", (long long)(vm_now_ms() - t0));
     if (__atomic_load_n(&switched, __ATOMIC_SEQ_CST)) postcopy_started = true;
     progress_end();
+    /* libvirt refuses a disk it takes for local (its filesystem is not one libvirt
+     * knows as shared): the pre-flight probe saw the disks from both hosts, so
+     * they are shared storage that libvirt does not recognise, such as one
+     * filesystem that two daemons of one machine see. Any other unsafe verdict
+     * (the cache mode on a network filesystem) stands. */
+    if (w.rc < 0 && !abort_wanted && w.err && w.err->code == VIR_ERR_MIGRATE_UNSAFE) {
+      bool local_guess = w.err->message && strstr(w.err->message, "without shared storage");
+      if (shared && local_guess && !retried_unsafe) {
+        vm_debug("libvirt takes the shared disks for local ones; the probe saw them on both hosts: moving with "
+                 "VIR_MIGRATE_UNSAFE");
+        flags |= VIR_MIGRATE_UNSAFE;
+        retried_unsafe = true;
+        virFreeError(w.err);
+        w.err = NULL;
+        t0 = vm_now_ms();
+        continue;
+      }
+      virTypedParamsFree(params, nparams);
+      if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
+      CLEANUP_FREE char *why = vm_strdup(w.err->message ? w.err->message : "unsafe");
+      virFreeError(w.err);
+      if (dest_volumes_remove(m) == 0) record_remove(m);
+      return vm_fail(VM_EXIT_STATE, "cannot move '%s' live: libvirt says: %s (give its disks on shared storage "
+                     "cache='none', or move it with --unsafe); the VM runs on %s", m->name, why, m->src.label);
+    }
     /* The destination cannot take post-copy: say so once, and go on without it. */
     if (w.rc < 0 && !abort_wanted && !postcopy_started && (flags & VIR_MIGRATE_POSTCOPY) &&
-        postcopy_unsupported(w.err) && attempt == 0) {
+        postcopy_unsupported(w.err) && !retried_postcopy) {
       if (mo.strategy == ST_POSTCOPY) {
         virTypedParamsFree(params, nparams);
         if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
@@ -349,6 +387,7 @@ int move_live(struct move *m, json_object *report)
       vm_warn("post-copy is not available on %s (its kernel must allow QEMU userfaultfd: "
               "sysctl vm.unprivileged_userfaultfd=1): moving without it", m->dst.label);
       flags &= ~(unsigned)VIR_MIGRATE_POSTCOPY;
+      retried_postcopy = true;
       m->postcopy_ok = false;
       virFreeError(w.err);
       w.err = NULL;

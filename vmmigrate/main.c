@@ -17,7 +17,7 @@ const char *strategy_name(enum strategy s)
 }
 
 static char *o_strategy, *o_bandwidth, *o_downtime, *o_budget, *o_timeout, *o_plan, *o_parallel;
-static int o_offline, o_keep, o_tls, o_check, o_copy_auto, o_copy_all, o_copy_top;
+static int o_offline, o_keep, o_tls, o_check, o_copy_auto, o_copy_all, o_copy_top, o_unsafe;
 
 static struct poptOption table[] = {
   { "strategy", '\0', POPT_ARG_STRING, &o_strategy, 0,
@@ -30,7 +30,8 @@ static struct poptOption table[] = {
   { "precopy-budget", '\0', POPT_ARG_STRING, &o_budget, 0,
     "how long auto lets pre-copy try before post-copy (default: 60)", "SECONDS" },
   { "timeout", '\0', POPT_ARG_STRING, &o_timeout, 0,
-    "abort the move after SECONDS and leave the VM where it was (exit 5)", "SECONDS" },
+    "abort the move after SECONDS and leave the VM where it was (exit 5); once post-copy has "
+    "started, the move is let finish", "SECONDS" },
   { "copy-storage", '\0', POPT_ARG_NONE, &o_copy_auto, 0,
     "copy the disks that are not on shared storage: the top image only when the destination "
     "holds its backing files, else the whole chain", NULL },
@@ -42,6 +43,9 @@ static struct poptOption table[] = {
     "move a shut-off VM: its disks (copied unless shared) and definition, verified", NULL },
   { "keep-source", '\0', POPT_ARG_NONE, &o_keep, 0,
     "keep the VM's definition (and copied disks) on the source", NULL },
+  { "unsafe", '\0', POPT_ARG_NONE, &o_unsafe, 0,
+    "move a live VM whose disks on shared storage use the host's page cache (libvirt refuses it "
+    "on a network filesystem: cache other than none or directsync)", NULL },
   { "tls", '\0', POPT_ARG_NONE, &o_tls, 0, "encrypt the migration stream (libvirt's TLS migration)", NULL },
   { "check", '\0', POPT_ARG_NONE, &o_check, 0, "run the pre-flight checks only and print each result", NULL },
   { "dest-cpu", '\0', POPT_ARG_STRING, &mo.dest_cpu_file, 0,
@@ -139,6 +143,7 @@ int main(int argc, char **argv)
   mo.bandwidth_mib = (uint64_t)bw;
   mo.offline = o_offline;
   mo.keep_source = o_keep;
+  mo.unsafe = o_unsafe;
   mo.tls = o_tls;
   mo.check_only = o_check;
   if (mo.offline && (o_strategy || o_bandwidth || mo.tls || o_downtime || o_budget))
@@ -156,12 +161,24 @@ int main(int argc, char **argv)
       if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--connect") == 0 ||
           strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) { i++; continue; }
       if (strncmp(argv[i], "--connect=", 10) == 0 || strncmp(argv[i], "--output=", 9) == 0) continue;
-      /* Glued short options: -cURI, -ojson, -qc URI. Each move is quiet and plain
-       * (-q, no -v): its report is read, its error line shown. */
+      /* Short options, alone or glued (-cURI, -ojson, -qc URI, -qH/etc/hosts), read
+       * letter by letter as popt does: a letter that takes a value takes the rest
+       * of the word, or the next word. -c and -o are the plan's own; each move is
+       * quiet and plain (-q, no -v): its report is read, its error line shown. */
       if (argv[i][0] == '-' && argv[i][1] && argv[i][1] != '-') {
-        const char *co = strpbrk(argv[i] + 1, "co");
-        if (co && co[1] == '\0') i++; /* the value is the next word */
-        if (co || strspn(argv[i] + 1, "qv") == strlen(argv[i] + 1)) continue;
+        for (const char *p = argv[i] + 1; *p; p++) {
+          if (*p == 'q' || *p == 'v') continue;
+          if (*p == 'c' || *p == 'o' || *p == 'H') {
+            const char *val = p[1] ? p + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (*p == 'H' && val) {
+              vm_strv_add(&pass, "-H");
+              vm_strv_add(&pass, val);
+            }
+            break;
+          }
+          vm_strv_addf(&pass, "-%c", *p);
+        }
+        continue;
       }
       if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "--quiet") == 0) continue;
       vm_strv_add(&pass, argv[i]);

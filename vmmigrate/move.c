@@ -101,7 +101,10 @@ int run_move(const char *vm, const char *src, const char *dst, struct ledger *le
       rc = vm_fail_virt("cannot look up VM '%s'", vm);
       goto out;
     }
-    if (!mo.check_only) record_recover_name(vm);
+    if (!mo.check_only) {
+      if (strlen(vm) == 36) record_recover(vm);
+      else record_recover_name(vm);
+    }
     rc = vm_fail(VM_EXIT_NOTFOUND, "no such VM '%s' on %s", vm, m.src.label);
     goto out;
   }

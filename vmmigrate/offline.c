@@ -1,8 +1,9 @@
 /* An offline move of a shut-off VM: its disks copied through libvirt's streams
- * (only allocated data crosses; shared ones stay where they are), its definition
- * defined there, every copy verified by a digest read through libvirt on both
- * sides, and only then the source's definition and copies removed. Until the
- * digests match, the source is the VM. */
+ * (only allocated data crosses; shared ones stay where they are), every copy
+ * verified by a digest read through libvirt on both sides, then its definition
+ * defined there, and only then the source's definition and copies removed. Until
+ * the digests match, the source is the VM, and the destination has no definition
+ * that anyone could start. */
 #include <string.h>
 
 #include "vmmigrate.h"
@@ -24,20 +25,12 @@ int move_offline(struct move *m, json_object *report)
       copied = true;
     }
 
-  CLEANUP_FREE char *xml = dest_xml(m, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
-  virDomainPtr ddom = xml ? virDomainDefineXMLFlags(m->dst.conn, xml, VIR_DOMAIN_DEFINE_VALIDATE) : NULL;
-  if (!ddom) {
-    rc = xml ? vm_fail_virt("cannot define '%s' on %s", m->name, m->dst.label) : VM_EXIT_FAIL;
-    if (dest_volumes_remove(m) == 0) record_remove(m);
-    return rc;
-  }
-  if ((rc = record_write(m, "offline-defined"))) goto undo;
-
-  /* Verify: each copied disk's digest on both hosts. */
+  /* Verify before the copy is defined there: until then nobody on the
+   * destination can start it. Each copied disk's digest on both hosts: the top
+   * image, and the backing files copied with it. */
   for (size_t i = 0; i < m->ndisks && rc == 0; i++) {
     struct mdisk *d = &m->disks[i];
     if (d->how == D_SHARED) continue;
-    /* The top image, and the backing files copied with it. */
     for (size_t k = 0; k <= d->copy_chain.n && rc == 0; k++) {
       const char *sp = k == 0 ? d->src_path : d->copy_chain.v[k - 1];
       const char *dp = k == 0 ? d->dst_path : d->copy_chain.v[k - 1];
@@ -52,8 +45,23 @@ int move_offline(struct move *m, json_object *report)
     }
   }
   if (rc == 0 && vm_interrupted()) rc = vm_fail_interrupted();
-  if (rc) goto undo;
+  if (rc) {
+    if (dest_volumes_remove(m) == 0) record_remove(m);
+    return rc;
+  }
+
+  CLEANUP_FREE char *xml = dest_xml(m, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
+  virDomainPtr ddom = xml ? virDomainDefineXMLFlags(m->dst.conn, xml, VIR_DOMAIN_DEFINE_VALIDATE) : NULL;
+  if (!ddom) {
+    rc = xml ? vm_fail_virt("cannot define '%s' on %s", m->name, m->dst.label) : VM_EXIT_FAIL;
+    if (dest_volumes_remove(m) == 0) record_remove(m);
+    return rc;
+  }
   if ((rc = record_write(m, "offline-verified"))) goto undo;
+  if (vm_interrupted()) {
+    rc = vm_fail_interrupted();
+    goto undo;
+  }
 
   /* The destination holds the VM now; the source lets go, if it is still shut
    * off (someone may have started it meanwhile: then the source stays the VM). */
@@ -109,6 +117,14 @@ int move_offline(struct move *m, json_object *report)
   return 0;
 
 undo:
+  /* Someone may have started the copy there meanwhile: then it stays, as it is,
+   * and so does the record, for a person and the next run to settle. */
+  if (virDomainIsActive(ddom) == 1) {
+    vm_warn("'%s' was started on %s meanwhile: that copy and its disks stay there, and the next vmmigrate run of it "
+            "settles the move", m->name, m->dst.label);
+    virDomainFree(ddom);
+    return rc;
+  }
   virDomainUndefine(ddom);
   virResetLastError();
   virDomainFree(ddom);

@@ -67,8 +67,10 @@ static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
     int e = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0) _exit(127);
     /* Not the terminal's Ctrl-C directly: the parent passes signals on, so that it
-     * can report each move. */
-    setpgid(0, 0);
+     * can report each move. A session of its own, without the terminal: a prompt
+     * (ssh's password or host key, for a qemu+ssh host) fails at once instead of
+     * stopping the move in the background for good. */
+    setsid();
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
@@ -168,11 +170,12 @@ int run_plan(const char *file, int parallel, char **pass)
       running++;
     }
     if (running == 0) break;
-    /* Each move runs in its own process group (a terminal's Ctrl-C is not theirs):
+    /* Each move runs in its own session (a terminal's Ctrl-C is not theirs):
      * a signal to this process is passed on to every running move, once. */
     if (vm_interrupted() && !forwarded) {
       for (size_t i = 0; i < n; i++)
-        if (mv[i].state == P_RUNNING) kill(mv[i].pid, vm_interrupt_signal());
+        if (mv[i].state == P_RUNNING && kill(-mv[i].pid, vm_interrupt_signal()) < 0)
+          kill(mv[i].pid, vm_interrupt_signal());
       forwarded = true;
     }
     int st;

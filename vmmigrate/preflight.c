@@ -215,11 +215,16 @@ static void check_disks(struct move *m)
         continue;
       }
     }
-    /* Copied: top only when the destination holds every backing file at its path. */
-    /* A file at the same path there is taken for the same image only when its
-     * format and size match too. */
+    /* Copied: top only when the destination holds every backing file at its path.
+     * A file at the same path there is the same image only when its format and
+     * size match and, unless the two hosts share its pool (then it is one file),
+     * its content: a template re-made on one host keeps its path and size, and a
+     * copy being written by another move has them too. The digests read both
+     * whole, once per move; a whole-chain copy (--copy-storage-all, live) needs
+     * none of it. */
+    bool need_same = !m->live || mo.copy != COPY_ALL;
     bool backing_there = true;
-    const char *differs = NULL, *missing = NULL;
+    const char *differs = NULL, *missing = NULL, *why = "its format or size differ";
     for (size_t k = 0; k < d->chain.n; k++) {
       struct vm_imginfo a, b;
       int ra = vm_image_info_quiet(m->src.conn, d->chain.v[k], &a), rb = vm_image_info_quiet(m->dst.conn, d->chain.v[k], &b);
@@ -229,14 +234,25 @@ static void check_disks(struct move *m)
       } else if (ra == 0 && (a.capacity != b.capacity || !a.format || !b.format || strcmp(a.format, b.format) != 0)) {
         backing_there = false;
         if (!differs) differs = d->chain.v[k];
+      } else if (ra == 0 && need_same && !differs) {
+        bool bshared = false;
+        char da[65], db[65];
+        if (!a.pool || pool_shared(m, a.pool, &bshared) != 0 || !bshared) {
+          if (vol_digest(m->src.conn, d->chain.v[k], da) != 0 || vol_digest(m->dst.conn, d->chain.v[k], db) != 0 ||
+              strcmp(da, db) != 0) {
+            backing_there = false;
+            differs = d->chain.v[k];
+            why = "its content differs (SHA-256), or cannot be read";
+          }
+        }
       }
       if (ra == 0) vm_imginfo_free(&a);
       if (rb == 0) vm_imginfo_free(&b);
     }
     /* An offline copy keeps the chain: it cannot stand on another image either. */
     if (differs && (mo.copy != COPY_ALL || !m->live)) {
-      check_add(m, what, VM_EXIT_STATE, "disk %s: %s has another image at %s (its format or size differ): "
-                "refusing to stand the copy on it", d->target, m->dst.label, differs);
+      check_add(m, what, VM_EXIT_STATE, "disk %s: %s has another image at %s (%s): "
+                "refusing to stand the copy on it", d->target, m->dst.label, differs, why);
       continue;
     }
     if (mo.copy == COPY_TOP && !backing_there) {
@@ -464,6 +480,22 @@ static int preflight_checks(struct move *m)
   else
     check_add(m, "snapshots", 0, "no snapshots or checkpoints");
   virResetLastError();
+
+  /* A saved state (virsh managedsave, libvirt-guests at a host's shutdown): a shut
+   * -off VM that would resume from it here would boot cold there, its disks taken
+   * from a suspended guest. */
+  if (!m->live) {
+    int saved = virDomainHasManagedSaveImage(m->dom, 0);
+    if (saved == 1)
+      check_add(m, "saved-state", VM_EXIT_STATE, "'%s' has a saved state (managed save) on %s: libvirt does not move "
+                "it; start the VM to resume it, or remove it (virsh managedsave-remove), first", m->name,
+                m->src.label);
+    else if (saved < 0)
+      check_add(m, "saved-state", -1, "cannot tell whether '%s' has a saved state: %s", m->name, vm_virt_message());
+    else
+      check_add(m, "saved-state", 0, "no saved state");
+    virResetLastError();
+  }
 
   if (vm_domain_idle(m->dom, "move") != 0) check_add(m, "jobs", VM_EXIT_STATE, "%s", vm_last_error());
   else check_add(m, "jobs", 0, "no job runs on the VM");

@@ -154,7 +154,7 @@ static bool copies_match(virConnectPtr sc, virConnectPtr dc, json_object *copies
 }
 
 /* 0: the record is dealt with (removed); 1: it stays, and the move must wait. */
-static int recover_one(const char *path, json_object *o)
+static int recover_one(const char *path, json_object *o, const char *text)
 {
   const char *name = jstr(o, "vm"), *uuid = jstr(o, "uuid"), *src = jstr(o, "source"), *dst = jstr(o, "dest");
   const char *phase = jstr(o, "phase"), *machine = jstr(o, "machine");
@@ -178,10 +178,20 @@ static int recover_one(const char *path, json_object *o)
   CLEANUP_VIRCONN virConnectPtr dc = sc ? virConnectOpen(dst) : NULL;
   virResetLastError();
   if (!sc || !dc) {
-    vm_warn("an earlier move of '%s' left work on the way (%s); it is finished when both hosts answer", name, path);
+    vm_warn("an earlier move of '%s' left work on the way (%s); it is finished when both hosts answer (if %s is "
+            "gone for good and the VM does not run there, remove that file)", name, path, sc ? dst : src);
     return 1;
   }
   if (vm_lock_domain_uuid(sc, uuid, name) != 0 || vm_lock_domain_uuid(dc, uuid, name) != 0) return 1;
+  /* Read again under the locks: a run that held them meanwhile may have settled
+   * the record, or written a newer move's. */
+  CLEANUP_FREE char *now = vm_read_file(path, 1 << 20, NULL);
+  if (!now) return 0;
+  if (strcmp(now, text) != 0) {
+    vm_warn("the record of an earlier move of '%s' changed while this run waited for its lock (%s): run again", name,
+            path);
+    return 1;
+  }
   CLEANUP_VIRDOMAIN virDomainPtr sd = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dd = NULL;
   int sk = lookup(sc, uuid, &sd), dk = lookup(dc, uuid, &dd);
@@ -256,7 +266,7 @@ int record_recover(const char *uuid)
   if (!text) return 0;
   json_object *o = json_tokener_parse(text);
   int rc = 1;
-  if (o && json_object_is_type(o, json_type_object)) rc = recover_one(path, o);
+  if (o && json_object_is_type(o, json_type_object)) rc = recover_one(path, o, text);
   else vm_warn("%s is not a move record: left alone", path);
   json_object_put(o);
   return rc;
@@ -275,7 +285,7 @@ void record_recover_name(const char *name)
     CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
     json_object *o = text ? json_tokener_parse(text) : NULL;
     const char *vm = o ? jstr(o, "vm") : NULL;
-    if (vm && strcmp(vm, name) == 0) recover_one(path, o);
+    if (vm && strcmp(vm, name) == 0) recover_one(path, o, text);
     json_object_put(o);
   }
   closedir(d);

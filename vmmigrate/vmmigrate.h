@@ -16,7 +16,7 @@ struct mopts {
   int precopy_budget_s;    /* how long auto lets pre-copy try before post-copy */
   int timeout_s;           /* 0: none */
   enum copy_mode copy;
-  bool offline, keep_source, tls, check_only;
+  bool offline, keep_source, tls, check_only, unsafe;
   const char *dest_cpu_file; /* a recorded host CPU definition for the CPU check */
   const char *migrate_uri;
 };

@@ -14,6 +14,11 @@
  *                                             the copy (its disks are copied)
  *   virDomainUndefine:delay:MS                wait before an offline move lets go
  *                                             of the source (the copy is verified)
+ *   virStorageVolDownload:delay:MS@N          wait before the Nth read of a volume;
+ *                                             of the volume VMKIT_INJECT_VOL names
+ *                                             only, when set (an offline move of
+ *                                             one disk: 1 the copy, 2 and 3 the
+ *                                             digests)
  * When a delay starts and VMKIT_INJECT_MARK names a file, the file is created: the
  * test knows the tool is held there (and what came before is done).
  * A failing call fails the way libvirt does, with libvirt's own error set: the real
@@ -52,11 +57,15 @@ static const char *rule(const char *fn, const char *action)
   return NULL;
 }
 
-/* Waits as long as a "FN:delay:MS" rule says, if there is one. */
-static void delay(const char *fn)
+/* Waits as long as a "FN:delay:MS" rule says, if there is one; "FN:delay:MS@N"
+ * waits at the Nth call only (calls counts this process's calls of FN). */
+static void delay_call(const char *fn, int *calls)
 {
   const char *arg = rule(fn, "delay");
+  int n = ++*calls;
   long ms = arg && *arg ? atol(arg) : 0;
+  const char *at = arg ? strchr(arg, '@') : NULL;
+  if (at && atoi(at + 1) != n) ms = 0;
   const char *mark = getenv("VMKIT_INJECT_MARK");
   if (ms > 0 && mark && *mark) {
     int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -66,6 +75,11 @@ static void delay(const char *fn)
   while (ms > 0 && nanosleep(&ts, &ts) != 0)
     ;
 }
+#define delay(fn)                                                                                                      \
+  do {                                                                                                                 \
+    static int calls_;                                                                                                 \
+    delay_call(fn, &calls_);                                                                                           \
+  } while (0)
 
 char *virDomainGetMetadata(virDomainPtr dom, int type, const char *uri, unsigned int flags)
 {
@@ -120,4 +134,16 @@ int virDomainUndefine(virDomainPtr dom)
   int (*real)(virDomainPtr) = dlsym(RTLD_NEXT, "virDomainUndefine");
   delay(__func__);
   return real(dom);
+}
+
+int virStorageVolDownload(virStorageVolPtr vol, virStreamPtr stream, unsigned long long offset,
+                          unsigned long long length, unsigned int flags)
+{
+  int (*real)(virStorageVolPtr, virStreamPtr, unsigned long long, unsigned long long, unsigned int) =
+    dlsym(RTLD_NEXT, "virStorageVolDownload");
+  /* Only the reads of one volume count, when VMKIT_INJECT_VOL names it. */
+  const char *only = getenv("VMKIT_INJECT_VOL");
+  const char *name = only && *only ? virStorageVolGetName(vol) : NULL;
+  if (!name || strcmp(name, only) == 0) delay(__func__);
+  return real(vol, stream, offset, length, flags);
 }

@@ -17,6 +17,7 @@ teardown() {
   pool_teardown
   virsh -q -c qemu:///system net-destroy "${VMKIT_TEST_PREFIX}net" >/dev/null 2>&1 || true
   virsh -q -c qemu:///system pool-destroy "${VMKIT_TEST_PREFIX}cmp" >/dev/null 2>&1 || true
+  virsh -q -c "$H2_URI" pool-destroy "${VMKIT_TEST_PREFIX}cmp" >/dev/null 2>&1 || true
   rm -rf --one-file-system "/var/lib/libvirt/images/${VMKIT_TEST_PREFIX}cmp"
   if mountpoint -q "$POOL_DIR/small-h1" 2>/dev/null; then
     virsh -q -c qemu:///system pool-destroy "${VMKIT_TEST_PREFIX}small" >/dev/null 2>&1 || true

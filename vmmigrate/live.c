@@ -120,8 +120,8 @@ static int live_failed(struct move *m, struct worker *w, bool postcopy_started, 
   if (was_running && st == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_MIGRATION && !dst_known)
     return vm_fail(VM_EXIT_FAIL, "cannot move '%s' to %s: %s; the VM is paused on %s, and %s does not answer, so it "
                    "may run there: nothing was resumed or removed; once %s answers, the next vmmigrate run of it "
-                   "finishes or rolls back the move", m->name, m->dst.label, why, m->src.label, m->dst.label,
-                   m->dst.label);
+                   "resumes it there if %s has no such VM, and finishes or rolls back the move", m->name,
+                   m->dst.label, why, m->src.label, m->dst.label, m->dst.label, m->dst.label);
   if (was_running && st == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_MIGRATION) {
     virDomainResume(m->dom);
     virResetLastError();
@@ -250,6 +250,17 @@ int move_live(struct move *m, json_object *report)
       abort_rc = vm_interrupt_signal() == SIGALRM ? VM_EXIT_TIMEOUT : VM_EXIT_FAIL;
       break;
     }
+    /* Each attempt starts afresh: a failed job leaves QEMU's parameters as libvirt
+     * restores them, and its iterations say nothing of the next. */
+    t0 = vm_now_ms();
+    t_mem = 0;
+    downtime = first_downtime;
+    downtime_set = false;
+    stage = 0;
+    stalls = 0;
+    last_iter = rem_prev = rem_iter = 0;
+    last = (struct vm_jobstats){ 0 };
+    max_throttle = 0;
     w = (struct worker){ .dom = m->dom, .dconnuri = m->dst.uri, .params = params, .nparams = nparams, .flags = flags };
     pthread_t th;
     if (pthread_create(&th, NULL, migrate_thread, &w) != 0) {
@@ -361,7 +372,6 @@ int move_live(struct move *m, json_object *report)
         retried_unsafe = true;
         virFreeError(w.err);
         w.err = NULL;
-        t0 = vm_now_ms();
         continue;
       }
       virTypedParamsFree(params, nparams);
@@ -391,15 +401,13 @@ int move_live(struct move *m, json_object *report)
       m->postcopy_ok = false;
       virFreeError(w.err);
       w.err = NULL;
-      t0 = vm_now_ms();
-      t_mem = 0;
       continue;
     }
     break;
   }
   if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
   virTypedParamsFree(params, nparams);
-  int64_t total_ms = vm_now_ms() - t0;
+  int64_t total_ms = vm_now_ms() - t_start;
 
   if (w.rc < 0) {
     rc = live_failed(m, &w, postcopy_started, aborted || abort_wanted, abort_rc, was_running);

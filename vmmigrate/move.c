@@ -102,8 +102,11 @@ int run_move(const char *vm, const char *src, const char *dst, struct ledger *le
       goto out;
     }
     if (!mo.check_only) {
-      if (strlen(vm) == 36) record_recover(vm);
-      else record_recover_name(vm);
+      /* By name; and, when it reads as a UUID, by that (the records' names are
+       * lowercase UUIDs). */
+      char uuid[37];
+      if (vm_uuid_canonical(vm, uuid) == 0) record_recover(uuid);
+      record_recover_name(vm);
     }
     rc = vm_fail(VM_EXIT_NOTFOUND, "no such VM '%s' on %s", vm, m.src.label);
     goto out;

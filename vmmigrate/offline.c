@@ -66,7 +66,7 @@ int move_offline(struct move *m, json_object *report)
   /* The destination holds the VM now; the source lets go, if it is still shut
    * off (someone may have started it meanwhile: then the source stays the VM). */
   if (vm_domain_state(m->dom) != VIR_DOMAIN_SHUTOFF) {
-    rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there; the copy on %s is removed",
+    rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there, and the move to %s is undone",
                  m->name, m->src.label, m->dst.label);
     goto undo;
   }
@@ -92,7 +92,7 @@ int move_offline(struct move *m, json_object *report)
         virDomainSetAutostart(back, 1);
       if (back) virDomainFree(back);
       virResetLastError();
-      rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there; the copy on %s is removed",
+      rc = vm_fail(VM_EXIT_STATE, "'%s' was started on %s during the move: it stays there, and the move to %s is undone",
                    m->name, m->src.label, m->dst.label);
       goto undo;
     }
@@ -120,8 +120,10 @@ undo:
   /* Someone may have started the copy there meanwhile: then it stays, as it is,
    * and so does the record, for a person and the next run to settle. */
   if (virDomainIsActive(ddom) == 1) {
-    vm_warn("'%s' was started on %s meanwhile: that copy and its disks stay there, and the next vmmigrate run of it "
-            "settles the move", m->name, m->dst.label);
+    /* Nothing of it is removed, now or by a later run: it may hold new data. */
+    record_write(m, "started-there");
+    vm_warn("the copy of '%s' was started on %s meanwhile: it stays there with its disks, and both hosts have the "
+            "VM; no later run acts on it (see the record in %s)", m->name, m->dst.label, "$VMKIT_STATE_DIR/migrations");
     virDomainFree(ddom);
     return rc;
   }

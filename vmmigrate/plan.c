@@ -170,12 +170,13 @@ int run_plan(const char *file, int parallel, char **pass)
       running++;
     }
     if (running == 0) break;
-    /* Each move runs in its own session (a terminal's Ctrl-C is not theirs):
+    /* Each move runs in its own session (a terminal's Ctrl-C is not theirs). Only
+     * the move itself is signalled, not its group: libvirt's ssh helpers for a
+     * qemu+ssh host are in it, and the move needs their connections to abort.
      * a signal to this process is passed on to every running move, once. */
     if (vm_interrupted() && !forwarded) {
       for (size_t i = 0; i < n; i++)
-        if (mv[i].state == P_RUNNING && kill(-mv[i].pid, vm_interrupt_signal()) < 0)
-          kill(mv[i].pid, vm_interrupt_signal());
+        if (mv[i].state == P_RUNNING) kill(mv[i].pid, vm_interrupt_signal());
       forwarded = true;
     }
     int st;

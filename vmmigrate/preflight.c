@@ -222,9 +222,11 @@ static void check_disks(struct move *m)
      * copy being written by another move has them too. The digests read both
      * whole, once per move; a whole-chain copy (--copy-storage-all, live) needs
      * none of it. */
-    bool need_same = !m->live || mo.copy != COPY_ALL;
+    /* A plan's first pass (m->ledger) leaves the digests to each move. */
+    bool need_same = (!m->live || mo.copy != COPY_ALL) && !m->ledger;
     bool backing_there = true;
     const char *differs = NULL, *missing = NULL, *why = "its format or size differ";
+    char why_buf[512];
     for (size_t k = 0; k < d->chain.n; k++) {
       struct vm_imginfo a, b;
       int ra = vm_image_info_quiet(m->src.conn, d->chain.v[k], &a), rb = vm_image_info_quiet(m->dst.conn, d->chain.v[k], &b);
@@ -238,19 +240,25 @@ static void check_disks(struct move *m)
         bool bshared = false;
         char da[65], db[65];
         if (!a.pool || pool_shared(m, a.pool, &bshared) != 0 || !bshared) {
-          if (vol_digest(m->src.conn, d->chain.v[k], da) != 0 || vol_digest(m->dst.conn, d->chain.v[k], db) != 0 ||
-              strcmp(da, db) != 0) {
+          if (vol_digest(m->src.conn, d->chain.v[k], da) != 0 || vol_digest(m->dst.conn, d->chain.v[k], db) != 0) {
             backing_there = false;
             differs = d->chain.v[k];
-            why = "its content differs (SHA-256), or cannot be read";
+            snprintf(why_buf, sizeof why_buf, "its content cannot be compared: %s", vm_last_error());
+            why = why_buf;
+          } else if (strcmp(da, db) != 0) {
+            backing_there = false;
+            differs = d->chain.v[k];
+            why = "its content differs (SHA-256)";
           }
         }
       }
       if (ra == 0) vm_imginfo_free(&a);
       if (rb == 0) vm_imginfo_free(&b);
     }
-    /* An offline copy keeps the chain: it cannot stand on another image either. */
-    if (differs && (mo.copy != COPY_ALL || !m->live)) {
+    if (vm_interrupted()) return;
+    /* An offline copy keeps the chain, and a top-only copy stands on it: neither
+     * can stand on another image. A live copy flattens the chain instead. */
+    if (differs && (mo.copy == COPY_TOP || !m->live)) {
       check_add(m, what, VM_EXIT_STATE, "disk %s: %s has another image at %s (%s): "
                 "refusing to stand the copy on it", d->target, m->dst.label, differs, why);
       continue;

@@ -169,6 +169,11 @@ static int recover_one(const char *path, json_object *o, const char *text)
     vm_warn("%s is a record of another machine's move of '%s': left alone", path, name);
     return 1;
   }
+  if (strcmp(phase, "started-there") == 0) {
+    vm_warn("the copy of '%s' on %s was started during an offline move that then failed: both hosts have it; a "
+            "person must look, then remove %s", name, dst, path);
+    return 1;
+  }
   if (strcmp(phase, "postcopy-failed") == 0) {
     vm_warn("a post-copy move of '%s' failed earlier and may have lost it: check %s and %s, then remove %s", name, src,
             dst, path);
@@ -186,7 +191,11 @@ static int recover_one(const char *path, json_object *o, const char *text)
   /* Read again under the locks: a run that held them meanwhile may have settled
    * the record, or written a newer move's. */
   CLEANUP_FREE char *now = vm_read_file(path, 1 << 20, NULL);
-  if (!now) return 0;
+  if (!now && access(path, F_OK) != 0 && errno == ENOENT) return 0;
+  if (!now) {
+    vm_warn("cannot read %s again: %s", path, vm_last_error());
+    return 1;
+  }
   if (strcmp(now, text) != 0) {
     vm_warn("the record of an earlier move of '%s' changed while this run waited for its lock (%s): run again", name,
             path);
@@ -208,6 +217,14 @@ static int recover_one(const char *path, json_object *o, const char *text)
     vm_warn("a move of '%s' that an earlier run started still runs in libvirt on %s; wait for it, or abort it "
             "(virsh domjobabort), then run vmmigrate again", name, vm_conn_host_name(sc));
     return 1;
+  }
+  /* A source that libvirt left paused for a failed move, which the destination
+   * does not have: the move did not happen, and the guest is resumed. */
+  int sst = 0, sreason = 0;
+  if (sd && !dd && virDomainGetState(sd, &sst, &sreason, 0) == 0 && sst == VIR_DOMAIN_PAUSED &&
+      sreason == VIR_DOMAIN_PAUSED_MIGRATION) {
+    if (virDomainResume(sd) == 0) vm_info("resumed '%s' on %s, left paused by an earlier move", name, vm_conn_host_name(sc));
+    virResetLastError();
   }
   if (mid_move(sd) || mid_move(dd)) {
     vm_warn("'%s' is paused in the middle of a move (post-copy?) between %s and %s: a person must look (%s)", name,

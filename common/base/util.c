@@ -1,4 +1,5 @@
 /* Small helpers: time, string vectors, quoting, whole-file reads. */
+#include <ctype.h>
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -306,4 +307,16 @@ char *vm_scratch_dir(const char *what)
     return NULL;
   }
   return dir;
+}
+
+int vm_uuid_canonical(const char *s, char out[37])
+{
+  if (!s || strlen(s) != 36) return -1;
+  for (int i = 0; i < 36; i++) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return -1;
+    out[i] = (char)tolower((unsigned char)s[i]);
+  }
+  out[36] = '\0';
+  return 0;
 }

@@ -120,6 +120,8 @@ struct vm_strv {
   size_t n, cap;
 };
 void vm_strv_add(struct vm_strv *a, const char *s);
+/* A UUID written 8-4-4-4-12 in hex, into out in lowercase; -1 when s is not one. */
+int vm_uuid_canonical(const char *s, char out[37]);
 void vm_strv_addf(struct vm_strv *a, const char *fmt, ...) VM_PRINTF(2, 3);
 void vm_strv_free(struct vm_strv *a);
 bool vm_strv_contains(char *const *v, const char *s);

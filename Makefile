@@ -21,7 +21,7 @@ PKG_CONFIG ?= pkg-config
 BASE_PKGS := popt:libpopt-dev json-c:libjson-c-dev
 VIRT_PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libxml-2.0:libxml2-dev
 GFS_PKGS  := libguestfs:libguestfs-dev
-TOOL_PKGS := libcrypt:libcrypt-dev libcrypto:libssl-dev
+TOOL_PKGS := libcrypt:libcrypt-dev libcrypto:libssl-dev libzstd:libzstd-dev
 PKGS := $(BASE_PKGS) $(VIRT_PKGS) $(GFS_PKGS) $(TOOL_PKGS)
 CHECK_PKGS := cmocka:libcmocka-dev
 
@@ -73,7 +73,7 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
 # C unit tests of pure logic: t/unit/test-*.c, each linked with the whole library;
 # t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
 # the link line, which proves that the base layer stands without them.
-UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c)
+UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c) $(wildcard t/unit/backup-*.c)
 UNIT_BINS := $(UNIT_SRCS:.c=)
 t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
 	$(call need_pkg,$(CHECK_PKGS))
@@ -91,6 +91,15 @@ t/unit/base-plan: t/unit/base-plan.c common/base/plan.c $(LIBVMKIT_BASE)
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< common/base/plan.c $(LIBVMKIT_BASE) \
 	  $(BASE_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+# vmbackup's formats read untrusted bytes: t/unit/backup-X tests them (vmbackup/*.c
+# but its main) under AddressSanitizer and UBSan, with the base layer, OpenSSL and
+# zstd only.
+VB_SRCS := $(filter-out vmbackup/main.c,$(wildcard vmbackup/*.c))
+t/unit/backup-%: t/unit/backup-%.c $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
+	  $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< $(VB_SRCS) $(LIBVMKIT_BASE) \
+	  $(BASE_LIBS) -lcrypto -lzstd $(shell $(PKG_CONFIG) --libs cmocka)
 t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \

@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 
 #include "config.h"
+#include "json.h"
 
 static char *hex(const unsigned char *p, size_t n)
 {
@@ -55,11 +56,11 @@ static int unb64(const char *s, unsigned char *out, size_t n)
 
 void vb_config_aad(const struct vb_config *c, char buf[VB_CONFIG_AAD_MAX])
 {
-  char id[33];
-  for (size_t i = 0; i < sizeof c->id; i++) snprintf(id + 2 * i, 3, "%02x", c->id[i]);
-  snprintf(buf, VB_CONFIG_AAD_MAX, "vmbackup key v1 id=%s chunk_size=%u hash=%s cipher=%s scrypt=%d,%d,%d", id,
+  char *id = hex(c->id, sizeof c->id);
+  snprintf(buf, VB_CONFIG_AAD_MAX, "vmbackup key v1 id=%s chunk_size=%u hash=%s cipher=%s scrypt=%d,%d,%d", id ? id : "",
            c->chunk_size, c->encrypted ? "hmac-sha256" : "sha256", c->encrypted ? "aes-256-gcm" : "none",
            c->kdf.log_n, c->kdf.r, c->kdf.p);
+  free(id);
 }
 
 char *vb_config_encode(const struct vb_config *c)
@@ -94,85 +95,43 @@ char *vb_config_encode(const struct vb_config *c)
   return text;
 }
 
-/* The member name of o, of type t, or NULL. */
-static json_object *member(json_object *o, const char *name, json_type t)
-{
-  json_object *v;
-  if (!json_object_object_get_ex(o, name, &v) || !json_object_is_type(v, t)) return NULL;
-  /* A string with a NUL in it ("vmbackup\u0000junk") is not the string it starts with. */
-  if (t == json_type_string && (size_t)json_object_get_string_len(v) != strlen(json_object_get_string(v))) return NULL;
-  return v;
-}
-
-/* Every member of o is one of names (a NULL-terminated list). */
-static bool only(json_object *o, const char *const *names)
-{
-  json_object_object_foreach(o, key, val) {
-    (void)val;
-    size_t i = 0;
-    while (names[i] && strcmp(names[i], key) != 0) i++;
-    if (!names[i]) return false;
-  }
-  return true;
-}
-
-static bool int_in(json_object *v, int64_t lo, int64_t hi, int64_t *out)
-{
-  if (!v) return false;
-  *out = json_object_get_int64(v);
-  return *out >= lo && *out <= hi;
-}
-
 int vb_config_parse(const char *text, size_t len, struct vb_config *c, const char **why)
 {
   memset(c, 0, sizeof *c);
   if (len > 65536) return *why = "config too large", -1;
-  json_tokener *tok = json_tokener_new();
-  if (!tok) return *why = "out of memory", -1;
-  json_object *o = json_tokener_parse_ex(tok, text, (int)len);
-  enum json_tokener_error err = json_tokener_get_error(tok);
-  size_t used = json_tokener_get_parse_end(tok);
-  json_tokener_free(tok);
-  int rc = -1;
-  if (!o || err != json_tokener_success) {
-    *why = "config is not JSON";
+  json_object *o;
+  int rc = -1, jr = vb_json_parse(text, len, true, &o);
+  if (jr) {
+    *why = jr == VB_JSON_AFTER ? "config has text after its JSON"
+         : jr == VB_JSON_NOT_OBJECT ? "config is not a JSON object" : "config is not JSON";
     goto out;
   }
-  for (; used < len; used++)
-    if (!strchr(" \t\r\n", text[used])) {
-      *why = "config has text after its JSON";
-      goto out;
-    }
-  if (!json_object_is_type(o, json_type_object)) {
-    *why = "config is not a JSON object";
-    goto out;
-  }
-  json_object *f = member(o, "format", json_type_string), *ver = member(o, "version", json_type_int);
+  json_object *f = vb_json_get(o, "format", json_type_string);
   if (!f || strcmp(json_object_get_string(f), "vmbackup") != 0) {
     *why = "not a vmbackup repository config";
     goto out;
   }
   int64_t v;
-  if (!int_in(ver, VB_FORMAT_VERSION, VB_FORMAT_VERSION, &v)) {
+  if (!vb_json_int(o, "version", VB_FORMAT_VERSION, VB_FORMAT_VERSION, &v)) {
     *why = "repository format version is not 1";
     goto out;
   }
-  json_object *id = member(o, "id", json_type_string);
+  json_object *id = vb_json_get(o, "id", json_type_string);
   if (!id || unhex(json_object_get_string(id), c->id, sizeof c->id) < 0) {
     *why = "config: bad id";
     goto out;
   }
-  if (!int_in(member(o, "chunk_size", json_type_int), VB_CHUNK_MIN, VB_CHUNK_MAX, &v) || (v & (v - 1)) != 0) {
+  if (!vb_json_int(o, "chunk_size", VB_CHUNK_MIN, VB_CHUNK_MAX, &v) || (v & (v - 1)) != 0) {
     *why = "config: chunk_size is not a power of two from 64 KiB to 4 MiB";
     goto out;
   }
   c->chunk_size = (unsigned)v;
-  if (!int_in(member(o, "zstd_level", json_type_int), 1, 19, &v)) {
+  if (!vb_json_int(o, "zstd_level", 1, 19, &v)) {
     *why = "config: zstd_level is not from 1 to 19";
     goto out;
   }
   c->zstd_level = (int)v;
-  json_object *hash = member(o, "hash", json_type_string), *cipher = member(o, "cipher", json_type_string);
+  json_object *hash = vb_json_get(o, "hash", json_type_string), *cipher = vb_json_get(o, "cipher", json_type_string);
   if (!hash || !cipher) {
     *why = "config: hash or cipher missing";
     goto out;
@@ -187,22 +146,14 @@ int vb_config_parse(const char *text, size_t len, struct vb_config *c, const cha
     *why = "config: unknown hash or cipher";
     goto out;
   }
-  static const char *const top_enc[] = { "format", "version", "id", "chunk_size", "zstd_level", "hash", "cipher",
-                                         "kdf", "key", NULL };
-  static const char *const top_none[] = { "format", "version", "id", "chunk_size", "zstd_level", "hash", "cipher",
-                                          NULL };
-  if (!only(o, c->encrypted ? top_enc : top_none)) {
-    *why = "config has an unknown member";
-    goto out;
-  }
   if (c->encrypted) {
-    json_object *k = member(o, "kdf", json_type_object), *key = member(o, "key", json_type_string);
+    json_object *k = vb_json_get(o, "kdf", json_type_object), *key = vb_json_get(o, "key", json_type_string);
     static const char *const kdf_names[] = { "name", "log_n", "r", "p", "salt", NULL };
-    json_object *name = k ? member(k, "name", json_type_string) : NULL, *salt = k ? member(k, "salt", json_type_string) : NULL;
+    json_object *name = vb_json_get(k, "name", json_type_string), *salt = vb_json_get(k, "salt", json_type_string);
     int64_t ln, r, p;
-    if (!k || !key || !name || !salt || !only(k, kdf_names) || strcmp(json_object_get_string(name), "scrypt") != 0 ||
-        !int_in(member(k, "log_n", json_type_int), 10, 30, &ln) || !int_in(member(k, "r", json_type_int), 1, 64, &r) ||
-        !int_in(member(k, "p", json_type_int), 1, 4, &p) ||
+    if (!k || !key || !name || !salt || !vb_json_exactly(k, kdf_names) ||
+        strcmp(json_object_get_string(name), "scrypt") != 0 || !vb_json_int(k, "log_n", 10, 30, &ln) ||
+        !vb_json_int(k, "r", 1, 64, &r) || !vb_json_int(k, "p", 1, 4, &p) ||
         unb64(json_object_get_string(salt), c->kdf.salt, sizeof c->kdf.salt) < 0) {
       *why = "config: bad kdf";
       goto out;
@@ -218,6 +169,15 @@ int vb_config_parse(const char *text, size_t len, struct vb_config *c, const cha
       *why = "config: bad key";
       goto out;
     }
+  }
+  /* Every member was asked for above: what is left over is unknown. */
+  static const char *const top_enc[] = { "format", "version", "id", "chunk_size", "zstd_level", "hash", "cipher",
+                                         "kdf", "key", NULL };
+  static const char *const top_none[] = { "format", "version", "id", "chunk_size", "zstd_level", "hash", "cipher",
+                                          NULL };
+  if (!vb_json_exactly(o, c->encrypted ? top_enc : top_none)) {
+    *why = "config has an unknown member";
+    goto out;
   }
   rc = 0;
 out:

@@ -6,6 +6,7 @@
 
 #include <json-c/json.h>
 
+#include "json.h"
 #include "manifest.h"
 #include "vmkit-base.h"
 
@@ -101,11 +102,8 @@ void vb_manifest_free(struct vb_manifest *m)
 
 static char *str_member(json_object *o, const char *name)
 {
-  json_object *v;
-  if (!json_object_object_get_ex(o, name, &v) || !json_object_is_type(v, json_type_string)) return NULL;
-  /* A string with a NUL in it is not the string it starts with. */
-  if ((size_t)json_object_get_string_len(v) != strlen(json_object_get_string(v))) return NULL;
-  return strdup(json_object_get_string(v));
+  json_object *v = vb_json_get(o, name, json_type_string);
+  return v ? strdup(json_object_get_string(v)) : NULL;
 }
 
 /* "2026-12-01T03:00:00Z" */
@@ -126,29 +124,6 @@ static bool hex32(const char *s)
   return true;
 }
 
-static int int_member(json_object *o, const char *name, int64_t lo, int64_t hi, int64_t *out)
-{
-  json_object *v;
-  if (!json_object_object_get_ex(o, name, &v) || !json_object_is_type(v, json_type_int)) return -1;
-  *out = json_object_get_int64(v);
-  return *out >= lo && *out <= hi ? 0 : -1;
-}
-
-static int members_are(json_object *o, const char *const *names)
-{
-  int n = 0;
-  json_object_object_foreach(o, key, val) {
-    (void)val;
-    size_t i = 0;
-    while (names[i] && strcmp(names[i], key) != 0) i++;
-    if (!names[i]) return -1;
-    n++;
-  }
-  size_t want = 0;
-  while (names[want]) want++;
-  return (size_t)n == want ? 0 : -1;
-}
-
 int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size, const char *snapshot,
                       struct vb_manifest *m, const char **why)
 {
@@ -157,15 +132,12 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
   if (len < 12 || memcmp(buf, magic, 8) != 0) return *why = "not a manifest of this version", -1;
   size_t ml = (size_t)buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 | (size_t)buf[11] << 24;
   if (ml > META_MAX || ml > len - 12) return *why = "manifest metadata longer than the manifest", -1;
-  json_tokener *tok = json_tokener_new();
-  if (!tok) return *why = "out of memory", -1;
-  json_object *o = json_tokener_parse_ex(tok, (const char *)buf + 12, (int)ml);
-  bool whole = o && json_tokener_get_error(tok) == json_tokener_success && json_tokener_get_parse_end(tok) == ml;
-  json_tokener_free(tok);
+  json_object *o;
   int rc = -1;
+  bool whole = vb_json_parse((const char *)buf + 12, ml, false, &o) == 0;
   static const char *const top[] = { "snapshot", "vm", "uuid", "host", "started", "ended", "kind", "why",
                                      "checkpoint", "xml", "disks", NULL };
-  if (!whole || !json_object_is_type(o, json_type_object) || members_are(o, top) < 0) {
+  if (!whole || !vb_json_exactly(o, top)) {
     *why = "manifest metadata is not what version 1 holds";
     goto out;
   }
@@ -188,9 +160,8 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
     *why = "manifest UUID or times are not in their form";
     goto out;
   }
-  json_object *disks;
-  if (!json_object_object_get_ex(o, "disks", &disks) || !json_object_is_type(disks, json_type_array) ||
-      json_object_array_length(disks) > VB_MANIFEST_MAX_DISKS) {
+  json_object *disks = vb_json_get(o, "disks", json_type_array);
+  if (!disks || json_object_array_length(disks) > VB_MANIFEST_MAX_DISKS) {
     *why = "manifest has no list of disks, or too many";
     goto out;
   }
@@ -207,9 +178,9 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
     struct vb_mdisk *d = &m->disks[i];
     m->ndisks = i + 1;
     int64_t size, n;
-    if (!json_object_is_type(jd, json_type_object) || members_are(jd, dnames) < 0 ||
+    if (!json_object_is_type(jd, json_type_object) || !vb_json_exactly(jd, dnames) ||
         !(d->target = str_member(jd, "target")) || !(d->format = str_member(jd, "format")) ||
-        int_member(jd, "size", 0, INT64_MAX, &size) < 0 || int_member(jd, "chunks", 0, INT64_MAX, &n) < 0) {
+        !vb_json_int(jd, "size", 0, INT64_MAX, &size) || !vb_json_int(jd, "chunks", 0, INT64_MAX, &n)) {
       *why = "a disk of the manifest is not what version 1 holds";
       goto out;
     }

@@ -44,8 +44,8 @@ static struct poptOption table[] = {
   { "keep-source", '\0', POPT_ARG_NONE, &o_keep, 0,
     "keep the VM's definition (and copied disks) on the source", NULL },
   { "unsafe", '\0', POPT_ARG_NONE, &o_unsafe, 0,
-    "move a live VM whose disks on shared storage use the host's page cache (libvirt refuses it "
-    "on a network filesystem: cache other than none or directsync)", NULL },
+    "move a live VM even when libvirt calls it unsafe (with a QEMU older than 4.0: a disk on a "
+    "network filesystem whose cache is neither none nor directsync)", NULL },
   { "tls", '\0', POPT_ARG_NONE, &o_tls, 0, "encrypt the migration stream (libvirt's TLS migration)", NULL },
   { "check", '\0', POPT_ARG_NONE, &o_check, 0, "run the pre-flight checks only and print each result", NULL },
   { "dest-cpu", '\0', POPT_ARG_STRING, &mo.dest_cpu_file, 0,

@@ -21,7 +21,7 @@ PKG_CONFIG ?= pkg-config
 BASE_PKGS := popt:libpopt-dev json-c:libjson-c-dev
 VIRT_PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libxml-2.0:libxml2-dev
 GFS_PKGS  := libguestfs:libguestfs-dev
-TOOL_PKGS := libcrypt:libcrypt-dev libcrypto:libssl-dev libzstd:libzstd-dev
+TOOL_PKGS := libcrypt:libcrypt-dev libcrypto:libssl-dev libzstd:libzstd-dev libnbd:libnbd-dev
 PKGS := $(BASE_PKGS) $(VIRT_PKGS) $(GFS_PKGS) $(TOOL_PKGS)
 CHECK_PKGS := cmocka:libcmocka-dev
 
@@ -39,7 +39,7 @@ LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null)
 BASE_LIBS  := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(BASE_PKGS)) 2>/dev/null)
 CPPFLAGS   += $(LIB_CFLAGS)
 
-TOOLS := vmrun vmsnap vmmigrate
+TOOLS := vmrun vmsnap vmmigrate vmbackup
 .DEFAULT_GOAL := all
 
 LAYERS := base virt gfs
@@ -91,10 +91,10 @@ t/unit/base-plan: t/unit/base-plan.c common/base/plan.c $(LIBVMKIT_BASE)
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< common/base/plan.c $(LIBVMKIT_BASE) \
 	  $(BASE_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
-# vmbackup's formats read untrusted bytes: t/unit/backup-X tests them (vmbackup/*.c
-# but its main) under AddressSanitizer and UBSan, with the base layer, OpenSSL and
-# zstd only.
-VB_SRCS := $(filter-out vmbackup/main.c,$(wildcard vmbackup/*.c))
+# vmbackup's formats read untrusted bytes: t/unit/backup-X tests them (the
+# repository's modules, which need no libvirt) under AddressSanitizer and UBSan,
+# with the base layer, OpenSSL and zstd only.
+VB_SRCS := $(addprefix vmbackup/,$(addsuffix .c,config crypto index json manifest rlock store workq))
 t/unit/backup-%: t/unit/backup-%.c $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \

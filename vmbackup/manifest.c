@@ -62,6 +62,9 @@ int vb_manifest_encode(const struct vb_manifest *m, unsigned chunk_size, unsigne
     return *why = "the disks are too large for one manifest", -1;
   }
   json_object_object_add(o, "disks", disks);
+  json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)m->bytes_read));
+  json_object_object_add(o, "bytes_new", json_object_new_int64((int64_t)m->bytes_new));
+  json_object_object_add(o, "bytes_stored", json_object_new_int64((int64_t)m->bytes_stored));
   const char *meta = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
   size_t ml = strlen(meta);
   if (ml > META_MAX) {
@@ -136,7 +139,8 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
   int rc = -1;
   bool whole = vb_json_parse((const char *)buf + 12, ml, false, &o) == 0;
   static const char *const top[] = { "snapshot", "vm", "uuid", "host", "started", "ended", "kind", "why",
-                                     "checkpoint", "xml", "disks", NULL };
+                                     "checkpoint", "xml", "disks", "bytes_read",
+                                     "bytes_new", "bytes_stored", NULL };
   if (!whole || !vb_json_exactly(o, top)) {
     *why = "manifest metadata is not what version 1 holds";
     goto out;
@@ -160,6 +164,15 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
     *why = "manifest UUID or times are not in their form";
     goto out;
   }
+  int64_t br, bn, bs;
+  if (!vb_json_int(o, "bytes_read", 0, INT64_MAX, &br) || !vb_json_int(o, "bytes_new", 0, INT64_MAX, &bn) ||
+      !vb_json_int(o, "bytes_stored", 0, INT64_MAX, &bs)) {
+    *why = "manifest metadata is not what version 1 holds";
+    goto out;
+  }
+  m->bytes_read = (uint64_t)br;
+  m->bytes_new = (uint64_t)bn;
+  m->bytes_stored = (uint64_t)bs;
   json_object *disks = vb_json_get(o, "disks", json_type_array);
   if (!disks || json_object_array_length(disks) > VB_MANIFEST_MAX_DISKS) {
     *why = "manifest has no list of disks, or too many";

@@ -21,6 +21,9 @@ struct vb_mdisk {
 
 struct vb_manifest {
   char *snapshot, *vm, *uuid, *host, *started, *ended, *kind, *why, *checkpoint, *xml;
+  /* What the backup read from the disks, stored as new chunks (raw), and those
+   * chunks took once compressed and sealed. */
+  uint64_t bytes_read, bytes_new, bytes_stored;
   size_t ndisks;
   struct vb_mdisk *disks;
 };

@@ -350,6 +350,9 @@ static char *vol_xml(virStoragePoolPtr pool, const struct vm_volspec *spec)
   xmlNodePtr target = vm_xml_child(root, "target", NULL);
   bool files = vm_pool_is_file_based(pool);
   if (files && spec->format) vm_xml_set(vm_xml_child(target, "format", NULL), "type", spec->format);
+  /* qcow2 version 3 (libvirt 9.0 still makes 0.10 unless told): persistent dirty
+   * bitmaps, which vmbackup's incremental backups need, exist only there. */
+  if (files && spec->format && strcmp(spec->format, "qcow2") == 0) vm_xml_child(target, "compat", "1.1");
   xmlNodePtr perms = vm_xml_child(target, "permissions", NULL);
   snprintf(num, sizeof num, "0%o", spec->mode ? spec->mode : 0600);
   vm_xml_child(perms, "mode", num);

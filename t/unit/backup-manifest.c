@@ -35,6 +35,9 @@ static void sample(struct vb_manifest *m)
   d[1] = (struct vb_mdisk){ "vdb", "raw", 4096, 1, ids1 };
   m->disks = d;
   m->ndisks = 2;
+  m->bytes_read = 5 * CS;
+  m->bytes_new = 3 * CS;
+  m->bytes_stored = CS + 17;
 }
 
 static void writes_and_reads_back(void **state)
@@ -48,6 +51,9 @@ static void writes_and_reads_back(void **state)
   assert_int_equal(vb_manifest_parse(buf, len, CS, SNAP, &back, &why), 0);
   assert_string_equal(back.vm, "web1");
   assert_string_equal(back.xml, m.xml);
+  assert_int_equal(back.bytes_read, 5 * CS);
+  assert_int_equal(back.bytes_new, 3 * CS);
+  assert_int_equal(back.bytes_stored, CS + 17);
   assert_string_equal(back.kind, "incremental");
   assert_int_equal(back.ndisks, 2);
   assert_string_equal(back.disks[0].target, "vda");

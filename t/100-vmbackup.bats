@@ -1,0 +1,209 @@
+#!/usr/bin/env bats
+# vmbackup against the real thing: libvirt's backup API in pull mode, checkpoints
+# with persistent dirty bitmaps in qcow2, libnbd reading the export, TCG guests
+# that write while they are backed up. Restores are compared bit for bit, or,
+# for a running guest's point in time, checked with e2fsck and the files the
+# guest wrote.
+
+load helpers
+
+setup_file() {
+  export VMKIT_PASSPHRASE="correct horse battery staple"
+  export REPO=$BATS_FILE_TMPDIR/repo
+  # The lowest scrypt cost: every run opens the key.
+  "$TOP/vmbackup/vmbackup" init "$REPO" --kdf-cost 10 2>/dev/null
+  VM=$(file_vm_name run)
+  export VM
+  "$TOP/vmrun/vmrun" create "$VM" --template tiny --start >/dev/null 2>&1
+  "$TOP/vmrun/vmrun" wait "$VM" --console-line 'vmkit-guest: up' --timeout 120 >/dev/null 2>&1
+  "$TOP/vmrun/vmrun" wait "$VM" --agent --timeout 60 >/dev/null 2>&1
+}
+
+# json_of FIELD: a field of the (one) backup report in $output.
+json_of() { jq -r ".[0].$1" <<< "$output"; }
+
+# The snapshots of REPO as "ID KIND" lines, oldest first.
+snaps() { "$TOP/vmbackup/vmbackup" list "${1:-$REPO}" -o tsv | cut -f1,7; }
+
+# restore_disk REPO SNAPSHOT DIR: the restored image's path on stdout.
+restore_disk() {
+  mkdir -p "$3"
+  "$TOP/vmbackup/vmbackup" restore "$1" "$2" --to "$3" >/dev/null
+  ls "$3"/*.vda.raw
+}
+
+# file_in IMAGE PATH: a file of the guest's ext4 (the disk is the file system).
+file_in() { debugfs -R "cat $2" "$1" 2>/dev/null; }
+
+@test "init: a passphrase is needed and never on argv; none is said so; wrong ones are refused" {
+  local r=$BATS_TEST_TMPDIR/r
+  VMKIT_PASSPHRASE= run_tool 2 vmbackup init "$r"
+  [ ! -e "$r" ]
+  unset VMKIT_PASSPHRASE
+  run_tool 2 vmbackup init "$r"
+  assert_stderr_has "needs a passphrase"
+  echo "from a file" > "$BATS_TEST_TMPDIR/pf"
+  run_tool 0 vmbackup init "$r" --passphrase-file "$BATS_TEST_TMPDIR/pf" --kdf-cost 10
+  run_tool 4 vmbackup init "$r" --passphrase-file "$BATS_TEST_TMPDIR/pf" --kdf-cost 10
+  assert_one_error_line "is a repository already"
+  run_tool 2 vmbackup list "$r"
+  assert_one_error_line "is encrypted: give its passphrase"
+  echo "wrong" > "$BATS_TEST_TMPDIR/wrong"
+  run_tool 1 vmbackup list "$r" --passphrase-file "$BATS_TEST_TMPDIR/wrong"
+  assert_one_error_line "wrong passphrase"
+  run_tool 0 vmbackup list "$r" --passphrase-file "$BATS_TEST_TMPDIR/pf"
+  [ -z "$output" ] || [ "${#lines[@]}" -eq 1 ]
+  run_tool 0 vmbackup init "$BATS_TEST_TMPDIR/plain" --encryption none
+  assert_stderr_has "WITHOUT encryption"
+  # A passphrase for a repository without encryption: its config may have been edited.
+  VMKIT_PASSPHRASE=x run_tool 4 vmbackup list "$BATS_TEST_TMPDIR/plain"
+  run_tool 2 vmbackup init "$BATS_TEST_TMPDIR/x" --encryption rot13
+  run_tool 2 vmbackup init "$BATS_TEST_TMPDIR/x" --chunk-size 100K --encryption none
+  run_tool 3 vmbackup list "$BATS_TEST_TMPDIR/nothing-here"
+}
+
+@test "key: change-passphrase, export and import" {
+  local r=$BATS_TEST_TMPDIR/r
+  run_tool 0 vmbackup init "$r" --kdf-cost 10
+  run_tool 0 vmbackup key export "$r" "$BATS_TEST_TMPDIR/key"
+  VMKIT_NEW_PASSPHRASE=second run_tool 0 vmbackup key change-passphrase "$r"
+  run_tool 1 vmbackup list "$r"
+  VMKIT_PASSPHRASE=second run_tool 0 vmbackup list "$r"
+  # The exported key still opens with the old passphrase: importing it puts that back.
+  rm "$r/config"
+  run_tool 3 vmbackup list "$r"
+  VMKIT_PASSPHRASE=bad run_tool 1 vmbackup key import "$r" "$BATS_TEST_TMPDIR/key"
+  [ ! -e "$r/config" ]
+  run_tool 0 vmbackup key import "$r" "$BATS_TEST_TMPDIR/key"
+  run_tool 0 vmbackup list "$r"
+  run_tool 0 vmbackup init "$BATS_TEST_TMPDIR/other" --kdf-cost 10
+  run_tool 4 vmbackup key import "$BATS_TEST_TMPDIR/other" "$BATS_TEST_TMPDIR/key"
+  assert_one_error_line "another repository"
+}
+
+@test "full, then incremental of a running VM while the guest writes; the restores hold what the guest wrote" {
+  # A writer in the guest the whole time.
+  guest_exec "$VM" 'setsid sh -c "while :; do dd if=/dev/urandom of=/mnt/data/churn bs=64k count=8 2>/dev/null; sleep 0.2; done" </dev/null >/dev/null 2>&1 & echo $! > /tmp/churn.pid'
+  guest_exec "$VM" 'dd if=/dev/urandom of=/mnt/data/one bs=1M count=2 2>/dev/null; sync; md5sum /mnt/data/one' > "$BATS_TEST_TMPDIR/one.md5"
+  run_tool 0 vmbackup backup "$REPO" "$VM" --quiesce -o json
+  [ "$(json_of kind)" = full ]
+  [ "$(json_of why)" = "the first backup of this VM in this repository" ]
+  [ "$(json_of quiesced)" = true ]
+  local full
+  full=$(json_of snapshot)
+  # The guest writes a few MiB; the next backup reads about that, not the disk.
+  guest_exec "$VM" 'dd if=/dev/urandom of=/mnt/data/two bs=1M count=3 2>/dev/null; sync; md5sum /mnt/data/two' > "$BATS_TEST_TMPDIR/two.md5"
+  run_tool 0 vmbackup backup "$REPO" "$VM" --quiesce -o json
+  [ "$(json_of kind)" = incremental ]
+  local read inc
+  read=$(json_of bytes_read)
+  inc=$(json_of snapshot)
+  echo "incremental read $read bytes" >&3
+  [ "$read" -ge $((3 << 20)) ]
+  [ "$read" -le $((12 << 20)) ]
+  [ "$(json_of bytes_new)" -le "$read" ]
+  guest_exec "$VM" 'kill $(cat /tmp/churn.pid)' >/dev/null
+  # Each restore is a clean file system holding what the guest had written by then.
+  local img
+  img=$(restore_disk "$REPO" "$full" "$BATS_TEST_TMPDIR/full")
+  e2fsck -fn "$img"
+  [ "$(file_in "$img" /data/one | md5sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$BATS_TEST_TMPDIR/one.md5")" ]
+  run debugfs -R "stat /data/two" "$img"
+  [[ "$output" == *"File not found"* ]]
+  img=$(restore_disk "$REPO" "$inc" "$BATS_TEST_TMPDIR/inc")
+  e2fsck -fn "$img"
+  [ "$(file_in "$img" /data/two | md5sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$BATS_TEST_TMPDIR/two.md5")" ]
+  [ -s "$BATS_TEST_TMPDIR/inc/$VM.xml" ]
+  grep -q "<name>$VM</name>" "$BATS_TEST_TMPDIR/inc/$VM.xml"
+  # Sparse: the 64 MiB image takes what the guest used.
+  [ "$(du -k "$img" | cut -f1)" -lt 40000 ]
+  # Only the newest checkpoint stays on the VM; no scratch file, no job, no journal.
+  run virsh_q checkpoint-list "$VM" --name
+  [ "$(grep -c . <<< "$output")" -eq 1 ]
+  [[ "$output" == *"$inc"* ]]
+  [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep scratch)" ]
+  run_tool 0 vmbackup check "$REPO" --read-data
+}
+
+@test "a shut-off VM is started paused, backed up, stopped; its restore is bit-identical" {
+  local vm
+  vm=$(vm_name off)
+  run_tool 0 vmrun create "$vm" --template tiny
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  [ "$(json_of started_paused)" = true ]
+  [ "$(json_of kind)" = full ]
+  [ "$(virsh_q domstate "$vm")" = "shut off" ]
+  local s1
+  s1=$(json_of snapshot)
+  # Changed offline by the guest (a boot), then an incremental through the bitmap kept in the qcow2.
+  run_tool 0 vmrun start "$vm"
+  run_tool 0 vmrun wait "$vm" --agent --timeout 120
+  guest_exec "$vm" 'dd if=/dev/urandom of=/mnt/data/x bs=1M count=1 2>/dev/null; sync'
+  run_tool 0 vmrun destroy "$vm"
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  [ "$(json_of kind)" = incremental ]
+  [ "$(json_of bytes_read)" -lt $((8 << 20)) ]
+  local img
+  img=$(restore_disk "$REPO" "$(json_of snapshot)" "$BATS_TEST_TMPDIR/r2")
+  qemu-img compare -f raw -F qcow2 "$img" "$VMKIT_STORAGE_DIR/$vm.qcow2"
+  # A prefix of the ID names it too; a restore never overwrites.
+  run_tool 4 vmbackup restore "$REPO" "${s1:0:8}" --to "$BATS_TEST_TMPDIR/r2"
+  img=$(restore_disk "$REPO" "${s1:0:8}" "$BATS_TEST_TMPDIR/r1")
+  # --full reads the whole disk again, and says why.
+  run_tool 0 vmbackup backup "$REPO" "$vm" --full -o json
+  [ "$(json_of kind)" = full ]
+  [[ "$(json_of why)" == *"--full"* ]]
+  [ "$(json_of bytes_new)" -eq 0 ]
+}
+
+@test "a VM redefined without its checkpoints falls back to a full read, deduplicated, and says why" {
+  local vm xml
+  vm=$(vm_name redef)
+  run_tool 0 vmrun create "$vm" --template tiny
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  xml=$(virsh_q dumpxml "$vm")
+  virsh_q undefine "$vm" --checkpoints-metadata >/dev/null
+  virsh_q define /dev/stdin <<< "$xml" >/dev/null
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  [ "$(json_of kind)" = full ]
+  [[ "$(json_of why)" == *"checkpoint of the last backup is gone"* ]]
+  [ "$(json_of bytes_new)" -eq 0 ]
+}
+
+@test "bad input: no such VM, no such snapshot, no repository; nothing is left behind" {
+  run_tool 3 vmbackup backup "$REPO" no-such-vm-here
+  assert_one_error_line "no such VM"
+  run_tool 3 vmbackup restore "$REPO" abcdef012345 --to "$BATS_TEST_TMPDIR"
+  run_tool 2 vmbackup restore "$REPO" xyz --to "$BATS_TEST_TMPDIR"
+  run_tool 2 vmbackup restore "$REPO" abcdef012345
+  run_tool 3 vmbackup backup "$BATS_TEST_TMPDIR/none" "$VM"
+  [ -z "$(ls "$REPO/tmp")" ]
+  [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep scratch)" ]
+  run_tool 0 vmbackup check "$REPO"
+}
+
+@test "a flipped byte in a pack is found by check --read-data and refused at restore" {
+  local bad=$BATS_TEST_TMPDIR/bad
+  cp -a "$REPO" "$bad"
+  local p
+  p=$(find "$bad/packs" -type f -size +100k | head -1)
+  [ -n "$p" ]
+  printf '\xff' | dd of="$p" bs=1 seek=40000 conv=notrunc 2>/dev/null
+  run_tool 0 vmbackup check "$bad"
+  run_tool 6 vmbackup check "$bad" --read-data
+  [[ "$output" == *"fails authentication"* ]]
+  [[ "$output" == *"cannot be restored whole"* ]]
+  # Each snapshot that names the damaged chunk is refused, and leaves no file.
+  local s refused=0
+  for s in $(snaps "$bad" | cut -f1); do
+    mkdir -p "$BATS_TEST_TMPDIR/out-$s"
+    run --separate-stderr "$TOP/vmbackup/vmbackup" restore "$bad" "$s" --to "$BATS_TEST_TMPDIR/out-$s"
+    if [ "$status" -ne 0 ]; then
+      [ "$status" -eq 6 ]
+      [[ "$stderr" == *"fails authentication"* ]]
+      [ -z "$(ls "$BATS_TEST_TMPDIR/out-$s")" ]
+      refused=$((refused + 1))
+    fi
+  done
+  [ "$refused" -ge 1 ]
+}

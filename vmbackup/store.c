@@ -1,0 +1,923 @@
+/* The chunk store of a vmbackup repository: config and key, indexes, pack files,
+ * manifests (man/vmbackup-repository.5). Every file is written under tmp/ with
+ * a name of its writer's lock, flushed, then linked or renamed into place and
+ * its folder flushed, so that a kill at any instant leaves every earlier
+ * snapshot whole. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "rlock.h"
+#include "store.h"
+
+static const char pack_magic[8] = { 'V', 'M', 'K', 'P', 'A', 'C', 'K', '1' };
+static const char mani_magic[8] = { 'V', 'M', 'K', 'M', 'A', 'N', 'I', '1' };
+#define PACK_HEAD (8 + VB_PACK_ID_LEN)
+#define CONFIG_MAX (64u << 10)
+
+static void put32(unsigned char *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void vb_hex16(const unsigned char id[16], char out[33])
+{
+  static const char d[] = "0123456789abcdef";
+  for (int i = 0; i < 16; i++) {
+    out[2 * i] = d[id[i] >> 4];
+    out[2 * i + 1] = d[id[i] & 15];
+  }
+  out[32] = 0;
+}
+
+int vb_unhex16(const char *s, unsigned char id[16])
+{
+  if (strlen(s) != 32) return -1;
+  for (int i = 0; i < 32; i++) {
+    char c = s[i];
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return -1;
+    if (i % 2 == 0) id[i / 2] = (unsigned char)(v << 4);
+    else id[i / 2] |= (unsigned char)v;
+  }
+  return 0;
+}
+
+char *vb_repo_file(const struct vb_repo *r, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  char *rel = NULL;
+  if (vasprintf(&rel, fmt, ap) < 0) abort();
+  va_end(ap);
+  char *p = vm_strdup_printf("%s/%s", r->path, rel);
+  free(rel);
+  return p;
+}
+
+int vb_fsync_dir_of(const char *path)
+{
+  CLEANUP_FREE char *copy = vm_strdup(path);
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int e = fsync(fd) < 0 ? errno : 0;
+  close(fd);
+  errno = e;
+  return e ? -1 : 0;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+  const unsigned char *p = buf;
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+  unsigned char *p = buf;
+  while (n) {
+    ssize_t got = pread(fd, p, n, (off_t)off);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return -1;
+    if (got == 0) return errno = EIO, -1; /* shorter than its index says */
+    p += got;
+    n -= (size_t)got;
+    off += (uint64_t)got;
+  }
+  return 0;
+}
+
+/* ---- The table of chunks: open addressing on the id's first bytes ------------------- */
+
+struct tentry {
+  unsigned char id[VB_ID_LEN];
+  unsigned char pack[VB_PACK_ID_LEN];
+  uint64_t offset;
+  uint32_t reclen, rawlen;
+  uint8_t used; /* 0 free, 1 in place, 2 claimed by this run */
+};
+
+struct vb_table {
+  struct tentry *v;
+  size_t cap, n;
+};
+
+static size_t slot_of(const struct vb_table *t, const unsigned char *id)
+{
+  uint64_t h;
+  memcpy(&h, id, sizeof h); /* ids are keyed hashes: their bytes are uniform */
+  return (size_t)h & (t->cap - 1);
+}
+
+static struct tentry *table_find(const struct vb_table *t, const unsigned char *id)
+{
+  if (!t->cap) return NULL;
+  for (size_t i = slot_of(t, id);; i = (i + 1) & (t->cap - 1)) {
+    if (!t->v[i].used) return NULL;
+    if (memcmp(t->v[i].id, id, VB_ID_LEN) == 0) return &t->v[i];
+  }
+}
+
+static struct tentry *table_add(struct vb_table *t, const unsigned char *id)
+{
+  if ((t->n + 1) * 4 > t->cap * 3) {
+    size_t ncap = t->cap ? t->cap * 2 : 1024;
+    struct tentry *old = t->v;
+    size_t ocap = t->cap;
+    t->v = calloc(ncap, sizeof *t->v);
+    if (!t->v) abort();
+    t->cap = ncap;
+    for (size_t i = 0; i < ocap; i++)
+      if (old[i].used) {
+        size_t j = slot_of(t, old[i].id);
+        while (t->v[j].used) j = (j + 1) & (t->cap - 1);
+        t->v[j] = old[i];
+      }
+    free(old);
+  }
+  size_t i = slot_of(t, id);
+  for (; t->v[i].used; i = (i + 1) & (t->cap - 1))
+    if (memcmp(t->v[i].id, id, VB_ID_LEN) == 0) return &t->v[i];
+  memcpy(t->v[i].id, id, VB_ID_LEN);
+  t->n++;
+  return &t->v[i];
+}
+
+/* ---- Passphrase, create, open ------------------------------------------------------------ */
+
+int vb_passphrase(const char *file, char **pass, size_t *len)
+{
+  *pass = NULL;
+  *len = 0;
+  if (file) {
+    size_t n;
+    char *text = vm_read_file(file, 4096, &n);
+    if (!text) return vm_fail_errno(VM_EXIT_NOTFOUND, "cannot read passphrase file '%s'", file);
+    size_t l = strcspn(text, "\n");
+    if (l == 0) {
+      OPENSSL_clear_free(text, n + 1);
+      return vm_fail(VM_EXIT_USAGE, "passphrase file '%s' holds an empty first line", file);
+    }
+    char *p = strndup(text, l);
+    OPENSSL_clear_free(text, n + 1);
+    if (!p) abort();
+    *pass = p;
+    *len = l;
+    return 0;
+  }
+  const char *env = getenv("VMKIT_PASSPHRASE");
+  if (!env) return 1;
+  if (!*env) return vm_fail(VM_EXIT_USAGE, "VMKIT_PASSPHRASE is empty");
+  *pass = vm_strdup(env);
+  *len = strlen(env);
+  return 0;
+}
+
+void vb_passphrase_free(char *pass, size_t len)
+{
+  if (pass) OPENSSL_cleanse(pass, len);
+  free(pass);
+}
+
+static const char *const subdirs[] = { "packs", "index", "snapshots", "locks", "tmp", NULL };
+
+int vb_repo_create(const char *path, const struct vb_config *cfg)
+{
+  struct stat st;
+  bool made = false;
+  if (mkdir(path, 0700) == 0) made = true;
+  else if (errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot make repository folder '%s'", path);
+  else if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+    return vm_fail(VM_EXIT_STATE, "'%s' exists and is not a folder", path);
+  if (!made) {
+    DIR *d = opendir(path);
+    if (!d) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", path);
+    struct dirent *e;
+    bool empty = true;
+    while ((e = readdir(d)))
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = false;
+    closedir(d);
+    if (!empty) {
+      CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
+      if (access(cf, F_OK) == 0) return vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path);
+      return vm_fail(VM_EXIT_STATE, "'%s' is not empty", path);
+    }
+  }
+  for (size_t i = 0; subdirs[i]; i++) {
+    CLEANUP_FREE char *d = vm_strdup_printf("%s/%s", path, subdirs[i]);
+    if (mkdir(d, 0700) < 0 && errno != EEXIST) {
+      int e = errno;
+      if (made) vm_remove_tree(path);
+      errno = e;
+      return vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", d);
+    }
+  }
+  CLEANUP_FREE char *text = vb_config_encode(cfg);
+  CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
+  /* The config last: a folder without one is no repository, and init may run again. */
+  if (!text || vm_write_file_atomic(cf, text, strlen(text), 0600) < 0) {
+    int e = errno;
+    if (made) vm_remove_tree(path);
+    errno = e;
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", cf);
+  }
+  return 0;
+}
+
+int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s, struct vb_repo **out)
+{
+  *out = NULL;
+  CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
+  size_t len;
+  CLEANUP_FREE char *text = vm_read_file(cf, CONFIG_MAX, &len);
+  if (!text) {
+    if (errno == ENOENT) return vm_fail(VM_EXIT_NOTFOUND, "no repository at '%s' (no config file)", path);
+    return vm_fail_errno(errno == EFBIG ? VM_EXIT_VERIFY : VM_EXIT_FAIL, "cannot read '%s'", cf);
+  }
+  struct vb_repo *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->path = vm_strdup(path);
+  r->shown = vm_strdup(path);
+  r->pack_fd = -1;
+  r->table = calloc(1, sizeof *r->table);
+  if (!r->table) abort();
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_mutex_init(&r->fdmu, NULL);
+  const char *why;
+  if (vb_config_parse(text, len, &r->cfg, &why) < 0) {
+    vb_repo_close(r);
+    return vm_fail(VM_EXIT_VERIFY, "repository '%s': config: %s", path, why);
+  }
+  char *pass;
+  size_t plen;
+  int rc = vb_passphrase(passfile, &pass, &plen);
+  if (rc > 1) {
+    vb_repo_close(r);
+    return rc;
+  }
+  if (r->cfg.encrypted) {
+    if (rc == 1) {
+      vb_repo_close(r);
+      return vm_fail(VM_EXIT_USAGE, "repository '%s' is encrypted: give its passphrase with --passphrase-file or "
+                                    "VMKIT_PASSPHRASE", path);
+    }
+    char aad[VB_CONFIG_AAD_MAX];
+    vb_config_aad(&r->cfg, aad);
+    int u = vb_key_unwrap(r->cfg.wrapped, pass, plen, &r->cfg.kdf, aad, &r->keys);
+    vb_passphrase_free(pass, plen);
+    if (u != 0) {
+      vb_repo_close(r);
+      if (u > 0) return vm_fail(VM_EXIT_FAIL, "repository '%s': wrong passphrase (or its key or parameters were "
+                                              "altered)", path);
+      return vm_fail(VM_EXIT_FAIL, "repository '%s': cannot derive the key (out of memory?)", path);
+    }
+  } else {
+    if (rc == 0) {
+      vb_passphrase_free(pass, plen);
+      vb_repo_close(r);
+      return vm_fail(VM_EXIT_STATE, "repository '%s' is not encrypted, but a passphrase was given: refusing (its "
+                                    "config may have been altered; unset VMKIT_PASSPHRASE to use it as it is)",
+                     path);
+    }
+    vb_keys_new(&r->keys, false);
+  }
+  if (lock != VB_LOCK_NONE) {
+    rc = vb_lock_take(path, lock == VB_LOCK_EXCLUSIVE, wait_s, &r->lock);
+    if (rc) {
+      vb_repo_close(r);
+      return rc;
+    }
+  }
+  *out = r;
+  return 0;
+}
+
+struct vb_packfd {
+  unsigned char id[VB_PACK_ID_LEN];
+  int fd;
+  uint64_t size;
+};
+
+void vb_repo_close(struct vb_repo *r)
+{
+  if (!r) return;
+  if (r->pack_fd >= 0) {
+    /* An unfinished pack: this run failed; its file goes. */
+    close(r->pack_fd);
+    unlink(r->pack_tmp);
+  }
+  free(r->pack_tmp);
+  free(r->pack_e);
+  for (size_t i = 0; i < r->nfds; i++) close(r->fds[i].fd);
+  free(r->fds);
+  if (r->merged_map) munmap(r->merged_map, r->merged_len);
+  if (r->table) free(r->table->v);
+  free(r->table);
+  vb_lock_release(r->lock);
+  vb_keys_wipe(&r->keys);
+  OPENSSL_cleanse(&r->cfg, sizeof r->cfg);
+  pthread_mutex_destroy(&r->mu);
+  pthread_mutex_destroy(&r->fdmu);
+  free(r->path);
+  free(r->shown);
+  free(r);
+}
+
+/* ---- Indexes ----------------------------------------------------------------------------- */
+
+static int by_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Names in a folder of the repository (no dot files), sorted. */
+static int list_dir(const char *dir, struct vm_strv *out)
+{
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT ? 0 : -1;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') vm_strv_add(out, e->d_name);
+  closedir(d);
+  if (out->n) qsort(out->v, out->n, sizeof *out->v, by_str);
+  return 0;
+}
+
+static void table_put(struct vb_repo *r, const struct vb_ientry *e)
+{
+  struct tentry *t = table_add(r->table, e->id);
+  if (t->used == 1) return; /* two copies: either serves */
+  memcpy(t->pack, e->pack, VB_PACK_ID_LEN);
+  t->offset = e->offset;
+  t->reclen = e->reclen;
+  t->rawlen = e->rawlen;
+  t->used = 1;
+}
+
+/* The largest record a chunk of this repository can be. */
+static size_t rec_max(const struct vb_repo *r) { return vb_seal_bound(r->cfg.chunk_size); }
+
+static bool entry_sane(const struct vb_repo *r, const struct vb_ientry *e)
+{
+  return e->reclen >= VB_REC_HEAD + VB_TAG_LEN && e->reclen <= rec_max(r) && e->rawlen >= 1 &&
+         e->rawlen <= r->cfg.chunk_size && e->offset >= PACK_HEAD;
+}
+
+int vb_pack_scan(struct vb_repo *r, const char *hex, unsigned char **bufp, size_t *lenp, struct vb_ientry **ep,
+                 size_t *np, const char **why)
+{
+  *ep = NULL;
+  *np = 0;
+  if (bufp) *bufp = NULL;
+  CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", hex, hex);
+  size_t len;
+  unsigned char *buf = (unsigned char *)vm_read_file(pf, 1u << 30, &len);
+  if (!buf) return *why = strerror(errno), VM_EXIT_FAIL;
+  unsigned char pid[VB_PACK_ID_LEN];
+  if (vb_unhex16(hex, pid) < 0 || len < PACK_HEAD || memcmp(buf, pack_magic, 8) != 0 ||
+      memcmp(buf + 8, pid, VB_PACK_ID_LEN) != 0) {
+    free(buf);
+    return *why = "its header is not a pack's of that ID", VM_EXIT_VERIFY;
+  }
+  struct vb_ientry *e = NULL;
+  size_t n = 0, cap = 0;
+  uint64_t off = PACK_HEAD;
+  while (off < len) {
+    if (len - off < 4) break;
+    uint32_t rl = get32(buf + off);
+    if (rl < VB_REC_HEAD + VB_TAG_LEN || rl > rec_max(r) || rl > len - off - 4) break;
+    const unsigned char *rec = buf + off + 4;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 256;
+      e = realloc(e, cap * sizeof *e);
+      if (!e) abort();
+    }
+    memset(&e[n], 0, sizeof e[n]);
+    memcpy(e[n].id, rec + 2, VB_ID_LEN);
+    memcpy(e[n].pack, pid, VB_PACK_ID_LEN);
+    e[n].offset = off;
+    e[n].reclen = rl;
+    e[n].rawlen = get32(rec + 2 + VB_ID_LEN);
+    n++;
+    off += 4 + (uint64_t)rl;
+  }
+  *ep = e;
+  *np = n;
+  if (bufp) {
+    *bufp = buf;
+    *lenp = len;
+  } else {
+    free(buf);
+  }
+  if (off != len) return *why = "a record runs past its end, or is out of range", VM_EXIT_VERIFY;
+  return 0;
+}
+
+static int by_entry_id(const void *a, const void *b) { return memcmp(a, b, VB_ID_LEN); }
+
+/* Makes a pack's index from its records' heads (a pack that a killed writer
+ * put in place before its index). */
+static int reindex_pack(struct vb_repo *r, const char *hex)
+{
+  struct vb_ientry *e;
+  size_t n;
+  const char *why;
+  int rc = vb_pack_scan(r, hex, NULL, NULL, &e, &n, &why);
+  if (rc) {
+    free(e);
+    return vm_fail(rc, "pack %s: %s; run 'vmbackup check'", hex, why);
+  }
+  /* A chunk twice in one pack (two threads raced): the first copy serves. */
+  if (n) qsort(e, n, sizeof *e, by_entry_id);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (k == 0 || memcmp(e[k - 1].id, e[i].id, VB_ID_LEN) != 0) e[k++] = e[i];
+  n = k;
+  unsigned char pid[VB_PACK_ID_LEN];
+  vb_unhex16(hex, pid);
+  unsigned char *ix;
+  size_t ixlen;
+  if (vb_index_encode(false, pid, e, n, NULL, 0, &ix, &ixlen, &why) < 0) {
+    free(e);
+    return vm_fail(VM_EXIT_VERIFY, "pack %s: %s", hex, why);
+  }
+  free(e);
+  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.%s.index", vb_lock_name(r->lock), hex);
+  CLEANUP_FREE char *dst = vb_repo_file(r, "index/%s", hex);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  rc = fd < 0 || write_all(fd, ix, ixlen) < 0 || fsync(fd) < 0 ? -1 : 0;
+  if (fd >= 0) close(fd);
+  free(ix);
+  if (rc == 0 && link(tmp, dst) < 0 && errno != EEXIST) rc = -1;
+  int e2 = errno;
+  unlink(tmp);
+  if (rc < 0) return errno = e2, vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s'", dst);
+  vb_fsync_dir_of(dst);
+  vm_info("indexed pack %s again (its writer was killed before writing its index)", hex);
+  return 0;
+}
+
+/* Removes what dead writers left in tmp/: files named for a lock that is gone. */
+static void clean_tmp(struct vb_repo *r)
+{
+  CLEANUP_FREE char *dir = vb_repo_file(r, "tmp");
+  struct vm_strv names = { 0 };
+  list_dir(dir, &names);
+  for (size_t i = 0; i < names.n; i++) {
+    CLEANUP_FREE char *owner = vm_strdup(names.v[i]);
+    /* tmp/LOCKNAME.WHAT.KIND: the lock's name is all before the last two dots. */
+    char *dot = strrchr(owner, '.');
+    if (dot) *dot = 0;
+    dot = strrchr(owner, '.');
+    if (dot) *dot = 0;
+    if (strcmp(owner, vb_lock_name(r->lock)) == 0 || vb_lock_name_alive(r->path, owner)) continue;
+    CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", dir, names.v[i]);
+    if (unlink(f) == 0) vm_debug("removed '%s', left by a writer that is gone", f);
+  }
+  vm_strv_free(&names);
+}
+
+static int load_index_file(struct vb_repo *r, const char *path, const unsigned char *pack)
+{
+  size_t len;
+  CLEANUP_FREE unsigned char *buf = (unsigned char *)vm_read_file(path, 1u << 30, &len);
+  if (!buf) {
+    if (errno == ENOENT) return 1;
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot read index '%s'", path);
+  }
+  struct vb_index ix;
+  const char *why;
+  if (vb_index_check(buf, len, &ix, &why) < 0 || ix.merged || memcmp(ix.pack, pack, VB_PACK_ID_LEN) != 0)
+    return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check --repair'", path,
+                   ix.merged ? "a merged index in a pack's place" : why);
+  for (size_t i = 0; i < ix.n; i++) {
+    struct vb_ientry e;
+    vb_index_entry(&ix, i, &e);
+    table_put(r, &e);
+  }
+  return 0;
+}
+
+int vb_repo_load_index(struct vb_repo *r, bool repair)
+{
+  if (repair && r->lock) clean_tmp(r);
+  CLEANUP_FREE char *idir = vb_repo_file(r, "index");
+  struct vm_strv names = { 0 };
+  if (list_dir(idir, &names) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", idir);
+  /* The newest merged index. */
+  unsigned best = 0;
+  for (size_t i = 0; i < names.n; i++) {
+    unsigned long n;
+    char *end;
+    if (strncmp(names.v[i], "merged.", 7) == 0 && (n = strtoul(names.v[i] + 7, &end, 10)) > best && !*end &&
+        n < 1000000000)
+      best = (unsigned)n;
+  }
+  if (best) {
+    CLEANUP_FREE char *mf = vb_repo_file(r, "index/merged.%u", best);
+    int fd = open(mf, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+      if (fd >= 0) close(fd);
+      vm_strv_free(&names);
+      return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", mf);
+    }
+    void *m = st.st_size ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    close(fd);
+    const char *why = "empty";
+    if (m == MAP_FAILED || vb_index_check(m, (size_t)st.st_size, &r->merged, &why) < 0 || !r->merged.merged) {
+      if (m != MAP_FAILED) munmap(m, (size_t)st.st_size);
+      vm_strv_free(&names);
+      return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check --repair'", mf, why);
+    }
+    r->merged_map = m;
+    r->merged_len = (size_t)st.st_size;
+    r->merged_n = best;
+  }
+  /* Every pack's own index that the merged one does not cover. */
+  for (size_t i = 0; i < names.n; i++) {
+    unsigned char pid[VB_PACK_ID_LEN];
+    if (vb_unhex16(names.v[i], pid) < 0) continue;
+    if (r->merged_n && vb_index_covers(&r->merged, pid)) continue;
+    CLEANUP_FREE char *f = vb_repo_file(r, "index/%s", names.v[i]);
+    int rc = load_index_file(r, f, pid);
+    if (rc > 1 || rc < 0) {
+      vm_strv_free(&names);
+      return rc;
+    }
+  }
+  /* Packs in place without an index: a writer killed between the two renames. */
+  if (repair) {
+    CLEANUP_FREE char *pdir = vb_repo_file(r, "packs");
+    struct vm_strv sub = { 0 };
+    list_dir(pdir, &sub);
+    for (size_t i = 0; i < sub.n; i++) {
+      CLEANUP_FREE char *sd = vm_strdup_printf("%s/%s", pdir, sub.v[i]);
+      struct vm_strv packs = { 0 };
+      list_dir(sd, &packs);
+      for (size_t j = 0; j < packs.n; j++) {
+        unsigned char pid[VB_PACK_ID_LEN];
+        if (vb_unhex16(packs.v[j], pid) < 0) continue;
+        if (r->merged_n && vb_index_covers(&r->merged, pid)) continue;
+        if (bsearch(&packs.v[j], names.v, names.n, sizeof *names.v, by_str)) continue;
+        int rc = reindex_pack(r, packs.v[j]);
+        CLEANUP_FREE char *f = vb_repo_file(r, "index/%s", packs.v[j]);
+        if (rc == 0) rc = load_index_file(r, f, pid);
+        if (rc) {
+          vm_strv_free(&packs);
+          vm_strv_free(&sub);
+          vm_strv_free(&names);
+          return rc;
+        }
+      }
+      vm_strv_free(&packs);
+    }
+    vm_strv_free(&sub);
+  }
+  vm_strv_free(&names);
+  return 0;
+}
+
+bool vb_repo_lookup(struct vb_repo *r, const unsigned char id[VB_ID_LEN], struct vb_ientry *e)
+{
+  pthread_mutex_lock(&r->mu);
+  struct tentry *t = table_find(r->table, id);
+  bool found = t && t->used == 1;
+  if (found) {
+    memcpy(e->id, t->id, VB_ID_LEN);
+    memcpy(e->pack, t->pack, VB_PACK_ID_LEN);
+    e->offset = t->offset;
+    e->reclen = t->reclen;
+    e->rawlen = t->rawlen;
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (!found && r->merged_n) found = vb_index_find(&r->merged, id, e);
+  return found;
+}
+
+bool vb_repo_claim(struct vb_repo *r, const unsigned char id[VB_ID_LEN])
+{
+  struct vb_ientry e;
+  if (r->merged_n && vb_index_find(&r->merged, id, &e)) return true;
+  pthread_mutex_lock(&r->mu);
+  struct tentry *t = table_add(r->table, id);
+  bool had = t->used != 0;
+  if (!had) t->used = 2;
+  pthread_mutex_unlock(&r->mu);
+  return had;
+}
+
+/* ---- Writing packs ------------------------------------------------------------------------- */
+
+static int pack_begin(struct vb_repo *r)
+{
+  if (RAND_bytes(r->pack_id, sizeof r->pack_id) != 1) return vm_fail(VM_EXIT_FAIL, "no randomness for a pack ID");
+  char hex[33];
+  vb_hex16(r->pack_id, hex);
+  free(r->pack_tmp);
+  r->pack_tmp = vb_repo_file(r, "tmp/%s.%s.pack", vb_lock_name(r->lock), hex);
+  r->pack_fd = open(r->pack_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (r->pack_fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", r->pack_tmp);
+  unsigned char head[PACK_HEAD];
+  memcpy(head, pack_magic, 8);
+  memcpy(head + 8, r->pack_id, VB_PACK_ID_LEN);
+  if (write_all(r->pack_fd, head, sizeof head) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", r->pack_tmp);
+  r->pack_size = PACK_HEAD;
+  r->pack_n = 0;
+  return 0;
+}
+
+/* Flushes the pack, renames it into packs/XX/, writes its index. With r->mu held. */
+static int pack_end(struct vb_repo *r)
+{
+  if (r->pack_fd < 0) return 0;
+  char hex[33];
+  vb_hex16(r->pack_id, hex);
+  CLEANUP_FREE char *sub = vb_repo_file(r, "packs/%.2s", hex);
+  CLEANUP_FREE char *dst = vm_strdup_printf("%s/%s", sub, hex);
+  if (fsync(r->pack_fd) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot flush '%s'", r->pack_tmp);
+  close(r->pack_fd);
+  r->pack_fd = -1;
+  if (mkdir(sub, 0700) == 0) vb_fsync_dir_of(sub);
+  else if (errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", sub);
+  if (rename(r->pack_tmp, dst) < 0 || vb_fsync_dir_of(dst) < 0)
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot put pack '%s' in place", dst);
+  unsigned char *ix;
+  size_t ixlen;
+  const char *why;
+  if (vb_index_encode(false, r->pack_id, r->pack_e, r->pack_n, NULL, 0, &ix, &ixlen, &why) < 0)
+    return vm_fail(VM_EXIT_FAIL, "cannot index pack %s: %s", hex, why);
+  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.%s.index", vb_lock_name(r->lock), hex);
+  CLEANUP_FREE char *idst = vb_repo_file(r, "index/%s", hex);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int rc = fd < 0 || write_all(fd, ix, ixlen) < 0 || fsync(fd) < 0 ? -1 : 0;
+  if (fd >= 0) close(fd);
+  free(ix);
+  if (rc == 0 && link(tmp, idst) < 0 && errno != EEXIST) rc = -1;
+  int e = errno;
+  unlink(tmp);
+  if (rc < 0 || vb_fsync_dir_of(idst) < 0) return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s'", idst);
+  /* Its chunks are in place now. */
+  for (size_t i = 0; i < r->pack_n; i++) {
+    struct tentry *t = table_add(r->table, r->pack_e[i].id);
+    memcpy(t->pack, r->pack_id, VB_PACK_ID_LEN);
+    t->offset = r->pack_e[i].offset;
+    t->reclen = r->pack_e[i].reclen;
+    t->rawlen = r->pack_e[i].rawlen;
+    t->used = 1;
+  }
+  r->pack_n = 0;
+  return 0;
+}
+
+int vb_repo_append(struct vb_repo *r, const unsigned char id[VB_ID_LEN], const unsigned char *rec, size_t reclen,
+                   size_t rawlen)
+{
+  pthread_mutex_lock(&r->mu);
+  int rc = 0;
+  if (r->write_error) {
+    pthread_mutex_unlock(&r->mu);
+    return VM_EXIT_FAIL;
+  }
+  if (r->pack_fd < 0) rc = pack_begin(r);
+  unsigned char len[4];
+  put32(len, (uint32_t)reclen);
+  if (rc == 0 && (write_all(r->pack_fd, len, 4) < 0 || write_all(r->pack_fd, rec, reclen) < 0))
+    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", r->pack_tmp);
+  if (rc == 0) {
+    if (r->pack_n == r->pack_cap) {
+      r->pack_cap = r->pack_cap ? r->pack_cap * 2 : 512;
+      r->pack_e = realloc(r->pack_e, r->pack_cap * sizeof *r->pack_e);
+      if (!r->pack_e) abort();
+    }
+    struct vb_ientry *e = &r->pack_e[r->pack_n++];
+    memset(e, 0, sizeof *e);
+    memcpy(e->id, id, VB_ID_LEN);
+    e->offset = r->pack_size;
+    e->reclen = (uint32_t)reclen;
+    e->rawlen = (uint32_t)rawlen;
+    r->pack_size += 4 + reclen;
+    r->new_chunks++;
+    r->new_raw += rawlen;
+    r->new_stored += 4 + reclen;
+    if (r->pack_size >= VB_PACK_TARGET) rc = pack_end(r);
+  }
+  if (rc) r->write_error = 1;
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int vb_repo_flush(struct vb_repo *r)
+{
+  pthread_mutex_lock(&r->mu);
+  int rc = r->write_error ? VM_EXIT_FAIL : pack_end(r);
+  if (rc) r->write_error = 1;
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+/* ---- Reading chunks ------------------------------------------------------------------------ */
+
+/* An open pack file: kept open for the run (up to FD_KEEP packs); beyond that,
+ * *owned is set and the caller closes it. -2: not a pack of that ID. */
+#define FD_KEEP 512
+static int pack_fd(struct vb_repo *r, const unsigned char *pack, uint64_t *size, bool *owned)
+{
+  *owned = false;
+  pthread_mutex_lock(&r->fdmu);
+  for (size_t i = 0; i < r->nfds; i++)
+    if (memcmp(r->fds[i].id, pack, VB_PACK_ID_LEN) == 0) {
+      int fd = r->fds[i].fd;
+      *size = r->fds[i].size;
+      pthread_mutex_unlock(&r->fdmu);
+      return fd;
+    }
+  char hex[33];
+  vb_hex16(pack, hex);
+  CLEANUP_FREE char *f = vb_repo_file(r, "packs/%.2s/%s", hex, hex);
+  int fd = open(f, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  unsigned char head[PACK_HEAD];
+  if (fd >= 0 && (fstat(fd, &st) < 0 || pread_all(fd, head, sizeof head, 0) < 0 ||
+                  memcmp(head, pack_magic, 8) != 0 || memcmp(head + 8, pack, VB_PACK_ID_LEN) != 0)) {
+    close(fd);
+    fd = -2;
+  }
+  if (fd >= 0) {
+    *size = (uint64_t)st.st_size;
+    if (r->nfds < FD_KEEP) {
+      if (!r->fds) r->fds = calloc(FD_KEEP, sizeof *r->fds);
+      if (!r->fds) abort();
+      memcpy(r->fds[r->nfds].id, pack, VB_PACK_ID_LEN);
+      r->fds[r->nfds].fd = fd;
+      r->fds[r->nfds].size = *size;
+      r->nfds++;
+    } else {
+      *owned = true;
+    }
+  }
+  pthread_mutex_unlock(&r->fdmu);
+  return fd;
+}
+
+int vb_repo_read_chunk(struct vb_repo *r, const unsigned char id[VB_ID_LEN], unsigned char *raw, size_t cap,
+                       size_t *rawlen, const char **why)
+{
+  struct vb_ientry e;
+  if (!vb_repo_lookup(r, id, &e)) return *why = "no index names it", VM_EXIT_NOTFOUND;
+  if (!entry_sane(r, &e)) return *why = "its index entry is out of range", VM_EXIT_VERIFY;
+  uint64_t size;
+  bool owned;
+  int fd = pack_fd(r, e.pack, &size, &owned);
+  if (fd == -2) return *why = "its pack is damaged (header)", VM_EXIT_VERIFY;
+  if (fd < 0) return *why = errno == ENOENT ? "its pack is missing" : strerror(errno), errno == ENOENT ? VM_EXIT_VERIFY : VM_EXIT_FAIL;
+  if (e.offset + 4 + e.reclen > size) {
+    if (owned) close(fd);
+    return *why = "its record runs past its pack's end", VM_EXIT_VERIFY;
+  }
+  unsigned char *rec = malloc(4 + (size_t)e.reclen);
+  if (!rec) abort();
+  int rc = 0;
+  if (pread_all(fd, rec, 4 + (size_t)e.reclen, e.offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
+  if (owned) close(fd);
+  if (rc == 0 && get32(rec) != e.reclen) rc = VM_EXIT_VERIFY, *why = "its record's length differs from its index entry";
+  if (rc == 0 && vb_open(&r->keys, VB_REC_CHUNK, id, rec + 4, e.reclen, raw, cap, rawlen, why) < 0) rc = VM_EXIT_VERIFY;
+  if (rc == 0 && *rawlen != e.rawlen) rc = VM_EXIT_VERIFY, *why = "its length differs from its index entry";
+  free(rec);
+  return rc;
+}
+
+/* ---- Manifests ------------------------------------------------------------------------------- */
+
+static void snap_rec_id(const char *snap, unsigned char id[VB_ID_LEN])
+{
+  memset(id, 0, VB_ID_LEN);
+  vb_unhex16(snap, id);
+}
+
+int vb_snapshot_put(struct vb_repo *r, const struct vb_manifest *m)
+{
+  unsigned char *raw;
+  size_t rawlen;
+  const char *why;
+  if (vb_manifest_encode(m, r->cfg.chunk_size, &raw, &rawlen, &why) < 0)
+    return vm_fail(VM_EXIT_FAIL, "cannot write the manifest of snapshot %s: %s", m->snapshot, why);
+  unsigned char id[VB_ID_LEN];
+  snap_rec_id(m->snapshot, id);
+  size_t bound = vb_seal_bound(rawlen), reclen;
+  unsigned char *file = malloc(8 + 4 + bound);
+  if (!file) abort();
+  memcpy(file, mani_magic, 8);
+  int rc = vb_seal(&r->keys, r->cfg.zstd_level, VB_REC_MANIFEST, id, raw, rawlen, file + 12, &reclen);
+  free(raw);
+  if (rc < 0) {
+    free(file);
+    return vm_fail(VM_EXIT_FAIL, "cannot seal the manifest of snapshot %s", m->snapshot);
+  }
+  put32(file + 8, (uint32_t)reclen);
+  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.%s.snapshot", vb_lock_name(r->lock), m->snapshot);
+  CLEANUP_FREE char *dst = vb_repo_file(r, "snapshots/%s", m->snapshot);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  rc = fd < 0 || write_all(fd, file, 12 + reclen) < 0 || fsync(fd) < 0 ? -1 : 0;
+  int e = errno;
+  if (fd >= 0) close(fd);
+  free(file);
+  if (rc < 0) {
+    unlink(tmp);
+    return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", tmp);
+  }
+  /* A writer whose lock was taken over (it was thought dead) puts nothing in
+   * place: a prune may be running. */
+  if (r->lock && !vb_lock_held(r->lock)) {
+    unlink(tmp);
+    return vm_fail(VM_EXIT_STATE, "this run's lock on '%s' was taken over by another run; snapshot %s not "
+                                  "written (its chunks are left for 'vmbackup compact')", r->shown, m->snapshot);
+  }
+  rc = link(tmp, dst);
+  e = errno;
+  unlink(tmp);
+  if (rc < 0 || vb_fsync_dir_of(dst) < 0)
+    return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot put snapshot '%s' in place", dst);
+  return 0;
+}
+
+int vb_snapshot_get(struct vb_repo *r, const char *id, struct vb_manifest *m)
+{
+  memset(m, 0, sizeof *m);
+  CLEANUP_FREE char *f = vb_repo_file(r, "snapshots/%s", id);
+  size_t len;
+  CLEANUP_FREE unsigned char *buf = (unsigned char *)vm_read_file(f, VB_RAW_MAX + (64u << 20), &len);
+  if (!buf) {
+    if (errno == ENOENT) return vm_fail(VM_EXIT_NOTFOUND, "no snapshot '%s' in '%s'", id, r->shown);
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", f);
+  }
+  const char *why = "too short";
+  if (len < 12 || memcmp(buf, mani_magic, 8) != 0 || get32(buf + 8) != len - 12)
+    return vm_fail(VM_EXIT_VERIFY, "snapshot %s is damaged: its file is not a manifest of this version", id);
+  /* The raw length is in the record's head: its buffer is sized from it, within the limit. */
+  uint32_t rawlen = len >= 12 + VB_REC_HEAD ? get32(buf + 12 + 2 + VB_ID_LEN) : 0;
+  if (rawlen == 0 || rawlen > VB_RAW_MAX) return vm_fail(VM_EXIT_VERIFY, "snapshot %s is damaged: bad length", id);
+  unsigned char rid[VB_ID_LEN];
+  snap_rec_id(id, rid);
+  unsigned char *raw = malloc(rawlen);
+  if (!raw) abort();
+  size_t got;
+  int rc = 0;
+  if (vb_open(&r->keys, VB_REC_MANIFEST, rid, buf + 12, len - 12, raw, rawlen, &got, &why) < 0 ||
+      vb_manifest_parse(raw, got, r->cfg.chunk_size, id, m, &why) < 0)
+    rc = vm_fail(VM_EXIT_VERIFY, "snapshot %s is damaged: %s", id, why);
+  free(raw);
+  return rc;
+}
+
+int vb_snapshot_ids(struct vb_repo *r, struct vm_strv *ids)
+{
+  CLEANUP_FREE char *d = vb_repo_file(r, "snapshots");
+  struct vm_strv all = { 0 };
+  if (list_dir(d, &all) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", d);
+  unsigned char tmp[16];
+  for (size_t i = 0; i < all.n; i++)
+    if (vb_unhex16(all.v[i], tmp) == 0) vm_strv_add(ids, all.v[i]);
+  vm_strv_free(&all);
+  return 0;
+}
+
+int vb_snapshot_resolve(struct vb_repo *r, const char *name, char **id)
+{
+  size_t l = strlen(name);
+  if (l < 6 || l > 32 || strspn(name, "0123456789abcdef") != l)
+    return vm_usage_error("'%s' is no snapshot ID (6 to 32 lowercase hex digits, as 'vmbackup list' shows)", name);
+  struct vm_strv ids = { 0 };
+  int rc = vb_snapshot_ids(r, &ids);
+  if (rc) return rc;
+  const char *found = NULL;
+  size_t n = 0;
+  for (size_t i = 0; i < ids.n; i++)
+    if (strncmp(ids.v[i], name, l) == 0) found = ids.v[i], n++;
+  if (n == 1) *id = vm_strdup(found);
+  vm_strv_free(&ids);
+  if (n == 0) return vm_fail(VM_EXIT_NOTFOUND, "no snapshot '%s' in '%s'", name, r->shown);
+  if (n > 1) return vm_fail(VM_EXIT_USAGE, "snapshot '%s' is ambiguous in '%s': give more digits", name, r->shown);
+  return 0;
+}
+
+int vb_repo_reindex(struct vb_repo *r, const char *hex) { return reindex_pack(r, hex); }

@@ -1,0 +1,39 @@
+/* vmbackup's verbs; the repository format lives in config, crypto, index,
+ * manifest and store; shared code in common/. */
+#ifndef VMBACKUP_H
+#define VMBACKUP_H
+
+#include "vmkit.h"
+#include "store.h"
+
+/* --passphrase-file, in every verb that opens a repository. */
+extern char *vb_passfile;
+extern struct poptOption vb_repo_table[];
+#define VB_POPT_REPO { NULL, '\0', POPT_ARG_INCLUDE_TABLE, vb_repo_table, 0, "Repository options:", NULL }
+
+/* Opens the repository the user named (a path; ssh:// is refused here until it
+ * is served), with the lock and --lock-wait. */
+int vb_open_repo(const char *name, enum vb_lockmode lock, struct vb_repo **r);
+
+/* "2026-12-01T03:00:00Z" to seconds since the epoch; -1 when not that form. */
+long long vb_parse_utc(const char *s);
+
+/* A snapshot as list shows it (a json object). */
+json_object *vb_snapshot_row(const struct vb_manifest *m);
+/* The rows of every snapshot (of vm only, a name or UUID, when not NULL), oldest
+ * first; *damaged set when a manifest could not be read (said so). */
+int vb_load_snapshots(struct vb_repo *r, const char *vm, json_object *rows, bool *damaged);
+/* Writes disk d of snapshot m into fd (sparse: holes are not written), chunks
+ * authenticated on the workers; then flushes fd. 0 or an exit code after a
+ * message naming the snapshot and disk. */
+int vb_restore_disk(struct vb_repo *r, const struct vb_manifest *m, const struct vb_mdisk *d, int fd,
+                    const char *label);
+
+int cmd_init(int argc, char **argv);
+int cmd_key(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+#endif

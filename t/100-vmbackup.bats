@@ -207,3 +207,94 @@ file_in() { debugfs -R "cat $2" "$1" 2>/dev/null; }
   done
   [ "$refused" -ge 1 ]
 }
+
+@test "two VMs back up into one repository at the same time" {
+  local off r=$BATS_TEST_TMPDIR/two
+  off=$(vm_name two)
+  run_tool 0 vmrun create "$off" --template tiny
+  run_tool 0 vmbackup init "$r" --kdf-cost 10
+  "$TOP/vmbackup/vmbackup" backup "$r" "$VM" 2>"$BATS_TEST_TMPDIR/a.err" &
+  local a=$!
+  "$TOP/vmbackup/vmbackup" backup "$r" "$off" 2>"$BATS_TEST_TMPDIR/b.err" &
+  local b=$!
+  wait "$a" || { cat "$BATS_TEST_TMPDIR/a.err" >&3; false; }
+  wait "$b" || { cat "$BATS_TEST_TMPDIR/b.err" >&3; false; }
+  [ "$(snaps "$r" | grep -c full)" -eq 2 ]
+  run_tool 0 vmbackup list "$r" "$off" -o tsv
+  [ "${#lines[@]}" -eq 1 ]
+  run_tool 0 vmbackup check "$r" --read-data
+  local img
+  img=$(restore_disk "$r" "$(cut -f1 <<< "$output")" "$BATS_TEST_TMPDIR/o" 2>/dev/null || true)
+  run_tool 0 vmbackup list "$r" "$off" -o tsv
+  img=$(restore_disk "$r" "$(cut -f1 <<< "$output")" "$BATS_TEST_TMPDIR/o")
+  qemu-img compare -f raw -F qcow2 "$img" "$VMKIT_STORAGE_DIR/$off.qcow2"
+}
+
+# One round of the kill test: a backup of VM killed with SIGKILL after a random
+# delay (or finished first); then check is clean and every snapshot made so far
+# restores to the bytes it restored to when it was made.
+kill_round() {
+  local r=$1 vm=$2 i=$3 span=$4 pid delay s sum
+  # Anywhere in the run: SPAN is how long a whole backup of this VM took.
+  delay=$((RANDOM % span))
+  "$TOP/vmbackup/vmbackup" backup "$r" "$vm" 2>>"$BATS_TEST_TMPDIR/kill.err" &
+  pid=$!
+  sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  run_tool 0 vmbackup check "$r"
+  for s in $(snaps "$r" | cut -f1); do
+    rm -rf "$BATS_TEST_TMPDIR/k"
+    mkdir "$BATS_TEST_TMPDIR/k"
+    "$TOP/vmbackup/vmbackup" restore "$r" "$s" --to "$BATS_TEST_TMPDIR/k" >/dev/null
+    sum=$(cat "$BATS_TEST_TMPDIR"/k/*.vda.raw | sha256sum | cut -d" " -f1)
+    if [ -f "$BATS_TEST_TMPDIR/sum.$s" ]; then
+      [ "$(cat "$BATS_TEST_TMPDIR/sum.$s")" = "$sum" ] || { echo "round $i: snapshot $s restores differently" >&3; return 1; }
+    else
+      echo "$sum" > "$BATS_TEST_TMPDIR/sum.$s"
+    fi
+  done
+}
+
+@test "kill -9 at random instants of backups, 20 times: check stays clean, every snapshot restores the same, the next run cleans up" {
+  local r=$BATS_TEST_TMPDIR/kr off i
+  off=$(vm_name koff)
+  run_tool 0 vmrun create "$off" --template tiny
+  run_tool 0 vmbackup init "$r" --kdf-cost 10
+  # How long a backup of each takes, to kill them anywhere in it.
+  local t0 span_on span_off
+  t0=$(date +%s%N)
+  run_tool 0 vmbackup backup "$r" "$VM"
+  span_on=$(( ($(date +%s%N) - t0) / 1000000 + 50 ))
+  t0=$(date +%s%N)
+  run_tool 0 vmbackup backup "$r" "$off"
+  span_off=$(( ($(date +%s%N) - t0) / 1000000 + 50 ))
+  echo "a backup takes ${span_on} ms running, ${span_off} ms shut off" >&3
+  for i in $(seq 1 20); do
+    if [ $((i % 4)) -eq 0 ]; then
+      # A shut-off VM: killed while started paused, or later.
+      kill_round "$r" "$off" "$i" "$span_off"
+    else
+      guest_exec "$VM" "dd if=/dev/urandom of=/mnt/data/k$((i % 3)) bs=256k count=$((1 + RANDOM % 8)) 2>/dev/null; sync" >/dev/null
+      kill_round "$r" "$VM" "$i" "$span_on"
+    fi
+  done
+  echo "$(snaps "$r" | grep -c .) snapshots after 20 rounds (2 before them)" >&3
+  # The next runs finish what the killed ones left: no job, no scratch file, one
+  # checkpoint each, the shut-off VM off again, tmp/ empty after a writer.
+  run_tool 0 vmbackup backup "$r" "$VM" "$off"
+  [ "$(virsh_q domstate "$off")" = "shut off" ]
+  local mine
+  mine=vmbackup-$(jq -r .id "$r/config" | cut -c1-8)-
+  run virsh_q checkpoint-list "$VM" --name
+  [ "$(grep -c "$mine" <<< "$output")" -eq 1 ]
+  run virsh_q checkpoint-list "$off" --name
+  [ "$(grep -c "$mine" <<< "$output")" -eq 1 ]
+  [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep scratch)" ]
+  [ -z "$(ls "$r/tmp")" ]
+  run virsh_q domjobinfo "$VM"
+  [[ "$output" == *"None"* ]]
+  # The dead runs' locks are taken over by an exclusive one, which says so.
+  run_tool 0 vmbackup check "$r" --repair --read-data
+  [ -z "$(ls "$r/locks")" ]
+}

@@ -783,6 +783,7 @@ int cmd_backup(int argc, char **argv)
                     "full; deduplicated, compressed and encrypted either way. Quiet unless -v or -o is given.",
                     2, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
+  vm_catch_signals();
   struct vb_repo *repo;
   if ((rc = vb_open_repo(args[0], VB_LOCK_SHARED, &repo))) return rc;
   if ((rc = vb_repo_load_index(repo, true))) {

@@ -158,8 +158,27 @@ int cmd_check(int argc, char **argv)
                     "Problems are listed with the snapshots they hit, and the exit status is 6.",
                     1, 1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
+  vm_catch_signals();
   struct vb_repo *r;
   if ((rc = vb_open_repo(args[0], repair ? VB_LOCK_EXCLUSIVE : VB_LOCK_SHARED, &r))) return rc;
+  if (repair) {
+    /* A pack's damaged index is made again from the pack (the pack is the truth). */
+    CLEANUP_FREE char *idir0 = vb_repo_file(r, "index");
+    struct vm_strv names = { 0 };
+    list_names(idir0, &names);
+    for (size_t i = 0; i < names.n; i++) {
+      unsigned char pid[16];
+      if (vb_unhex16(names.v[i], pid) < 0) continue;
+      CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", idir0, names.v[i]);
+      size_t len;
+      CLEANUP_FREE unsigned char *b = (unsigned char *)vm_read_file(f, 1u << 30, &len);
+      struct vb_index ix;
+      const char *why;
+      if (b && vb_index_check(b, len, &ix, &why) == 0 && !ix.merged && memcmp(ix.pack, pid, 16) == 0) continue;
+      if (b && unlink(f) == 0) vm_warn("removed the damaged index of pack %s; it is made again from the pack", names.v[i]);
+    }
+    vm_strv_free(&names);
+  }
   if (repair && (rc = vb_repo_load_index(r, true))) {
     vb_repo_close(r);
     return rc;

@@ -140,7 +140,7 @@ int cmd_restore(int argc, char **argv)
     { "to", '\0', POPT_ARG_STRING, &to, 0,
       "write each disk as a sparse raw image DIR/VM.TARGET.raw, and the definition as DIR/VM.xml", "DIR" },
     { "disk", '\0', POPT_ARG_STRING, &disk, 0, "only this disk (its target, e.g. vda)", "TARGET" },
-    VB_POPT_REPO, VM_POPT_COMMON, POPT_TABLEEND
+    VB_POPT_REPO, VM_POPT_LOCK, VM_POPT_COMMON, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
@@ -151,6 +151,7 @@ int cmd_restore(int argc, char **argv)
                     "leaves no file behind.",
                     2, 2, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
+  vm_catch_signals();
   if (!to) return vm_usage_error("say where to restore: --to DIR");
   struct vb_repo *r;
   /* A shared lock: no prune or compact removes a pack while it is read. */

@@ -507,7 +507,7 @@ static int load_index_file(struct vb_repo *r, const char *path, const unsigned c
   struct vb_index ix;
   const char *why;
   if (vb_index_check(buf, len, &ix, &why) < 0 || ix.merged || memcmp(ix.pack, pack, VB_PACK_ID_LEN) != 0)
-    return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check --repair'", path,
+    return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check', then 'vmbackup check --repair'", path,
                    ix.merged ? "a merged index in a pack's place" : why);
   for (size_t i = 0; i < ix.n; i++) {
     struct vb_ientry e;
@@ -547,7 +547,7 @@ int vb_repo_load_index(struct vb_repo *r, bool repair)
     if (m == MAP_FAILED || vb_index_check(m, (size_t)st.st_size, &r->merged, &why) < 0 || !r->merged.merged) {
       if (m != MAP_FAILED) munmap(m, (size_t)st.st_size);
       vm_strv_free(&names);
-      return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check --repair'", mf, why);
+      return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check', then 'vmbackup check --repair'", mf, why);
     }
     r->merged_map = m;
     r->merged_len = (size_t)st.st_size;

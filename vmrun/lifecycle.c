@@ -24,7 +24,8 @@ static int lock_vm(virConnectPtr conn, virDomainPtr *dom, const char *name)
   CLEANUP_FREE char *other = NULL;
   int rc = vm_lock_and_recover(conn, dom, name, &other);
   if (rc == 0 && other)
-    vm_warn("VM '%s' has an unfinished %s: the next vmsnap run on it finishes it", name, other);
+    vm_warn("VM '%s' has an unfinished %s: the next %s run on it finishes it", name, other,
+              vm_journal_op_tool(other));
   return rc;
 }
 

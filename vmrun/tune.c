@@ -371,7 +371,8 @@ int cmd_tune(int argc, char **argv)
   {
     CLEANUP_FREE char *other = NULL;
     if ((rc = vm_lock_and_recover(conn, &dom, name, &other))) goto out;
-    if (other) vm_warn("VM '%s' has an unfinished %s: the next vmsnap run on it finishes it", name, other);
+    if (other) vm_warn("VM '%s' has an unfinished %s: the next %s run on it finishes it", name, other,
+              vm_journal_op_tool(other));
   }
   /* Checked before anything is applied: the disk and the NIC exist, and the NIC
    * can be shaped. */

@@ -139,3 +139,5 @@ int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other)
   *dom = NULL;
   return VM_EXIT_NOTFOUND;
 }
+
+const char *vm_journal_op_tool(const char *op) { return op && strcmp(op, "backup") == 0 ? "vmbackup" : "vmsnap"; }

@@ -331,6 +331,9 @@ void vm_journal_volumes(xmlDocPtr rec, const char *role, struct vm_strv *out);
  * gone with it (a rolled-back create); 1 after a message. Records of other ops are
  * left to their tools: *other is set to the op when there is one. */
 int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other);
+/* The tool whose next run finishes a record of op ("vmbackup" for a backup,
+ * else "vmsnap"), for messages. */
+const char *vm_journal_op_tool(const char *op);
 
 /* ---- A domain job's statistics (job.c) ------------------------------------------------
  * What a migration or a backup job has done, from virDomainGetJobStats (completed:

@@ -261,8 +261,10 @@ kill_round() {
   off=$(vm_name koff)
   run_tool 0 vmrun create "$off" --template tiny
   run_tool 0 vmbackup init "$r" --kdf-cost 10
-  # How long a backup of each takes, to kill them anywhere in it.
+  # How long a backup of each takes (an incremental, as the rounds' are), to
+  # kill them anywhere in it.
   local t0 span_on span_off
+  run_tool 0 vmbackup backup "$r" "$VM"
   t0=$(date +%s%N)
   run_tool 0 vmbackup backup "$r" "$VM"
   span_on=$(( ($(date +%s%N) - t0) / 1000000 + 50 ))
@@ -279,7 +281,7 @@ kill_round() {
       kill_round "$r" "$VM" "$i" "$span_on"
     fi
   done
-  echo "$(snaps "$r" | grep -c .) snapshots after 20 rounds (2 before them)" >&3
+  echo "$(snaps "$r" | grep -c .) snapshots after 20 rounds (3 before them)" >&3
   # The next runs finish what the killed ones left: no job, no scratch file, one
   # checkpoint each, the shut-off VM off again, tmp/ empty after a writer.
   run_tool 0 vmbackup backup "$r" "$VM" "$off"
@@ -297,4 +299,119 @@ kill_round() {
   # The dead runs' locks are taken over by an exclusive one, which says so.
   run_tool 0 vmbackup check "$r" --repair --read-data
   [ -z "$(ls "$r/locks")" ]
+}
+
+# at TIME CMD...: runs a tool as if the clock said TIME (UTC), through libfaketime.
+at() {
+  local t=$1
+  shift
+  TZ=UTC FAKETIME="@$t" FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 "$@"
+}
+
+# kept_by RULE...: the start times (HH:MM of the day, with the date) of the snapshots
+# a dry-run prune with those rules keeps, oldest first, one line.
+kept_by() {
+  "$TOP/vmbackup/vmbackup" prune "$PR" "$@" --dry-run -o tsv | awk -F'\t' '$4 == "keep" { print $2 }' |
+    sed 's/:00Z$//' | tr '\n' ' '
+}
+
+@test "prune: each keep rule, per VM, then compact; what stays restores the same" {
+  local r=$BATS_TEST_TMPDIR/pr t other
+  export PR=$r
+  other=$(vm_name prother)
+  run_tool 0 vmrun create "$other" --template tiny
+  run_tool 0 vmbackup init "$r" --kdf-cost 10
+  # Monday 5 January 2026 (ISO week 2) 10:00, 10:30, 11:10; Tuesday 09:00; a week
+  # later; the next month.
+  for t in "2026-01-05 10:00:00" "2026-01-05 10:30:00" "2026-01-05 11:10:00" "2026-01-06 09:00:00" \
+           "2026-01-13 09:00:00" "2026-02-02 09:00:00"; do
+    guest_exec "$VM" "dd if=/dev/urandom of=/mnt/data/p bs=256k count=4 2>/dev/null; sync" >/dev/null
+    at "$t" "$TOP/vmbackup/vmbackup" backup "$r" "$VM"
+  done
+  # Another VM's one snapshot, older than all: its own newest, always kept.
+  at "2025-12-01 08:00:00" "$TOP/vmbackup/vmbackup" backup "$r" "$other"
+  run_tool 0 vmbackup list "$r" -o tsv
+  [ "${#lines[@]}" -eq 7 ]
+  local old=2025-12-01T08:00
+  [ "$(kept_by --keep-last 2)" = "$old 2026-01-13T09:00 2026-02-02T09:00 " ]
+  [ "$(kept_by --keep-hourly 5)" = "$old 2026-01-05T10:30 2026-01-05T11:10 2026-01-06T09:00 2026-01-13T09:00 2026-02-02T09:00 " ]
+  [ "$(kept_by --keep-daily 4)" = "$old 2026-01-05T11:10 2026-01-06T09:00 2026-01-13T09:00 2026-02-02T09:00 " ]
+  [ "$(kept_by --keep-weekly 2)" = "$old 2026-01-13T09:00 2026-02-02T09:00 " ]
+  [ "$(kept_by --keep-monthly 2)" = "$old 2026-01-13T09:00 2026-02-02T09:00 " ]
+  [ "$(kept_by --keep-weekly 3)" = "$old 2026-01-06T09:00 2026-01-13T09:00 2026-02-02T09:00 " ]
+  [ "$(kept_by --keep-last 1 --keep-monthly 3)" = "$old 2026-01-13T09:00 2026-02-02T09:00 " ]
+  # Only the VMs named.
+  run_tool 0 vmbackup prune "$r" "$other" --keep-last 1 --dry-run -o tsv
+  [ "${#lines[@]}" -eq 1 ]
+  run_tool 2 vmbackup prune "$r"
+  run_tool 2 vmbackup prune "$r" --keep-last -1
+  # The real thing: a dry run changed nothing; the survivors restore as before.
+  local s before=() after=()
+  for s in $(snaps "$r" | cut -f1); do
+    mkdir -p "$BATS_TEST_TMPDIR/b-$s"
+    "$TOP/vmbackup/vmbackup" restore "$r" "$s" --to "$BATS_TEST_TMPDIR/b-$s" >/dev/null
+  done
+  local size0
+  size0=$(du -sb "$r" | cut -f1)
+  run_tool 0 vmbackup prune "$r" --keep-daily 2
+  [ "$(snaps "$r" | grep -c .)" -eq 3 ]
+  [ "$(du -sb "$r" | cut -f1)" -lt "$size0" ]
+  [ -f "$r/index/merged.1" ]
+  run_tool 0 vmbackup check "$r" --read-data
+  for s in $(snaps "$r" | cut -f1); do
+    mkdir -p "$BATS_TEST_TMPDIR/a-$s"
+    "$TOP/vmbackup/vmbackup" restore "$r" "$s" --to "$BATS_TEST_TMPDIR/a-$s" >/dev/null
+    cmp "$BATS_TEST_TMPDIR"/a-"$s"/*.raw "$BATS_TEST_TMPDIR"/b-"$s"/*.raw
+  done
+  # A backup after the compact deduplicates against the merged index.
+  run_tool 0 vmbackup backup "$r" "$VM" --full -o json
+  [ "$(json_of bytes_new)" -lt $((2 << 20)) ]
+  run_tool 0 vmbackup compact "$r"
+  run_tool 0 vmbackup check "$r" --read-data
+}
+
+@test "kill -9 at random instants of prune and compact, 20 times: check stays clean, what stays restores the same" {
+  local r=$BATS_TEST_TMPDIR/kp i pid delay s sum t0 span
+  run_tool 0 vmbackup init "$r" --kdf-cost 10
+  for i in 1 2 3; do
+    guest_exec "$VM" "dd if=/dev/urandom of=/mnt/data/q$i bs=256k count=6 2>/dev/null; sync" >/dev/null
+    run_tool 0 vmbackup backup "$r" "$VM"
+  done
+  t0=$(date +%s%N)
+  run_tool 0 vmbackup prune "$r" --keep-last 3
+  span=$(( ($(date +%s%N) - t0) / 1000000 + 30 ))
+  echo "a prune takes ${span} ms" >&3
+  for i in $(seq 1 20); do
+    guest_exec "$VM" "dd if=/dev/urandom of=/mnt/data/q$((i % 4)) bs=256k count=$((1 + RANDOM % 6)) 2>/dev/null; sync" >/dev/null
+    run_tool 0 vmbackup backup "$r" "$VM"
+    # Every snapshot's bytes, before the prune that may remove it.
+    for s in $(snaps "$r" | cut -f1); do
+      [ -f "$BATS_TEST_TMPDIR/sum.$s" ] && continue
+      rm -rf "$BATS_TEST_TMPDIR/k" && mkdir "$BATS_TEST_TMPDIR/k"
+      "$TOP/vmbackup/vmbackup" restore "$r" "$s" --to "$BATS_TEST_TMPDIR/k" >/dev/null
+      cat "$BATS_TEST_TMPDIR"/k/*.raw | sha256sum | cut -d' ' -f1 > "$BATS_TEST_TMPDIR/sum.$s"
+    done
+    delay=$((RANDOM % span))
+    if [ $((i % 2)) -eq 0 ]; then
+      "$TOP/vmbackup/vmbackup" prune "$r" --keep-last 2 2>/dev/null >/dev/null &
+    else
+      "$TOP/vmbackup/vmbackup" compact "$r" 2>/dev/null &
+    fi
+    pid=$!
+    sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    run_tool 0 vmbackup check "$r"
+    for s in $(snaps "$r" | cut -f1); do
+      rm -rf "$BATS_TEST_TMPDIR/k" && mkdir "$BATS_TEST_TMPDIR/k"
+      "$TOP/vmbackup/vmbackup" restore "$r" "$s" --to "$BATS_TEST_TMPDIR/k" >/dev/null
+      sum=$(cat "$BATS_TEST_TMPDIR"/k/*.raw | sha256sum | cut -d' ' -f1)
+      [ "$sum" = "$(cat "$BATS_TEST_TMPDIR/sum.$s")" ] || { echo "round $i: snapshot $s restores differently" >&3; return 1; }
+    done
+  done
+  # The next prune finishes the work; the repository is whole.
+  run_tool 0 vmbackup prune "$r" --keep-last 2
+  run_tool 0 vmbackup check "$r" --read-data
+  [ "$(snaps "$r" | grep -c .)" -eq 2 ]
+  [ -z "$(ls "$r/tmp")" ]
 }

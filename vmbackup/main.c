@@ -32,6 +32,8 @@ static const struct vm_verb verbs[] = {
   { "backup", cmd_backup, "back up every disk of VMs, running or shut off, incrementally" },
   { "list", cmd_list, "list the snapshots of a repository" },
   { "restore", cmd_restore, "restore a snapshot's disks into a folder" },
+  { "prune", cmd_prune, "remove the snapshots no --keep rule keeps, per VM, then compact" },
+  { "compact", cmd_compact, "reclaim the space of chunks no snapshot names" },
   { "check", cmd_check, "check a repository's structure, or every chunk with --read-data" },
   { NULL, NULL, NULL },
 };

@@ -330,6 +330,7 @@ void vb_repo_close(struct vb_repo *r)
   }
   free(r->pack_tmp);
   free(r->pack_e);
+  free(r->written);
   for (size_t i = 0; i < r->nfds; i++) close(r->fds[i].fd);
   free(r->fds);
   if (r->merged_map) munmap(r->merged_map, r->merged_len);
@@ -483,12 +484,10 @@ static void clean_tmp(struct vb_repo *r)
   struct vm_strv names = { 0 };
   list_dir(dir, &names);
   for (size_t i = 0; i < names.n; i++) {
-    CLEANUP_FREE char *owner = vm_strdup(names.v[i]);
-    /* tmp/LOCKNAME.WHAT.KIND: the lock's name is all before the last two dots. */
-    char *dot = strrchr(owner, '.');
-    if (dot) *dot = 0;
-    dot = strrchr(owner, '.');
-    if (dot) *dot = 0;
+    size_t span = vb_lock_name_span(names.v[i]);
+    if (!span) continue; /* not a writer's file: left alone */
+    CLEANUP_FREE char *owner = strndup(names.v[i], span);
+    if (!owner) abort();
     if (strcmp(owner, vb_lock_name(r->lock)) == 0 || vb_lock_name_alive(r->path, owner)) continue;
     CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", dir, names.v[i]);
     if (unlink(f) == 0) vm_debug("removed '%s', left by a writer that is gone", f);
@@ -676,6 +675,9 @@ static int pack_end(struct vb_repo *r)
   int e = errno;
   unlink(tmp);
   if (rc < 0 || vb_fsync_dir_of(idst) < 0) return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s'", idst);
+  r->written = realloc(r->written, (r->nwritten + 1) * sizeof *r->written);
+  if (!r->written) abort();
+  memcpy(r->written[r->nwritten++], r->pack_id, VB_PACK_ID_LEN);
   /* Its chunks are in place now. */
   for (size_t i = 0; i < r->pack_n; i++) {
     struct tentry *t = table_add(r->table, r->pack_e[i].id);
@@ -921,3 +923,134 @@ int vb_snapshot_resolve(struct vb_repo *r, const char *name, char **id)
 }
 
 int vb_repo_reindex(struct vb_repo *r, const char *hex) { return reindex_pack(r, hex); }
+
+void vb_repo_foreach_entry(struct vb_repo *r, void (*fn)(const struct vb_ientry *e, void *arg), void *arg)
+{
+  for (size_t i = 0; r->merged_n && i < r->merged.n; i++) {
+    struct vb_ientry e;
+    vb_index_entry(&r->merged, i, &e);
+    fn(&e, arg);
+  }
+  for (size_t i = 0; i < r->table->cap; i++) {
+    struct tentry *t = &r->table->v[i];
+    if (t->used != 1) continue;
+    struct vb_ientry e;
+    memcpy(e.id, t->id, VB_ID_LEN);
+    memcpy(e.pack, t->pack, VB_PACK_ID_LEN);
+    e.offset = t->offset;
+    e.reclen = t->reclen;
+    e.rawlen = t->rawlen;
+    fn(&e, arg);
+  }
+}
+
+int vb_repo_read_record(struct vb_repo *r, const struct vb_ientry *e, unsigned char *buf, const char **why)
+{
+  if (!entry_sane(r, e)) return *why = "its index entry is out of range", VM_EXIT_VERIFY;
+  uint64_t size;
+  bool owned;
+  int fd = pack_fd(r, e->pack, &size, &owned);
+  if (fd == -2) return *why = "its pack is damaged (header)", VM_EXIT_VERIFY;
+  if (fd < 0) return *why = strerror(errno), VM_EXIT_FAIL;
+  int rc = 0;
+  if (e->offset + 4 + e->reclen > size) rc = VM_EXIT_VERIFY, *why = "its record runs past its pack's end";
+  else if (pread_all(fd, buf, 4 + (size_t)e->reclen, e->offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
+  else if (get32(buf) != e->reclen) rc = VM_EXIT_VERIFY, *why = "its record's length differs from its index entry";
+  else if (buf[4] != VB_REC_CHUNK || memcmp(buf + 4 + 2, e->id, VB_ID_LEN) != 0)
+    rc = VM_EXIT_VERIFY, *why = "its record is of another chunk";
+  if (owned) close(fd);
+  return rc;
+}
+
+int vb_repo_append_record(struct vb_repo *r, const struct vb_ientry *e, const unsigned char *rec)
+{
+  return vb_repo_append(r, e->id, rec + 4, e->reclen, e->rawlen);
+}
+
+int vb_repo_write_merged(struct vb_repo *r, struct vb_ientry *e, size_t n, unsigned char (*packs)[VB_PACK_ID_LEN],
+                         size_t npacks)
+{
+  static const unsigned char zero[VB_PACK_ID_LEN];
+  unsigned char *ix;
+  size_t ixlen;
+  const char *why;
+  if (vb_index_encode(true, zero, e, n, packs, npacks, &ix, &ixlen, &why) < 0)
+    return vm_fail(VM_EXIT_FAIL, "cannot merge the indexes: %s", why);
+  unsigned next = r->merged_n + 1;
+  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.merged%u.index", vb_lock_name(r->lock), next);
+  CLEANUP_FREE char *dst = vb_repo_file(r, "index/merged.%u", next);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int rc = fd < 0 || write_all(fd, ix, ixlen) < 0 || fsync(fd) < 0 ? -1 : 0;
+  if (fd >= 0) close(fd);
+  free(ix);
+  if (rc == 0) rc = link(tmp, dst);
+  int e2 = errno;
+  unlink(tmp);
+  if (rc < 0 || vb_fsync_dir_of(dst) < 0) return errno = e2, vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", dst);
+  /* From now on lookups use it. */
+  if (r->merged_map) munmap(r->merged_map, r->merged_len);
+  r->merged_map = NULL;
+  r->merged_n = 0;
+  r->table->n = 0;
+  memset(r->table->v, 0, r->table->cap * sizeof *r->table->v);
+  return vb_repo_load_index(r, false);
+}
+
+int vb_repo_remove_pack(struct vb_repo *r, const unsigned char pack[VB_PACK_ID_LEN])
+{
+  char hex[33];
+  vb_hex16(pack, hex);
+  pthread_mutex_lock(&r->fdmu);
+  for (size_t i = 0; i < r->nfds; i++)
+    if (memcmp(r->fds[i].id, pack, VB_PACK_ID_LEN) == 0) {
+      close(r->fds[i].fd);
+      r->fds[i] = r->fds[--r->nfds];
+      break;
+    }
+  pthread_mutex_unlock(&r->fdmu);
+  CLEANUP_FREE char *ix = vb_repo_file(r, "index/%s", hex);
+  CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", hex, hex);
+  if (unlink(ix) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", ix);
+  vb_fsync_dir_of(ix);
+  if (unlink(pf) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", pf);
+  vb_fsync_dir_of(pf);
+  /* Its folder too when it is empty now (only compact removes packs, alone). */
+  CLEANUP_FREE char *sub = vb_repo_file(r, "packs/%.2s", hex);
+  rmdir(sub);
+  return 0;
+}
+
+void vb_repo_drop_covered_indexes(struct vb_repo *r)
+{
+  if (!r->merged_n) return;
+  CLEANUP_FREE char *idir = vb_repo_file(r, "index");
+  struct vm_strv names = { 0 };
+  list_dir(idir, &names);
+  for (size_t i = 0; i < names.n; i++) {
+    unsigned char pid[VB_PACK_ID_LEN];
+    unsigned long n;
+    char *end;
+    bool drop = false;
+    if (vb_unhex16(names.v[i], pid) == 0) drop = vb_index_covers(&r->merged, pid);
+    else if (strncmp(names.v[i], "merged.", 7) == 0 && (n = strtoul(names.v[i] + 7, &end, 10)) < r->merged_n && !*end)
+      drop = true;
+    if (!drop) continue;
+    CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", idir, names.v[i]);
+    if (unlink(f) < 0 && errno != ENOENT) vm_warn("cannot remove '%s': %s", f, strerror(errno));
+  }
+  vm_strv_free(&names);
+  vb_fsync_dir_of(idir);
+}
+
+size_t vb_repo_new_packs(struct vb_repo *r, unsigned char (**packs)[VB_PACK_ID_LEN])
+{
+  *packs = r->written;
+  return r->nwritten;
+}
+
+int vb_snapshot_remove(struct vb_repo *r, const char *id)
+{
+  CLEANUP_FREE char *f = vb_repo_file(r, "snapshots/%s", id);
+  if (unlink(f) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", f);
+  return 0;
+}

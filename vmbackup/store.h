@@ -50,6 +50,9 @@ struct vb_repo {
   struct vb_packfd *fds;
   size_t nfds;
   pthread_mutex_t fdmu;
+  /* The packs this run put in place. */
+  unsigned char (*written)[VB_PACK_ID_LEN];
+  size_t nwritten;
   /* Counters of what this run stored. */
   uint64_t new_chunks, new_raw, new_stored;
 };
@@ -123,6 +126,29 @@ int vb_pack_scan(struct vb_repo *r, const char *hex, unsigned char **buf, size_t
                  size_t *n, const char **why);
 /* Repairs what a killed writer left: indexes the packs that have none. */
 int vb_repo_reindex(struct vb_repo *r, const char *hex);
+
+/* Every chunk entry of the indexes loaded (the merged one's, then the others'),
+ * one call each; an id in two packs comes twice. */
+void vb_repo_foreach_entry(struct vb_repo *r, void (*fn)(const struct vb_ientry *e, void *arg), void *arg);
+/* The record of an entry as it lies in its pack (sealed, its 4-byte length
+ * first): 4 + e->reclen bytes into buf. 0 or an exit code, no message (*why). */
+int vb_repo_read_record(struct vb_repo *r, const struct vb_ientry *e, unsigned char *buf, const char **why);
+/* Appends a record copied from another pack as it is (compact). */
+int vb_repo_append_record(struct vb_repo *r, const struct vb_ientry *e, const unsigned char *rec);
+/* Writes index/merged.N+1 over entries (one per id) of the packs listed, with
+ * link(2) so that it never replaces a file. 0 or an exit code after a message. */
+int vb_repo_write_merged(struct vb_repo *r, struct vb_ientry *e, size_t n, unsigned char (*packs)[VB_PACK_ID_LEN],
+                         size_t npacks);
+/* Removes a pack: its index first, then the pack (a pack without an index is
+ * indexed again, never an index without its pack). 0 or an exit code. */
+int vb_repo_remove_pack(struct vb_repo *r, const unsigned char pack[VB_PACK_ID_LEN]);
+/* Removes every index file that the newest merged index makes redundant: the
+ * older merged ones and the per-pack ones of packs it lists. */
+void vb_repo_drop_covered_indexes(struct vb_repo *r);
+/* The packs this run wrote (their IDs), for compact. */
+size_t vb_repo_new_packs(struct vb_repo *r, unsigned char (**packs)[VB_PACK_ID_LEN]);
+/* Removes a snapshot's manifest (prune). 0 or an exit code after a message. */
+int vb_snapshot_remove(struct vb_repo *r, const char *id);
 
 /* Files under the repository's folder. */
 char *vb_repo_file(const struct vb_repo *r, const char *fmt, ...) VM_PRINTF(2, 3);

@@ -35,5 +35,7 @@ int cmd_backup(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 
 #endif

@@ -415,3 +415,30 @@ kept_by() {
   [ "$(snaps "$r" | grep -c .)" -eq 2 ]
   [ -z "$(ls "$r/tmp")" ]
 }
+
+@test "restore --as: a new VM with new UUID and MACs boots from the snapshot; nothing is left when it fails" {
+  local new snap
+  new=$(vm_name as)
+  guest_exec "$VM" 'echo restored-as > /mnt/data/value; sync'
+  run_tool 0 vmbackup backup "$REPO" "$VM" -o json
+  snap=$(json_of snapshot)
+  run_tool 0 vmbackup restore "$REPO" "$snap" --as "$new" --start
+  assert_stderr_has "as VM '$new'"
+  [ "$(virsh_q domuuid "$new")" != "$(virsh_q domuuid "$VM")" ]
+  [ "$(virsh_q domiflist "$new" | awk '{print $5}')" != "$(virsh_q domiflist "$VM" | awk '{print $5}')" ]
+  run virsh_q dumpxml "$new"
+  [[ "$output" != *"backingStore type"* ]]
+  [[ "$output" == *"$VMKIT_STORAGE_DIR/$new.qcow2"* ]]
+  run_tool 0 vmrun wait "$new" --console-line 'vmkit-guest: data=restored-as' --timeout 120
+  # Its disk keeps bitmaps: its own backups are incremental after the first.
+  run_tool 0 vmbackup backup "$REPO" "$new" -o json
+  run_tool 0 vmbackup backup "$REPO" "$new" -o json
+  [ "$(json_of kind)" = incremental ]
+  # A name in use, or a bad one: refused before anything is made.
+  run_tool 4 vmbackup restore "$REPO" "$snap" --as "$new"
+  run_tool 2 vmbackup restore "$REPO" "$snap" --as "bad/name"
+  run_tool 2 vmbackup restore "$REPO" "$snap" --as "$new-x" --to /tmp
+  run_tool 3 vmbackup restore "$REPO" "$snap" --as "$new-x" --pool no-such-pool
+  [ ! -e "$VMKIT_STORAGE_DIR/$new-x.qcow2" ]
+  [ "$(virsh_q list --all --name | grep -c "$new-x")" -eq 0 ]
+}

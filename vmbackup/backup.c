@@ -88,6 +88,8 @@ static void chunk_work(void *arg)
     if (vb_seal(&r->repo->keys, r->repo->cfg.zstd_level, VB_REC_CHUNK, id, c->buf, c->len, rec, &reclen) < 0) {
       atomic_store(&r->error, VM_EXIT_FAIL);
       r->error_why = "cannot compress and seal a chunk";
+      /* Its claim stays: no later snapshot of this run may name it. */
+      vb_repo_fail(r->repo);
     } else if (vb_repo_append(r->repo, id, rec, reclen, c->len) != 0) {
       atomic_store(&r->error, VM_EXIT_FAIL);
     }
@@ -277,6 +279,12 @@ static int load_disks(struct run *r)
       return vm_fail(VM_EXIT_STATE, "VM '%s': disk %s has no source to back up", r->vm,
                      disks[i].target ? disks[i].target : "?");
     }
+    if (disks[i].type && strcmp(disks[i].type, "file") != 0) {
+      int code = vm_fail(VM_EXIT_STATE, "VM '%s': disk %s is a %s disk: only file disks are backed up so far", r->vm,
+                         disks[i].target, disks[i].type);
+      vm_disks_free(disks, n);
+      return code;
+    }
     struct bdisk *d = &r->disks[r->ndisks++];
     d->target = vm_strdup(disks[i].target);
     d->format = vm_strdup(disks[i].format ? disks[i].format : "raw");
@@ -308,7 +316,7 @@ static int find_base(struct run *r)
       vm_warn("snapshot %s is unreadable (%s); run 'vmbackup check'", ids.v[i], vm_last_error());
       continue;
     }
-    long long t = vb_parse_utc(m.ended);
+    long long t = vb_parse_utc(m.started);
     if (strcmp(m.uuid, r->uuid) == 0 && t >= best) {
       if (r->have_prev) vb_manifest_free(&r->prevm);
       r->prevm = m;
@@ -494,14 +502,25 @@ static int recover(virConnectPtr conn, virDomainPtr dom, const char *vm)
   CLEANUP_FREE char *paused = vm_journal_attr(rec, "started-paused");
   CLEANUP_FREE char *cp = vm_journal_attr(rec, "checkpoint");
   CLEANUP_FREE char *phase = vm_journal_attr(rec, "phase");
-  if (frozen && strcmp(frozen, "yes") == 0 && virDomainFSThaw(dom, NULL, 0, 0) < 0) {
+  /* A guest that was shut off or restarted since is not frozen any more. */
+  CLEANUP_FREE char *domid = vm_journal_attr(rec, "domain-id");
+  /* The domain the killed run worked on: the same ID (a run killed in the
+   * instant between starting it paused and recording its ID: still paused). */
+  int st0, why0;
+  bool active = virDomainIsActive(dom) == 1;
+  bool same_run = active && (domid ? (unsigned)atoi(domid) == virDomainGetID(dom)
+                                   : virDomainGetState(dom, &st0, &why0, 0) == 0 && st0 == VIR_DOMAIN_PAUSED);
+  if (frozen && strcmp(frozen, "yes") == 0 && same_run && virDomainFSThaw(dom, NULL, 0, 0) < 0) {
     int code = vm_fail_virt("cannot thaw the file systems of '%s', frozen by a killed backup", vm);
     xmlFreeDoc(rec);
     return code;
   }
-  virDomainJobInfo ji;
-  if (virDomainGetJobInfo(dom, &ji) == 0 && ji.type != VIR_DOMAIN_JOB_NONE) {
+  /* Only a backup job: another (a migration started since) is not ours. */
+  struct vm_jobstats js;
+  if (same_run && vm_job_stats(dom, false, &js) == 0 && js.type != VIR_DOMAIN_JOB_NONE &&
+      js.operation == VIR_DOMAIN_JOB_OPERATION_BACKUP) {
     virDomainAbortJob(dom);
+    virDomainJobInfo ji;
     for (int i = 0; i < 300 && virDomainGetJobInfo(dom, &ji) == 0 && ji.type != VIR_DOMAIN_JOB_NONE; i++)
       vm_sleep_ms(100);
   }
@@ -510,16 +529,14 @@ static int recover(virConnectPtr conn, virDomainPtr dom, const char *vm)
   vm_journal_volumes(rec, "scratch", &scratch);
   for (size_t i = 0; i < scratch.n; i++) vm_path_delete(conn, scratch.v[i]);
   vm_strv_free(&scratch);
-  /* A checkpoint whose snapshot was never written is no base for anything. */
-  if (cp && (!phase || strcmp(phase, "done") != 0)) {
-    virDomainCheckpointPtr c = virDomainCheckpointLookupByName(dom, cp, 0);
-    if (c) {
-      virDomainCheckpointDelete(c, 0);
-      virDomainCheckpointFree(c);
-    }
-    virResetLastError();
-  }
-  if (paused && strcmp(paused, "yes") == 0) {
+  /* The checkpoint stays: its snapshot may have been written just before the
+   * kill. The next successful backup into that repository drops it with the
+   * older ones. */
+  (void)cp;
+  (void)phase;
+  /* Stopped only when it is still the paused start of the killed run (not one
+   * a user started, or resumed and paused, since). */
+  if (paused && strcmp(paused, "yes") == 0 && same_run) {
     int state, reason;
     if (virDomainGetState(dom, &state, &reason, 0) == 0 && state == VIR_DOMAIN_PAUSED)
       virDomainDestroy(dom);
@@ -665,6 +682,13 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
     if (quiesce) vm_info("VM '%s' is shut off: its file systems are at rest, --quiesce is not needed", name);
     r.quiesce = false;
   }
+  if ((state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED) && virDomainHasManagedSaveImage(dom, 0) == 1) {
+    /* Starting it would resume it from its saved memory, and stopping it after
+     * would lose that memory. */
+    rc = vm_fail(VM_EXIT_STATE, "VM '%s' has a saved memory state (managed save): start it first, or remove the "
+                                "state, to back it up", name);
+    goto out;
+  }
   r.journal = vm_journal_new("backup");
   vm_xml_set(xmlDocGetRootElement(r.journal), "checkpoint", r.cpname);
   if (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED) {
@@ -679,6 +703,13 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
       goto out;
     }
     r.started_paused = true;
+  }
+  char idbuf[16];
+  snprintf(idbuf, sizeof idbuf, "%u", virDomainGetID(dom));
+  vm_xml_set(xmlDocGetRootElement(r.journal), "domain-id", idbuf);
+  if (r.started_paused && vm_journal_write(dom, r.journal)) {
+    rc = VM_EXIT_FAIL;
+    goto out;
   }
   if ((rc = disk_sizes(&r)) || (rc = make_sockdir(&r)) || (rc = begin_job(&r))) goto out;
   bool incr = false;
@@ -719,6 +750,14 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
   if (!rc && atomic_load(&r.error))
     rc = r.error_why ? vm_fail(VM_EXIT_FAIL, "VM '%s': %s", name, r.error_why) : atomic_load(&r.error);
   if (!rc) rc = vb_repo_flush(repo);
+  /* A disk may have been read whole after all (no bitmap on the export). */
+  incr = false;
+  for (size_t i = 0; i < r.ndisks; i++) incr |= r.disks[i].incremental;
+  m.kind = incr ? "incremental" : "full";
+  if (!incr) {
+    r.kind_why = r.disks[0].why;
+    m.why = (char *)r.kind_why;
+  }
   vm_iso_time(ended);
   m.bytes_read = atomic_load(&r.bytes_read);
   m.bytes_new = repo->new_raw;
@@ -744,8 +783,11 @@ out:
       }
       virResetLastError();
     }
-    if (r.started_paused && virDomainDestroy(dom) < 0)
+    int st2 = vm_domain_state(dom);
+    if (r.started_paused && st2 == VIR_DOMAIN_PAUSED && virDomainDestroy(dom) < 0)
       vm_warn("cannot stop '%s', started paused for its backup: %s", name, vm_virt_message());
+    else if (r.started_paused && st2 != VIR_DOMAIN_PAUSED && st2 != VIR_DOMAIN_SHUTOFF)
+      vm_warn("VM '%s', started paused for its backup, was resumed meanwhile: left running", name);
     if (vm_journal_clear(dom)) vm_warn("cannot clear the journal of '%s'", name);
   }
   run_free(&r);

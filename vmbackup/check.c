@@ -73,8 +73,21 @@ static bool same_entry(const struct vb_ientry *a, const struct vb_ientry *b)
   return a->offset == b->offset && a->reclen == b->reclen && a->rawlen == b->rawlen;
 }
 
-/* One pack: its records, its index, with --read-data each record opened. */
-static void check_pack(struct check *c, const char *hex, bool read_data, struct ids *indexed)
+static int by_id_pack(const void *a, const void *b)
+{
+  const struct vb_ientry *x = a, *y = b;
+  int c = memcmp(x->id, y->id, VB_ID_LEN);
+  return c ? c : memcmp(x->pack, y->pack, VB_PACK_ID_LEN);
+}
+
+/* Every record of every pack, from the packs themselves (sorted by id and pack). */
+struct recs {
+  struct vb_ientry *v;
+  size_t n, cap;
+};
+
+/* One pack: its records listed; with --read-data each one opened. */
+static void check_pack(struct check *c, const char *hex, bool read_data, struct recs *all)
 {
   c->packs++;
   unsigned char *buf = NULL;
@@ -84,38 +97,20 @@ static void check_pack(struct check *c, const char *hex, bool read_data, struct 
   CLEANUP_FREE char *obj = vm_strdup_printf("pack %s", hex);
   int rc = vb_pack_scan(c->r, hex, read_data ? &buf : NULL, &len, &e, &n, &why);
   if (rc) problem(c, obj, "%s", why);
-  /* Its index, checked whole, every entry a record of the pack. */
   CLEANUP_FREE char *ixf = vb_repo_file(c->r, "index/%s", hex);
-  size_t ilen;
-  CLEANUP_FREE unsigned char *ib = (unsigned char *)vm_read_file(ixf, 1u << 30, &ilen);
-  struct vb_index ix;
   unsigned char pid[VB_PACK_ID_LEN];
   vb_unhex16(hex, pid);
-  bool merged_covers = c->r->merged_n && vb_index_covers(&c->r->merged, pid);
-  if (!ib && !merged_covers) {
-    if (errno == ENOENT) {
-      c->notes++;
-      vm_info("pack %s has no index yet (a killed writer's; the next backup, or check --repair, indexes it)", hex);
-    } else {
-      problem(c, obj, "its index cannot be read: %s", strerror(errno));
+  if (access(ixf, F_OK) != 0 && !(c->r->merged_n && vb_index_covers(&c->r->merged, pid))) {
+    c->notes++;
+    vm_info("pack %s has no index yet (a killed writer's; the next backup, or check --repair, indexes it)", hex);
+  }
+  for (size_t k = 0; k < n; k++) {
+    if (all->n == all->cap) {
+      all->cap = all->cap ? all->cap * 2 : 4096;
+      all->v = realloc(all->v, all->cap * sizeof *all->v);
+      if (!all->v) abort();
     }
-  } else if (ib && (vb_index_check(ib, ilen, &ix, &why) < 0 || ix.merged || memcmp(ix.pack, pid, sizeof pid))) {
-    problem(c, obj, "its index is damaged: %s", ix.merged ? "a merged index in its place" : why);
-  } else {
-    for (size_t i = 0; ib && i < ix.n; i++) {
-      struct vb_ientry ie;
-      vb_index_entry(&ix, i, &ie);
-      bool ok = false;
-      for (size_t k = 0; k < n && !ok; k++) ok = !memcmp(e[k].id, ie.id, VB_ID_LEN) && same_entry(&e[k], &ie);
-      if (!ok) {
-        problem(c, obj, "index entry %zu names no record of the pack", i);
-        ids_add(&c->bad, ie.id);
-      } else {
-        ids_add(indexed, ie.id);
-      }
-    }
-    if (!ib) /* the merged index covers it */
-      for (size_t k = 0; k < n; k++) ids_add(indexed, e[k].id);
+    all->v[all->n++] = e[k];
   }
   c->chunks += n;
   if (read_data && buf) {
@@ -137,6 +132,19 @@ static void check_pack(struct check *c, const char *hex, bool read_data, struct 
   }
   free(buf);
   free(e);
+}
+
+/* An index entry must name a record of its pack exactly; then its chunk is indexed. */
+static void check_entry(struct check *c, const struct recs *all, const struct vb_ientry *ie, const char *obj,
+                        size_t i, struct ids *indexed)
+{
+  struct vb_ientry *rec = bsearch(ie, all->v, all->n, sizeof *all->v, by_id_pack);
+  if (!rec || !same_entry(rec, ie)) {
+    problem(c, obj, "entry %zu names no record of its pack", i);
+    ids_add(&c->bad, ie->id);
+  } else {
+    ids_add(indexed, ie->id);
+  }
 }
 
 int cmd_check(int argc, char **argv)
@@ -190,6 +198,11 @@ int cmd_check(int argc, char **argv)
   vm_errors_mute(false);
   if (lrc) problem(&c, "index", "%s", vm_last_error());
   struct ids indexed = { 0 };
+  struct recs all = { 0 };
+  /* The snapshots first: one that a backup puts in place later names only
+   * chunks of packs that were in place before it, so none looks missing. */
+  struct vm_strv snaps = { 0 };
+  vb_snapshot_ids(r, &snaps);
   CLEANUP_FREE char *pdir = vb_repo_file(r, "packs");
   struct vm_strv sub = { 0 };
   list_names(pdir, &sub);
@@ -203,29 +216,56 @@ int cmd_check(int argc, char **argv)
         problem(&c, packs.v[j], "a file in packs/%s that is no pack", sub.v[i]);
         continue;
       }
-      check_pack(&c, packs.v[j], read_data, &indexed);
+      check_pack(&c, packs.v[j], read_data, &all);
       vm_progress("check", i, sub.n);
     }
     vm_strv_free(&packs);
   }
   vm_progress_end();
   vm_strv_free(&sub);
-  /* Indexes of packs that are gone. */
+  if (all.n) qsort(all.v, all.n, sizeof *all.v, by_id_pack);
+  /* Every index: checked whole, each entry a record of its pack. */
   CLEANUP_FREE char *idir = vb_repo_file(r, "index");
   struct vm_strv ixs = { 0 };
   list_names(idir, &ixs);
   for (size_t i = 0; i < ixs.n; i++) {
-    CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", ixs.v[i], ixs.v[i]);
     unsigned char pid[16];
-    if (vb_unhex16(ixs.v[i], pid) == 0 && access(pf, F_OK) != 0)
-      problem(&c, ixs.v[i], "an index of a pack that is missing");
+    if (vb_unhex16(ixs.v[i], pid) != 0) continue;
+    CLEANUP_FREE char *obj = vm_strdup_printf("index %s", ixs.v[i]);
+    CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", ixs.v[i], ixs.v[i]);
+    if (access(pf, F_OK) != 0) {
+      problem(&c, obj, "an index of a pack that is missing");
+      continue;
+    }
+    if (r->merged_n && vb_index_covers(&r->merged, pid)) continue; /* left by a killed compact: the merged one serves */
+    CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", idir, ixs.v[i]);
+    size_t ilen;
+    CLEANUP_FREE unsigned char *ib = (unsigned char *)vm_read_file(f, 1u << 30, &ilen);
+    struct vb_index ix;
+    const char *why = "cannot be read";
+    if (!ib || vb_index_check(ib, ilen, &ix, &why) < 0 || ix.merged || memcmp(ix.pack, pid, 16)) {
+      problem(&c, obj, "damaged: %s", ib && ix.merged ? "a merged index in a pack's place" : why);
+      continue;
+    }
+    for (size_t k = 0; k < ix.n; k++) {
+      struct vb_ientry ie;
+      vb_index_entry(&ix, k, &ie);
+      check_entry(&c, &all, &ie, obj, k, &indexed);
+    }
   }
   vm_strv_free(&ixs);
+  if (r->merged_n) {
+    CLEANUP_FREE char *obj = vm_strdup_printf("index merged.%u", r->merged_n);
+    for (size_t k = 0; k < r->merged.n; k++) {
+      struct vb_ientry ie;
+      vb_index_entry(&r->merged, k, &ie);
+      check_entry(&c, &all, &ie, obj, k, &indexed);
+    }
+  }
+  free(all.v);
   ids_sort(&indexed);
   ids_sort(&c.bad);
   /* Every snapshot: its manifest, and each chunk it names. */
-  struct vm_strv snaps = { 0 };
-  vb_snapshot_ids(r, &snaps);
   for (size_t i = 0; i < snaps.n && !vm_interrupted(); i++) {
     struct vb_manifest m;
     c.snapshots++;

@@ -119,6 +119,16 @@ static bool utc_time(const char *s)
   return true;
 }
 
+/* A name that becomes part of a file name on restore (the VM's, a disk's
+ * target): not empty, no '/', not starting with '.', no control character. */
+static bool plain_name(const char *s)
+{
+  if (!*s || *s == '.' || strlen(s) > 255) return false;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+    if (*p == '/' || *p < 0x20 || *p == 0x7f) return false;
+  return true;
+}
+
 static bool hex32(const char *s)
 {
   if (strlen(s) != 32) return false;
@@ -153,6 +163,10 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
   char canon[37];
   if (!hex32(m->snapshot) || strcmp(m->snapshot, snapshot) != 0) {
     *why = "manifest of another snapshot";
+    goto out;
+  }
+  if (!plain_name(m->vm)) {
+    *why = "manifest VM name is not a plain name";
     goto out;
   }
   if (strcmp(m->kind, "full") != 0 && strcmp(m->kind, "incremental") != 0) {
@@ -195,6 +209,10 @@ int vb_manifest_parse(const unsigned char *buf, size_t len, unsigned chunk_size,
         !(d->target = str_member(jd, "target")) || !(d->format = str_member(jd, "format")) ||
         !vb_json_int(jd, "size", 0, INT64_MAX, &size) || !vb_json_int(jd, "chunks", 0, INT64_MAX, &n)) {
       *why = "a disk of the manifest is not what version 1 holds";
+      goto out;
+    }
+    if (!plain_name(d->target)) {
+      *why = "a disk target of the manifest is not a plain name";
       goto out;
     }
     for (size_t k = 0; k < i; k++)

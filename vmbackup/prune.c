@@ -50,17 +50,17 @@ static void period_of(int rule, const struct tm *tm, char out[32])
   }
 }
 
-/* Marks what one VM's snapshots (v, n, newest first) keep. */
+/* Marks what one VM's snapshots (v, n, newest first) keep, as borg prune does:
+ * the last N, then each rule in turn walks them newest first and keeps the
+ * newest of each period that no earlier rule kept, counting only those it
+ * keeps. Then the newest is kept whatever the rules say (the next incremental
+ * backup's base). */
 static void retain(struct snapinfo *v, size_t n, int last, const int rules[R_N])
 {
-  if (n) {
-    v[0].keep = "newest"; /* the next incremental's base: always kept */
+  for (size_t i = 0; i < n && (int)i < last; i++) {
+    snprintf(v[i].keepbuf, sizeof v[i].keepbuf, "last %zu", i + 1);
+    v[i].keep = v[i].keepbuf;
   }
-  for (size_t i = 0; i < n && (int)i < last; i++)
-    if (!v[i].keep || strcmp(v[i].keep, "newest") == 0) {
-      snprintf(v[i].keepbuf, sizeof v[i].keepbuf, "last %zu", i + 1);
-      v[i].keep = v[i].keepbuf;
-    }
   for (int r = 0; r < R_N; r++) {
     int kept = 0;
     char prev[32] = "";
@@ -72,13 +72,13 @@ static void retain(struct snapinfo *v, size_t n, int last, const int rules[R_N])
       period_of(r, &tm, period);
       if (strcmp(period, prev) == 0) continue;
       strcpy(prev, period);
+      if (v[i].keep) continue;
       kept++;
-      if (!v[i].keep || strcmp(v[i].keep, "newest") == 0) {
-        snprintf(v[i].keepbuf, sizeof v[i].keepbuf, "%s %s", rule_names[r], period);
-        v[i].keep = v[i].keepbuf;
-      }
+      snprintf(v[i].keepbuf, sizeof v[i].keepbuf, "%s %s", rule_names[r], period);
+      v[i].keep = v[i].keepbuf;
     }
   }
+  if (n && !v[0].keep) v[0].keep = "newest";
 }
 
 /* ---- Compact --------------------------------------------------------------------------------- */
@@ -285,11 +285,13 @@ static int compact(struct vb_repo *r, bool dry_run, char *const *skip, struct co
   for (size_t i = 0; i < np; i++)
     if (packs[i].fate == 0) memcpy(plist[npl++], packs[i].id, VB_PACK_ID_LEN);
   for (size_t i = 0; i < nnew; i++) memcpy(plist[npl++], newp[i], VB_PACK_ID_LEN);
-  rc = vb_repo_write_merged(r, merged.v, merged.n, plist, npl);
+  rc = vb_repo_still_locked(r);
+  if (!rc) rc = vb_repo_write_merged(r, merged.v, merged.n, plist, npl);
   free(plist);
   free(merged.v);
   if (rc) goto out;
   /* 3. What the merged index makes redundant, then the packs that went. */
+  if ((rc = vb_repo_still_locked(r))) goto out;
   vb_repo_drop_covered_indexes(r);
   for (size_t i = 0; i < np && !rc; i++)
     if (packs[i].fate) rc = vb_repo_remove_pack(r, packs[i].id);
@@ -408,6 +410,7 @@ int cmd_prune(int argc, char **argv)
     }
   }
   size_t pruned = 0;
+  if (!rc && !dry) rc = vb_repo_still_locked(r);
   for (size_t i = 0; i < n && !rc && !dry; i++) {
     if (v[i].keep) continue;
     if (vm_interrupted()) rc = vm_fail_interrupted();

@@ -133,10 +133,148 @@ static int restore_to(struct vb_repo *r, const struct vb_manifest *m, const char
   return rc;
 }
 
+/* The saved definition for a new VM: its name, no UUID and no MAC (libvirt makes
+ * new ones), each backed-up disk on its new volume, no backing chain, no vmkit
+ * record of a template or of unfinished work. Caller frees. */
+static char *new_definition(const struct vb_manifest *m, const char *name, char *const *paths)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(m->xml);
+  if (!doc) return NULL;
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+  xmlNodePtr root = xmlDocGetRootElement(doc);
+  static const char *const drop[] = { "/domain/uuid", "/domain/devices/interface/mac", "/domain/metadata",
+                                      "/domain/devices/disk/backingStore", "/domain/os/nvram", NULL };
+  for (size_t i = 0; drop[i]; i++) {
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, drop[i]);
+    for (int k = 0; o && o->nodesetval && k < o->nodesetval->nodeNr; k++) {
+      xmlUnlinkNode(o->nodesetval->nodeTab[k]);
+      xmlFreeNode(o->nodesetval->nodeTab[k]);
+      o->nodesetval->nodeTab[k] = NULL;
+    }
+  }
+  xmlNodeSetContent(vm_xml_find(root, "name"), BAD_CAST name);
+  /* Console logs named for the old VM are named for the new one (two VMs cannot
+   * share a log); others are dropped. */
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr logs = vm_xpath_nodes(x, "/domain/devices/*/log[@file]");
+  for (int k = 0; logs && logs->nodesetval && k < logs->nodesetval->nodeNr; k++) {
+    xmlNodePtr log = logs->nodesetval->nodeTab[k];
+    CLEANUP_FREE char *file = vm_xml_prop(log, "file");
+    char *slash = file ? strrchr(file, '/') : NULL;
+    size_t ol = strlen(m->vm);
+    if (slash && strncmp(slash + 1, m->vm, ol) == 0 && (slash[1 + ol] == '-' || slash[1 + ol] == '.')) {
+      *slash = 0;
+      CLEANUP_FREE char *nf = vm_strdup_printf("%s/%s%s", file, name, slash + 1 + ol);
+      vm_xml_set(log, "file", nf);
+    } else {
+      xmlUnlinkNode(log);
+      xmlFreeNode(log);
+      logs->nodesetval->nodeTab[k] = NULL;
+    }
+  }
+  for (size_t i = 0; i < m->ndisks; i++) {
+    CLEANUP_FREE char *lit = vm_xpath_literal(m->disks[i].target);
+    CLEANUP_FREE char *expr = vm_strdup_printf("/domain/devices/disk[target/@dev=%s]", lit);
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, expr);
+    if (!o || !o->nodesetval || o->nodesetval->nodeNr != 1) return NULL;
+    xmlNodePtr disk = o->nodesetval->nodeTab[0];
+    vm_xml_set(disk, "type", "file");
+    xmlNodePtr src = vm_xml_find(disk, "source");
+    if (src) {
+      xmlUnlinkNode(src);
+      xmlFreeNode(src);
+    }
+    xmlNodePtr drv = vm_xml_find(disk, "driver");
+    if (!drv) {
+      drv = vm_xml_child(disk, "driver", NULL);
+      vm_xml_set(drv, "name", "qemu");
+    }
+    vm_xml_set(drv, "type", "qcow2");
+    xmlNodePtr ns = xmlNewNode(NULL, BAD_CAST "source");
+    vm_xml_set(ns, "file", paths[i]);
+    xmlAddPrevSibling(vm_xml_find(disk, "target") ? vm_xml_find(disk, "target") : disk->children, ns);
+  }
+  return vm_xml_dump(doc);
+}
+
+/* restore --as NAME: each disk made here as a qcow2 from the snapshot, uploaded
+ * into a new volume of the pool through a sparse libvirt stream (so that the
+ * VM's host may be another), then the VM defined; all undone on failure. */
+static int restore_as(struct vb_repo *r, const struct vb_manifest *m, const char *name, const char *pool_name,
+                      bool start)
+{
+  int rc = vm_check_name("VM", name);
+  if (rc) return rc;
+  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
+  if (!conn) return VM_EXIT_FAIL;
+  virDomainPtr existing = virDomainLookupByName(conn, name);
+  if (existing) {
+    virDomainFree(existing);
+    return vm_fail(VM_EXIT_STATE, "a VM named '%s' exists on %s", name, vm_conn_host_name(conn));
+  }
+  virResetLastError();
+  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+  if ((rc = vm_pool_open(conn, pool_name ? pool_name : vm_default_pool(), &pool))) return rc;
+  CLEANUP_FREE char *scratch = vm_scratch_dir("restore");
+  if (!scratch) return VM_EXIT_FAIL;
+  struct vm_undo undo = { 0 };
+  struct vm_strv paths = { 0 };
+  for (size_t i = 0; i < m->ndisks && !rc; i++) {
+    const struct vb_mdisk *d = &m->disks[i];
+    CLEANUP_FREE char *raw = vm_strdup_printf("%s/%s.raw", scratch, d->target);
+    CLEANUP_FREE char *qcow = vm_strdup_printf("%s/%s.qcow2", scratch, d->target);
+    int fd = open(raw, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", raw);
+      break;
+    }
+    CLEANUP_FREE char *label = vm_strdup_printf("%s %s", name, d->target);
+    rc = vb_restore_disk(r, m, d, fd, label);
+    close(fd);
+    char *argv[] = { "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, qcow, NULL };
+    if (!rc) rc = vm_run_checked(argv, NULL);
+    unlink(raw);
+    CLEANUP_FREE char *volname = i == 0 ? vm_strdup_printf("%s.qcow2", name)
+                                        : vm_strdup_printf("%s-disk%zu.qcow2", name, i);
+    struct vm_volspec spec = { .name = volname, .format = "qcow2", .capacity = d->size };
+    CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
+    if (!rc) rc = vm_vol_create(pool, &spec, &vol);
+    if (!rc) {
+      char *path = virStorageVolGetPath(vol);
+      vm_undo_volume(&undo, conn, path);
+      vm_strv_add(&paths, path);
+      free(path);
+      rc = vm_vol_upload_file(vol, qcow);
+    }
+    unlink(qcow);
+  }
+  CLEANUP_FREE char *xml = rc ? NULL : new_definition(m, name, paths.v);
+  if (!rc && !xml) rc = vm_fail(VM_EXIT_VERIFY, "snapshot %.12s: its saved definition does not name its disks", m->snapshot);
+  virDomainPtr dom = NULL;
+  if (!rc && !(dom = virDomainDefineXML(conn, xml))) rc = vm_fail_virt("cannot define VM '%s'", name);
+  if (dom) vm_undo_domain(&undo, dom);
+  if (!rc && vm_interrupted()) rc = vm_fail_interrupted();
+  if (!rc && start && virDomainCreate(dom) < 0) rc = vm_fail_virt("cannot start VM '%s'", name);
+  if (rc) vm_undo_run(&undo);
+  else vm_undo_forget(&undo);
+  if (dom) virDomainFree(dom);
+  vm_strv_free(&paths);
+  vm_remove_tree(scratch);
+  if (!rc)
+    vm_info("restored snapshot %.12s of '%s' as VM '%s'%s (new UUID and MAC addresses)", m->snapshot, m->vm, name,
+            start ? ", started" : "");
+  return rc;
+}
+
 int cmd_restore(int argc, char **argv)
 {
-  char *to = NULL, *disk = NULL;
+  char *to = NULL, *disk = NULL, *as = NULL, *pool = NULL;
+  int start = 0;
   struct poptOption table[] = {
+    { "as", '\0', POPT_ARG_STRING, &as, 0,
+      "define a new VM NAME from the snapshot: its disks as qcow2 volumes in the pool, a new UUID and new MACs", "NAME" },
+    { "pool", '\0', POPT_ARG_STRING, &pool, 0, "--as: the storage pool for its disks (default: VMKIT_POOL, else default)",
+      "POOL" },
+    { "start", '\0', POPT_ARG_NONE, &start, 0, "--as: start the new VM", NULL },
     { "to", '\0', POPT_ARG_STRING, &to, 0,
       "write each disk as a sparse raw image DIR/VM.TARGET.raw, and the definition as DIR/VM.xml", "DIR" },
     { "disk", '\0', POPT_ARG_STRING, &disk, 0, "only this disk (its target, e.g. vda)", "TARGET" },
@@ -145,14 +283,16 @@ int cmd_restore(int argc, char **argv)
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
-  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT --to DIR",
+  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT --to DIR | --as NAME",
                     "Restore a snapshot (its ID or a unique prefix of 6 digits or more, as 'vmbackup list' shows): "
                     "every chunk is authenticated before it is written, holes stay holes, and a failed restore "
                     "leaves no file behind.",
                     2, 2, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   vm_catch_signals();
-  if (!to) return vm_usage_error("say where to restore: --to DIR");
+  if (!to == !as) return vm_usage_error("say where to restore: --to DIR or --as NAME");
+  if (as && disk) return vm_usage_error("--disk goes with --to");
+  if (to && (pool || start)) return vm_usage_error("--pool and --start go with --as");
   struct vb_repo *r;
   /* A shared lock: no prune or compact removes a pack while it is read. */
   if ((rc = vb_open_repo(args[0], VB_LOCK_SHARED, &r))) return rc;
@@ -160,7 +300,7 @@ int cmd_restore(int argc, char **argv)
   struct vb_manifest m;
   if (!(rc = vb_snapshot_resolve(r, args[1], &id)) && !(rc = vb_snapshot_get(r, id, &m))) {
     rc = vb_repo_load_index(r, false);
-    if (!rc) rc = restore_to(r, &m, to, disk);
+    if (!rc) rc = to ? restore_to(r, &m, to, disk) : restore_as(r, &m, as, pool, start);
     vb_manifest_free(&m);
   }
   vb_repo_close(r);

@@ -212,13 +212,24 @@ int vb_repo_create(const char *path, const struct vb_config *cfg)
   else if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
     return vm_fail(VM_EXIT_STATE, "'%s' exists and is not a folder", path);
   if (!made) {
+    CLEANUP_FREE char *cf0 = vm_strdup_printf("%s/config", path);
+    if (access(cf0, F_OK) == 0) return vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path);
     DIR *d = opendir(path);
     if (!d) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", path);
     struct dirent *e;
     bool empty = true;
-    while ((e = readdir(d)))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = false;
+    /* The layout's empty folders without a config: a killed init, made again. */
+    while ((e = readdir(d))) {
+      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+      bool layout = false;
+      for (size_t i = 0; subdirs[i]; i++) layout |= !strcmp(e->d_name, subdirs[i]);
+      if (!layout) empty = false;
+    }
     closedir(d);
+    for (size_t i = 0; subdirs[i] && empty; i++) {
+      CLEANUP_FREE char *sub = vm_strdup_printf("%s/%s", path, subdirs[i]);
+      if (rmdir(sub) < 0 && errno != ENOENT) empty = false;
+    }
     if (!empty) {
       CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
       if (access(cf, F_OK) == 0) return vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path);
@@ -518,6 +529,17 @@ static int load_index_file(struct vb_repo *r, const char *path, const unsigned c
 
 int vb_repo_load_index(struct vb_repo *r, bool repair)
 {
+  /* Loaded again (after a repair, a merge): from scratch. */
+  if (r->merged_map) munmap(r->merged_map, r->merged_len);
+  r->merged_map = NULL;
+  r->merged_n = 0;
+  struct tentry *old = r->table->v;
+  size_t ocap = r->table->cap;
+  r->table->v = NULL;
+  r->table->cap = r->table->n = 0;
+  for (size_t i = 0; i < ocap; i++)
+    if (old[i].used == 2) *table_add(r->table, old[i].id) = old[i]; /* claims of this run stay */
+  free(old);
   if (repair && r->lock) clean_tmp(r);
   CLEANUP_FREE char *idir = vb_repo_file(r, "index");
   struct vm_strv names = { 0 };
@@ -728,6 +750,20 @@ int vb_repo_append(struct vb_repo *r, const unsigned char id[VB_ID_LEN], const u
   return rc;
 }
 
+int vb_repo_still_locked(struct vb_repo *r)
+{
+  if (!r->lock || vb_lock_held(r->lock)) return 0;
+  return vm_fail(VM_EXIT_STATE, "this run's lock on '%s' was taken over by another run (thought dead): stopping",
+                 r->shown);
+}
+
+void vb_repo_fail(struct vb_repo *r)
+{
+  pthread_mutex_lock(&r->mu);
+  r->write_error = 1;
+  pthread_mutex_unlock(&r->mu);
+}
+
 int vb_repo_flush(struct vb_repo *r)
 {
   pthread_mutex_lock(&r->mu);
@@ -792,7 +828,7 @@ int vb_repo_read_chunk(struct vb_repo *r, const unsigned char id[VB_ID_LEN], uns
   int fd = pack_fd(r, e.pack, &size, &owned);
   if (fd == -2) return *why = "its pack is damaged (header)", VM_EXIT_VERIFY;
   if (fd < 0) return *why = errno == ENOENT ? "its pack is missing" : strerror(errno), errno == ENOENT ? VM_EXIT_VERIFY : VM_EXIT_FAIL;
-  if (e.offset + 4 + e.reclen > size) {
+  if (e.offset > size || 4 + (uint64_t)e.reclen > size - e.offset) {
     if (owned) close(fd);
     return *why = "its record runs past its pack's end", VM_EXIT_VERIFY;
   }
@@ -953,7 +989,7 @@ int vb_repo_read_record(struct vb_repo *r, const struct vb_ientry *e, unsigned c
   if (fd == -2) return *why = "its pack is damaged (header)", VM_EXIT_VERIFY;
   if (fd < 0) return *why = strerror(errno), VM_EXIT_FAIL;
   int rc = 0;
-  if (e->offset + 4 + e->reclen > size) rc = VM_EXIT_VERIFY, *why = "its record runs past its pack's end";
+  if (e->offset > size || 4 + (uint64_t)e->reclen > size - e->offset) rc = VM_EXIT_VERIFY, *why = "its record runs past its pack's end";
   else if (pread_all(fd, buf, 4 + (size_t)e->reclen, e->offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
   else if (get32(buf) != e->reclen) rc = VM_EXIT_VERIFY, *why = "its record's length differs from its index entry";
   else if (buf[4] != VB_REC_CHUNK || memcmp(buf + 4 + 2, e->id, VB_ID_LEN) != 0)
@@ -988,11 +1024,6 @@ int vb_repo_write_merged(struct vb_repo *r, struct vb_ientry *e, size_t n, unsig
   unlink(tmp);
   if (rc < 0 || vb_fsync_dir_of(dst) < 0) return errno = e2, vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", dst);
   /* From now on lookups use it. */
-  if (r->merged_map) munmap(r->merged_map, r->merged_len);
-  r->merged_map = NULL;
-  r->merged_n = 0;
-  r->table->n = 0;
-  memset(r->table->v, 0, r->table->cap * sizeof *r->table->v);
   return vb_repo_load_index(r, false);
 }
 

@@ -94,6 +94,11 @@ bool vb_repo_claim(struct vb_repo *r, const unsigned char id[VB_ID_LEN]);
  * 0 or an exit code after a message. */
 int vb_repo_append(struct vb_repo *r, const unsigned char id[VB_ID_LEN], const unsigned char *rec, size_t reclen,
                    size_t rawlen);
+/* 0 while this run's lock is still its own, else VM_EXIT_STATE after a message
+ * (it was taken over as stale: whoever holds it now must not be disturbed). */
+int vb_repo_still_locked(struct vb_repo *r);
+/* Marks this run's writing failed: every later append and flush fails. */
+void vb_repo_fail(struct vb_repo *r);
 /* Closes the pack being written: flushed, renamed into packs/, its index
  * written. Every chunk this run appended is then in place. 0 or an exit code. */
 int vb_repo_flush(struct vb_repo *r);

@@ -103,6 +103,10 @@ static void refuses_inconsistent_ones(void **state)
     { offsetof(struct vb_manifest, kind), "partial", "manifest kind is neither full nor incremental" },
     { offsetof(struct vb_manifest, uuid), "8C1C7A3E-1B7E-4A53-9A8E-2F1D5D9B0E11", "manifest UUID or times are not in their form" },
     { offsetof(struct vb_manifest, started), "2026-12-01 03:00:00", "manifest UUID or times are not in their form" },
+    /* Names that restore turns into file names: no way out of the folder. */
+    { offsetof(struct vb_manifest, vm), "../../../etc/x", "manifest VM name is not a plain name" },
+    { offsetof(struct vb_manifest, vm), ".hidden", "manifest VM name is not a plain name" },
+    { offsetof(struct vb_manifest, vm), "web\n1", "manifest VM name is not a plain name" },
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     sample(&m);
@@ -112,6 +116,12 @@ static void refuses_inconsistent_ones(void **state)
     assert_string_equal(why, bad[i].why);
     free(buf);
   }
+  sample(&m);
+  m.disks[1].target = "../vdb";
+  assert_int_equal(vb_manifest_encode(&m, CS, &buf, &len, &why), 0);
+  assert_int_equal(vb_manifest_parse(buf, len, CS, SNAP, &back, &why), -1);
+  assert_string_equal(why, "a disk target of the manifest is not a plain name");
+  free(buf);
 }
 
 /* Random changes to a valid manifest: refused, or read with tables that match

@@ -56,7 +56,7 @@ COMMON_OBJS := $(COMMON_SRCS:.c=.o)
 LIBVMKIT := common/libvmkit-gfs.a common/libvmkit-virt.a common/libvmkit-base.a
 LIBVMKIT_BASE := common/libvmkit-base.a
 
-all: $(TOOLS)
+all: $(TOOLS) vmbackup/plugin/nbdkit-vmbackup-plugin.so
 
 # Each tool is every .c file in its folder, linked with libvmkit.a.
 define tool_rule
@@ -105,6 +105,15 @@ t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -o $@ $< $(LIBVMKIT_BASE) $(BASE_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
+# vmbackup's nbdkit plugin (nbdkit's plugin API, nbdkit-plugin-dev): the
+# repository modules and the base layer built into it position-independent.
+VB_PLUGIN_SRCS := vmbackup/plugin/nbdkit-vmbackup-plugin.c $(VB_SRCS) $(wildcard common/base/*.c)
+vmbackup/plugin/nbdkit-vmbackup-plugin.so: $(VB_PLUGIN_SRCS) $(wildcard vmbackup/*.h common/base/*.h)
+	$(call need_pkg,nbdkit:nbdkit-plugin-dev)
+	$(CC) -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Ivmbackup -Icommon/base \
+	  $(shell $(PKG_CONFIG) --cflags nbdkit $(call pkgnames,$(BASE_PKGS))) $(CFLAGS) -fPIC -shared \
+	  -fvisibility=hidden -o $@ $(VB_PLUGIN_SRCS) $(BASE_LIBS) -lcrypto -lzstd -lpthread
+
 # A fault injector the tests preload into a tool (t/fault/inject.c).
 t/fault/libinject.so: t/fault/inject.c
 	$(CC) $(CFLAGS) -shared -fPIC $(shell $(PKG_CONFIG) --cflags libvirt) -o $@ $< -ldl
@@ -115,6 +124,8 @@ check: all $(UNIT_BINS) t/fault/libinject.so
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
 	install -m 755 $(foreach t,$(TOOLS),$(t)/$(t)) $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(PREFIX)/lib/vmkit
+	install -m 755 vmbackup/plugin/nbdkit-vmbackup-plugin.so $(DESTDIR)$(PREFIX)/lib/vmkit/
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7/

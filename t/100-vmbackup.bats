@@ -442,3 +442,40 @@ kept_by() {
   [ ! -e "$VMKIT_STORAGE_DIR/$new-x.qcow2" ]
   [ "$(virsh_q list --all --name | grep -c "$new-x")" -eq 0 ]
 }
+
+@test "ls, restore-file and serve: files from inside a snapshot, reading only the chunks they touch" {
+  local snap uri pid n
+  guest_exec "$VM" 'mkdir -p /mnt/data/docs; echo "written by the guest" > /mnt/data/docs/note.txt; sync'
+  run_tool 0 vmbackup backup "$REPO" "$VM" -o json
+  snap=$(json_of snapshot)
+  run_tool 0 vmbackup ls "$REPO" "$snap" /data/docs -o tsv -v
+  [[ "$output" == *"note.txt"* ]]
+  assert_stderr_has "chunks of the repository"
+  run_tool 0 vmbackup restore-file "$REPO" "${snap:0:10}" /data/docs/note.txt /data/docs --to "$BATS_TEST_TMPDIR"
+  [ "$(cat "$BATS_TEST_TMPDIR/note.txt")" = "written by the guest" ]
+  [ "$(cat "$BATS_TEST_TMPDIR/docs/note.txt")" = "written by the guest" ]
+  # Only what the lookups and the file touch: a few chunks of the 256.
+  n=$(sed -n 's/.*read \([0-9]*\) chunks of the repository.*/\1/p' <<< "$stderr")
+  echo "restore-file read $n chunks" >&3
+  [ "$n" -ge 1 ] && [ "$n" -le 26 ]
+  # Never over a file; a path the snapshot lacks leaves nothing.
+  run_tool 4 vmbackup restore-file "$REPO" "$snap" /data/docs/note.txt --to "$BATS_TEST_TMPDIR"
+  mkdir "$BATS_TEST_TMPDIR/x"
+  run_tool 3 vmbackup restore-file "$REPO" "$snap" /data/docs /no/such/file --to "$BATS_TEST_TMPDIR/x"
+  [ -z "$(ls "$BATS_TEST_TMPDIR/x")" ]
+  run_tool 2 vmbackup restore-file "$REPO" "$snap" relative/path
+  # serve: an NBD URI on stdout that qemu-img reads as the restored disk.
+  "$TOP/vmbackup/vmbackup" serve "$REPO" "$snap" vda > "$BATS_TEST_TMPDIR/uri" &
+  pid=$!
+  for n in $(seq 1 100); do [ -s "$BATS_TEST_TMPDIR/uri" ] && break; sleep 0.1; done
+  uri=$(cat "$BATS_TEST_TMPDIR/uri")
+  [[ "$uri" == nbd+unix://* ]]
+  qemu-img convert -f raw -O raw "$uri" "$BATS_TEST_TMPDIR/served.raw"
+  kill -TERM "$pid"
+  wait "$pid"
+  mkdir "$BATS_TEST_TMPDIR/r"
+  img=$(restore_disk "$REPO" "$snap" "$BATS_TEST_TMPDIR/r")
+  cmp "$img" "$BATS_TEST_TMPDIR/served.raw"
+  run_tool 3 vmbackup serve "$REPO" "$snap" vdz
+  assert_stderr_has "no disk 'vdz'"
+}

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libxml/uri.h>
 #include <openssl/rand.h>
 
 #include "vmbackup.h"
@@ -42,6 +43,10 @@ struct run {
   bool have_prev, quiesce, full, started_paused, job, frozen;
   const char *kind_why;
   char *sockdir, *sock;
+  /* A VM of another host: its export is read over TCP (TLS with tls). */
+  char *tcp_host;
+  int tcp_port;
+  bool tls;
   struct vm_strv scratch_made;
   xmlDocPtr journal;
   /* Counters (the workers add to them). */
@@ -146,6 +151,25 @@ static bool meets(const uint32_t *e, size_t n, uint64_t base, uint64_t a, uint64
   return hit;
 }
 
+/* TLS for a TCP export (--tls): the certificates of VMKIT_NBD_TLS_DIR, else
+ * /etc/pki/qemu (ca-cert.pem, client-cert.pem, client-key.pem), as QEMU's own
+ * NBD client uses them. */
+static int nbd_tls(struct run *r, struct nbd_handle *h)
+{
+  if (!r->tls) return 0;
+  const char *dir = getenv("VMKIT_NBD_TLS_DIR");
+  if (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) == -1) return -1;
+  return nbd_set_tls_certificates(h, dir && *dir ? dir : "/etc/pki/qemu");
+}
+
+static int nbd_connect_to(struct run *r, struct nbd_handle *h)
+{
+  if (!r->tcp_host) return nbd_connect_unix(h, r->sock);
+  char port[16];
+  snprintf(port, sizeof port, "%d", r->tcp_port);
+  return nbd_connect_tcp(h, r->tcp_host, port);
+}
+
 static struct nbd_handle *nbd_open(struct run *r, struct bdisk *d, const char *bitmap_ctx)
 {
   struct nbd_handle *h = nbd_create();
@@ -154,7 +178,7 @@ static struct nbd_handle *nbd_open(struct run *r, struct bdisk *d, const char *b
     return NULL;
   }
   if (nbd_set_export_name(h, d->target) == -1 || nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      (bitmap_ctx && nbd_add_meta_context(h, bitmap_ctx) == -1) || nbd_connect_unix(h, r->sock) == -1) {
+      (bitmap_ctx && nbd_add_meta_context(h, bitmap_ctx) == -1) || nbd_tls(r, h) == -1 || nbd_connect_to(r, h) == -1) {
     vm_fail(VM_EXIT_FAIL, "cannot read disk %s of VM '%s' from its backup export: %s", d->target, r->vm,
             nbd_get_error());
     nbd_close(h);
@@ -163,8 +187,37 @@ static struct nbd_handle *nbd_open(struct run *r, struct bdisk *d, const char *b
   return h;
 }
 
+#define INFLIGHT 8
+struct pending {
+  int64_t cookie;
+  struct chunk *c;
+  uint64_t off;
+};
+struct inflight {
+  struct pending v[INFLIGHT];
+  size_t head, n;
+};
+
+/* Waits for the oldest read in flight, hands its chunk to the workers. */
+static int retire(struct run *r, struct bdisk *d, struct nbd_handle *h, struct inflight *fl, struct vb_workq *q)
+{
+  struct pending *p = &fl->v[fl->head];
+  int done;
+  while ((done = nbd_aio_command_completed(h, p->cookie)) == 0)
+    if (nbd_poll(h, -1) == -1) break;
+  if (done != 1)
+    return vm_fail(VM_EXIT_FAIL, "disk %s of VM '%s': read at %llu: %s", d->target, r->vm, (unsigned long long)p->off,
+                   nbd_get_error());
+  atomic_fetch_add(&r->bytes_read, p->c->len);
+  vb_workq_push(q, chunk_work, p->c);
+  fl->head = (fl->head + 1) % INFLIGHT;
+  fl->n--;
+  return 0;
+}
+
 static int read_disk(struct run *r, struct bdisk *d, struct vb_mdisk *md, struct vb_workq *q)
 {
+  struct inflight fl = { 0 };
   unsigned cs = r->repo->cfg.chunk_size;
   CLEANUP_FREE char *bitmap = vm_strdup_printf("vmbackup-%s", d->target);
   CLEANUP_FREE char *ctx = vm_strdup_printf("qemu:dirty-bitmap:%s", bitmap);
@@ -228,27 +281,40 @@ static int read_disk(struct run *r, struct bdisk *d, struct vb_mdisk *md, struct
       if (!c) abort();
       *c = (struct chunk){ r, malloc(b - a), b - a, slot };
       if (!c->buf) abort();
-      if (nbd_pread(h, c->buf, b - a, a, 0) == -1) {
+      /* Several reads in flight: QEMU serves the next while this one crosses. */
+      if (fl.n == INFLIGHT && (rc = retire(r, d, h, &fl, q))) {
+        free(c->buf);
+        free(c);
+        break;
+      }
+      int64_t cookie = nbd_aio_pread(h, c->buf, b - a, a, NBD_NULL_COMPLETION, 0);
+      if (cookie == -1) {
         rc = vm_fail(VM_EXIT_FAIL, "disk %s of VM '%s': read at %llu: %s", d->target, r->vm, (unsigned long long)a,
                      nbd_get_error());
         free(c->buf);
         free(c);
         break;
       }
-      atomic_fetch_add(&r->bytes_read, b - a);
-      vb_workq_push(q, chunk_work, c);
+      fl.v[(fl.head + fl.n) % INFLIGHT] = (struct pending){ cookie, c, a };
+      fl.n++;
       if (vm_interrupted()) rc = vm_fail_interrupted();
       else if (atomic_load(&r->error)) rc = atomic_load(&r->error);
     }
     vm_progress(label, last * cs > d->size ? d->size : last * cs, d->size);
     woff = last * cs;
   }
+  while (!rc && fl.n) rc = retire(r, d, h, &fl, q);
   vm_progress_end();
   free(x.alloc);
   free(x.dirty);
 out:
   nbd_shutdown(h, 0);
   nbd_close(h);
+  /* Reads still in flight after a failure: their buffers outlive the handle. */
+  for (; fl.n; fl.n--, fl.head = (fl.head + 1) % INFLIGHT) {
+    free(fl.v[fl.head].c->buf);
+    free(fl.v[fl.head].c);
+  }
   return rc;
 }
 
@@ -383,8 +449,15 @@ static char *backup_xml(struct run *r)
   xmlDocSetRootElement(doc, root);
   vm_xml_set(root, "mode", "pull");
   xmlNodePtr srv = vm_xml_child(root, "server", NULL);
-  vm_xml_set(srv, "transport", "unix");
-  vm_xml_set(srv, "socket", r->sock);
+  if (r->tcp_host) {
+    vm_xml_set(srv, "transport", "tcp");
+    vm_xml_set(srv, "name", r->tcp_host);
+    vm_xml_setf(srv, "port", "%d", r->tcp_port);
+    if (r->tls) vm_xml_set(srv, "tls", "yes");
+  } else {
+    vm_xml_set(srv, "transport", "unix");
+    vm_xml_set(srv, "socket", r->sock);
+  }
   xmlNodePtr disks = vm_xml_child(root, "disks", NULL);
   for (size_t i = 0; i < r->ndisks; i++) {
     struct bdisk *d = &r->disks[i];
@@ -425,6 +498,7 @@ static char *checkpoint_xml(struct run *r)
  * so that QEMU can make the socket there and nobody else can reach it. */
 static int make_sockdir(struct run *r)
 {
+  if (r->tcp_host) return 0;
   r->sockdir = vm_scratch_dir("backup");
   if (!r->sockdir) return VM_EXIT_FAIL;
   r->sock = vm_strdup_printf("%s/nbd.sock", r->sockdir);
@@ -546,6 +620,34 @@ static int recover(virConnectPtr conn, virDomainPtr dom, const char *vm)
   return vm_journal_clear(dom);
 }
 
+/* The address at which this machine reaches the connection's host. */
+static int vb_host_address(virConnectPtr conn, char **out)
+{
+  *out = NULL;
+  char *uri = virConnectGetURI(conn);
+  if (!uri) return vm_fail_virt("cannot read the connection's URI");
+  struct vm_hosts hosts = { 0 };
+  const struct vm_host *h = NULL;
+  vm_errors_mute(true); /* no hosts file: the URI alone */
+  if (vm_hosts_load(NULL, &hosts) == 0) h = vm_hosts_find_uri(&hosts, uri);
+  vm_errors_mute(false);
+  const char *tag = h ? vm_host_tag(h, "nbd-address") : NULL;
+  const char *mig = h ? vm_host_tag(h, "migrate-uri") : NULL;
+  xmlURIPtr u = NULL;
+  if (tag) *out = vm_strdup(tag);
+  else if (mig && (u = xmlParseURI(mig)) && u->server && *u->server) *out = vm_strdup(u->server);
+  if (u) xmlFreeURI(u);
+  u = NULL;
+  if (!*out && (u = xmlParseURI(uri)) && u->server && *u->server) *out = vm_strdup(u->server);
+  if (u) xmlFreeURI(u);
+  vm_hosts_free(&hosts);
+  int rc = *out ? 0
+                : vm_fail(VM_EXIT_USAGE, "cannot tell at which address to read the backup export of %s ('%s'): give "
+                                         "it as nbd-address=ADDR in the hosts file", vm_conn_host_name(conn), uri);
+  free(uri);
+  return rc;
+}
+
 /* ---- One VM -------------------------------------------------------------------------------------- */
 
 static void run_free(struct run *r)
@@ -563,8 +665,31 @@ static void run_free(struct run *r)
   if (r->sockdir) vm_remove_tree(r->sockdir);
   free(r->sockdir);
   free(r->sock);
+  free(r->tcp_host);
   vm_strv_free(&r->scratch_made);
   if (r->journal) xmlFreeDoc(r->journal);
+}
+
+/* The export's TCP ports on another host: NBD's own port and the 63 after it. */
+#define PORT_MIN 10809
+#define PORT_SPAN 64
+
+/* virDomainBackupBegin; over TCP, on the next port of the range when QEMU
+ * finds one in use (another backup on that host). */
+static int begin_call(struct run *r, const char *cx)
+{
+  int first = (int)(vm_now_ms() % PORT_SPAN);
+  for (int attempt = 0;; attempt++) {
+    if (r->tcp_host) r->tcp_port = PORT_MIN + (first + attempt) % PORT_SPAN;
+    CLEANUP_FREE char *bx = backup_xml(r);
+    vm_debug("backup XML: %s", bx);
+    int rc = virDomainBackupBegin(r->dom, bx, cx, 0);
+    if (rc == 0 || !r->tcp_host || attempt == 20) return rc;
+    const char *m = vm_virt_message();
+    if (!strstr(m, "in use") && !strstr(m, "bind")) return rc;
+    vm_debug("port %d is taken on %s: the next", r->tcp_port, r->tcp_host);
+    for (size_t i = 0; i < r->ndisks; i++) vm_path_delete(r->conn, r->disks[i].scratch);
+  }
 }
 
 static int begin_job(struct run *r)
@@ -585,10 +710,8 @@ static int begin_job(struct run *r)
       return code == VM_EXIT_FAIL ? VM_EXIT_STATE : code;
     }
   }
-  CLEANUP_FREE char *bx = backup_xml(r);
   CLEANUP_FREE char *cx = checkpoint_xml(r);
-  vm_debug("backup XML: %s", bx);
-  int rc = virDomainBackupBegin(r->dom, bx, cx, 0);
+  int rc = begin_call(r, cx);
   bool incr = false;
   for (size_t i = 0; i < r->ndisks; i++) incr |= r->disks[i].incremental;
   if (rc < 0 && incr) {
@@ -601,10 +724,10 @@ static int begin_job(struct run *r)
       r->disks[i].why = vm_strdup_printf("libvirt refused the incremental backup: %s", msg);
     }
     for (size_t i = 0; i < r->ndisks; i++) vm_path_delete(r->conn, r->disks[i].scratch);
-    CLEANUP_FREE char *bx2 = backup_xml(r);
-    rc = virDomainBackupBegin(r->dom, bx2, cx, 0);
+    rc = begin_call(r, cx);
   }
   int code = rc < 0 ? vm_fail_virt("cannot begin the backup of '%s'", r->vm) : 0;
+
   if (rc == 0) {
     r->job = true;
     for (size_t i = 0; i < r->ndisks; i++) vm_strv_add(&r->scratch_made, r->disks[i].scratch);
@@ -653,10 +776,11 @@ static json_object *report(struct run *r, int64_t t0)
 }
 
 static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name, bool full, bool quiesce,
-                     json_object *rows)
+                     const char *tcp_host, bool tls, json_object *rows)
 {
   int64_t t0 = vm_now_ms();
-  struct run r = { .repo = repo, .conn = conn, .vm = name, .full = full, .quiesce = quiesce };
+  struct run r = { .repo = repo, .conn = conn, .vm = name, .full = full, .quiesce = quiesce,
+                   .tcp_host = tcp_host ? vm_strdup(tcp_host) : NULL, .tls = tls };
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
   int rc = vm_lookup(conn, name, &dom);
   if (rc) return rc;
@@ -808,8 +932,11 @@ static const struct vm_column cols[] = {
 
 int cmd_backup(int argc, char **argv)
 {
-  int full = 0, quiesce = 0;
+  int full = 0, quiesce = 0, tls = 0;
   struct poptOption table[] = {
+    { "tls", '\0', POPT_ARG_NONE, &tls, 0,
+      "read the export over TCP with TLS (the host's backup TLS certificates; ours in VMKIT_NBD_TLS_DIR, else "
+      "/etc/pki/qemu)", NULL },
     { "full", '\0', POPT_ARG_NONE, &full, 0, "read every allocated block, not only what changed since the last backup",
       NULL },
     { "quiesce", '\0', POPT_ARG_NONE, &quiesce, 0,
@@ -837,14 +964,26 @@ int cmd_backup(int argc, char **argv)
     vb_repo_close(repo);
     return VM_EXIT_FAIL;
   }
-  if (!vm_conn_is_local(conn)) {
+  /* A VM of another host: its exports are read over TCP at the address the
+   * hosts file gives that host (nbd-address=, else the host of migrate-uri=),
+   * else the host its URI names. */
+  CLEANUP_FREE char *tcp_host = NULL;
+  bool local = vm_conn_is_local(conn);
+  if (local && tls) {
     vb_repo_close(repo);
-    return vm_fail(VM_EXIT_USAGE, "backing up a VM of another host (%s) is not supported yet", vm_conn_host_name(conn));
+    return vm_usage_error("--tls is for a VM of another host (this one's export is a Unix socket)");
+  }
+  if (!local) {
+    rc = vb_host_address(conn, &tcp_host);
+    if (rc) {
+      vb_repo_close(repo);
+      return rc;
+    }
   }
   CLEANUP_JSON json_object *rows = json_object_new_array();
   int worst = 0;
   for (int i = 1; i < nargs && !vm_interrupted(); i++) {
-    int one = backup_vm(repo, conn, args[i], full, quiesce, rows);
+    int one = backup_vm(repo, conn, args[i], full, quiesce, tcp_host, tls, rows);
     if (one && !worst) worst = one;
   }
   if (vm_interrupted() && !worst) worst = vm_fail_interrupted();

@@ -1,5 +1,6 @@
 /* Chunk ids, sealed records and the wrapped key of a vmbackup repository: the
  * formats of man/vmbackup-repository.5, with OpenSSL and zstd. */
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -39,6 +40,21 @@ void vb_chunk_id(const struct vb_keys *k, const void *data, size_t n, unsigned c
   else SHA256(data, n, id);
 }
 
+/* One compression context per thread, made once (a backup's workers seal
+ * thousands of chunks each), freed when the thread ends. */
+static pthread_key_t cctx_key;
+static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
+static void cctx_free(void *p) { ZSTD_freeCCtx(p); }
+static void cctx_init(void) { pthread_key_create(&cctx_key, cctx_free); }
+
+static ZSTD_CCtx *thread_cctx(void)
+{
+  pthread_once(&cctx_once, cctx_init);
+  ZSTD_CCtx *c = pthread_getspecific(cctx_key);
+  if (!c && (c = ZSTD_createCCtx())) pthread_setspecific(cctx_key, c);
+  return c;
+}
+
 size_t vb_seal_bound(size_t n) { return VB_REC_HEAD + (n > 0 ? ZSTD_compressBound(n) : 1) + VB_TAG_LEN; }
 
 /* AES-256-GCM over in (n bytes) into out, with associated data. enc: seal (tag
@@ -69,7 +85,9 @@ int vb_seal(const struct vb_keys *k, int level, enum vb_rec_type type, const uns
   if (n > VB_RAW_MAX) return -1;
   unsigned char *head = out, *body = out + VB_REC_HEAD;
   /* Compressed in place of the body, kept only when smaller. */
-  size_t clen = n ? ZSTD_compress(body, ZSTD_compressBound(n), raw, n, level) : 0;
+  ZSTD_CCtx *cctx = n ? thread_cctx() : NULL;
+  size_t clen = !n ? 0 : cctx ? ZSTD_compressCCtx(cctx, body, ZSTD_compressBound(n), raw, n, level)
+                              : ZSTD_compress(body, ZSTD_compressBound(n), raw, n, level);
   bool zst = n && !ZSTD_isError(clen) && clen < n;
   if (!zst) {
     if (n) memcpy(body, raw, n);

@@ -29,6 +29,21 @@ int vb_load_snapshots(struct vb_repo *r, const char *vm, json_object *rows, bool
 int vb_restore_disk(struct vb_repo *r, const struct vb_manifest *m, const struct vb_mdisk *d, int fd,
                     const char *label);
 
+/* nbdkit serving a disk of a snapshot with vmbackup's plugin, as a child that
+ * ends with this process. */
+struct vb_server {
+  pid_t pid;
+  char *dir, *sock, *stats;
+  /* After stop: what the plugin read. */
+  uint64_t chunks_read, chunks, chunk_size, disk_size;
+};
+/* Starts it on sock (NULL: a socket in a private folder) or on TCP port at
+ * listen, and waits until it serves. 0 or an exit code after a message (call
+ * vb_server_stop either way). */
+int vb_server_start(const char *repo, const char *snap, const char *disk, const char *sock, const char *listen,
+                    int port, struct vb_server *s);
+void vb_server_stop(struct vb_server *s);
+
 int cmd_init(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
@@ -37,5 +52,8 @@ int cmd_restore(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_restore_file(int argc, char **argv);
 
 #endif

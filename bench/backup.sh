@@ -29,8 +29,8 @@
 #                -C zstd,3 REPO::NAME disk.raw; borg extract --sparse REPO::later
 #   restic 0.14  restic init --repository-version 2 (compression: auto, zstd);
 #                restic backup disk.raw; restic restore latest --target DIR
-#   vmbackup     vmbackup init REPO (default: aes-256-gcm, zstd 3, 256 KiB chunks) and
-#                vmbackup init --zstd-level 1 REPO; vmbackup backup REPO VM -o json;
+#   vmbackup     vmbackup init --zstd-level 3 REPO (aes-256-gcm, 256 KiB chunks) and
+#                vmbackup init REPO (the default since: zstd 1); vmbackup backup REPO VM -o json;
 #                vmbackup restore REPO SNAPSHOT --to DIR
 # A step's time is the wall time from its start until its command has ended and a
 # `sync` after it has returned (so a tool that leaves its writes in the page cache is
@@ -168,7 +168,7 @@ log "data: $((used >> 20)) MiB allocated in the ${size_gb} GiB image ($(wc -l < 
 
 # --- the VM and the repositories ----------------------------------------------------
 "$scratch/bin/vmrun" create "$vm" --image "$qcow" --memory 256 --network none -q
-"$vmb" init -q "$vrepo3"
+"$vmb" init -q --zstd-level 3 "$vrepo3"
 "$vmb" init -q --zstd-level 1 "$vrepo1"
 borg init --encryption repokey "$borgrepo" > "$scratch/out/borg-init" 2>&1 ||
   { cat "$scratch/out/borg-init" >&2; die "borg init failed"; }
@@ -218,12 +218,16 @@ vjson() { jq -r ".[0].$2" "$scratch/out/$1"; }
 log "full backups"
 timed borg-full "$scratch/data" borg create --chunker-params fixed,4194304 -C zstd,3 "$borgrepo::full" disk.raw
 timed restic-full "$scratch/data" restic backup -q disk.raw
+# vmbackup backs up a running VM (the issue's case): started (paused: it is never
+# booted) before, untimed, so that its start and stop are not in the times.
+virsh_q start --paused "$vm" >/dev/null
 timed vmb3-full "$scratch" "$vmb" backup "$vrepo3" "$vm" -o json
 timed vmb1-full "$scratch" "$vmb" backup "$vrepo1" "$vm" -o json
 for z in 3 1; do
   [ "$(vjson vmb$z-full kind)" = full ] || die "vmbackup (zstd $z): the first backup is not full"
 done
-[ "$(virsh_q domstate "$vm")" = "shut off" ] || die "vmbackup left $vm $(virsh_q domstate "$vm")"
+[ "$(virsh_q domstate "$vm")" = "paused" ] || die "vmbackup left $vm $(virsh_q domstate "$vm")"
+virsh_q destroy "$vm" >/dev/null
 
 log "writing $writes x 64 KiB into the shut-off VM's qcow2 through qemu-io"
 mapfile -t wcmds < "$scratch/writes.qemu-io"
@@ -238,8 +242,10 @@ qemu-img convert -f qcow2 -O raw "$qcow" "$raw"
 log "incremental backups"
 timed borg-incr "$scratch/data" borg create --chunker-params fixed,4194304 -C zstd,3 "$borgrepo::later" disk.raw
 timed restic-incr "$scratch/data" restic backup -q disk.raw
+virsh_q start --paused "$vm" >/dev/null
 timed vmb3-incr "$scratch" "$vmb" backup "$vrepo3" "$vm" -o json
 timed vmb1-incr "$scratch" "$vmb" backup "$vrepo1" "$vm" -o json
+virsh_q destroy "$vm" >/dev/null
 # The 256 KiB chunks (vmbackup init's default) that the writes touch: what an
 # incremental through the bitmap (64 KiB granularity) reads, give or take.
 touched=$(awk '{ for (c = int($5 / 262144); c <= int(($5 + 65535) / 262144); c++) t[c] = 1 }

@@ -479,3 +479,55 @@ kept_by() {
   run_tool 3 vmbackup serve "$REPO" "$snap" vdz
   assert_stderr_has "no disk 'vdz'"
 }
+
+# defined VM PID: waits until PID (a restore) has defined VM.
+defined() {
+  local i
+  for i in $(seq 1 300); do
+    virsh_q dominfo "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { echo "the restore ended without defining $1" >&3; return 1; }
+    sleep 0.2
+  done
+  return 1
+}
+
+@test "restore --live: the VM boots on the backup before its data is in, then stands alone; killed, it pauses" {
+  local new snap pid
+  new=$(vm_name live)
+  guest_exec "$VM" 'echo live-data > /mnt/data/value; dd if=/dev/urandom of=/mnt/data/big bs=1M count=8 2>/dev/null; sync'
+  run_tool 0 vmbackup backup "$REPO" "$VM" -o json
+  snap=$(json_of snapshot)
+  # 2 MiB/s: the pull outlasts the boot.
+  "$TOP/vmbackup/vmbackup" restore "$REPO" "$snap" --as "$new" --live --pull-bandwidth 2 2>"$BATS_TEST_TMPDIR/live.err" &
+  pid=$!
+  defined "$new" "$pid"
+  run_tool 0 vmrun wait "$new" --console-line 'vmkit-guest: data=live-data' --timeout 120
+  run virsh_q blockjob "$new" vda --info
+  echo "while the guest is up: $output" >&3
+  [[ "$output" == *"Pull"* ]]
+  kill -0 "$pid"
+  wait "$pid" || { cat "$BATS_TEST_TMPDIR/live.err" >&3; false; }
+  grep -q "no longer needs the backup" "$BATS_TEST_TMPDIR/live.err"
+  run virsh_q dumpxml "$new"
+  [[ "$output" != *"protocol='nbd'"* ]]
+  run virsh_q dumpxml --inactive "$new"
+  [[ "$output" != *"error_policy"* ]]
+  [ "$(guest_exec "$new" 'md5sum < /mnt/data/big')" = "$(guest_exec "$VM" 'md5sum < /mnt/data/big')" ]
+  # The process that serves the backup killed midway: the VM pauses at its next
+  # read of data not yet pulled (error_policy='stop'), it never reads garbage.
+  local new2
+  new2=$(vm_name live2)
+  "$TOP/vmbackup/vmbackup" restore "$REPO" "$snap" --as "$new2" --live --pull-bandwidth 1 2>/dev/null &
+  pid=$!
+  defined "$new2" "$pid"
+  run_tool 0 vmrun wait "$new2" --console-line 'vmkit-guest: up' --timeout 120
+  kill -9 "$pid"
+  wait "$pid" || true
+  guest_exec "$new2" 'echo 3 > /proc/sys/vm/drop_caches; cat /mnt/data/big > /dev/null' >/dev/null 2>&1 &
+  local i
+  for i in $(seq 1 60); do [ "$(virsh_q domstate "$new2")" = paused ] && break; sleep 0.5; done
+  run virsh_q domstate "$new2" --reason
+  echo "after the kill: $output" >&3
+  [[ "$output" == *"paused (I/O error)"* ]]
+  kill %1 2>/dev/null || true
+}

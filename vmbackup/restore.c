@@ -136,7 +136,7 @@ static int restore_to(struct vb_repo *r, const struct vb_manifest *m, const char
 /* The saved definition for a new VM: its name, no UUID and no MAC (libvirt makes
  * new ones), each backed-up disk on its new volume, no backing chain, no vmkit
  * record of a template or of unfinished work. Caller frees. */
-static char *new_definition(const struct vb_manifest *m, const char *name, char *const *paths)
+char *vb_new_definition(const struct vb_manifest *m, const char *name, char *const *paths)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(m->xml);
   if (!doc) return NULL;
@@ -247,7 +247,7 @@ static int restore_as(struct vb_repo *r, const struct vb_manifest *m, const char
     }
     unlink(qcow);
   }
-  CLEANUP_FREE char *xml = rc ? NULL : new_definition(m, name, paths.v);
+  CLEANUP_FREE char *xml = rc ? NULL : vb_new_definition(m, name, paths.v);
   if (!rc && !xml) rc = vm_fail(VM_EXIT_VERIFY, "snapshot %.12s: its saved definition does not name its disks", m->snapshot);
   virDomainPtr dom = NULL;
   if (!rc && !(dom = virDomainDefineXML(conn, xml))) rc = vm_fail_virt("cannot define VM '%s'", name);
@@ -267,9 +267,13 @@ static int restore_as(struct vb_repo *r, const struct vb_manifest *m, const char
 
 int cmd_restore(int argc, char **argv)
 {
-  char *to = NULL, *disk = NULL, *as = NULL, *pool = NULL;
-  int start = 0;
+  char *to = NULL, *disk = NULL, *as = NULL, *pool = NULL, *bw = NULL;
+  int start = 0, live = 0;
   struct poptOption table[] = {
+    { "live", '\0', POPT_ARG_NONE, &live, 0,
+      "--as: start the VM at once on the snapshot served by nbdkit, and pull its data in while it runs (this "
+      "process serves it until the pull ends)", NULL },
+    { "pull-bandwidth", '\0', POPT_ARG_STRING, &bw, 0, "--live: at most this many MiB/s for the pull", "MIB" },
     { "as", '\0', POPT_ARG_STRING, &as, 0,
       "define a new VM NAME from the snapshot: its disks as qcow2 volumes in the pool, a new UUID and new MACs", "NAME" },
     { "pool", '\0', POPT_ARG_STRING, &pool, 0, "--as: the storage pool for its disks (default: VMKIT_POOL, else default)",
@@ -283,7 +287,7 @@ int cmd_restore(int argc, char **argv)
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
-  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT --to DIR | --as NAME",
+  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT --to DIR | --as NAME [--live]",
                     "Restore a snapshot (its ID or a unique prefix of 6 digits or more, as 'vmbackup list' shows): "
                     "every chunk is authenticated before it is written, holes stay holes, and a failed restore "
                     "leaves no file behind.",
@@ -292,7 +296,10 @@ int cmd_restore(int argc, char **argv)
   vm_catch_signals();
   if (!to == !as) return vm_usage_error("say where to restore: --to DIR or --as NAME");
   if (as && disk) return vm_usage_error("--disk goes with --to");
-  if (to && (pool || start)) return vm_usage_error("--pool and --start go with --as");
+  if (to && (pool || start || live)) return vm_usage_error("--pool, --start and --live go with --as");
+  uint64_t bandwidth = 0;
+  if (bw && (!live || vm_parse_uint(bw, 1, 1u << 20, &bandwidth) < 0))
+    return vm_usage_error("--pull-bandwidth takes MiB/s (1 and up), with --live");
   struct vb_repo *r;
   /* A shared lock: no prune or compact removes a pack while it is read. */
   if ((rc = vb_open_repo(args[0], VB_LOCK_SHARED, &r))) return rc;
@@ -300,7 +307,10 @@ int cmd_restore(int argc, char **argv)
   struct vb_manifest m;
   if (!(rc = vb_snapshot_resolve(r, args[1], &id)) && !(rc = vb_snapshot_get(r, id, &m))) {
     rc = vb_repo_load_index(r, false);
-    if (!rc) rc = to ? restore_to(r, &m, to, disk) : restore_as(r, &m, as, pool, start);
+    if (!rc)
+      rc = to     ? restore_to(r, &m, to, disk)
+           : live ? vb_restore_live(args[0], &m, as, pool, (unsigned long)bandwidth)
+                  : restore_as(r, &m, as, pool, start);
     vb_manifest_free(&m);
   }
   vb_repo_close(r);

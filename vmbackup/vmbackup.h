@@ -44,6 +44,14 @@ int vb_server_start(const char *repo, const char *snap, const char *disk, const 
                     int port, struct vb_server *s);
 void vb_server_stop(struct vb_server *s);
 
+/* The saved definition of snapshot m for a new VM name whose disks are at paths
+ * (one per disk of m): no UUID, MACs, metadata or backing chains. Caller frees;
+ * NULL when the definition does not name the snapshot's disks. */
+char *vb_new_definition(const struct vb_manifest *m, const char *name, char *const *paths);
+/* restore --live --as name (live.c): bandwidth in MiB/s, 0 for no limit. */
+int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *name, const char *pool,
+                    unsigned long bandwidth);
+
 int cmd_init(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

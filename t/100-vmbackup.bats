@@ -523,11 +523,56 @@ defined() {
   run_tool 0 vmrun wait "$new2" --console-line 'vmkit-guest: up' --timeout 120
   kill -9 "$pid"
   wait "$pid" || true
-  guest_exec "$new2" 'echo 3 > /proc/sys/vm/drop_caches; cat /mnt/data/big > /dev/null' >/dev/null 2>&1 &
+  # Its nbdkit ends with it (its guardian sees the pipe close).
   local i
-  for i in $(seq 1 60); do [ "$(virsh_q domstate "$new2")" = paused ] && break; sleep 0.5; done
+  for i in $(seq 1 60); do pgrep -f "nbdkit.*snapshot=$snap" >/dev/null || break; sleep 0.5; done
+  run pgrep -af "nbdkit.*snapshot=$snap"
+  [ "$status" -ne 0 ]
+  # Reads of the whole disk past the page cache, until one reaches data not yet pulled.
+  for i in $(seq 1 12); do
+    [ "$(virsh_q domstate "$new2")" = paused ] && break
+    guest_exec "$new2" 'dd if=/dev/vda of=/dev/null bs=1M iflag=direct' >/dev/null 2>&1 &
+    sleep 5
+  done
   run virsh_q domstate "$new2" --reason
   echo "after the kill: $output" >&3
   [[ "$output" == *"paused (I/O error)"* ]]
-  kill %1 2>/dev/null || true
+}
+
+@test "restore --in-place: a shut-off VM gets its disks back, a running one is refused, a killed one is rolled back" {
+  local vm snap disk i pid
+  vm=$(vm_name inp)
+  boot_vm "$vm"
+  run_tool 0 vmrun wait "$vm" --agent --timeout 60
+  set_guest_data "$vm" before
+  run_tool 0 vmrun stop "$vm" --timeout 60
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  snap=$(json_of snapshot)
+  run_tool 0 vmrun start "$vm"
+  run_tool 0 vmrun wait "$vm" --agent --timeout 60
+  set_guest_data "$vm" after
+  run_tool 4 vmbackup restore "$REPO" "$snap" --in-place
+  assert_stderr_has "needs it shut off"
+  run_tool 0 vmrun stop "$vm" --timeout 60
+  # Killed at random instants: each time the VM is as it was ("after"), or restored.
+  for i in 1 2 3; do
+    "$TOP/vmbackup/vmbackup" restore "$REPO" "$snap" --in-place 2>/dev/null &
+    pid=$!
+    sleep "0.$((RANDOM % 9))"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  run_tool 0 vmbackup restore "$REPO" "$snap" --in-place
+  disk=$(virsh_q domblklist "$vm" | awk '$1 == "vda" {print $2}')
+  [[ "$disk" == *"/$vm-vda.restored-${snap:0:12}-"??????".qcow2" ]]
+  [ ! -e "$VMKIT_STORAGE_DIR/$vm.qcow2" ]
+  # Only the VM's disk and nothing a killed run left.
+  [ "$(ls "$VMKIT_STORAGE_DIR" | grep -c "^$vm")" -eq 1 ]
+  [ -f "$VMKIT_TEMPLATE_DIR/tiny.qcow2" ]
+  run_tool 0 vmrun start "$vm"
+  run_tool 0 vmrun wait "$vm" --console-line 'vmkit-guest: data=before' --timeout 120
+  # Its checkpoints went with its old disk: the next backup reads it whole, and says why.
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  [ "$(json_of kind)" = full ]
+  run_tool 2 vmbackup restore "$REPO" "$snap" --in-place --pool x
 }

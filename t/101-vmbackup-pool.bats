@@ -43,7 +43,7 @@ json_of() { jq -r ".[0].$1" <<< "$output"; }
   e2fsck -fn "$img"
   [ "$(debugfs -R "cat /data/far" "$img" 2>/dev/null | md5sum | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$BATS_TEST_TMPDIR/far.md5")" ]
   # Restored as a new VM on h2: its disk uploaded into h2's own pool.
-  run_tool 0 vmbackup -c h2 restore "$REPO" "$snap" --as "$new" --pool "$LOCAL_POOL" --start
+  run_tool 0 vmbackup restore "$REPO" "$snap" --as "$new" --on h2 --pool "$LOCAL_POOL" --start
   [ -f "$POOL_DIR/local-h2/$new.qcow2" ]
   [ ! -e "$POOL_DIR/local-h1/$new.qcow2" ]
   run_tool 0 vmrun -c h2 wait "$new" --agent --timeout 120

@@ -565,7 +565,7 @@ static void drop_old_checkpoints(struct run *r, const char *keep)
 
 /* What a killed backup left on the VM: a frozen guest, a backup job, its
  * scratch files, a VM started paused for it, a checkpoint without a snapshot. */
-static int recover(virConnectPtr conn, virDomainPtr dom, const char *vm)
+int vb_backup_recover(virConnectPtr conn, virDomainPtr dom, const char *vm)
 {
   xmlDocPtr rec;
   int rc = vm_journal_read(dom, &rec);
@@ -686,7 +686,7 @@ static int begin_call(struct run *r, const char *cx)
     int rc = virDomainBackupBegin(r->dom, bx, cx, 0);
     if (rc == 0 || !r->tcp_host || attempt == 20) return rc;
     const char *m = vm_virt_message();
-    if (!strstr(m, "in use") && !strstr(m, "bind")) return rc;
+    if (!strstr(m, "in use")) return rc; /* only a port another holds: the next */
     vm_debug("port %d is taken on %s: the next", r->tcp_port, r->tcp_host);
     for (size_t i = 0; i < r->ndisks; i++) vm_path_delete(r->conn, r->disks[i].scratch);
   }
@@ -714,7 +714,9 @@ static int begin_job(struct run *r)
   int rc = begin_call(r, cx);
   bool incr = false;
   for (size_t i = 0; i < r->ndisks; i++) incr |= r->disks[i].incremental;
-  if (rc < 0 && incr) {
+  /* Only a bitmap libvirt or QEMU will not use is a reason for a full read. */
+  const char *why0 = rc < 0 ? vm_virt_message() : "";
+  if (rc < 0 && incr && (strcasestr(why0, "bitmap") || strcasestr(why0, "checkpoint"))) {
     /* The bitmap cannot be trusted (lost, inconsistent after a crash, the disk
      * replaced): the whole disks, deduplicated. */
     CLEANUP_FREE char *msg = vm_strdup(vm_virt_message());
@@ -787,7 +789,8 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
   CLEANUP_FREE char *other = NULL;
   if ((rc = vm_lock_and_recover(conn, &dom, name, &other))) return rc;
   r.dom = dom;
-  if (other && strcmp(other, "backup") == 0) rc = recover(conn, dom, name);
+  if (other && strcmp(other, "backup") == 0) rc = vb_backup_recover(conn, dom, name);
+  else if (other && strcmp(other, "restore") == 0) rc = vb_inplace_recover(conn, dom, name);
   else if (other) rc = vm_fail(VM_EXIT_STATE, "VM '%s' has an unfinished '%s' operation: run its tool first", name, other);
   if (rc) return rc;
   if ((rc = vm_domain_idle(dom, "back up"))) return rc;

@@ -3,32 +3,31 @@
  * plugin), and libvirt's block pull copies the data into the overlays while it
  * runs; when every pull has ended the overlays stand alone and the exports stop.
  *
- * This process keeps the exports alive: nbdkit runs as its child and ends with
- * it. The disks are defined with error_policy='stop', so that a VM whose export
+ * This process keeps the exports alive: nbdkit runs under its guardian
+ * (serve.c) and ends with it, however it ends. The disks are defined with error_policy='stop', so that a VM whose export
  * went away (this process killed) pauses at its next read of data not yet pulled
  * instead of seeing an I/O error; `vmbackup serve` on the same socket brings the
  * export back, and the VM can be resumed. */
 #include <errno.h>
-#include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "vmbackup.h"
 
-/* The user QEMU runs as (libvirt's qemu.conf default on Debian, elsewhere "qemu"). */
-static int qemu_user(uid_t *uid, gid_t *gid)
+/* The user QEMU runs as: the host's DAC base label for QEMU (its capabilities),
+ * as qemu.conf sets it. -1 when there is none (no DAC driver, a session). */
+static int qemu_user(virConnectPtr conn, uid_t *uid, gid_t *gid)
 {
-  const char *names[] = { "libvirt-qemu", "qemu", NULL };
-  for (size_t i = 0; names[i]; i++) {
-    struct passwd *pw = getpwnam(names[i]);
-    if (pw) {
-      *uid = pw->pw_uid;
-      *gid = pw->pw_gid;
-      return 0;
-    }
-  }
-  return -1;
+  CLEANUP_XMLDOC xmlDocPtr caps = vm_conn_caps(conn);
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = caps ? vm_xpath_ctx(caps) : NULL;
+  CLEANUP_FREE char *label =
+    x ? vm_xpath_str(x, "string(/capabilities/host/secmodel[model='dac']/baselabel[@type='qemu'])") : NULL;
+  unsigned u, g;
+  if (!label || sscanf(label, "+%u:+%u", &u, &g) != 2) return -1;
+  *uid = u;
+  *gid = g;
+  return 0;
 }
 
 /* Each disk on its overlay, backed by its export; a read error pauses the VM. */
@@ -63,15 +62,27 @@ static char *live_definition(const struct vb_manifest *m, const char *name, char
 
 /* After the pulls: the persistent definition without the error policies this
  * restore added (the running VM keeps them until it stops). */
-static void drop_policies(virDomainPtr dom)
+static void drop_policies(virDomainPtr dom, const struct vb_manifest *m)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
-  if (!doc) return;
+  CLEANUP_XMLDOC xmlDocPtr orig = vm_xml_parse(m->xml);
+  if (!doc || !orig) return;
   CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
-  CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, "/domain/devices/disk/driver");
-  for (int k = 0; o && o->nodesetval && k < o->nodesetval->nodeNr; k++) {
-    xmlUnsetProp(o->nodesetval->nodeTab[k], BAD_CAST "error_policy");
-    xmlUnsetProp(o->nodesetval->nodeTab[k], BAD_CAST "rerror_policy");
+  CLEANUP_XPATHCTX xmlXPathContextPtr ox = vm_xpath_ctx(orig);
+  /* Each disk's policies as the backed-up definition had them. */
+  for (size_t i = 0; i < m->ndisks; i++) {
+    CLEANUP_FREE char *lit = vm_xpath_literal(m->disks[i].target);
+    CLEANUP_FREE char *expr = vm_strdup_printf("/domain/devices/disk[target/@dev=%s]/driver", lit);
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, expr);
+    if (!o || !o->nodesetval || o->nodesetval->nodeNr != 1) continue;
+    xmlNodePtr drv = o->nodesetval->nodeTab[0];
+    static const char *const attrs[] = { "error_policy", "rerror_policy", NULL };
+    for (size_t a = 0; attrs[a]; a++) {
+      CLEANUP_FREE char *oe = vm_strdup_printf("string(%s/@%s)", expr, attrs[a]);
+      CLEANUP_FREE char *was = vm_xpath_str(ox, oe);
+      if (was) vm_xml_set(drv, attrs[a], was);
+      else xmlUnsetProp(drv, BAD_CAST attrs[a]);
+    }
   }
   CLEANUP_FREE char *xml = vm_xml_dump(doc);
   virDomainPtr d = virDomainDefineXML(virDomainGetConnect(dom), xml);
@@ -104,7 +115,7 @@ int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *n
   if (!sockdir) return VM_EXIT_FAIL;
   uid_t uid;
   gid_t gid;
-  if (qemu_user(&uid, &gid) == 0 && chown(sockdir, uid, gid) < 0)
+  if (geteuid() == 0 && qemu_user(conn, &uid, &gid) == 0 && chown(sockdir, uid, gid) < 0)
     return vm_fail_errno(VM_EXIT_FAIL, "cannot hand '%s' to QEMU's user", sockdir);
   struct vb_server *srv = calloc(m->ndisks + 1, sizeof *srv);
   if (!srv) abort();
@@ -133,15 +144,18 @@ int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *n
   if (!rc) rc = vm_lock_domain(conn, dom);
   int64_t t0 = vm_now_ms();
   if (!rc && virDomainCreate(dom) < 0) rc = vm_fail_virt("cannot start VM '%s' on the snapshot's exports", name);
+  for (size_t i = 0; i < m->ndisks && !rc; i++)
+    if (virDomainBlockPull(dom, m->disks[i].target, bandwidth, 0) < 0) {
+      rc = vm_fail_virt("cannot pull disk %s of '%s'", m->disks[i].target, name);
+      /* Not begun: the VM goes (the pulls started stop, then it is forced off). */
+      for (size_t k = 0; k < i; k++) virDomainBlockJobAbort(dom, m->disks[k].target, 0);
+    }
   if (rc) {
     vm_undo_run(&undo);
     goto out;
   }
   vm_undo_forget(&undo);
   vm_info("VM '%s' runs on snapshot %.12s of '%s'; its data is pulled in while it runs", name, m->snapshot, m->vm);
-  for (size_t i = 0; i < m->ndisks && !rc; i++)
-    if (virDomainBlockPull(dom, m->disks[i].target, bandwidth, 0) < 0)
-      rc = vm_fail_virt("cannot pull disk %s of '%s'", m->disks[i].target, name);
   /* Until every pull has ended; the exports stay up meanwhile. */
   while (!rc) {
     unsigned long long cur = 0, end = 0;
@@ -171,7 +185,7 @@ int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *n
       rc = vm_fail(VM_EXIT_FAIL, "the pulls of '%s' ended, but a disk still stands on the backup's export", name);
   }
   if (!rc) {
-    drop_policies(dom);
+    drop_policies(dom, m);
     vm_info("VM '%s' no longer needs the backup: its disks were pulled in %.1f s", name,
             (double)(vm_now_ms() - t0) / 1000.0);
   }

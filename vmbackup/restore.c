@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "rlock.h"
 #include "vmbackup.h"
 #include "workq.h"
 
@@ -142,8 +143,12 @@ char *vb_new_definition(const struct vb_manifest *m, const char *name, char *con
   if (!doc) return NULL;
   CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
   xmlNodePtr root = xmlDocGetRootElement(doc);
+  /* Identities (the SMBIOS UUID libvirt would adopt, the VM generation ID) and
+   * host-specific paths (the emulator: the host's default serves). */
   static const char *const drop[] = { "/domain/uuid", "/domain/devices/interface/mac", "/domain/metadata",
-                                      "/domain/devices/disk/backingStore", "/domain/os/nvram", NULL };
+                                      "/domain/devices/disk/backingStore", "/domain/os/nvram",
+                                      "/domain/sysinfo/system/entry[@name='uuid']", "/domain/genid",
+                                      "/domain/devices/emulator", NULL };
   for (size_t i = 0; drop[i]; i++) {
     CLEANUP_XPATHOBJ xmlXPathObjectPtr o = vm_xpath_nodes(x, drop[i]);
     for (int k = 0; o && o->nodesetval && k < o->nodesetval->nodeNr; k++) {
@@ -153,23 +158,55 @@ char *vb_new_definition(const struct vb_manifest *m, const char *name, char *con
     }
   }
   xmlNodeSetContent(vm_xml_find(root, "name"), BAD_CAST name);
-  /* Console logs named for the old VM are named for the new one (two VMs cannot
-   * share a log); others are dropped. */
-  CLEANUP_XPATHOBJ xmlXPathObjectPtr logs = vm_xpath_nodes(x, "/domain/devices/*/log[@file]");
+  /* Console logs and character devices' files and sockets named for the old VM
+   * are named for the new one (two VMs cannot share them: QEMU would truncate
+   * the old VM's file or take its socket); others are dropped. */
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr xlogs = vm_xpath_nodes(x, "/domain/devices/*/log[@file] | /domain/devices/*/source[@path]");
+  xmlXPathObjectPtr logs = xlogs;
   for (int k = 0; logs && logs->nodesetval && k < logs->nodesetval->nodeNr; k++) {
     xmlNodePtr log = logs->nodesetval->nodeTab[k];
-    CLEANUP_FREE char *file = vm_xml_prop(log, "file");
+    if (!log) continue; /* its device went already */
+    const char *attr = !strcmp((const char *)log->name, "log") ? "file" : "path";
+    /* A disk's source path is a block device's: the disks are handled below. */
+    if (!strcmp(attr, "path") && log->parent && !strcmp((const char *)log->parent->name, "disk")) continue;
+    CLEANUP_FREE char *file = vm_xml_prop(log, attr);
     char *slash = file ? strrchr(file, '/') : NULL;
     size_t ol = strlen(m->vm);
     if (slash && strncmp(slash + 1, m->vm, ol) == 0 && (slash[1 + ol] == '-' || slash[1 + ol] == '.')) {
       *slash = 0;
       CLEANUP_FREE char *nf = vm_strdup_printf("%s/%s%s", file, name, slash + 1 + ol);
-      vm_xml_set(log, "file", nf);
+      vm_xml_set(log, attr, nf);
     } else {
-      xmlUnlinkNode(log);
-      xmlFreeNode(log);
+      /* A log goes; a device whose file or socket is another's goes whole
+       * (its type needs the path), said so. */
+      xmlNodePtr gone = log;
+      if (!strcmp(attr, "path")) {
+        gone = log->parent;
+        vm_warn("the new VM leaves out the %s device on '%s' (the old VM's, or another's)", (const char *)gone->name,
+                file ? file : "?");
+        for (int j = k + 1; j < logs->nodesetval->nodeNr; j++)
+          if (logs->nodesetval->nodeTab[j] && logs->nodesetval->nodeTab[j]->parent == gone) logs->nodesetval->nodeTab[j] = NULL;
+      }
+      xmlUnlinkNode(gone);
+      xmlFreeNode(gone);
       logs->nodesetval->nodeTab[k] = NULL;
     }
+  }
+  /* A writable disk the snapshot does not hold (a LUN, a floppy, a disk that was
+   * not backed up) would be the old VM's own: it goes, said so. */
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr all = vm_xpath_nodes(x, "/domain/devices/disk[not(readonly)]");
+  for (int k = 0; all && all->nodesetval && k < all->nodesetval->nodeNr; k++) {
+    xmlNodePtr disk = all->nodesetval->nodeTab[k];
+    CLEANUP_FREE char *dev = vm_xml_prop(disk, "device");
+    xmlNodePtr t = vm_xml_find(disk, "target");
+    CLEANUP_FREE char *target = t ? vm_xml_prop(t, "dev") : NULL;
+    bool held = false;
+    for (size_t i = 0; target && i < m->ndisks; i++) held |= !strcmp(m->disks[i].target, target);
+    if (held || (dev && !strcmp(dev, "cdrom"))) continue;
+    vm_warn("the new VM leaves out disk %s of '%s' (not in the snapshot, and writable)", target ? target : "?", m->vm);
+    xmlUnlinkNode(disk);
+    xmlFreeNode(disk);
+    all->nodesetval->nodeTab[k] = NULL;
   }
   for (size_t i = 0; i < m->ndisks; i++) {
     CLEANUP_FREE char *lit = vm_xpath_literal(m->disks[i].target);
@@ -267,13 +304,19 @@ static int restore_as(struct vb_repo *r, const struct vb_manifest *m, const char
 
 int cmd_restore(int argc, char **argv)
 {
-  char *to = NULL, *disk = NULL, *as = NULL, *pool = NULL, *bw = NULL;
-  int start = 0, live = 0;
+  char *to = NULL, *disk = NULL, *as = NULL, *pool = NULL, *bw = NULL, *on = NULL;
+  int start = 0, live = 0, inplace = 0;
   struct poptOption table[] = {
+    { "in-place", '\0', POPT_ARG_NONE, &inplace, 0,
+      "replace the disks of the snapshot's VM (found by its UUID; shut off) with the snapshot's: new volumes first, "
+      "then one switch of its definition, then the old volumes removed", NULL },
     { "live", '\0', POPT_ARG_NONE, &live, 0,
       "--as: start the VM at once on the snapshot served by nbdkit, and pull its data in while it runs (this "
       "process serves it until the pull ends)", NULL },
     { "pull-bandwidth", '\0', POPT_ARG_STRING, &bw, 0, "--live: at most this many MiB/s for the pull", "MIB" },
+    { "on", '\0', POPT_ARG_STRING, &on, 0,
+      "--as: make the VM on this host of the pool (a host of the hosts file, or a URI; as -c does): its disks are "
+      "built here and uploaded there through sparse libvirt streams (also with --in-place)", "HOST" },
     { "as", '\0', POPT_ARG_STRING, &as, 0,
       "define a new VM NAME from the snapshot: its disks as qcow2 volumes in the pool, a new UUID and new MACs", "NAME" },
     { "pool", '\0', POPT_ARG_STRING, &pool, 0, "--as: the storage pool for its disks (default: VMKIT_POOL, else default)",
@@ -287,16 +330,21 @@ int cmd_restore(int argc, char **argv)
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
-  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT --to DIR | --as NAME [--live]",
+  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT --to DIR | --as NAME [--live] | --in-place",
                     "Restore a snapshot (its ID or a unique prefix of 6 digits or more, as 'vmbackup list' shows): "
                     "every chunk is authenticated before it is written, holes stay holes, and a failed restore "
                     "leaves no file behind.",
                     2, 2, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   vm_catch_signals();
-  if (!to == !as) return vm_usage_error("say where to restore: --to DIR or --as NAME");
+  if ((to != NULL) + (as != NULL) + (inplace != 0) != 1)
+    return vm_usage_error("say where to restore: --to DIR, --as NAME or --in-place");
+  if (inplace && (disk || pool || start || live || bw)) return vm_usage_error("--in-place takes none of --disk, --pool, --start, --live");
   if (as && disk) return vm_usage_error("--disk goes with --to");
-  if (to && (pool || start || live)) return vm_usage_error("--pool, --start and --live go with --as");
+  if (to && (pool || start || live || on)) return vm_usage_error("--pool, --start, --live and --on go with --as");
+  if (on && vm_opts.uri) return vm_usage_error("--on and -c both name the host: give one");
+  if (on && live) return vm_usage_error("--live runs the VM on this host: --on goes without it");
+  if (on) vm_opts.uri = on;
   uint64_t bandwidth = 0;
   if (bw && (!live || vm_parse_uint(bw, 1, 1u << 20, &bandwidth) < 0))
     return vm_usage_error("--pull-bandwidth takes MiB/s (1 and up), with --live");
@@ -307,10 +355,19 @@ int cmd_restore(int argc, char **argv)
   struct vb_manifest m;
   if (!(rc = vb_snapshot_resolve(r, args[1], &id)) && !(rc = vb_snapshot_get(r, id, &m))) {
     rc = vb_repo_load_index(r, false);
+    if (!rc && live) {
+      /* Each nbdkit holds the repository's shared lock itself. This process
+       * stays single-threaded (no lock touching thread): nbdkit's parent-death
+       * signal comes from the thread that started it, and must come when this
+       * process dies, however it dies. */
+      vb_lock_release(r->lock);
+      r->lock = NULL;
+    }
     if (!rc)
-      rc = to     ? restore_to(r, &m, to, disk)
-           : live ? vb_restore_live(args[0], &m, as, pool, (unsigned long)bandwidth)
-                  : restore_as(r, &m, as, pool, start);
+      rc = to        ? restore_to(r, &m, to, disk)
+           : inplace ? vb_restore_in_place(r, &m)
+           : live    ? vb_restore_live(args[0], &m, as, pool, (unsigned long)bandwidth)
+                     : restore_as(r, &m, as, pool, start);
     vb_manifest_free(&m);
   }
   vb_repo_close(r);

@@ -7,10 +7,13 @@
 #include <libgen.h>
 #include <signal.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <libnbd.h>
 
 #include "vmbackup.h"
 #include "vmkit-gfs.h"
@@ -60,11 +63,26 @@ static int resolve_id(const char *repo, const char *name, char **id)
   return rc;
 }
 
+/* Whether the server answers an NBD handshake with the disk's size. */
+static bool handshake(const struct vb_server *s, const char *listen, int port)
+{
+  struct nbd_handle *h = nbd_create();
+  if (!h) return false;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%d", port);
+  bool ok = (s->sock ? nbd_connect_unix(h, s->sock) : nbd_connect_tcp(h, listen ? listen : "127.0.0.1", ps)) == 0 &&
+            nbd_get_size(h) >= 0;
+  if (ok) nbd_shutdown(h, 0);
+  nbd_close(h);
+  return ok;
+}
+
 int vb_server_start(const char *repo, const char *snap, const char *disk, const char *sock, const char *listen,
                     int port, struct vb_server *s)
 {
   memset(s, 0, sizeof *s);
   s->pid = -1;
+  s->wfd = -1;
   s->dir = vm_scratch_dir("serve");
   if (!s->dir) return VM_EXIT_FAIL;
   s->sock = sock ? vm_strdup(sock) : port ? NULL : vm_strdup_printf("%s/nbd.sock", s->dir);
@@ -76,7 +94,6 @@ int vb_server_start(const char *repo, const char *snap, const char *disk, const 
   vm_strv_add(&a, "nbdkit");
   vm_strv_add(&a, "--foreground");
   vm_strv_add(&a, "--readonly");
-  vm_strv_add(&a, "--exit-with-parent");
   vm_strv_add(&a, "--pidfile");
   vm_strv_add(&a, pidfile);
   if (s->sock) {
@@ -97,26 +114,70 @@ int vb_server_start(const char *repo, const char *snap, const char *disk, const 
   CLEANUP_FREE char *errf = vm_strdup_printf("%s/nbdkit.err", s->dir);
   CLEANUP_FREE char *shown = vm_argv_str(a.v);
   vm_debug("running %s", shown);
+  /* nbdkit runs under a guardian of ours, a child that holds the read end of a
+   * pipe whose write end only this process has: when this process ends,
+   * however it ends, or stops the server, the guardian sees the pipe close and
+   * stops nbdkit (SIGTERM, then SIGKILL after 5 s: nbdkit waits for its clients,
+   * and a VM stays connected). Neither is in this process's group: a Ctrl-C is
+   * this process's to act on. */
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) < 0) {
+    vm_strv_free(&a);
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot run nbdkit");
+  }
   pid_t pid = fork();
   if (pid < 0) {
+    close(pfd[0]);
+    close(pfd[1]);
     vm_strv_free(&a);
     return vm_fail_errno(VM_EXIT_FAIL, "cannot run nbdkit");
   }
   if (pid == 0) {
-    int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd >= 0) dup2(fd, 2);
-    int nul = open("/dev/null", O_RDWR);
-    if (nul >= 0) dup2(nul, 0), dup2(nul, 1);
-    signal(SIGINT, SIG_IGN); /* the parent stops it, after its clients */
-    execvp("nbdkit", a.v);
-    _exit(127);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0);
+    /* Only the pipe's read end stays open (at fd 3). */
+    if (pfd[0] != 3 && dup2(pfd[0], 3) < 0) _exit(127);
+    close_range(4, ~0u, 0);
+    int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    pid_t nb = fork();
+    if (nb == 0) {
+      if (fd >= 0) dup2(fd, 2);
+      if (nul >= 0) dup2(nul, 0), dup2(nul, 1);
+      close(3);
+      execvp("nbdkit", a.v);
+      _exit(127);
+    }
+    if (nb < 0) _exit(127);
+    for (;;) {
+      struct pollfd pf = { 3, POLLIN, 0 };
+      int r = poll(&pf, 1, 200);
+      int st;
+      if (waitpid(nb, &st, WNOHANG) == nb) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+      if (r > 0) {
+        kill(nb, SIGTERM);
+        for (int i = 0; i < 50; i++) {
+          if (waitpid(nb, &st, WNOHANG) == nb) _exit(0);
+          usleep(100000);
+        }
+        kill(nb, SIGKILL);
+        waitpid(nb, &st, 0);
+        _exit(0);
+      }
+    }
   }
+  close(pfd[0]);
+  s->wfd = pfd[1];
   vm_strv_free(&a);
   s->pid = pid;
-  /* Ready when nbdkit writes its pid file (it opened the repository and listens). */
+  /* Ready when an NBD client gets the disk's size: nbdkit writes its pid file
+   * before the plugin takes the repository's lock (after it forks). */
   for (int i = 0; i < 600; i++) {
     int st;
-    if (access(pidfile, F_OK) == 0) return 0;
+    if (access(pidfile, F_OK) == 0 && handshake(s, listen, port)) return 0;
     if (waitpid(pid, &st, WNOHANG) == pid) {
       s->pid = -1;
       /* nbdkit's last line says why (the plugin's message, a port in use). */
@@ -124,7 +185,11 @@ int vb_server_start(const char *repo, const char *snap, const char *disk, const 
       char *colon = last ? strstr(last, "vmbackup: ") : NULL;
       int code = last && (strstr(last, "no snapshot") || strstr(last, "has no disk") || strstr(last, "no repository"))
                    ? VM_EXIT_NOTFOUND
-                   : VM_EXIT_FAIL;
+                   : last && strstr(last, "is busy") ? VM_EXIT_STATE : VM_EXIT_FAIL;
+      /* nbdkit's own prefix ("nbdkit: error: ", "nbdkit: vmbackup[1]: error: ") goes. */
+      char *e = last ? strstr(last, "error: ") : NULL;
+      if (e && !colon) colon = e - 3;
+      unlink(errf); /* said here: not again when it is stopped */
       return vm_fail(code, "cannot serve the snapshot: %s",
                      colon ? colon + 10 : last ? last : (WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "nbdkit is not installed" : "nbdkit failed"));
     }
@@ -136,8 +201,10 @@ int vb_server_start(const char *repo, const char *snap, const char *disk, const 
 
 void vb_server_stop(struct vb_server *s)
 {
+  /* The guardian stops nbdkit when its pipe closes, and ends. */
+  if (s->wfd > 0) close(s->wfd);
+  s->wfd = -1;
   if (s->pid > 0) {
-    kill(s->pid, SIGTERM);
     int st;
     while (waitpid(s->pid, &st, 0) < 0 && errno == EINTR)
       ;
@@ -156,6 +223,16 @@ void vb_server_stop(struct vb_server *s)
       json_object_put(o);
     }
   }
+  /* What the plugin refused while it served (a damaged chunk: its reader saw an
+   * I/O error) is said here, or it would go with the folder. */
+  CLEANUP_FREE char *errf = s->dir ? vm_strdup_printf("%s/nbdkit.err", s->dir) : NULL;
+  size_t en;
+  CLEANUP_FREE char *err = errf ? vm_read_file(errf, 65536, &en) : NULL;
+  for (char *l = err ? strtok(err, "\n") : NULL; l; l = strtok(NULL, "\n"))
+    if (strstr(l, "error: ")) {
+      vm_warn("nbdkit: %s", strstr(l, "error: ") + 7);
+      break;
+    }
   if (s->dir) vm_remove_tree(s->dir);
   free(s->dir);
   free(s->sock);
@@ -196,6 +273,7 @@ int cmd_serve(int argc, char **argv)
     return rc;
   }
   if (s.sock) printf("nbd+unix:///?socket=%s\n", s.sock);
+  else if (listen && strchr(listen, ':')) printf("nbd://[%s]:%d/\n", listen, port);
   else printf("nbd://%s:%d/\n", listen ? listen : "127.0.0.1", port);
   fflush(stdout);
   int st;
@@ -302,7 +380,7 @@ int cmd_ls(int argc, char **argv)
   struct guest gu;
   CLEANUP_JSON json_object *rows = json_object_new_array();
   rc = guest_open(args[0], id, disk, &gu);
-  if (!rc && guestfs_is_dir(gu.g, path) <= 0)
+  if (!rc && guestfs_is_dir_opts(gu.g, path, GUESTFS_IS_DIR_OPTS_FOLLOWSYMLINKS, 1, -1) <= 0)
     rc = vm_fail(VM_EXIT_NOTFOUND, "no folder '%s' in snapshot %.12s", path, id);
   char **names = rc ? NULL : guestfs_ls(gu.g, path);
   if (!rc && !names) rc = vm_fail_gfs(gu.g, "cannot list '%s'", path);
@@ -310,9 +388,10 @@ int cmd_ls(int argc, char **argv)
   if (!rc && !st) rc = vm_fail_gfs(gu.g, "cannot read '%s'", path);
   for (size_t i = 0; !rc && names[i] && i < st->len; i++) {
     json_object *o = json_object_new_object();
-    char when[32];
+    char when[32] = "?";
     time_t t = (time_t)st->val[i].st_mtime_sec;
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    struct tm tm;
+    if (gmtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     char mode[8];
     snprintf(mode, sizeof mode, "%04llo", (unsigned long long)(st->val[i].st_mode & 07777));
     json_object_object_add(o, "name", json_object_new_string(names[i]));
@@ -363,16 +442,31 @@ int cmd_restore_file(int argc, char **argv)
   const char *dir = to ? to : ".";
   struct stat sb;
   if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) return vm_fail(VM_EXIT_NOTFOUND, "no folder '%s'", dir);
+  struct vm_strv names = { 0 };
   for (int i = 2; i < nargs; i++) {
     if (args[i][0] != '/') return vm_usage_error("a guest path starts with '/': '%s'", args[i]);
     CLEANUP_FREE char *copy = vm_strdup(args[i]);
-    CLEANUP_FREE char *dst = vm_strdup_printf("%s/%s", dir, basename(copy));
-    if (access(dst, F_OK) == 0) return vm_fail(VM_EXIT_STATE, "'%s' exists: restore into another folder", dst);
+    const char *base = basename(copy);
+    if (!strcmp(base, "/") || !strcmp(base, ".") || !strcmp(base, ".."))
+      return vm_usage_error("name a file or folder inside the guest, not '%s'", args[i]);
+    if (vm_strv_contains(names.v, base)) {
+      vm_strv_free(&names);
+      return vm_usage_error("two guest paths end in '%s': they would land on one file; restore them apart", base);
+    }
+    vm_strv_add(&names, base);
+    CLEANUP_FREE char *dst = vm_strdup_printf("%s/%s", dir, base);
+    if (access(dst, F_OK) == 0) {
+      vm_strv_free(&names);
+      return vm_fail(VM_EXIT_STATE, "'%s' exists: restore into another folder", dst);
+    }
   }
+  vm_strv_free(&names);
   CLEANUP_FREE char *id = NULL;
   if ((rc = resolve_id(args[0], args[1], &id))) return rc;
   struct guest gu;
   struct vm_undo undo = { 0 };
+  /* Nothing comes out readable by others while it is written. */
+  umask(077);
   rc = guest_open(args[0], id, disk, &gu);
   for (int i = 2; i < nargs && !rc; i++) {
     if (guestfs_exists(gu.g, args[i]) <= 0) {
@@ -381,10 +475,22 @@ int cmd_restore_file(int argc, char **argv)
     }
     CLEANUP_FREE char *copy = vm_strdup(args[i]);
     CLEANUP_FREE char *dst = vm_strdup_printf("%s/%s", dir, basename(copy));
-    if (guestfs_is_dir(gu.g, args[i]) > 0) vm_undo_local_dir(&undo, dst);
+    bool isdir = guestfs_is_dir_opts(gu.g, args[i], GUESTFS_IS_DIR_OPTS_FOLLOWSYMLINKS, 1, -1) > 0;
+    if (isdir) vm_undo_local_dir(&undo, dst);
     else vm_undo_local_file(&undo, dst);
     if (guestfs_copy_out(gu.g, args[i], dir) < 0) rc = vm_fail_gfs(gu.g, "cannot copy '%s' out", args[i]);
-    else printf("%s\n", dst);
+    else {
+      /* A file comes out with the guest's mode (a folder's files keep theirs):
+       * never more readable here than in the guest. */
+      struct guestfs_statns *gs = isdir ? NULL : guestfs_statns(gu.g, args[i]);
+      if (gs) {
+        chmod(dst, (mode_t)(gs->st_mode & 07777));
+        guestfs_free_statns(gs);
+      } else if (!isdir) {
+        chmod(dst, 0600);
+      }
+      printf("%s\n", dst);
+    }
     if (!rc && vm_interrupted()) rc = vm_fail_interrupted();
   }
   CLEANUP_JSON json_object *o = json_object_new_object();

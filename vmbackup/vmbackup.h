@@ -32,7 +32,8 @@ int vb_restore_disk(struct vb_repo *r, const struct vb_manifest *m, const struct
 /* nbdkit serving a disk of a snapshot with vmbackup's plugin, as a child that
  * ends with this process. */
 struct vb_server {
-  pid_t pid;
+  pid_t pid; /* the guardian that runs nbdkit */
+  int wfd;   /* the guardian's pipe: closed, it stops nbdkit */
   char *dir, *sock, *stats;
   /* After stop: what the plugin read. */
   uint64_t chunks_read, chunks, chunk_size, disk_size;
@@ -51,6 +52,13 @@ char *vb_new_definition(const struct vb_manifest *m, const char *name, char *con
 /* restore --live --as name (live.c): bandwidth in MiB/s, 0 for no limit. */
 int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *name, const char *pool,
                     unsigned long bandwidth);
+
+/* Finishes or rolls back what a killed backup (backup.c) or in-place restore
+ * (inplace.c) left on a VM whose lock this run holds; clears the journal. */
+int vb_backup_recover(virConnectPtr conn, virDomainPtr dom, const char *vm);
+int vb_inplace_recover(virConnectPtr conn, virDomainPtr dom, const char *vm);
+/* restore --in-place: the snapshot's VM (by UUID), shut off, gets its disks. */
+int vb_restore_in_place(struct vb_repo *r, const struct vb_manifest *m);
 
 int cmd_init(int argc, char **argv);
 int cmd_key(int argc, char **argv);

@@ -38,7 +38,9 @@ int vm_fail_gfs(guestfs_h *g, const char *fmt, ...)
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   const char *why = guestfs_last_error(g);
-  return vm_fail(VM_EXIT_FAIL, "%s: %s", msg, why ? why : "libguestfs error");
+  /* One line: libguestfs's first (its hints follow on others). */
+  int n = why ? (int)strcspn(why, "\n") : 0;
+  return vm_fail(VM_EXIT_FAIL, "%s: %.*s", msg, why ? n : 16, why ? why : "libguestfs error");
 }
 
 /* Mounts by inspection (roots and their mountpoints, shortest first) when an OS is

@@ -71,7 +71,7 @@ static int plugin_config_complete(void)
     return -1;
   }
   char *id = NULL;
-  if (vb_snapshot_resolve(repo, snapshot, &id) || vb_snapshot_get(repo, id, &man) || vb_repo_load_index(repo, false)) {
+  if (vb_snapshot_resolve(repo, snapshot, &id) || vb_snapshot_get(repo, id, &man)) {
     nbdkit_error("%s", vm_last_error());
     free(id);
     return -1;

@@ -7,9 +7,7 @@
  * the VM's definition records the new and the old volumes first: the next
  * vmbackup run on the VM removes the new ones of a killed restore that had not
  * switched, or the old ones of one that had. */
-#include <fcntl.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -144,26 +142,11 @@ int vb_restore_in_place(struct vb_repo *r, const struct vb_manifest *m)
                    vm_conn_host_name(conn));
       break;
     }
-    CLEANUP_FREE char *raw = vm_strdup_printf("%s/%s.raw", scratch, d->target);
-    CLEANUP_FREE char *qcow = vm_strdup_printf("%s/%s.qcow2", scratch, d->target);
-    int fd = open(raw, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", raw);
-      break;
-    }
     CLEANUP_FREE char *label = vm_strdup_printf("%s %s", m->vm, d->target);
-    rc = vb_restore_disk(r, m, d, fd, label);
-    close(fd);
-    char *argv[] = { "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, qcow, NULL };
-    if (!rc) rc = vm_run_checked(argv, NULL);
-    unlink(raw);
     CLEANUP_FREE char *copy = vm_strdup(news.v[i]);
-    struct vm_volspec spec = { .name = strrchr(copy, '/') + 1, .format = "qcow2", .capacity = d->size };
-    CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
-    if (!rc) rc = vm_vol_create(pool, &spec, &vol);
-    if (!rc) made[i] = true;
-    if (!rc) rc = vm_vol_upload_file(vol, qcow);
-    unlink(qcow);
+    CLEANUP_FREE char *path = NULL;
+    rc = vb_disk_to_volume(r, m, d, scratch, pool, strrchr(copy, '/') + 1, label, &path);
+    made[i] = path != NULL;
   }
   if (scratch) vm_remove_tree(scratch);
   if (!rc && vm_interrupted()) rc = vm_fail_interrupted();

@@ -93,21 +93,13 @@ static void drop_policies(virDomainPtr dom, const struct vb_manifest *m)
 int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *name, const char *pool_name,
                     unsigned long bandwidth)
 {
-  int rc = vm_check_name("VM", name);
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
+  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
+  int rc = vb_new_vm_place(name, pool_name, &conn, &pool);
   if (rc) return rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
   if (!vm_conn_is_local(conn))
     return vm_fail(VM_EXIT_USAGE, "--live runs the VM on this host (its disks' exports are local sockets): restore "
                                   "it here, or without --live on %s", vm_conn_host_name(conn));
-  virDomainPtr existing = virDomainLookupByName(conn, name);
-  if (existing) {
-    virDomainFree(existing);
-    return vm_fail(VM_EXIT_STATE, "a VM named '%s' exists on %s", name, vm_conn_host_name(conn));
-  }
-  virResetLastError();
-  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-  if ((rc = vm_pool_open(conn, pool_name ? pool_name : vm_default_pool(), &pool))) return rc;
   if (!vm_pool_is_file_based(pool))
     return vm_fail(VM_EXIT_STATE, "--live needs a pool of files for its qcow2 overlays");
   /* The sockets' folder is QEMU's user's, so that QEMU reaches them and nobody else. */
@@ -123,8 +115,7 @@ int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *n
   struct vm_strv paths = { 0 }, socks = { 0 };
   for (size_t i = 0; i < m->ndisks && !rc; i++) {
     const struct vb_mdisk *d = &m->disks[i];
-    CLEANUP_FREE char *volname = i == 0 ? vm_strdup_printf("%s.qcow2", name)
-                                        : vm_strdup_printf("%s-disk%zu.qcow2", name, i);
+    CLEANUP_FREE char *volname = vb_volume_name(name, i);
     struct vm_volspec spec = { .name = volname, .format = "qcow2", .capacity = d->size };
     CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
     if ((rc = vm_vol_create(pool, &spec, &vol))) break;

@@ -233,56 +233,75 @@ char *vb_new_definition(const struct vb_manifest *m, const char *name, char *con
   return vm_xml_dump(doc);
 }
 
+int vb_disk_to_volume(struct vb_repo *r, const struct vb_manifest *m, const struct vb_mdisk *d, const char *scratch,
+                      virStoragePoolPtr pool, const char *volname, const char *label, char **path)
+{
+  *path = NULL;
+  CLEANUP_FREE char *raw = vm_strdup_printf("%s/%s.raw", scratch, d->target);
+  CLEANUP_FREE char *qcow = vm_strdup_printf("%s/%s.qcow2", scratch, d->target);
+  int fd = open(raw, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", raw);
+  int rc = vb_restore_disk(r, m, d, fd, label);
+  close(fd);
+  char *argv[] = { "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, qcow, NULL };
+  if (!rc) rc = vm_run_checked(argv, NULL);
+  unlink(raw);
+  struct vm_volspec spec = { .name = volname, .format = "qcow2", .capacity = d->size };
+  CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
+  if (!rc) rc = vm_vol_create(pool, &spec, &vol);
+  if (!rc) {
+    *path = virStorageVolGetPath(vol);
+    if (!*path) rc = vm_fail_virt("cannot read the path of volume '%s'", volname);
+  }
+  if (!rc) rc = vm_vol_upload_file(vol, qcow);
+  unlink(qcow);
+  return rc;
+}
+
+char *vb_volume_name(const char *vm, size_t i)
+{
+  return i == 0 ? vm_strdup_printf("%s.qcow2", vm) : vm_strdup_printf("%s-disk%zu.qcow2", vm, i);
+}
+
+int vb_new_vm_place(const char *name, const char *pool_name, virConnectPtr *conn, virStoragePoolPtr *pool)
+{
+  *conn = NULL;
+  *pool = NULL;
+  int rc = vm_check_name("VM", name);
+  if (rc) return rc;
+  if (!(*conn = vm_connect())) return VM_EXIT_FAIL;
+  virDomainPtr existing = virDomainLookupByName(*conn, name);
+  if (existing) {
+    virDomainFree(existing);
+    return vm_fail(VM_EXIT_STATE, "a VM named '%s' exists on %s", name, vm_conn_host_name(*conn));
+  }
+  virResetLastError();
+  return vm_pool_open(*conn, pool_name ? pool_name : vm_default_pool(), pool);
+}
+
 /* restore --as NAME: each disk made here as a qcow2 from the snapshot, uploaded
  * into a new volume of the pool through a sparse libvirt stream (so that the
  * VM's host may be another), then the VM defined; all undone on failure. */
 static int restore_as(struct vb_repo *r, const struct vb_manifest *m, const char *name, const char *pool_name,
                       bool start)
 {
-  int rc = vm_check_name("VM", name);
-  if (rc) return rc;
-  CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
-  if (!conn) return VM_EXIT_FAIL;
-  virDomainPtr existing = virDomainLookupByName(conn, name);
-  if (existing) {
-    virDomainFree(existing);
-    return vm_fail(VM_EXIT_STATE, "a VM named '%s' exists on %s", name, vm_conn_host_name(conn));
-  }
-  virResetLastError();
+  CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-  if ((rc = vm_pool_open(conn, pool_name ? pool_name : vm_default_pool(), &pool))) return rc;
+  int rc = vb_new_vm_place(name, pool_name, &conn, &pool);
+  if (rc) return rc;
   CLEANUP_FREE char *scratch = vm_scratch_dir("restore");
   if (!scratch) return VM_EXIT_FAIL;
   struct vm_undo undo = { 0 };
   struct vm_strv paths = { 0 };
   for (size_t i = 0; i < m->ndisks && !rc; i++) {
-    const struct vb_mdisk *d = &m->disks[i];
-    CLEANUP_FREE char *raw = vm_strdup_printf("%s/%s.raw", scratch, d->target);
-    CLEANUP_FREE char *qcow = vm_strdup_printf("%s/%s.qcow2", scratch, d->target);
-    int fd = open(raw, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", raw);
-      break;
-    }
-    CLEANUP_FREE char *label = vm_strdup_printf("%s %s", name, d->target);
-    rc = vb_restore_disk(r, m, d, fd, label);
-    close(fd);
-    char *argv[] = { "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, qcow, NULL };
-    if (!rc) rc = vm_run_checked(argv, NULL);
-    unlink(raw);
-    CLEANUP_FREE char *volname = i == 0 ? vm_strdup_printf("%s.qcow2", name)
-                                        : vm_strdup_printf("%s-disk%zu.qcow2", name, i);
-    struct vm_volspec spec = { .name = volname, .format = "qcow2", .capacity = d->size };
-    CLEANUP_VIRVOL virStorageVolPtr vol = NULL;
-    if (!rc) rc = vm_vol_create(pool, &spec, &vol);
-    if (!rc) {
-      char *path = virStorageVolGetPath(vol);
+    CLEANUP_FREE char *label = vm_strdup_printf("%s %s", name, m->disks[i].target);
+    CLEANUP_FREE char *volname = vb_volume_name(name, i);
+    CLEANUP_FREE char *path = NULL;
+    rc = vb_disk_to_volume(r, m, &m->disks[i], scratch, pool, volname, label, &path);
+    if (path) {
       vm_undo_volume(&undo, conn, path);
       vm_strv_add(&paths, path);
-      free(path);
-      rc = vm_vol_upload_file(vol, qcow);
     }
-    unlink(qcow);
   }
   CLEANUP_FREE char *xml = rc ? NULL : vb_new_definition(m, name, paths.v);
   if (!rc && !xml) rc = vm_fail(VM_EXIT_VERIFY, "snapshot %.12s: its saved definition does not name its disks", m->snapshot);

@@ -49,6 +49,18 @@ void vb_server_stop(struct vb_server *s);
  * (one per disk of m): no UUID, MACs, metadata or backing chains. Caller frees;
  * NULL when the definition does not name the snapshot's disks. */
 char *vb_new_definition(const struct vb_manifest *m, const char *name, char *const *paths);
+/* Checks that a new VM name is free on the connection (-c, --on) and opens the
+ * pool for its disks. 0, or an exit code after a message (*conn and *pool, when
+ * set, are the caller's to free either way). */
+int vb_new_vm_place(const char *name, const char *pool_name, virConnectPtr *conn, virStoragePoolPtr *pool);
+/* A new VM's volume names: NAME.qcow2, then NAME-diskN.qcow2. Caller frees. */
+char *vb_volume_name(const char *vm, size_t i);
+/* Disk d of snapshot m into a new qcow2 volume volname of pool: restored in
+ * scratch, converted, uploaded through a sparse stream. *path is set once the
+ * volume exists (even when the upload then fails: the caller undoes it). 0 or
+ * an exit code after a message. */
+int vb_disk_to_volume(struct vb_repo *r, const struct vb_manifest *m, const struct vb_mdisk *d, const char *scratch,
+                      virStoragePoolPtr pool, const char *volname, const char *label, char **path);
 /* restore --live --as name (live.c): bandwidth in MiB/s, 0 for no limit. */
 int vb_restore_live(const char *repo, const struct vb_manifest *m, const char *name, const char *pool,
                     unsigned long bandwidth);

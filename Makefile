@@ -94,7 +94,7 @@ t/unit/base-plan: t/unit/base-plan.c common/base/plan.c $(LIBVMKIT_BASE)
 # vmbackup's formats read untrusted bytes: t/unit/backup-X tests them (the
 # repository's modules, which need no libvirt) under AddressSanitizer and UBSan,
 # with the base layer, OpenSSL and zstd only.
-VB_SRCS := $(addprefix vmbackup/,$(addsuffix .c,config crypto index json manifest rlock store workq))
+VB_SRCS := $(addprefix vmbackup/,$(addsuffix .c,config crypto fs index json manifest proto remote rlock store workq))
 t/unit/backup-%: t/unit/backup-%.c $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
@@ -104,6 +104,35 @@ t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -o $@ $< $(LIBVMKIT_BASE) $(BASE_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+
+# Fuzz targets, one per parser of untrusted bytes in vmbackup (t/fuzz/fuzz-X.c:
+# config, index, manifest, record, json), built like t/unit/backup-X with
+# $(VB_SRCS) and the base layer, every UBSan finding fatal. With gcc they link
+# t/fuzz/driver.c, a small engine (coverage from -fsanitize-coverage=trace-pc);
+# `make check` builds them and t/run runs each for a bounded number of runs,
+# crash inputs kept in t/.run/fuzz/. By hand:
+#   t/fuzz/fuzz-manifest -seconds=3600 -seed=7    fuzz longer (any seed)
+#   t/fuzz/fuzz-manifest t/.run/fuzz/crash-HASH   reproduce a crash, under gdb too
+#   t/fuzz/fuzz-manifest -gen-seeds DIR           write the seeds, the encoders' output
+# With clang's libFuzzer instead: make -B FUZZ_ENGINE=libfuzzer t/fuzz/fuzz-manifest,
+# then t/fuzz/fuzz-manifest DIR (the seeds above; it adds what it finds there), and
+# -help=1 for its options.
+FUZZ_ENGINE ?= driver
+FUZZ_BINS := $(basename $(wildcard t/fuzz/fuzz-*.c))
+FUZZ_CFLAGS = -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS))) $(CFLAGS) \
+  -fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_LIBS = $(LIBVMKIT_BASE) $(BASE_LIBS) -lcrypto -lzstd
+ifeq ($(FUZZ_ENGINE),libfuzzer)
+t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(VB_SRCS) $(FUZZ_LIBS)
+else
+t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h t/fuzz/driver.o $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
+	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -fsanitize-coverage=trace-pc -o $@ $< \
+	  $(VB_SRCS) t/fuzz/driver.o $(FUZZ_LIBS)
+endif
+# The engine itself is not instrumented for coverage: only the code under test.
+t/fuzz/driver.o: t/fuzz/driver.c t/fuzz/fuzz.h
+	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -c -o $@ $<
 
 # vmbackup's nbdkit plugin (nbdkit's plugin API, nbdkit-plugin-dev): the
 # repository modules and the base layer built into it position-independent.
@@ -118,7 +147,7 @@ vmbackup/plugin/nbdkit-vmbackup-plugin.so: $(VB_PLUGIN_SRCS) $(wildcard vmbackup
 t/fault/libinject.so: t/fault/inject.c
 	$(CC) $(CFLAGS) -shared -fPIC $(shell $(PKG_CONFIG) --cflags libvirt) -o $@ $< -ldl
 
-check: all $(UNIT_BINS) t/fault/libinject.so
+check: all $(UNIT_BINS) $(FUZZ_BINS) t/fault/libinject.so
 	t/run
 
 install: all
@@ -132,7 +161,7 @@ install: all
 
 clean:
 	rm -f common/*/*.o common/*/*.d common/*.a $(foreach t,$(TOOLS),$(t)/*.o $(t)/*.d $(t)/$(t)) \
-	  $(UNIT_BINS) t/unit/*.d t/fault/libinject.so
+	  $(UNIT_BINS) t/unit/*.d t/fault/libinject.so $(FUZZ_BINS) t/fuzz/*.o
 
 .PHONY: all check install clean
 -include $(COMMON_SRCS:.c=.d) $(ALL_OBJS:.o=.d)

@@ -576,3 +576,107 @@ defined() {
   [ "$(json_of kind)" = full ]
   run_tool 2 vmbackup restore "$REPO" "$snap" --in-place --pool x
 }
+
+# start_sshd DIR: an sshd of the test's own on the loopback (its port in
+# $SSHD_PORT), whose authorized_keys is DIR/authorized_keys, for keys DIR/full
+# (any command) and DIR/append (forced: an append-only server restricted to
+# DIR/srv, as an off-site host's authorized_keys line would have it).
+start_sshd() {
+  local d=$1 k
+  mkdir -p "$d/srv" /run/sshd
+  for k in hostkey full append; do ssh-keygen -q -t ed25519 -N '' -f "$d/$k"; done
+  {
+    printf 'command="%s serve --stdio --append-only --restrict-to-path %s",restrict %s\n' \
+      "$TOP/vmbackup/vmbackup" "$d/srv" "$(cat "$d/append.pub")"
+    cat "$d/full.pub"
+  } > "$d/authorized_keys"
+  SSHD_PORT=$((20000 + RANDOM % 20000))
+  cat > "$d/sshd_config" <<CONF
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $d/hostkey
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/authorized_keys
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+CONF
+  /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log"
+  sleep 0.3
+}
+
+# The test's sshd goes with its test, however the test ends.
+teardown() {
+  [ -f "$BATS_TEST_TMPDIR/ssh/sshd.pid" ] && kill "$(cat "$BATS_TEST_TMPDIR/ssh/sshd.pid")" 2>/dev/null
+  common_teardown
+}
+
+# rsh KEY: the ssh command (VMKIT_RSH) that logs in with DIR/KEY.
+rsh() { echo "ssh -i $SSHD_DIR/$1 -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR -o BatchMode=yes"; }
+
+@test "ssh:// repository: backups through ssh to an append-only server, which refuses a prune and a new key; a killed client leaves nothing" {
+  SSHD_DIR=$BATS_TEST_TMPDIR/ssh
+  start_sshd "$SSHD_DIR"
+  export VMKIT_REMOTE_PATH=$TOP/vmbackup/vmbackup
+  local srv=$SSHD_DIR/srv/repo r i s
+  r=ssh://root@127.0.0.1:$SSHD_PORT$srv
+  VMKIT_RSH=$(rsh full) run_tool 0 vmbackup init "$r" --kdf-cost 10
+  [ -f "$srv/config" ]
+  export VMKIT_RSH
+  VMKIT_RSH=$(rsh append)
+  run_tool 0 vmbackup backup "$r" "$VM" -o json
+  [ "$(json_of kind)" = full ]
+  guest_exec "$VM" 'dd if=/dev/urandom of=/mnt/data/ssh bs=1M count=2 2>/dev/null; sync' >/dev/null
+  run_tool 0 vmbackup backup "$r" "$VM" -o json
+  [ "$(json_of kind)" = incremental ]
+  s=$(json_of snapshot)
+  # What crossed is what a local run reads: the same snapshot restores the same
+  # through ssh and from the folder itself.
+  [ "$(snaps "$r" | grep -c .)" -eq 2 ]
+  mkdir "$BATS_TEST_TMPDIR/a" "$BATS_TEST_TMPDIR/b"
+  run_tool 0 vmbackup restore "$r" "$s" --to "$BATS_TEST_TMPDIR/a"
+  run_tool 0 vmbackup restore "$srv" "$s" --to "$BATS_TEST_TMPDIR/b"
+  cmp "$BATS_TEST_TMPDIR"/a/*.vda.raw "$BATS_TEST_TMPDIR"/b/*.vda.raw
+  e2fsck -fn "$BATS_TEST_TMPDIR"/a/*.vda.raw
+  run_tool 0 vmbackup check "$r" --read-data
+  # Append-only: no prune, no compact, no new key; history stays as it was.
+  cp "$srv/config" "$BATS_TEST_TMPDIR/config.before"
+  run_tool 4 vmbackup prune "$r" --keep-last 1
+  assert_one_error_line "append-only"
+  run_tool 4 vmbackup compact "$r"
+  assert_one_error_line "append-only"
+  VMKIT_NEW_PASSPHRASE=other run_tool 4 vmbackup key change-passphrase "$r"
+  assert_one_error_line "append-only"
+  cmp "$srv/config" "$BATS_TEST_TMPDIR/config.before"
+  [ "$(snaps "$r" | grep -c .)" -eq 2 ]
+  # The key's forced command serves only under its folder.
+  run_tool 4 vmbackup list "ssh://root@127.0.0.1:$SSHD_PORT$BATS_TEST_TMPDIR/elsewhere"
+  assert_one_error_line "outside the paths"
+  # A client killed anywhere in a backup: the server drops what was not
+  # committed and releases the lock; check stays clean; the next run goes on.
+  for i in 1 2 3 4 5; do
+    guest_exec "$VM" "dd if=/dev/urandom of=/mnt/data/k$i bs=256k count=4 2>/dev/null; sync" >/dev/null
+    "$TOP/vmbackup/vmbackup" backup "$r" "$VM" 2>>"$BATS_TEST_TMPDIR/kill.err" &
+    local pid=$!
+    sleep "0.$((RANDOM % 10))$((RANDOM % 10))"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    # The server sees its input end and ends.
+    local n=0
+    while pgrep -f "serve --stdio --append-only --restrict-to-path $SSHD_DIR/srv" >/dev/null && [ $n -lt 50 ]; do
+      sleep 0.2
+      n=$((n + 1))
+    done
+    [ -z "$(ls "$srv/tmp")" ]
+    [ -z "$(ls "$srv/locks")" ]
+    run_tool 0 vmbackup check "$r"
+  done
+  run_tool 0 vmbackup backup "$r" "$VM"
+  # The key that may do anything prunes; what stays restores the same.
+  VMKIT_RSH=$(rsh full) run_tool 0 vmbackup prune "$r" --keep-last 1
+  [ "$(snaps "$r" | grep -c .)" -eq 1 ]
+  run_tool 0 vmbackup check "$srv" --read-data
+  kill "$(cat "$SSHD_DIR/sshd.pid")"
+}

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "vmbackup.h"
 
 struct ids {
@@ -58,15 +59,7 @@ static void problem(struct check *c, const char *object, const char *fmt, ...)
   free(what);
 }
 
-static void list_names(const char *dir, struct vm_strv *out)
-{
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') vm_strv_add(out, e->d_name);
-  closedir(d);
-}
+static void list_names(struct vb_repo *r, const char *rel, struct vm_strv *out) { vb_fs_list(r->fs, rel, out); }
 
 static bool same_entry(const struct vb_ientry *a, const struct vb_ientry *b)
 {
@@ -97,10 +90,10 @@ static void check_pack(struct check *c, const char *hex, bool read_data, struct 
   CLEANUP_FREE char *obj = vm_strdup_printf("pack %s", hex);
   int rc = vb_pack_scan(c->r, hex, read_data ? &buf : NULL, &len, &e, &n, &why);
   if (rc) problem(c, obj, "%s", why);
-  CLEANUP_FREE char *ixf = vb_repo_file(c->r, "index/%s", hex);
+  CLEANUP_FREE char *ixf = vm_strdup_printf("index/%s", hex);
   unsigned char pid[VB_PACK_ID_LEN];
   vb_unhex16(hex, pid);
-  if (access(ixf, F_OK) != 0 && !(c->r->merged_n && vb_index_covers(&c->r->merged, pid))) {
+  if (vb_fs_exists(c->r->fs, ixf) == 0 && !(c->r->merged_n && vb_index_covers(&c->r->merged, pid))) {
     c->notes++;
     vm_info("pack %s has no index yet (a killed writer's; the next backup, or check --repair, indexes it)", hex);
   }
@@ -171,19 +164,18 @@ int cmd_check(int argc, char **argv)
   if ((rc = vb_open_repo(args[0], repair ? VB_LOCK_EXCLUSIVE : VB_LOCK_SHARED, &r))) return rc;
   if (repair) {
     /* A pack's damaged index is made again from the pack (the pack is the truth). */
-    CLEANUP_FREE char *idir0 = vb_repo_file(r, "index");
     struct vm_strv names = { 0 };
-    list_names(idir0, &names);
+    list_names(r, "index", &names);
     for (size_t i = 0; i < names.n; i++) {
       unsigned char pid[16];
       if (vb_unhex16(names.v[i], pid) < 0) continue;
-      CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", idir0, names.v[i]);
+      CLEANUP_FREE char *f = vm_strdup_printf("index/%s", names.v[i]);
       size_t len;
-      CLEANUP_FREE unsigned char *b = (unsigned char *)vm_read_file(f, 1u << 30, &len);
+      CLEANUP_FREE unsigned char *b = (unsigned char *)vb_fs_read(r->fs, f, 1u << 30, &len);
       struct vb_index ix;
       const char *why;
       if (b && vb_index_check(b, len, &ix, &why) == 0 && !ix.merged && memcmp(ix.pack, pid, 16) == 0) continue;
-      if (b && unlink(f) == 0) vm_warn("removed the damaged index of pack %s; it is made again from the pack", names.v[i]);
+      if (b && vb_fs_unlink(r->fs, f) == 0) vm_warn("removed the damaged index of pack %s; it is made again from the pack", names.v[i]);
     }
     vm_strv_free(&names);
   }
@@ -203,13 +195,12 @@ int cmd_check(int argc, char **argv)
    * chunks of packs that were in place before it, so none looks missing. */
   struct vm_strv snaps = { 0 };
   vb_snapshot_ids(r, &snaps);
-  CLEANUP_FREE char *pdir = vb_repo_file(r, "packs");
   struct vm_strv sub = { 0 };
-  list_names(pdir, &sub);
+  list_names(r, "packs", &sub);
   for (size_t i = 0; i < sub.n && !vm_interrupted(); i++) {
-    CLEANUP_FREE char *sd = vm_strdup_printf("%s/%s", pdir, sub.v[i]);
+    CLEANUP_FREE char *sd = vm_strdup_printf("packs/%s", sub.v[i]);
     struct vm_strv packs = { 0 };
-    list_names(sd, &packs);
+    list_names(r, sd, &packs);
     for (size_t j = 0; j < packs.n && !vm_interrupted(); j++) {
       unsigned char pid[16];
       if (vb_unhex16(packs.v[j], pid) < 0 || strncmp(packs.v[j], sub.v[i], 2) != 0) {
@@ -225,22 +216,21 @@ int cmd_check(int argc, char **argv)
   vm_strv_free(&sub);
   if (all.n) qsort(all.v, all.n, sizeof *all.v, by_id_pack);
   /* Every index: checked whole, each entry a record of its pack. */
-  CLEANUP_FREE char *idir = vb_repo_file(r, "index");
   struct vm_strv ixs = { 0 };
-  list_names(idir, &ixs);
+  list_names(r, "index", &ixs);
   for (size_t i = 0; i < ixs.n; i++) {
     unsigned char pid[16];
     if (vb_unhex16(ixs.v[i], pid) != 0) continue;
     CLEANUP_FREE char *obj = vm_strdup_printf("index %s", ixs.v[i]);
-    CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", ixs.v[i], ixs.v[i]);
-    if (access(pf, F_OK) != 0) {
+    CLEANUP_FREE char *pf = vm_strdup_printf("packs/%.2s/%s", ixs.v[i], ixs.v[i]);
+    if (vb_fs_exists(r->fs, pf) == 0) {
       problem(&c, obj, "an index of a pack that is missing");
       continue;
     }
     if (r->merged_n && vb_index_covers(&r->merged, pid)) continue; /* left by a killed compact: the merged one serves */
-    CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", idir, ixs.v[i]);
+    CLEANUP_FREE char *f = vm_strdup_printf("index/%s", ixs.v[i]);
     size_t ilen;
-    CLEANUP_FREE unsigned char *ib = (unsigned char *)vm_read_file(f, 1u << 30, &ilen);
+    CLEANUP_FREE unsigned char *ib = (unsigned char *)vb_fs_read(r->fs, f, 1u << 30, &ilen);
     struct vb_index ix;
     const char *why = "cannot be read";
     if (!ib || vb_index_check(ib, ilen, &ix, &why) < 0 || ix.merged || memcmp(ix.pack, pid, 16)) {

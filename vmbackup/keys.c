@@ -6,6 +6,7 @@
 
 #include <openssl/rand.h>
 
+#include "fs.h"
 #include "vmbackup.h"
 
 int cmd_init(int argc, char **argv)
@@ -44,8 +45,6 @@ int cmd_init(int argc, char **argv)
   }
   if (level < 1 || level > 19) return vm_usage_error("invalid --zstd-level %d: 1 to 19", level);
   if (cost < 10 || cost > 20) return vm_usage_error("invalid --kdf-cost %d: 10 to 20", cost);
-  if (strncmp(args[0], "ssh://", 6) == 0)
-    return vm_usage_error("init makes a repository on this machine's file system: run it on the far side");
   char *pass = NULL;
   size_t plen = 0;
   rc = vb_passphrase(vb_passfile, &pass, &plen);
@@ -83,14 +82,13 @@ int cmd_init(int argc, char **argv)
   return 0;
 }
 
-/* The config as it is on disk, checked. */
-static int read_config(const char *repo, char **text, size_t *len, struct vb_config *cfg)
+/* The config as it is in the repository, checked. */
+static int read_config(struct vb_fs *fs, const char *repo, char **text, size_t *len, struct vb_config *cfg)
 {
-  CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", repo);
-  *text = vm_read_file(cf, 64u << 10, len);
+  *text = vb_fs_read(fs, "config", 64u << 10, len);
   if (!*text) {
     if (errno == ENOENT) return vm_fail(VM_EXIT_NOTFOUND, "no repository at '%s' (no config file)", repo);
-    return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", cf);
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s/config'", repo);
   }
   const char *why;
   if (vb_config_parse(*text, *len, cfg, &why) < 0) {
@@ -101,12 +99,30 @@ static int read_config(const char *repo, char **text, size_t *len, struct vb_con
   return 0;
 }
 
+/* A config put in place of the repository's (key import and change): 0, or an
+ * exit code after a message (a server that refuses it says why). */
+static int put_config(struct vb_fs *fs, const char *repo, const char *text, size_t len)
+{
+  unsigned char rnd[16] = { 0 };
+  char hex[33];
+  RAND_bytes(rnd, 8);
+  vb_hex16(rnd, hex);
+  CLEANUP_FREE char *tmp = vm_strdup_printf("tmp/key.%.16s.config", hex);
+  if (vb_fs_put(fs, tmp, "config", text, len, true) == 0) return 0;
+  if (errno == EPERM && *vb_fs_error(fs)) return vm_fail(VM_EXIT_STATE, "%s", vb_fs_error(fs));
+  return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/config'", repo);
+}
+
 static int key_export(const char *repo, const char *file)
 {
   CLEANUP_FREE char *text = NULL;
   size_t len;
   struct vb_config cfg;
-  int rc = read_config(repo, &text, &len, &cfg);
+  struct vb_fs *fs;
+  int rc = vb_fs_open(repo, &fs);
+  if (rc) return rc;
+  rc = read_config(fs, repo, &text, &len, &cfg);
+  vb_fs_close(fs);
   if (rc) return rc;
   if (!cfg.encrypted) return vm_fail(VM_EXIT_STATE, "repository '%s' is not encrypted: it has no key", repo);
   if (!file) {
@@ -119,7 +135,7 @@ static int key_export(const char *repo, const char *file)
 }
 
 /* A config that opens with this passphrase, written in place of the repository's. */
-static int key_import(const char *repo, const char *file)
+static int key_import_into(struct vb_fs *fs, const char *repo, const char *file)
 {
   size_t len;
   CLEANUP_FREE char *text = vm_read_file(file, 64u << 10, &len);
@@ -131,15 +147,13 @@ static int key_import(const char *repo, const char *file)
   CLEANUP_FREE char *cur = NULL;
   size_t curlen;
   struct vb_config have;
-  CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", repo);
-  CLEANUP_FREE char *snaps = vm_strdup_printf("%s/snapshots", repo);
-  if (access(cf, F_OK) == 0) {
-    int rc = read_config(repo, &cur, &curlen, &have);
+  if (vb_fs_exists(fs, "config") == 1) {
+    int rc = read_config(fs, repo, &cur, &curlen, &have);
     /* A damaged config is what an import repairs; only another repository's key is refused. */
     if (rc == 0 && memcmp(have.id, in.id, sizeof in.id) != 0)
       return vm_fail(VM_EXIT_STATE, "'%s' is the key of another repository", file);
     if (rc && rc != VM_EXIT_VERIFY) return rc;
-  } else if (access(snaps, F_OK) != 0) {
+  } else if (vb_fs_exists(fs, "snapshots") != 1) {
     return vm_fail(VM_EXIT_NOTFOUND, "no repository at '%s'", repo);
   }
   char *pass;
@@ -154,9 +168,22 @@ static int key_import(const char *repo, const char *file)
   vb_passphrase_free(pass, plen);
   vb_keys_wipe(&k);
   if (u) return vm_fail(VM_EXIT_FAIL, "'%s': wrong passphrase (or the key was altered)", file);
-  if (vm_write_file_atomic(cf, text, len, 0600) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", cf);
+  if ((rc = put_config(fs, repo, text, len))) return rc;
   vm_info("imported the key into '%s'", repo);
   return 0;
+}
+
+static int key_import(const char *repo, const char *file)
+{
+  struct vb_fs *fs;
+  int rc = vb_fs_open(repo, &fs);
+  if (rc) return rc;
+  /* Nothing else writes the config meanwhile (a repository without a config
+   * has no lock to take: its locks/ folder may be all that is left). */
+  rc = vb_fs_exists(fs, "config") == 1 ? vb_fs_lock(fs, true, vm_lock_wait_seconds()) : 0;
+  if (rc == 0) rc = key_import_into(fs, repo, file);
+  vb_fs_close(fs);
+  return rc;
 }
 
 static int key_change(const char *repo, const char *newfile)
@@ -186,9 +213,8 @@ static int key_change(const char *repo, const char *newfile)
     rc = vm_fail(VM_EXIT_FAIL, "cannot wrap the key");
   vb_passphrase_free(pass, plen);
   CLEANUP_FREE char *text = rc ? NULL : vb_config_encode(&cfg);
-  CLEANUP_FREE char *cf = vb_repo_file(r, "config");
-  if (rc == 0 && (!text || vm_write_file_atomic(cf, text, strlen(text), 0600) < 0))
-    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", cf);
+  if (rc == 0 && !text) rc = vm_fail(VM_EXIT_FAIL, "cannot encode the config");
+  if (rc == 0) rc = put_config(r->fs, repo, text, strlen(text));
   if (rc == 0) vm_info("changed the passphrase of '%s'; the old one no longer opens it", repo);
   vb_repo_close(r);
   return rc;

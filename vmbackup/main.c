@@ -13,8 +13,6 @@ struct poptOption vb_repo_table[] = {
 
 int vb_open_repo(const char *name, enum vb_lockmode lock, struct vb_repo **r)
 {
-  if (strncmp(name, "ssh://", 6) == 0)
-    return vm_fail(VM_EXIT_USAGE, "repository '%s': ssh:// repositories are not supported yet", name);
   return vb_repo_open(name, vb_passfile, lock, vm_lock_wait_seconds(), r);
 }
 

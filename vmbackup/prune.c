@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fs.h"
 #include "vmbackup.h"
 
 /* ---- Retention ----------------------------------------------------------------------------- */
@@ -158,26 +159,36 @@ static int referenced(struct vb_repo *r, char *const *skip, unsigned char (**out
   return rc;
 }
 
+/* A repository served append-only (an ssh:// one whose server was started
+ * with --append-only) removes nothing: said before anything is done. Closes r
+ * when it refuses. */
+static int refuse_append_only(struct vb_repo *r, const char *verb)
+{
+  if (!vb_fs_append_only(r->fs)) return 0;
+  int rc = vm_fail(VM_EXIT_STATE, "repository '%s' is served append-only: %s would remove history; run it where the "
+                                  "repository is, or through a key whose server is not --append-only", r->shown, verb);
+  vb_repo_close(r);
+  return rc;
+}
+
 /* The packs in packs/, with their sizes, sorted by ID. */
 static struct packstat *list_packs(struct vb_repo *r, size_t *n)
 {
-  CLEANUP_FREE char *pdir = vb_repo_file(r, "packs");
   struct packstat *p = NULL;
   size_t cap = 0;
   *n = 0;
-  DIR *d = opendir(pdir);
-  struct dirent *e;
-  while (d && (e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    CLEANUP_FREE char *sd = vm_strdup_printf("%s/%s", pdir, e->d_name);
-    DIR *d2 = opendir(sd);
-    struct dirent *f;
-    while (d2 && (f = readdir(d2))) {
+  struct vm_strv subs = { 0 };
+  vb_fs_list(r->fs, "packs", &subs);
+  for (size_t i = 0; i < subs.n; i++) {
+    CLEANUP_FREE char *sd = vm_strdup_printf("packs/%s", subs.v[i]);
+    struct vm_strv names = { 0 };
+    vb_fs_list(r->fs, sd, &names);
+    for (size_t j = 0; j < names.n; j++) {
       unsigned char id[VB_PACK_ID_LEN];
-      if (vb_unhex16(f->d_name, id) < 0) continue;
-      CLEANUP_FREE char *pf = vm_strdup_printf("%s/%s", sd, f->d_name);
-      struct stat st;
-      if (stat(pf, &st) < 0) continue;
+      if (vb_unhex16(names.v[j], id) < 0) continue;
+      CLEANUP_FREE char *pf = vm_strdup_printf("%s/%s", sd, names.v[j]);
+      uint64_t size;
+      if (vb_fs_size(r->fs, pf, &size) < 0) continue;
       if (*n == cap) {
         cap = cap ? cap * 2 : 64;
         p = realloc(p, cap * sizeof *p);
@@ -185,12 +196,12 @@ static struct packstat *list_packs(struct vb_repo *r, size_t *n)
       }
       memset(&p[*n], 0, sizeof *p);
       memcpy(p[*n].id, id, VB_PACK_ID_LEN);
-      p[*n].size = (uint64_t)st.st_size;
+      p[*n].size = size;
       (*n)++;
     }
-    if (d2) closedir(d2);
+    vm_strv_free(&names);
   }
-  if (d) closedir(d);
+  vm_strv_free(&subs);
   if (*n) qsort(p, *n, sizeof *p, cmp_pack);
   return p;
 }
@@ -355,6 +366,7 @@ int cmd_prune(int argc, char **argv)
   vm_catch_signals();
   struct vb_repo *r;
   if ((rc = vb_open_repo(args[0], dry ? VB_LOCK_SHARED : VB_LOCK_EXCLUSIVE, &r))) return rc;
+  if (!dry && (rc = refuse_append_only(r, "prune"))) return rc;
   if ((rc = vb_repo_load_index(r, !dry))) {
     vb_repo_close(r);
     return rc;
@@ -417,10 +429,7 @@ int cmd_prune(int argc, char **argv)
     else rc = vb_snapshot_remove(r, v[i].id);
     if (!rc) pruned++;
   }
-  if (!rc && !dry && pruned) {
-    CLEANUP_FREE char *sd = vb_repo_file(r, "snapshots/x");
-    vb_fsync_dir_of(sd);
-  }
+  if (!rc && !dry && pruned) vb_fs_sync_dir(r->fs, "snapshots");
   struct compact_stats cs;
   struct vm_strv gone = { 0 };
   for (size_t i = 0; i < n; i++)
@@ -459,6 +468,7 @@ int cmd_compact(int argc, char **argv)
   vm_catch_signals();
   struct vb_repo *r;
   if ((rc = vb_open_repo(args[0], dry ? VB_LOCK_SHARED : VB_LOCK_EXCLUSIVE, &r))) return rc;
+  if (!dry && (rc = refuse_append_only(r, "compact"))) return rc;
   struct compact_stats cs;
   if (!(rc = vb_repo_load_index(r, !dry)) && !(rc = compact(r, dry, NULL, &cs))) report_compact(args[0], &cs, dry);
   vb_repo_close(r);

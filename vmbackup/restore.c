@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "rlock.h"
+#include "fs.h"
 #include "vmbackup.h"
 #include "workq.h"
 
@@ -130,7 +131,7 @@ static int restore_to(struct vb_repo *r, const struct vb_manifest *m, const char
   }
   if (rc) vm_undo_run(&undo);
   else vm_undo_forget(&undo);
-  if (!rc && vb_fsync_dir_of(dir) < 0) vm_debug("cannot flush folder '%s'", dir);
+  if (!rc && vm_fsync_dir(dir) < 0) vm_debug("cannot flush folder '%s'", dir);
   return rc;
 }
 
@@ -379,8 +380,7 @@ int cmd_restore(int argc, char **argv)
        * stays single-threaded (no lock touching thread): nbdkit's parent-death
        * signal comes from the thread that started it, and must come when this
        * process dies, however it dies. */
-      vb_lock_release(r->lock);
-      r->lock = NULL;
+      vb_fs_unlock(r->fs);
     }
     if (!rc)
       rc = to        ? restore_to(r, &m, to, disk)

@@ -242,24 +242,41 @@ void vb_server_stop(struct vb_server *s)
 
 int cmd_serve(int argc, char **argv)
 {
-  char *sock = NULL, *listen = NULL;
-  int port = 0;
+  char *sock = NULL, *listen = NULL, **restrict_to = NULL;
+  int port = 0, stdio = 0, append_only = 0;
   struct poptOption table[] = {
     { "socket", '\0', POPT_ARG_STRING, &sock, 0, "serve on this Unix socket (default: one in a private folder)", "PATH" },
     { "port", '\0', POPT_ARG_INT, &port, 0, "serve on this TCP port instead", "PORT" },
     { "listen", '\0', POPT_ARG_STRING, &listen, 0, "with --port: the address to listen on (default 127.0.0.1)", "ADDR" },
+    { "stdio", '\0', POPT_ARG_NONE, &stdio, 0,
+      "instead: serve repositories of this machine to a vmbackup at the other end of ssh (ssh:// repositories), "
+      "on standard input and output", NULL },
+    { "append-only", '\0', POPT_ARG_NONE, &append_only, 0,
+      "with --stdio: refuse whatever removes or replaces history (prune, compact, a new key)", NULL },
+    { "restrict-to-path", '\0', POPT_ARG_ARGV, &restrict_to, 0,
+      "with --stdio: serve only repositories at or under PATH (repeatable)", "PATH" },
     VB_POPT_REPO, VM_POPT_COMMON, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
-  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT [DISK]",
-                    "Serve a disk of a snapshot (the first, or DISK: its target) as a read-only NBD export, through "
-                    "nbdkit and vmbackup's plugin, until interrupted. Prints the export's NBD URI on standard output "
-                    "(for qemu-img, qemu-nbd, nbdinfo, guestfish --format=raw -a URI). Holds the repository's shared "
-                    "lock.",
-                    2, 3, &args, &nargs);
+  int rc = vm_parse(&ctx, argc, argv, table, "REPO SNAPSHOT [DISK] | --stdio",
+                       "Serve a disk of a snapshot (the first, or DISK: its target) as a read-only NBD export, through "
+                       "nbdkit and vmbackup's plugin, until interrupted. Prints the export's NBD URI on standard output "
+                       "(for qemu-img, qemu-nbd, nbdinfo, guestfish --format=raw -a URI). Holds the repository's shared "
+                       "lock. With --stdio, the far side of an ssh:// repository instead: the command to force in the "
+                       "authorized_keys line of the key that backups log in with.",
+                       0, 3, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
+  size_t nr = 0;
+  while (restrict_to && restrict_to[nr]) nr++;
+  if (stdio) {
+    if (nargs || sock || port || listen)
+      return vm_usage_error("--stdio takes no repository, snapshot, --socket or --port: the client names the repository");
+    return vb_serve_stdio(restrict_to, nr, append_only);
+  }
+  if (append_only || nr) return vm_usage_error("--append-only and --restrict-to-path go with --stdio");
+  if (nargs < 2) return vm_usage_error("give a repository and a snapshot (or --stdio)");
   if (sock && port) return vm_usage_error("--socket and --port exclude each other");
   if (port < 0 || port > 65535) return vm_usage_error("invalid --port %d", port);
   if (listen && !port) return vm_usage_error("--listen goes with --port");

@@ -3,20 +3,15 @@
  * a name of its writer's lock, flushed, then linked or renamed into place and
  * its folder flushed, so that a kill at any instant leaves every earlier
  * snapshot whole. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "fs.h"
 #include "rlock.h"
 #include "store.h"
 
@@ -65,48 +60,21 @@ char *vb_repo_file(const struct vb_repo *r, const char *fmt, ...)
   char *rel = NULL;
   if (vasprintf(&rel, fmt, ap) < 0) abort();
   va_end(ap);
-  char *p = vm_strdup_printf("%s/%s", r->path, rel);
+  char *p = vm_strdup_printf("%s/%s", r->shown, rel);
   free(rel);
   return p;
 }
 
-int vb_fsync_dir_of(const char *path)
+/* A path inside the repository (fs.h). */
+static char *rel_of(const char *fmt, ...) VM_PRINTF(1, 2);
+static char *rel_of(const char *fmt, ...)
 {
-  CLEANUP_FREE char *copy = vm_strdup(path);
-  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int e = fsync(fd) < 0 ? errno : 0;
-  close(fd);
-  errno = e;
-  return e ? -1 : 0;
-}
-
-static int write_all(int fd, const void *buf, size_t n)
-{
-  const unsigned char *p = buf;
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int pread_all(int fd, void *buf, size_t n, uint64_t off)
-{
-  unsigned char *p = buf;
-  while (n) {
-    ssize_t got = pread(fd, p, n, (off_t)off);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return -1;
-    if (got == 0) return errno = EIO, -1; /* shorter than its index says */
-    p += got;
-    n -= (size_t)got;
-    off += (uint64_t)got;
-  }
-  return 0;
+  va_list ap;
+  va_start(ap, fmt);
+  char *rel = NULL;
+  if (vasprintf(&rel, fmt, ap) < 0) abort();
+  va_end(ap);
+  return rel;
 }
 
 /* ---- The table of chunks: open addressing on the id's first bytes ------------------- */
@@ -205,70 +173,72 @@ static const char *const subdirs[] = { "packs", "index", "snapshots", "locks", "
 
 int vb_repo_create(const char *path, const struct vb_config *cfg)
 {
-  struct stat st;
+  struct vb_fs *fs;
+  int rc = vb_fs_open(path, &fs);
+  if (rc) return rc;
+  rc = 0;
   bool made = false;
-  if (mkdir(path, 0700) == 0) made = true;
-  else if (errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot make repository folder '%s'", path);
-  else if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-    return vm_fail(VM_EXIT_STATE, "'%s' exists and is not a folder", path);
-  if (!made) {
-    CLEANUP_FREE char *cf0 = vm_strdup_printf("%s/config", path);
-    if (access(cf0, F_OK) == 0) return vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path);
-    DIR *d = opendir(path);
-    if (!d) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", path);
-    struct dirent *e;
-    bool empty = true;
+  uint64_t size;
+  if (vb_fs_mkdir(fs, "") == 0) made = true;
+  else if (errno != EEXIST) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make repository folder '%s'", path);
+  else if (vb_fs_size(fs, "config", &size) == 0) rc = vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path);
+  if (!made && !rc) {
+    struct vm_strv names = { 0 };
+    bool empty = vb_fs_list(fs, "", &names) == 0;
+    if (!empty) rc = vm_fail(VM_EXIT_STATE, "'%s' exists and is not a folder", path);
     /* The layout's empty folders without a config: a killed init, made again. */
-    while ((e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    for (size_t i = 0; i < names.n && !rc; i++) {
       bool layout = false;
-      for (size_t i = 0; subdirs[i]; i++) layout |= !strcmp(e->d_name, subdirs[i]);
+      for (size_t j = 0; subdirs[j]; j++) layout |= !strcmp(names.v[i], subdirs[j]);
       if (!layout) empty = false;
     }
-    closedir(d);
-    for (size_t i = 0; subdirs[i] && empty; i++) {
-      CLEANUP_FREE char *sub = vm_strdup_printf("%s/%s", path, subdirs[i]);
-      if (rmdir(sub) < 0 && errno != ENOENT) empty = false;
-    }
-    if (!empty) {
-      CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
-      if (access(cf, F_OK) == 0) return vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path);
-      return vm_fail(VM_EXIT_STATE, "'%s' is not empty", path);
-    }
+    vm_strv_free(&names);
+    for (size_t i = 0; subdirs[i] && empty && !rc; i++)
+      if (vb_fs_rmdir(fs, subdirs[i]) < 0 && errno != ENOENT) empty = false;
+    if (!empty && !rc) rc = vm_fail(VM_EXIT_STATE, "'%s' is not empty", path);
   }
-  for (size_t i = 0; subdirs[i]; i++) {
-    CLEANUP_FREE char *d = vm_strdup_printf("%s/%s", path, subdirs[i]);
-    if (mkdir(d, 0700) < 0 && errno != EEXIST) {
-      int e = errno;
-      if (made) vm_remove_tree(path);
-      errno = e;
-      return vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", d);
-    }
-  }
-  CLEANUP_FREE char *text = vb_config_encode(cfg);
-  CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
+  for (size_t i = 0; subdirs[i] && !rc; i++)
+    if (vb_fs_mkdir(fs, subdirs[i]) < 0 && errno != EEXIST) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s/%s'", path, subdirs[i]);
+  CLEANUP_FREE char *text = rc ? NULL : vb_config_encode(cfg);
   /* The config last: a folder without one is no repository, and init may run again. */
-  if (!text || vm_write_file_atomic(cf, text, strlen(text), 0600) < 0) {
-    int e = errno;
-    if (made) vm_remove_tree(path);
-    errno = e;
-    return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", cf);
+  if (!rc) {
+    unsigned char rnd[8];
+    char hex[33];
+    memset(rnd, 0, sizeof rnd);
+    RAND_bytes(rnd, sizeof rnd);
+    unsigned char id16[16] = { 0 };
+    memcpy(id16, rnd, sizeof rnd);
+    vb_hex16(id16, hex);
+    CLEANUP_FREE char *tmp = rel_of("tmp/init.%.16s.config", hex);
+    if (!text || vb_fs_put(fs, tmp, "config", text, strlen(text), false) < 0)
+      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/config'", path);
   }
-  return 0;
+  if (rc && made) {
+    for (size_t i = 0; subdirs[i]; i++) vb_fs_rmdir(fs, subdirs[i]);
+    vb_fs_rmdir(fs, "");
+  }
+  vb_fs_close(fs);
+  return rc;
 }
 
 int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s, struct vb_repo **out)
 {
   *out = NULL;
-  CLEANUP_FREE char *cf = vm_strdup_printf("%s/config", path);
+  struct vb_fs *fs;
+  int rc = vb_fs_open(path, &fs);
+  if (rc) return rc;
   size_t len;
-  CLEANUP_FREE char *text = vm_read_file(cf, CONFIG_MAX, &len);
+  CLEANUP_FREE char *text = vb_fs_read(fs, "config", CONFIG_MAX, &len);
   if (!text) {
-    if (errno == ENOENT) return vm_fail(VM_EXIT_NOTFOUND, "no repository at '%s' (no config file)", path);
-    return vm_fail_errno(errno == EFBIG ? VM_EXIT_VERIFY : VM_EXIT_FAIL, "cannot read '%s'", cf);
+    int e = errno;
+    vb_fs_close(fs);
+    errno = e;
+    if (e == ENOENT) return vm_fail(VM_EXIT_NOTFOUND, "no repository at '%s' (no config file)", path);
+    return vm_fail_errno(e == EFBIG ? VM_EXIT_VERIFY : VM_EXIT_FAIL, "cannot read '%s/config'", path);
   }
   struct vb_repo *r = calloc(1, sizeof *r);
   if (!r) abort();
+  r->fs = fs;
   r->path = vm_strdup(path);
   r->shown = vm_strdup(path);
   r->pack_fd = -1;
@@ -283,7 +253,7 @@ int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, 
   }
   char *pass;
   size_t plen;
-  int rc = vb_passphrase(passfile, &pass, &plen);
+  rc = vb_passphrase(passfile, &pass, &plen);
   if (rc > 1) {
     vb_repo_close(r);
     return rc;
@@ -315,7 +285,7 @@ int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, 
     vb_keys_new(&r->keys, false);
   }
   if (lock != VB_LOCK_NONE) {
-    rc = vb_lock_take(path, lock == VB_LOCK_EXCLUSIVE, wait_s, &r->lock);
+    rc = vb_fs_lock(r->fs, lock == VB_LOCK_EXCLUSIVE, wait_s);
     if (rc) {
       vb_repo_close(r);
       return rc;
@@ -334,20 +304,17 @@ struct vb_packfd {
 void vb_repo_close(struct vb_repo *r)
 {
   if (!r) return;
-  if (r->pack_fd >= 0) {
-    /* An unfinished pack: this run failed; its file goes. */
-    close(r->pack_fd);
-    unlink(r->pack_tmp);
-  }
+  /* An unfinished pack: this run failed; its file goes. */
+  if (r->pack_fd >= 0) vb_fs_abort(r->fs, r->pack_fd);
   free(r->pack_tmp);
   free(r->pack_e);
   free(r->written);
-  for (size_t i = 0; i < r->nfds; i++) close(r->fds[i].fd);
+  for (size_t i = 0; i < r->nfds; i++) vb_fs_rclose(r->fs, r->fds[i].fd);
   free(r->fds);
-  if (r->merged_map) munmap(r->merged_map, r->merged_len);
+  vb_fs_unmap(r->fs, r->merged_map, r->merged_len);
   if (r->table) free(r->table->v);
   free(r->table);
-  vb_lock_release(r->lock);
+  vb_fs_close(r->fs);
   vb_keys_wipe(&r->keys);
   OPENSSL_cleanse(&r->cfg, sizeof r->cfg);
   pthread_mutex_destroy(&r->mu);
@@ -360,19 +327,6 @@ void vb_repo_close(struct vb_repo *r)
 /* ---- Indexes ----------------------------------------------------------------------------- */
 
 static int by_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Names in a folder of the repository (no dot files), sorted. */
-static int list_dir(const char *dir, struct vm_strv *out)
-{
-  DIR *d = opendir(dir);
-  if (!d) return errno == ENOENT ? 0 : -1;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') vm_strv_add(out, e->d_name);
-  closedir(d);
-  if (out->n) qsort(out->v, out->n, sizeof *out->v, by_str);
-  return 0;
-}
 
 static void table_put(struct vb_repo *r, const struct vb_ientry *e)
 {
@@ -400,9 +354,9 @@ int vb_pack_scan(struct vb_repo *r, const char *hex, unsigned char **bufp, size_
   *ep = NULL;
   *np = 0;
   if (bufp) *bufp = NULL;
-  CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", hex, hex);
+  CLEANUP_FREE char *pf = rel_of("packs/%.2s/%s", hex, hex);
   size_t len;
-  unsigned char *buf = (unsigned char *)vm_read_file(pf, 1u << 30, &len);
+  unsigned char *buf = (unsigned char *)vb_fs_read(r->fs, pf, 1u << 30, &len);
   if (!buf) return *why = strerror(errno), VM_EXIT_FAIL;
   unsigned char pid[VB_PACK_ID_LEN];
   if (vb_unhex16(hex, pid) < 0 || len < PACK_HEAD || memcmp(buf, pack_magic, 8) != 0 ||
@@ -473,17 +427,11 @@ static int reindex_pack(struct vb_repo *r, const char *hex)
     return vm_fail(VM_EXIT_VERIFY, "pack %s: %s", hex, why);
   }
   free(e);
-  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.%s.index", vb_lock_name(r->lock), hex);
-  CLEANUP_FREE char *dst = vb_repo_file(r, "index/%s", hex);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  rc = fd < 0 || write_all(fd, ix, ixlen) < 0 || fsync(fd) < 0 ? -1 : 0;
-  if (fd >= 0) close(fd);
+  CLEANUP_FREE char *tmp = rel_of("tmp/%s.%s.index", vb_fs_lock_name(r->fs), hex);
+  CLEANUP_FREE char *dst = rel_of("index/%s", hex);
+  rc = vb_fs_put(r->fs, tmp, dst, ix, ixlen, false);
   free(ix);
-  if (rc == 0 && link(tmp, dst) < 0 && errno != EEXIST) rc = -1;
-  int e2 = errno;
-  unlink(tmp);
-  if (rc < 0) return errno = e2, vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s'", dst);
-  vb_fsync_dir_of(dst);
+  if (rc < 0 && errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s/%s'", r->shown, dst);
   vm_info("indexed pack %s again (its writer was killed before writing its index)", hex);
   return 0;
 }
@@ -491,25 +439,25 @@ static int reindex_pack(struct vb_repo *r, const char *hex)
 /* Removes what dead writers left in tmp/: files named for a lock that is gone. */
 static void clean_tmp(struct vb_repo *r)
 {
-  CLEANUP_FREE char *dir = vb_repo_file(r, "tmp");
   struct vm_strv names = { 0 };
-  list_dir(dir, &names);
+  vb_fs_list(r->fs, "tmp", &names);
   for (size_t i = 0; i < names.n; i++) {
     size_t span = vb_lock_name_span(names.v[i]);
     if (!span) continue; /* not a writer's file: left alone */
     CLEANUP_FREE char *owner = strndup(names.v[i], span);
     if (!owner) abort();
-    if (strcmp(owner, vb_lock_name(r->lock)) == 0 || vb_lock_name_alive(r->path, owner)) continue;
-    CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", dir, names.v[i]);
-    if (unlink(f) == 0) vm_debug("removed '%s', left by a writer that is gone", f);
+    if (strcmp(owner, vb_fs_lock_name(r->fs)) == 0 || vb_fs_name_alive(r->fs, owner)) continue;
+    CLEANUP_FREE char *f = rel_of("tmp/%s", names.v[i]);
+    if (vb_fs_unlink(r->fs, f) == 0) vm_debug("removed '%s/%s', left by a writer that is gone", r->shown, f);
   }
   vm_strv_free(&names);
 }
 
-static int load_index_file(struct vb_repo *r, const char *path, const unsigned char *pack)
+static int load_index_file(struct vb_repo *r, const char *rel, const unsigned char *pack)
 {
   size_t len;
-  CLEANUP_FREE unsigned char *buf = (unsigned char *)vm_read_file(path, 1u << 30, &len);
+  CLEANUP_FREE unsigned char *buf = (unsigned char *)vb_fs_read(r->fs, rel, 1u << 30, &len);
+  CLEANUP_FREE char *path = vm_strdup_printf("%s/%s", r->shown, rel);
   if (!buf) {
     if (errno == ENOENT) return 1;
     return vm_fail_errno(VM_EXIT_FAIL, "cannot read index '%s'", path);
@@ -530,7 +478,7 @@ static int load_index_file(struct vb_repo *r, const char *path, const unsigned c
 int vb_repo_load_index(struct vb_repo *r, bool repair)
 {
   /* Loaded again (after a repair, a merge): from scratch. */
-  if (r->merged_map) munmap(r->merged_map, r->merged_len);
+  vb_fs_unmap(r->fs, r->merged_map, r->merged_len);
   r->merged_map = NULL;
   r->merged_n = 0;
   struct tentry *old = r->table->v;
@@ -540,10 +488,9 @@ int vb_repo_load_index(struct vb_repo *r, bool repair)
   for (size_t i = 0; i < ocap; i++)
     if (old[i].used == 2) *table_add(r->table, old[i].id) = old[i]; /* claims of this run stay */
   free(old);
-  if (repair && r->lock) clean_tmp(r);
-  CLEANUP_FREE char *idir = vb_repo_file(r, "index");
+  if (repair && *vb_fs_lock_name(r->fs)) clean_tmp(r);
   struct vm_strv names = { 0 };
-  if (list_dir(idir, &names) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", idir);
+  if (vb_fs_list(r->fs, "index", &names) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s/index'", r->shown);
   /* The newest merged index. */
   unsigned best = 0;
   for (size_t i = 0; i < names.n; i++) {
@@ -554,24 +501,22 @@ int vb_repo_load_index(struct vb_repo *r, bool repair)
       best = (unsigned)n;
   }
   if (best) {
-    CLEANUP_FREE char *mf = vb_repo_file(r, "index/merged.%u", best);
-    int fd = open(mf, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-      if (fd >= 0) close(fd);
+    CLEANUP_FREE char *mrel = rel_of("index/merged.%u", best);
+    CLEANUP_FREE char *mf = vm_strdup_printf("%s/%s", r->shown, mrel);
+    size_t mlen = 0;
+    void *m = vb_fs_map(r->fs, mrel, SIZE_MAX / 2, &mlen);
+    if (!m && errno != EINVAL) {
       vm_strv_free(&names);
       return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", mf);
     }
-    void *m = st.st_size ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-    close(fd);
     const char *why = "empty";
-    if (m == MAP_FAILED || vb_index_check(m, (size_t)st.st_size, &r->merged, &why) < 0 || !r->merged.merged) {
-      if (m != MAP_FAILED) munmap(m, (size_t)st.st_size);
+    if (!m || vb_index_check(m, mlen, &r->merged, &why) < 0 || !r->merged.merged) {
+      vb_fs_unmap(r->fs, m, mlen);
       vm_strv_free(&names);
       return vm_fail(VM_EXIT_VERIFY, "index '%s' is damaged: %s; run 'vmbackup check', then 'vmbackup check --repair'", mf, why);
     }
     r->merged_map = m;
-    r->merged_len = (size_t)st.st_size;
+    r->merged_len = mlen;
     r->merged_n = best;
   }
   /* Every pack's own index that the merged one does not cover. */
@@ -579,7 +524,7 @@ int vb_repo_load_index(struct vb_repo *r, bool repair)
     unsigned char pid[VB_PACK_ID_LEN];
     if (vb_unhex16(names.v[i], pid) < 0) continue;
     if (r->merged_n && vb_index_covers(&r->merged, pid)) continue;
-    CLEANUP_FREE char *f = vb_repo_file(r, "index/%s", names.v[i]);
+    CLEANUP_FREE char *f = rel_of("index/%s", names.v[i]);
     int rc = load_index_file(r, f, pid);
     if (rc > 1 || rc < 0) {
       vm_strv_free(&names);
@@ -588,20 +533,20 @@ int vb_repo_load_index(struct vb_repo *r, bool repair)
   }
   /* Packs in place without an index: a writer killed between the two renames. */
   if (repair) {
-    CLEANUP_FREE char *pdir = vb_repo_file(r, "packs");
     struct vm_strv sub = { 0 };
-    list_dir(pdir, &sub);
+    vb_fs_list(r->fs, "packs", &sub);
     for (size_t i = 0; i < sub.n; i++) {
-      CLEANUP_FREE char *sd = vm_strdup_printf("%s/%s", pdir, sub.v[i]);
+      if (strlen(sub.v[i]) != 2) continue;
+      CLEANUP_FREE char *sd = rel_of("packs/%s", sub.v[i]);
       struct vm_strv packs = { 0 };
-      list_dir(sd, &packs);
+      vb_fs_list(r->fs, sd, &packs);
       for (size_t j = 0; j < packs.n; j++) {
         unsigned char pid[VB_PACK_ID_LEN];
         if (vb_unhex16(packs.v[j], pid) < 0) continue;
         if (r->merged_n && vb_index_covers(&r->merged, pid)) continue;
         if (bsearch(&packs.v[j], names.v, names.n, sizeof *names.v, by_str)) continue;
         int rc = reindex_pack(r, packs.v[j]);
-        CLEANUP_FREE char *f = vb_repo_file(r, "index/%s", packs.v[j]);
+        CLEANUP_FREE char *f = rel_of("index/%s", packs.v[j]);
         if (rc == 0) rc = load_index_file(r, f, pid);
         if (rc) {
           vm_strv_free(&packs);
@@ -655,13 +600,14 @@ static int pack_begin(struct vb_repo *r)
   char hex[33];
   vb_hex16(r->pack_id, hex);
   free(r->pack_tmp);
-  r->pack_tmp = vb_repo_file(r, "tmp/%s.%s.pack", vb_lock_name(r->lock), hex);
-  r->pack_fd = open(r->pack_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (r->pack_fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", r->pack_tmp);
+  r->pack_tmp = rel_of("tmp/%s.%s.pack", vb_fs_lock_name(r->fs), hex);
+  r->pack_fd = vb_fs_create(r->fs, r->pack_tmp);
+  if (r->pack_fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/%s'", r->shown, r->pack_tmp);
   unsigned char head[PACK_HEAD];
   memcpy(head, pack_magic, 8);
   memcpy(head + 8, r->pack_id, VB_PACK_ID_LEN);
-  if (write_all(r->pack_fd, head, sizeof head) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", r->pack_tmp);
+  if (vb_fs_write(r->fs, r->pack_fd, head, sizeof head) < 0)
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/%s'", r->shown, r->pack_tmp);
   r->pack_size = PACK_HEAD;
   r->pack_n = 0;
   return 0;
@@ -673,30 +619,23 @@ static int pack_end(struct vb_repo *r)
   if (r->pack_fd < 0) return 0;
   char hex[33];
   vb_hex16(r->pack_id, hex);
-  CLEANUP_FREE char *sub = vb_repo_file(r, "packs/%.2s", hex);
-  CLEANUP_FREE char *dst = vm_strdup_printf("%s/%s", sub, hex);
-  if (fsync(r->pack_fd) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot flush '%s'", r->pack_tmp);
-  close(r->pack_fd);
+  CLEANUP_FREE char *dst = rel_of("packs/%.2s/%s", hex, hex);
+  int fd = r->pack_fd;
   r->pack_fd = -1;
-  if (mkdir(sub, 0700) == 0) vb_fsync_dir_of(sub);
-  else if (errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", sub);
-  if (rename(r->pack_tmp, dst) < 0 || vb_fsync_dir_of(dst) < 0)
-    return vm_fail_errno(VM_EXIT_FAIL, "cannot put pack '%s' in place", dst);
+  /* Flushed, put in place (its folder made when it is the first there). */
+  if (vb_fs_commit(r->fs, fd, dst, false) < 0)
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot put pack '%s/%s' in place%s%s", r->shown, dst,
+                         *vb_fs_error(r->fs) ? ": " : "", vb_fs_error(r->fs));
   unsigned char *ix;
   size_t ixlen;
   const char *why;
   if (vb_index_encode(false, r->pack_id, r->pack_e, r->pack_n, NULL, 0, &ix, &ixlen, &why) < 0)
     return vm_fail(VM_EXIT_FAIL, "cannot index pack %s: %s", hex, why);
-  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.%s.index", vb_lock_name(r->lock), hex);
-  CLEANUP_FREE char *idst = vb_repo_file(r, "index/%s", hex);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  int rc = fd < 0 || write_all(fd, ix, ixlen) < 0 || fsync(fd) < 0 ? -1 : 0;
-  if (fd >= 0) close(fd);
+  CLEANUP_FREE char *tmp = rel_of("tmp/%s.%s.index", vb_fs_lock_name(r->fs), hex);
+  CLEANUP_FREE char *idst = rel_of("index/%s", hex);
+  int rc = vb_fs_put(r->fs, tmp, idst, ix, ixlen, false);
   free(ix);
-  if (rc == 0 && link(tmp, idst) < 0 && errno != EEXIST) rc = -1;
-  int e = errno;
-  unlink(tmp);
-  if (rc < 0 || vb_fsync_dir_of(idst) < 0) return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s'", idst);
+  if (rc < 0 && errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s/%s'", r->shown, idst);
   r->written = realloc(r->written, (r->nwritten + 1) * sizeof *r->written);
   if (!r->written) abort();
   memcpy(r->written[r->nwritten++], r->pack_id, VB_PACK_ID_LEN);
@@ -725,8 +664,8 @@ int vb_repo_append(struct vb_repo *r, const unsigned char id[VB_ID_LEN], const u
   if (r->pack_fd < 0) rc = pack_begin(r);
   unsigned char len[4];
   put32(len, (uint32_t)reclen);
-  if (rc == 0 && (write_all(r->pack_fd, len, 4) < 0 || write_all(r->pack_fd, rec, reclen) < 0))
-    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", r->pack_tmp);
+  if (rc == 0 && (vb_fs_write(r->fs, r->pack_fd, len, 4) < 0 || vb_fs_write(r->fs, r->pack_fd, rec, reclen) < 0))
+    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/%s'", r->shown, r->pack_tmp);
   if (rc == 0) {
     if (r->pack_n == r->pack_cap) {
       r->pack_cap = r->pack_cap ? r->pack_cap * 2 : 512;
@@ -752,7 +691,7 @@ int vb_repo_append(struct vb_repo *r, const unsigned char id[VB_ID_LEN], const u
 
 int vb_repo_still_locked(struct vb_repo *r)
 {
-  if (!r->lock || vb_lock_held(r->lock)) return 0;
+  if (!*vb_fs_lock_name(r->fs) || vb_fs_lock_held(r->fs)) return 0;
   return vm_fail(VM_EXIT_STATE, "this run's lock on '%s' was taken over by another run (thought dead): stopping",
                  r->shown);
 }
@@ -791,17 +730,17 @@ static int pack_fd(struct vb_repo *r, const unsigned char *pack, uint64_t *size,
     }
   char hex[33];
   vb_hex16(pack, hex);
-  CLEANUP_FREE char *f = vb_repo_file(r, "packs/%.2s/%s", hex, hex);
-  int fd = open(f, O_RDONLY | O_CLOEXEC);
-  struct stat st;
+  CLEANUP_FREE char *f = rel_of("packs/%.2s/%s", hex, hex);
+  uint64_t fsize = 0;
+  int fd = vb_fs_ropen(r->fs, f, &fsize);
   unsigned char head[PACK_HEAD];
-  if (fd >= 0 && (fstat(fd, &st) < 0 || pread_all(fd, head, sizeof head, 0) < 0 ||
+  if (fd >= 0 && (fsize < PACK_HEAD || vb_fs_pread(r->fs, fd, head, sizeof head, 0) < 0 ||
                   memcmp(head, pack_magic, 8) != 0 || memcmp(head + 8, pack, VB_PACK_ID_LEN) != 0)) {
-    close(fd);
+    vb_fs_rclose(r->fs, fd);
     fd = -2;
   }
   if (fd >= 0) {
-    *size = (uint64_t)st.st_size;
+    *size = fsize;
     if (r->nfds < FD_KEEP) {
       if (!r->fds) r->fds = calloc(FD_KEEP, sizeof *r->fds);
       if (!r->fds) abort();
@@ -829,14 +768,14 @@ int vb_repo_read_chunk(struct vb_repo *r, const unsigned char id[VB_ID_LEN], uns
   if (fd == -2) return *why = "its pack is damaged (header)", VM_EXIT_VERIFY;
   if (fd < 0) return *why = errno == ENOENT ? "its pack is missing" : strerror(errno), errno == ENOENT ? VM_EXIT_VERIFY : VM_EXIT_FAIL;
   if (e.offset > size || 4 + (uint64_t)e.reclen > size - e.offset) {
-    if (owned) close(fd);
+    if (owned) vb_fs_rclose(r->fs, fd);
     return *why = "its record runs past its pack's end", VM_EXIT_VERIFY;
   }
   unsigned char *rec = malloc(4 + (size_t)e.reclen);
   if (!rec) abort();
   int rc = 0;
-  if (pread_all(fd, rec, 4 + (size_t)e.reclen, e.offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
-  if (owned) close(fd);
+  if (vb_fs_pread(r->fs, fd, rec, 4 + (size_t)e.reclen, e.offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
+  if (owned) vb_fs_rclose(r->fs, fd);
   if (rc == 0 && get32(rec) != e.reclen) rc = VM_EXIT_VERIFY, *why = "its record's length differs from its index entry";
   if (rc == 0 && vb_open(&r->keys, VB_REC_CHUNK, id, rec + 4, e.reclen, raw, cap, rawlen, why) < 0) rc = VM_EXIT_VERIFY;
   if (rc == 0 && *rawlen != e.rawlen) rc = VM_EXIT_VERIFY, *why = "its length differs from its index entry";
@@ -872,38 +811,35 @@ int vb_snapshot_put(struct vb_repo *r, const struct vb_manifest *m)
     return vm_fail(VM_EXIT_FAIL, "cannot seal the manifest of snapshot %s", m->snapshot);
   }
   put32(file + 8, (uint32_t)reclen);
-  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.%s.snapshot", vb_lock_name(r->lock), m->snapshot);
-  CLEANUP_FREE char *dst = vb_repo_file(r, "snapshots/%s", m->snapshot);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  rc = fd < 0 || write_all(fd, file, 12 + reclen) < 0 || fsync(fd) < 0 ? -1 : 0;
+  CLEANUP_FREE char *tmp = rel_of("tmp/%s.%s.snapshot", vb_fs_lock_name(r->fs), m->snapshot);
+  CLEANUP_FREE char *dst = rel_of("snapshots/%s", m->snapshot);
+  int h = vb_fs_create(r->fs, tmp);
+  rc = h < 0 || vb_fs_write(r->fs, h, file, 12 + reclen) < 0 ? -1 : 0;
   int e = errno;
-  if (fd >= 0) close(fd);
   free(file);
   if (rc < 0) {
-    unlink(tmp);
-    return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", tmp);
+    if (h >= 0) vb_fs_abort(r->fs, h);
+    return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/%s'", r->shown, tmp);
   }
   /* A writer whose lock was taken over (it was thought dead) puts nothing in
    * place: a prune may be running. */
-  if (r->lock && !vb_lock_held(r->lock)) {
-    unlink(tmp);
+  if (*vb_fs_lock_name(r->fs) && !vb_fs_lock_held(r->fs)) {
+    vb_fs_abort(r->fs, h);
     return vm_fail(VM_EXIT_STATE, "this run's lock on '%s' was taken over by another run; snapshot %s not "
                                   "written (its chunks are left for 'vmbackup compact')", r->shown, m->snapshot);
   }
-  rc = link(tmp, dst);
-  e = errno;
-  unlink(tmp);
-  if (rc < 0 || vb_fsync_dir_of(dst) < 0)
-    return errno = e, vm_fail_errno(VM_EXIT_FAIL, "cannot put snapshot '%s' in place", dst);
+  if (vb_fs_commit(r->fs, h, dst, false) < 0)
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot put snapshot '%s/%s' in place", r->shown, dst);
   return 0;
 }
 
 int vb_snapshot_get(struct vb_repo *r, const char *id, struct vb_manifest *m)
 {
   memset(m, 0, sizeof *m);
+  CLEANUP_FREE char *rel = rel_of("snapshots/%s", id);
   CLEANUP_FREE char *f = vb_repo_file(r, "snapshots/%s", id);
   size_t len;
-  CLEANUP_FREE unsigned char *buf = (unsigned char *)vm_read_file(f, VB_RAW_MAX + (64u << 20), &len);
+  CLEANUP_FREE unsigned char *buf = (unsigned char *)vb_fs_read(r->fs, rel, VB_RAW_MAX + (64u << 20), &len);
   if (!buf) {
     if (errno == ENOENT) return vm_fail(VM_EXIT_NOTFOUND, "no snapshot '%s' in '%s'", id, r->shown);
     return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", f);
@@ -929,9 +865,8 @@ int vb_snapshot_get(struct vb_repo *r, const char *id, struct vb_manifest *m)
 
 int vb_snapshot_ids(struct vb_repo *r, struct vm_strv *ids)
 {
-  CLEANUP_FREE char *d = vb_repo_file(r, "snapshots");
   struct vm_strv all = { 0 };
-  if (list_dir(d, &all) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s'", d);
+  if (vb_fs_list(r->fs, "snapshots", &all) < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s/snapshots'", r->shown);
   unsigned char tmp[16];
   for (size_t i = 0; i < all.n; i++)
     if (vb_unhex16(all.v[i], tmp) == 0) vm_strv_add(ids, all.v[i]);
@@ -990,11 +925,11 @@ int vb_repo_read_record(struct vb_repo *r, const struct vb_ientry *e, unsigned c
   if (fd < 0) return *why = strerror(errno), VM_EXIT_FAIL;
   int rc = 0;
   if (e->offset > size || 4 + (uint64_t)e->reclen > size - e->offset) rc = VM_EXIT_VERIFY, *why = "its record runs past its pack's end";
-  else if (pread_all(fd, buf, 4 + (size_t)e->reclen, e->offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
+  else if (vb_fs_pread(r->fs, fd, buf, 4 + (size_t)e->reclen, e->offset) < 0) rc = VM_EXIT_FAIL, *why = strerror(errno);
   else if (get32(buf) != e->reclen) rc = VM_EXIT_VERIFY, *why = "its record's length differs from its index entry";
   else if (buf[4] != VB_REC_CHUNK || memcmp(buf + 4 + 2, e->id, VB_ID_LEN) != 0)
     rc = VM_EXIT_VERIFY, *why = "its record is of another chunk";
-  if (owned) close(fd);
+  if (owned) vb_fs_rclose(r->fs, fd);
   return rc;
 }
 
@@ -1013,16 +948,11 @@ int vb_repo_write_merged(struct vb_repo *r, struct vb_ientry *e, size_t n, unsig
   if (vb_index_encode(true, zero, e, n, packs, npacks, &ix, &ixlen, &why) < 0)
     return vm_fail(VM_EXIT_FAIL, "cannot merge the indexes: %s", why);
   unsigned next = r->merged_n + 1;
-  CLEANUP_FREE char *tmp = vb_repo_file(r, "tmp/%s.merged%u.index", vb_lock_name(r->lock), next);
-  CLEANUP_FREE char *dst = vb_repo_file(r, "index/merged.%u", next);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  int rc = fd < 0 || write_all(fd, ix, ixlen) < 0 || fsync(fd) < 0 ? -1 : 0;
-  if (fd >= 0) close(fd);
+  CLEANUP_FREE char *tmp = rel_of("tmp/%s.merged%u.index", vb_fs_lock_name(r->fs), next);
+  CLEANUP_FREE char *dst = rel_of("index/merged.%u", next);
+  int rc = vb_fs_put(r->fs, tmp, dst, ix, ixlen, false);
   free(ix);
-  if (rc == 0) rc = link(tmp, dst);
-  int e2 = errno;
-  unlink(tmp);
-  if (rc < 0 || vb_fsync_dir_of(dst) < 0) return errno = e2, vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s'", dst);
+  if (rc < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/%s'", r->shown, dst);
   /* From now on lookups use it. */
   return vb_repo_load_index(r, false);
 }
@@ -1034,29 +964,28 @@ int vb_repo_remove_pack(struct vb_repo *r, const unsigned char pack[VB_PACK_ID_L
   pthread_mutex_lock(&r->fdmu);
   for (size_t i = 0; i < r->nfds; i++)
     if (memcmp(r->fds[i].id, pack, VB_PACK_ID_LEN) == 0) {
-      close(r->fds[i].fd);
+      vb_fs_rclose(r->fs, r->fds[i].fd);
       r->fds[i] = r->fds[--r->nfds];
       break;
     }
   pthread_mutex_unlock(&r->fdmu);
-  CLEANUP_FREE char *ix = vb_repo_file(r, "index/%s", hex);
-  CLEANUP_FREE char *pf = vb_repo_file(r, "packs/%.2s/%s", hex, hex);
-  if (unlink(ix) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", ix);
-  vb_fsync_dir_of(ix);
-  if (unlink(pf) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", pf);
-  vb_fsync_dir_of(pf);
+  CLEANUP_FREE char *ix = rel_of("index/%s", hex);
+  CLEANUP_FREE char *pf = rel_of("packs/%.2s/%s", hex, hex);
+  CLEANUP_FREE char *sub = rel_of("packs/%.2s", hex);
+  if (vb_fs_unlink(r->fs, ix) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s/%s'", r->shown, ix);
+  vb_fs_sync_dir(r->fs, "index");
+  if (vb_fs_unlink(r->fs, pf) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s/%s'", r->shown, pf);
+  vb_fs_sync_dir(r->fs, sub);
   /* Its folder too when it is empty now (only compact removes packs, alone). */
-  CLEANUP_FREE char *sub = vb_repo_file(r, "packs/%.2s", hex);
-  rmdir(sub);
+  vb_fs_rmdir(r->fs, sub);
   return 0;
 }
 
 void vb_repo_drop_covered_indexes(struct vb_repo *r)
 {
   if (!r->merged_n) return;
-  CLEANUP_FREE char *idir = vb_repo_file(r, "index");
   struct vm_strv names = { 0 };
-  list_dir(idir, &names);
+  vb_fs_list(r->fs, "index", &names);
   for (size_t i = 0; i < names.n; i++) {
     unsigned char pid[VB_PACK_ID_LEN];
     unsigned long n;
@@ -1066,11 +995,11 @@ void vb_repo_drop_covered_indexes(struct vb_repo *r)
     else if (strncmp(names.v[i], "merged.", 7) == 0 && (n = strtoul(names.v[i] + 7, &end, 10)) < r->merged_n && !*end)
       drop = true;
     if (!drop) continue;
-    CLEANUP_FREE char *f = vm_strdup_printf("%s/%s", idir, names.v[i]);
-    if (unlink(f) < 0 && errno != ENOENT) vm_warn("cannot remove '%s': %s", f, strerror(errno));
+    CLEANUP_FREE char *f = rel_of("index/%s", names.v[i]);
+    if (vb_fs_unlink(r->fs, f) < 0 && errno != ENOENT) vm_warn("cannot remove '%s/%s': %s", r->shown, f, strerror(errno));
   }
   vm_strv_free(&names);
-  vb_fsync_dir_of(idir);
+  vb_fs_sync_dir(r->fs, "index");
 }
 
 size_t vb_repo_new_packs(struct vb_repo *r, unsigned char (**packs)[VB_PACK_ID_LEN])
@@ -1081,7 +1010,10 @@ size_t vb_repo_new_packs(struct vb_repo *r, unsigned char (**packs)[VB_PACK_ID_L
 
 int vb_snapshot_remove(struct vb_repo *r, const char *id)
 {
-  CLEANUP_FREE char *f = vb_repo_file(r, "snapshots/%s", id);
-  if (unlink(f) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s'", f);
+  CLEANUP_FREE char *f = rel_of("snapshots/%s", id);
+  if (vb_fs_unlink(r->fs, f) < 0 && errno != ENOENT) {
+    if (errno == EPERM && *vb_fs_error(r->fs)) return vm_fail(VM_EXIT_STATE, "%s", vb_fs_error(r->fs));
+    return vm_fail_errno(VM_EXIT_FAIL, "cannot remove '%s/%s'", r->shown, f);
+  }
   return 0;
 }

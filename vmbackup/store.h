@@ -22,17 +22,17 @@
 enum vb_lockmode { VB_LOCK_NONE, VB_LOCK_SHARED, VB_LOCK_EXCLUSIVE };
 
 struct vb_table; /* chunk id -> where it is */
-struct vb_lock;
+struct vb_fs;
 struct vb_packfd;
 
 struct vb_repo {
-  char *path;             /* the repository's folder */
+  char *path;             /* the repository as named: a folder, or ssh://... */
   char *shown;            /* as the user named it, for messages */
+  struct vb_fs *fs;       /* its files, and its lock (fs.h) */
   struct vb_config cfg;
   struct vb_keys keys;
-  struct vb_lock *lock;
   /* The newest merged index, mapped, and every other pack's index in the table. */
-  unsigned char *merged_map;
+  unsigned char *merged_map; /* mapped (vb_fs_map) */
   size_t merged_len;
   unsigned merged_n; /* its N; 0: none */
   struct vb_index merged;
@@ -155,12 +155,10 @@ size_t vb_repo_new_packs(struct vb_repo *r, unsigned char (**packs)[VB_PACK_ID_L
 /* Removes a snapshot's manifest (prune). 0 or an exit code after a message. */
 int vb_snapshot_remove(struct vb_repo *r, const char *id);
 
-/* Files under the repository's folder. */
+/* A file of the repository as messages name it. */
 char *vb_repo_file(const struct vb_repo *r, const char *fmt, ...) VM_PRINTF(2, 3);
 /* 32 lowercase hex digits of a 16-byte ID. */
 void vb_hex16(const unsigned char id[16], char out[33]);
 int vb_unhex16(const char *s, unsigned char id[16]);
-/* Flushes the folder that holds path (after a rename into it). */
-int vb_fsync_dir_of(const char *path);
 
 #endif

@@ -72,6 +72,11 @@ int vb_inplace_recover(virConnectPtr conn, virDomainPtr dom, const char *vm);
 /* restore --in-place: the snapshot's VM (by UUID), shut off, gets its disks. */
 int vb_restore_in_place(struct vb_repo *r, const struct vb_manifest *m);
 
+/* serve --stdio (rserve.c): the far side of an ssh:// repository, until the
+ * end of its input. restrict_to: nr folders the repository must be in (none:
+ * anywhere). 0 or an exit code. */
+int vb_serve_stdio(char **restrict_to, size_t nr, bool append_only);
+
 int cmd_init(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -206,9 +206,14 @@ int vm_write_file_atomic(const char *path, const char *data, size_t len, unsigne
   }
   /* The rename is durable only once the directory is on disk too. */
   CLEANUP_FREE char *copy = vm_strdup(path);
-  int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  return vm_fsync_dir(dirname(copy));
+}
+
+int vm_fsync_dir(const char *dir)
+{
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return -1;
-  e = fsync(dfd) < 0 ? errno : 0;
+  int e = fsync(dfd) < 0 ? errno : 0;
   close(dfd);
   errno = e;
   return e ? -1 : 0;

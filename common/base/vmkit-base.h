@@ -140,6 +140,8 @@ char *vm_read_first_line(const char *path);
  * rename over PATH, fsync the directory. Never touches another writer's temporary
  * file. 0 or -1 with errno. */
 int vm_write_file_atomic(const char *path, const char *data, size_t len, unsigned mode);
+/* Flushes a folder (after a name in it was made, renamed or removed). 0 or -1. */
+int vm_fsync_dir(const char *dir);
 /* Removes a local directory tree (a run's own scratch folders only). */
 int vm_remove_tree(const char *path);
 /* A run's private scratch folder, ${TMPDIR:-/var/tmp}/vmkit-WHAT.PID.XXXXXX (0700);

@@ -89,13 +89,13 @@ static int plugin_config_complete(void)
   return seen ? 0 : -1;
 }
 
-#include "rlock.h"
+#include "fs.h"
 
 static int plugin_after_fork(void)
 {
   /* The shared lock: no prune or compact removes a pack while it is served. The
    * index is read again under it. */
-  if (vb_lock_take(repo_path, false, 0, &repo->lock) || vb_repo_load_index(repo, false)) {
+  if (vb_fs_lock(repo->fs, false, 0) || vb_repo_load_index(repo, false)) {
     nbdkit_error("%s", vm_last_error());
     return -1;
   }

@@ -1,0 +1,429 @@
+/* `vmbackup serve --stdio`: the far side of an ssh:// repository. It reads
+ * requests (proto.h) on standard input and answers on standard output, doing
+ * each one on the local folder the client named (fs.h's local calls), within
+ * the rules it was started with:
+ *   --restrict-to-path PATH  the repository must be PATH or under it (repeatable);
+ *   --append-only            nothing is removed or replaced but tmp/ files of
+ *                            dead writers: no prune, no compact, no new key.
+ * The rules are the server's, so that they hold whoever the client is: put the
+ * command in the ssh key's authorized_keys line (command="..."), as with borg.
+ * The client never sends its key: what crosses is sealed already.
+ *
+ * At the end of its input (the client ended, was killed, or ssh dropped) the
+ * server removes the files being written that were not committed, releases the
+ * lock it holds for the client, and ends. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "proto.h"
+#include "rlock.h"
+#include "vmbackup.h"
+
+struct handle {
+  int h;
+  bool writer;
+  int err; /* a writer's first failed write */
+  char *tmp;
+};
+
+struct server {
+  struct vb_fs *fs;
+  char *root;
+  bool append_only;
+  struct handle *hs;
+  size_t nh;
+};
+
+/* A path inside the repository: "" (the folder itself, where allowed), or
+ * names of letters, digits, '.', '_' and '-' (none starting with '.') split by
+ * '/', the first one a part of the layout. */
+static bool rel_ok(const char *rel, bool root_ok)
+{
+  if (!*rel) return root_ok;
+  static const char *const tops[] = { "config", "packs", "index", "snapshots", "tmp", NULL };
+  size_t first = strcspn(rel, "/");
+  bool top = false;
+  for (size_t i = 0; tops[i]; i++) top |= strlen(tops[i]) == first && !strncmp(rel, tops[i], first);
+  if (!top) return false;
+  int depth = 0;
+  for (const char *p = rel; *p;) {
+    size_t n = strcspn(p, "/");
+    if (n == 0 || n > 200 || p[0] == '.' || strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") < n)
+      return false;
+    if (++depth > 3) return false;
+    p += n;
+    if (*p == '/') {
+      p++;
+      if (!*p) return false;
+    }
+  }
+  return true;
+}
+
+static bool in_tmp(const char *rel) { return strncmp(rel, "tmp/", 4) == 0 && !strchr(rel + 4, '/'); }
+
+/* Replies: status 0 with the fields of b (built after the status). */
+static int reply(struct vb_buf *b) { return vb_msg_send(1, b); }
+
+static int reply_status(int32_t status)
+{
+  struct vb_buf b;
+  vb_buf_init(&b);
+  vb_buf_u32(&b, (uint32_t)status);
+  int rc = reply(&b);
+  vb_buf_free(&b);
+  return rc;
+}
+
+static int reply_errno(int e) { return reply_status(e > 0 ? e : EIO); }
+
+/* A refusal or a failure in words: minus the exit code, then the message. */
+static int reply_msg(int code, const char *msg)
+{
+  struct vb_buf b;
+  vb_buf_init(&b);
+  vb_buf_u32(&b, (uint32_t)-code);
+  size_t n = strlen(msg);
+  memcpy(vb_buf_space(&b, n), msg, n);
+  int rc = reply(&b);
+  vb_buf_free(&b);
+  return rc;
+}
+
+static int refuse(struct server *s, const char *what, const char *rel)
+{
+  CLEANUP_FREE char *m = vm_strdup_printf("repository '%s' is served append-only: %s '%s' refused (run it on the "
+                                          "machine that holds the repository)", s->root, what, rel);
+  return reply_msg(VM_EXIT_STATE, m);
+}
+
+static struct handle *find(struct server *s, uint32_t h, bool writer)
+{
+  for (size_t i = 0; i < s->nh; i++)
+    if ((uint32_t)s->hs[i].h == h && s->hs[i].writer == writer) return &s->hs[i];
+  return NULL;
+}
+
+static void drop(struct server *s, struct handle *x)
+{
+  free(x->tmp);
+  *x = s->hs[--s->nh];
+}
+
+static void add(struct server *s, int h, bool writer, const char *tmp)
+{
+  s->hs = realloc(s->hs, (s->nh + 1) * sizeof *s->hs);
+  if (!s->hs) abort();
+  s->hs[s->nh++] = (struct handle){ .h = h, .writer = writer, .tmp = tmp ? vm_strdup(tmp) : NULL };
+}
+
+/* The repository the client named, within --restrict-to-path: 0 with *root, or
+ * an exit code with *msg. */
+static int resolve_root(const char *path, char **restrict_to, size_t nr, char **root, char **msg)
+{
+  CLEANUP_FREE char *abs = NULL;
+  if (path[0] == '/') {
+    abs = vm_strdup(path);
+  } else {
+    const char *home = getenv("HOME");
+    abs = vm_strdup_printf("%s/%s", home && *home ? home : "/", path);
+  }
+  /* The folder's real place; one that does not exist yet (init) by its parent's. */
+  char real[PATH_MAX];
+  if (!realpath(abs, real)) {
+    CLEANUP_FREE char *parent = vm_strdup(abs);
+    char *slash = strrchr(parent, '/');
+    const char *base = slash ? slash + 1 : parent;
+    if (slash == parent) parent[1] = 0;
+    else if (slash) *slash = 0;
+    char preal[PATH_MAX];
+    if (errno != ENOENT || !*base || !strcmp(base, ".") || !strcmp(base, "..") || !realpath(parent, preal)) {
+      *msg = vm_strdup_printf("no folder '%s' on the server for a repository", path);
+      return VM_EXIT_NOTFOUND;
+    }
+    if ((size_t)snprintf(real, sizeof real, "%s/%s", strcmp(preal, "/") ? preal : "", base) >= sizeof real) {
+      *msg = vm_strdup_printf("repository path '%s' is too long", path);
+      return VM_EXIT_USAGE;
+    }
+  }
+  bool ok = nr == 0;
+  for (size_t i = 0; i < nr && !ok; i++) {
+    char allowed[PATH_MAX];
+    if (!realpath(restrict_to[i], allowed)) continue;
+    size_t l = strlen(allowed);
+    ok = !strcmp(allowed, "/") || (!strncmp(real, allowed, l) && (real[l] == 0 || real[l] == '/'));
+  }
+  if (!ok) {
+    *msg = vm_strdup_printf("repository '%s' is outside the paths this server is restricted to", path);
+    return VM_EXIT_STATE;
+  }
+  *root = vm_strdup(real);
+  return 0;
+}
+
+/* One request. -1 when the reply cannot be sent (the client is gone). */
+static int handle(struct server *s, const unsigned char *msg, size_t len)
+{
+  struct vb_rd rd;
+  vb_rd_init(&rd, msg, len);
+  uint8_t op = vb_rd_u8(&rd);
+  struct vb_buf b;
+  switch (op) {
+  case VB_OP_READ: {
+    CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
+    uint64_t max = vb_rd_u64(&rd);
+    if (!vb_rd_done(&rd) || !rel_ok(rel, false)) return reply_errno(EINVAL);
+    size_t n;
+    CLEANUP_FREE char *data = vb_fs_read(s->fs, rel, max < VB_IO_MAX ? (size_t)max : VB_IO_MAX, &n);
+    if (!data) return reply_errno(errno);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_bytes(&b, data, n);
+    break;
+  }
+  case VB_OP_LIST: {
+    CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
+    if (!vb_rd_done(&rd) || !rel_ok(rel, true)) return reply_errno(EINVAL);
+    struct vm_strv names = { 0 };
+    if (vb_fs_list(s->fs, rel, &names) < 0) return reply_errno(errno);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    size_t n = 0;
+    for (size_t i = 0; i < names.n; i++) n += strlen(names.v[i]) <= 255;
+    vb_buf_u32(&b, (uint32_t)n);
+    for (size_t i = 0; i < names.n; i++)
+      if (strlen(names.v[i]) <= 255) vb_buf_str(&b, names.v[i]);
+    vm_strv_free(&names);
+    if (b.len > VB_MSG_MAX) {
+      vb_buf_free(&b);
+      return reply_errno(E2BIG);
+    }
+    break;
+  }
+  case VB_OP_SIZE: {
+    CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
+    uint64_t size;
+    if (!vb_rd_done(&rd) || !rel_ok(rel, true)) return reply_errno(EINVAL);
+    if (vb_fs_size(s->fs, rel, &size) < 0) return reply_errno(errno);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_u64(&b, size);
+    break;
+  }
+  case VB_OP_UNLINK: case VB_OP_RMDIR: case VB_OP_MKDIR: case VB_OP_SYNCDIR: {
+    CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
+    /* The folder itself (made by init, removed by an init that failed) and
+     * locks/ (made by init; its files are the server's own business) too. */
+    bool ok = rel && (rel_ok(rel, op != VB_OP_UNLINK) || ((op == VB_OP_MKDIR || op == VB_OP_RMDIR) && !strcmp(rel, "locks")));
+    if (!vb_rd_done(&rd) || !ok) return reply_errno(EINVAL);
+    if (op == VB_OP_UNLINK && in_tmp(rel)) {
+      /* A tmp/ file: its writer's own, or a dead writer's; never a live one's. */
+      size_t span = vb_lock_name_span(rel + 4);
+      CLEANUP_FREE char *owner = span ? strndup(rel + 4, span) : NULL;
+      if (owner && strcmp(owner, vb_fs_lock_name(s->fs)) && vb_fs_name_alive(s->fs, owner))
+        return reply_errno(EBUSY);
+    } else if (s->append_only && (op == VB_OP_UNLINK || op == VB_OP_RMDIR)) {
+      return refuse(s, "removing", rel);
+    }
+    int rc = op == VB_OP_UNLINK ? vb_fs_unlink(s->fs, rel)
+             : op == VB_OP_RMDIR ? vb_fs_rmdir(s->fs, rel)
+             : op == VB_OP_MKDIR ? vb_fs_mkdir(s->fs, rel)
+                                 : vb_fs_sync_dir(s->fs, rel);
+    return reply_status(rc < 0 ? (errno ? errno : EIO) : 0);
+  }
+  case VB_OP_CREATE: {
+    CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
+    if (!vb_rd_done(&rd) || !rel_ok(rel, false) || !in_tmp(rel)) return reply_errno(EINVAL);
+    int h = vb_fs_create(s->fs, rel);
+    if (h < 0) return reply_errno(errno);
+    add(s, h, true, rel);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_u32(&b, (uint32_t)h);
+    break;
+  }
+  case VB_OP_WRITE: {
+    uint32_t h = vb_rd_u32(&rd);
+    size_t n;
+    const unsigned char *p = vb_rd_bytes(&rd, &n);
+    struct handle *x = find(s, h, true);
+    if (!x || !p || !vb_rd_done(&rd)) {
+      if (x && !x->err) x->err = EPROTO;
+      return 0; /* no reply: the commit says it */
+    }
+    if (!x->err && vb_fs_write(s->fs, x->h, p, n) < 0) x->err = errno ? errno : EIO;
+    return 0;
+  }
+  case VB_OP_COMMIT: {
+    uint32_t h = vb_rd_u32(&rd);
+    CLEANUP_FREE char *dst = vb_rd_str(&rd, 1024);
+    uint32_t replace = vb_rd_u32(&rd);
+    struct handle *x = find(s, h, true);
+    if (!x) return reply_errno(EBADF);
+    if (!vb_rd_done(&rd) || !rel_ok(dst, false) || in_tmp(dst) || replace > 1 || (replace && strcmp(dst, "config"))) {
+      vb_fs_abort(s->fs, x->h);
+      drop(s, x);
+      return reply_errno(EINVAL);
+    }
+    if (x->err || (replace && s->append_only)) {
+      int e = x->err;
+      vb_fs_abort(s->fs, x->h);
+      drop(s, x);
+      return e ? reply_errno(e) : refuse(s, "replacing", dst);
+    }
+    int rc = vb_fs_commit(s->fs, x->h, dst, replace);
+    int e = errno;
+    drop(s, x);
+    return reply_status(rc < 0 ? (e ? e : EIO) : 0);
+  }
+  case VB_OP_ABORT: {
+    struct handle *x = find(s, vb_rd_u32(&rd), true);
+    if (x && vb_rd_done(&rd)) {
+      vb_fs_abort(s->fs, x->h);
+      drop(s, x);
+    }
+    return 0;
+  }
+  case VB_OP_ROPEN: {
+    CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
+    if (!vb_rd_done(&rd) || !rel_ok(rel, false)) return reply_errno(EINVAL);
+    uint64_t size;
+    int h = vb_fs_ropen(s->fs, rel, &size);
+    if (h < 0) return reply_errno(errno);
+    add(s, h, false, NULL);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_u32(&b, (uint32_t)h);
+    vb_buf_u64(&b, size);
+    break;
+  }
+  case VB_OP_PREAD: {
+    uint32_t h = vb_rd_u32(&rd);
+    uint64_t off = vb_rd_u64(&rd);
+    uint32_t n = vb_rd_u32(&rd);
+    struct handle *x = find(s, h, false);
+    if (!vb_rd_done(&rd) || n > VB_IO_MAX) return reply_errno(EINVAL);
+    if (!x) return reply_errno(EBADF);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_u32(&b, n);
+    if (vb_fs_pread(s->fs, x->h, vb_buf_space(&b, n), n, off) < 0) {
+      int e = errno;
+      vb_buf_free(&b);
+      return reply_errno(e);
+    }
+    break;
+  }
+  case VB_OP_RCLOSE: {
+    struct handle *x = find(s, vb_rd_u32(&rd), false);
+    if (x && vb_rd_done(&rd)) {
+      vb_fs_rclose(s->fs, x->h);
+      drop(s, x);
+    }
+    return 0;
+  }
+  case VB_OP_LOCK: {
+    uint32_t excl = vb_rd_u32(&rd), wait_s = vb_rd_u32(&rd);
+    if (!vb_rd_done(&rd) || excl > 1 || wait_s > 86400) return reply_errno(EINVAL);
+    if (*vb_fs_lock_name(s->fs)) return reply_errno(EALREADY);
+    vm_errors_mute(true);
+    int rc = vb_fs_lock(s->fs, excl, (int)wait_s);
+    vm_errors_mute(false);
+    if (rc) return reply_msg(rc, vm_last_error());
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_str(&b, vb_fs_lock_name(s->fs));
+    break;
+  }
+  case VB_OP_LOCKHELD:
+    if (!vb_rd_done(&rd)) return reply_errno(EINVAL);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_u32(&b, vb_fs_lock_held(s->fs));
+    break;
+  case VB_OP_ALIVE: {
+    CLEANUP_FREE char *owner = vb_rd_str(&rd, 255);
+    if (!vb_rd_done(&rd)) return reply_errno(EINVAL);
+    vb_buf_init(&b);
+    vb_buf_u32(&b, 0);
+    vb_buf_u32(&b, vb_fs_name_alive(s->fs, owner));
+    break;
+  }
+  case VB_OP_UNLOCK:
+    if (!vb_rd_done(&rd)) return reply_errno(EINVAL);
+    vb_fs_unlock(s->fs);
+    return reply_status(0);
+  default:
+    return reply_errno(ENOSYS);
+  }
+  int rc = reply(&b);
+  vb_buf_free(&b);
+  return rc;
+}
+
+int vb_serve_stdio(char **restrict_to, size_t nr, bool append_only)
+{
+  struct server s = { .append_only = append_only };
+  /* Nothing but replies on standard output. */
+  fflush(stdout);
+  int rc = 0;
+  for (;;) {
+    unsigned char *msg;
+    size_t len;
+    int r = vb_msg_recv(0, VB_MSG_MAX, &msg, &len);
+    if (r == 1) break; /* the client ended */
+    if (r < 0) {
+      rc = vm_fail_errno(VM_EXIT_FAIL, "serve --stdio: the client's message could not be read");
+      break;
+    }
+    if (!s.fs) {
+      /* The first message greets: the protocol's version and the repository. */
+      struct vb_rd rd;
+      vb_rd_init(&rd, msg, len);
+      uint8_t op = vb_rd_u8(&rd);
+      uint32_t version = vb_rd_u32(&rd);
+      CLEANUP_FREE char *path = vb_rd_str(&rd, PATH_MAX);
+      free(msg);
+      if (op != VB_OP_HELLO || !vb_rd_done(&rd) || !path || !*path) {
+        reply_errno(EPROTO);
+        rc = vm_fail(VM_EXIT_FAIL, "serve --stdio: the client did not greet as vmbackup does");
+        break;
+      }
+      CLEANUP_FREE char *why = NULL;
+      int code = resolve_root(path, restrict_to, nr, &s.root, &why);
+      if (code) {
+        reply_msg(code, why);
+        rc = code;
+        break;
+      }
+      s.fs = vb_fs_local(s.root);
+      struct vb_buf b;
+      vb_buf_init(&b);
+      vb_buf_u32(&b, 0);
+      vb_buf_u32(&b, VB_PROTO_VERSION);
+      vb_buf_u32(&b, append_only ? VB_HELLO_APPEND_ONLY : 0);
+      (void)version; /* a client of another version reads ours and says so */
+      int sr = reply(&b);
+      vb_buf_free(&b);
+      if (sr < 0) break;
+      continue;
+    }
+    int hr = handle(&s, msg, len);
+    free(msg);
+    if (hr < 0) break;
+  }
+  /* What the client did not commit goes; its lock is released. */
+  for (size_t i = 0; i < s.nh; i++) {
+    if (s.hs[i].writer) vb_fs_abort(s.fs, s.hs[i].h);
+    else vb_fs_rclose(s.fs, s.hs[i].h);
+    free(s.hs[i].tmp);
+  }
+  free(s.hs);
+  vb_fs_close(s.fs);
+  free(s.root);
+  return rc;
+}

@@ -109,14 +109,15 @@ t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 # config, index, manifest, record, json), built like t/unit/backup-X with
 # $(VB_SRCS) and the base layer, every UBSan finding fatal. With gcc they link
 # t/fuzz/driver.c, a small engine (coverage from -fsanitize-coverage=trace-pc);
-# `make check` builds them and t/run runs each for a bounded number of runs,
-# crash inputs kept in t/.run/fuzz/. By hand:
-#   t/fuzz/fuzz-manifest -seconds=3600 -seed=7    fuzz longer (any seed)
-#   t/fuzz/fuzz-manifest t/.run/fuzz/crash-HASH   reproduce a crash, under gdb too
-#   t/fuzz/fuzz-manifest -gen-seeds DIR           write the seeds, the encoders' output
+# `make check` builds them and t/run runs each for 20000 runs (VMKIT_FUZZ_RUNS)
+# from a fixed seed, a crash's input kept in t/.run/fuzz/. By hand:
+#   t/fuzz/fuzz-manifest -seconds=3600 -seed=7    fuzz longer, from another seed
+#   t/fuzz/fuzz-manifest t/.run/fuzz/crash-HASH   reproduce a crash (gdb --args too)
+#   t/fuzz/fuzz-manifest -gen-seeds DIR           write its seeds (the encoders' output)
+# A crash found by hand is kept in $FUZZ_ARTIFACT_DIR, else the current folder.
 # With clang's libFuzzer instead: make -B FUZZ_ENGINE=libfuzzer t/fuzz/fuzz-manifest,
-# then t/fuzz/fuzz-manifest DIR (the seeds above; it adds what it finds there), and
-# -help=1 for its options.
+# then t/fuzz/fuzz-manifest DIR (seeds from a gcc build's -gen-seeds; it adds what
+# it finds there); the same crash file reproduces under either.
 FUZZ_ENGINE ?= driver
 FUZZ_BINS := $(basename $(wildcard t/fuzz/fuzz-*.c))
 FUZZ_CFLAGS = -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS))) $(CFLAGS) \

@@ -9,24 +9,7 @@ load helpers
 
 setup_file() {
   local pki=$VMKIT_TEST_RUN/pki-$FILETAG
-  mkdir -p "$pki"
-  (
-    cd "$pki"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=vmkit test CA" \
-      -keyout ca-key.pem -out ca-cert.pem 2>/dev/null
-    # One certificate for both ends: it names the address the stream goes to.
-    for role in server client; do
-      openssl req -newkey rsa:2048 -nodes -subj "/CN=vmkit test $role" \
-        -keyout "$role-key.pem" -out "$role.csr" 2>/dev/null
-      openssl x509 -req -in "$role.csr" -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
-        -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:host2,DNS:host3\nextendedKeyUsage=serverAuth,clientAuth\n') \
-        -out "$role-cert.pem" 2>/dev/null
-    done
-    rm -f ./*.csr ca-key.pem
-  )
-  # QEMU runs as libvirt-qemu and reads them (test keys only).
-  chmod 755 "$pki"
-  chmod 644 "$pki"/*.pem
+  make_test_pki "$pki"
   pool_start 3 "migrate_tls_x509_cert_dir = \"$pki\""
 }
 teardown_file() { pool_stop; }

@@ -169,6 +169,31 @@ refute() {
 # job_on VM DISK: a block job runs on the disk.
 job_on() { virsh_q blockjob "$1" "$2" --raw 2>/dev/null | grep -q 'type='; }
 
+# make_test_pki DIR: a CA of the test's own and, signed by it, a server and a
+# client certificate, in DIR as QEMU (tls-creds-x509: ca-cert.pem, server-cert.pem,
+# server-key.pem) and libnbd (ca-cert.pem, client-cert.pem, client-key.pem) read
+# them: one folder serves both ends. Each certificate names the addresses and
+# host names that the pool's streams go to (127.0.0.1, localhost, host2, host3).
+# The CA's key is thrown away. The folder is readable by all (QEMU runs as
+# libvirt-qemu): test keys only.
+make_test_pki() {
+  local pki=$1 role
+  mkdir -p "$pki" || return 1
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=vmkit test CA" \
+    -keyout "$pki/ca-key.pem" -out "$pki/ca-cert.pem" 2>/dev/null || return 1
+  for role in server client; do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=vmkit test $role" \
+      -keyout "$pki/$role-key.pem" -out "$pki/$role.csr" 2>/dev/null || return 1
+    openssl x509 -req -in "$pki/$role.csr" -CA "$pki/ca-cert.pem" -CAkey "$pki/ca-key.pem" \
+      -CAcreateserial -days 2 \
+      -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:host2,DNS:host3\nextendedKeyUsage=serverAuth,clientAuth\n') \
+      -out "$pki/$role-cert.pem" 2>/dev/null || return 1
+  done
+  rm -f "$pki"/*.csr "$pki"/ca-key.pem "$pki"/ca-cert.srl
+  chmod 755 "$pki"
+  chmod 644 "$pki"/*.pem
+}
+
 # ---- A pool of hosts on this one machine (vmmigrate, vmbalance) ----------------------
 # HOST.md: more libvirt hosts run as namespaced daemons (scripts/host2), each with
 # its own /run, /var/lib/libvirt, /etc/libvirt and host UUID; they share this

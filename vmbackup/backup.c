@@ -153,13 +153,41 @@ static bool meets(const uint32_t *e, size_t n, uint64_t base, uint64_t a, uint64
 
 /* TLS for a TCP export (--tls): the certificates of VMKIT_NBD_TLS_DIR, else
  * /etc/pki/qemu (ca-cert.pem, client-cert.pem, client-key.pem), as QEMU's own
- * NBD client uses them. */
+ * NBD client uses them. An empty VMKIT_NBD_TLS_DIR counts as unset. */
+static const char *tls_dir(void)
+{
+  const char *dir = getenv("VMKIT_NBD_TLS_DIR");
+  return dir && *dir ? dir : "/etc/pki/qemu";
+}
+
+static const char *const tls_files[] = { "ca-cert.pem", "client-cert.pem", "client-key.pem" };
+
+/* Before anything is done to a VM: the three files can be read. libnbd reads
+ * them only when it connects, after the backup job has begun; in a folder that
+ * is not there it finds nothing and falls back to the system's trusted CAs,
+ * without a client certificate, and the server (which checks clients'
+ * certificates by default) ends the handshake with a bare "The TLS connection
+ * was non-properly terminated". */
+static int tls_check_files(void)
+{
+  const char *dir = tls_dir();
+  const char *env = getenv("VMKIT_NBD_TLS_DIR");
+  bool named = env && *env;
+  for (size_t i = 0; i < sizeof tls_files / sizeof *tls_files; i++) {
+    CLEANUP_FREE char *p = vm_strdup_printf("%s/%s", dir, tls_files[i]);
+    if (access(p, R_OK) < 0)
+      return vm_fail_errno(errno == ENOENT || errno == ENOTDIR ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL,
+                           "--tls: cannot read the client's TLS file '%s' (%s)", p,
+                           named ? "the folder VMKIT_NBD_TLS_DIR names" : "VMKIT_NBD_TLS_DIR is not set");
+  }
+  return 0;
+}
+
 static int nbd_tls(struct run *r, struct nbd_handle *h)
 {
   if (!r->tls) return 0;
-  const char *dir = getenv("VMKIT_NBD_TLS_DIR");
   if (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) == -1) return -1;
-  return nbd_set_tls_certificates(h, dir && *dir ? dir : "/etc/pki/qemu");
+  return nbd_set_tls_certificates(h, tls_dir());
 }
 
 static int nbd_connect_to(struct run *r, struct nbd_handle *h)
@@ -179,8 +207,12 @@ static struct nbd_handle *nbd_open(struct run *r, struct bdisk *d, const char *b
   }
   if (nbd_set_export_name(h, d->target) == -1 || nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
       (bitmap_ctx && nbd_add_meta_context(h, bitmap_ctx) == -1) || nbd_tls(r, h) == -1 || nbd_connect_to(r, h) == -1) {
-    vm_fail(VM_EXIT_FAIL, "cannot read disk %s of VM '%s' from its backup export: %s", d->target, r->vm,
-            nbd_get_error());
+    if (r->tls)
+      vm_fail(VM_EXIT_FAIL, "cannot read disk %s of VM '%s' from its backup export with TLS (our certificates: %s): %s",
+              d->target, r->vm, tls_dir(), nbd_get_error());
+    else
+      vm_fail(VM_EXIT_FAIL, "cannot read disk %s of VM '%s' from its backup export: %s", d->target, r->vm,
+              nbd_get_error());
     nbd_close(h);
     return NULL;
   }
@@ -728,7 +760,14 @@ static int begin_job(struct run *r)
     for (size_t i = 0; i < r->ndisks; i++) vm_path_delete(r->conn, r->disks[i].scratch);
     rc = begin_call(r, cx);
   }
-  int code = rc < 0 ? vm_fail_virt("cannot begin the backup of '%s'", r->vm) : 0;
+  int code = 0;
+  if (rc < 0 && r->tls)
+    /* Its QEMU's certificates are the host's, not ours: say where they come from. */
+    code = vm_fail_virt("cannot begin the backup of '%s' with TLS on %s (its QEMU serves it with the certificates of "
+                        "backup_tls_x509_cert_dir in that host's qemu.conf)",
+                        r->vm, vm_conn_host_name(r->conn));
+  else if (rc < 0)
+    code = vm_fail_virt("cannot begin the backup of '%s'", r->vm);
 
   if (rc == 0) {
     r->job = true;
@@ -978,6 +1017,7 @@ int cmd_backup(int argc, char **argv)
   }
   if (!local) {
     rc = vb_host_address(conn, &tcp_host);
+    if (!rc && tls) rc = tls_check_files();
     if (rc) {
       vb_repo_close(repo);
       return rc;

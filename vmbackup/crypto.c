@@ -145,7 +145,9 @@ int vb_open(const struct vb_keys *k, enum vb_rec_type want, const unsigned char 
     else if (clen) memcpy(plain, body, clen);
   }
   if (rc == 0 && (flags & VB_FLAG_ZSTD)) {
-    size_t got = ZSTD_decompress(raw, cap, plain, clen);
+    /* Room for n bytes only: content longer than it says fails before it is
+     * written past them (where nothing would wipe it). */
+    size_t got = ZSTD_decompress(raw, n, plain, clen);
     if (ZSTD_isError(got) || got != n) rc = -1, *why = "record does not decompress to its length";
   }
   if (plain != raw) OPENSSL_clear_free(plain, clen ? clen : 1);

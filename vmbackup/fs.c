@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -133,6 +134,8 @@ static int wflush(struct vb_fs *fs)
 static int call(struct vb_fs *fs, struct vb_buf *b, unsigned char **body, struct vb_rd *rd)
 {
   *body = NULL;
+  fs->err[0] = 0;
+  fs->err_code = 0;
   int rc = wflush(fs);
   size_t len = 0;
   if (rc == 0) rc = vb_remote_call(fs->rem, b, body, &len);
@@ -301,14 +304,20 @@ int vb_fs_list(struct vb_fs *fs, const char *rel, struct vm_strv *out)
   pthread_mutex_unlock(&fs->mu);
   if (rc) return rc;
   uint32_t n = vb_rd_u32(&rd);
+  struct vm_strv got = { 0 };
   for (uint32_t i = 0; i < n && !rd.bad; i++) {
     char *s = vb_rd_str(&rd, 255);
-    if (s && *s && *s != '.' && !strchr(s, '/')) vm_strv_add(out, s);
+    if (s && *s && *s != '.' && !strchr(s, '/')) vm_strv_add(&got, s);
     else rd.bad = true;
     free(s);
   }
   free(body);
-  if (!vb_rd_done(&rd)) return errno = EPROTO, -1;
+  if (!vb_rd_done(&rd)) {
+    vm_strv_free(&got);
+    return errno = EPROTO, -1;
+  }
+  for (size_t i = 0; i < got.n; i++) vm_strv_add(out, got.v[i]);
+  vm_strv_free(&got);
   if (out->n) qsort(out->v, out->n, sizeof *out->v, by_str);
   return 0;
 }
@@ -629,7 +638,8 @@ void vb_fs_rclose(struct vb_fs *fs, int h)
 
 void *vb_fs_map(struct vb_fs *fs, const char *rel, size_t max, size_t *len)
 {
-  if (fs->rem) return vb_fs_read(fs, rel, max, len);
+  /* Remotely read whole: at most 1 GiB (an index of about 4 TiB of chunks). */
+  if (fs->rem) return vb_fs_read(fs, rel, max < (1u << 30) ? max : (1u << 30), len);
   uint64_t size;
   int fd = vb_fs_ropen(fs, rel, &size);
   if (fd < 0) return NULL;
@@ -654,19 +664,22 @@ void vb_fs_unmap(struct vb_fs *fs, void *p, size_t len)
 
 /* ---- The lock ------------------------------------------------------------------------- */
 
-int vb_fs_lock(struct vb_fs *fs, bool exclusive, int wait_s)
+/* One LOCK request that waits at most wait_s (0 or 1) on the server. 0, -1
+ * when the server says the repository is busy (exit 4), else an exit code
+ * after a message. */
+static int lock_once(struct vb_fs *fs, bool exclusive, uint32_t wait_s, bool last)
 {
-  if (!fs->rem) return vb_lock_take_as(fs->path, fs->shown, exclusive, wait_s, &fs->lock);
   struct vb_buf b;
   struct vb_rd rd;
   unsigned char *body;
   req(&b, VB_OP_LOCK);
   vb_buf_u32(&b, exclusive);
-  vb_buf_u32(&b, wait_s < 0 ? 0 : (uint32_t)wait_s);
+  vb_buf_u32(&b, wait_s);
   pthread_mutex_lock(&fs->mu);
   int rc = call(fs, &b, &body, &rd);
   pthread_mutex_unlock(&fs->mu);
   if (rc) {
+    if (errno == EPERM && fs->err_code == VM_EXIT_STATE && !last && strstr(fs->err, " is busy")) return -1;
     if (errno == EPERM) return vm_fail(fs->err_code, "%s", fs->err); /* the server's words */
     return vm_fail_errno(VM_EXIT_FAIL, "cannot lock '%s'%s%s", fs->shown, *fs->err ? ": " : "", fs->err);
   }
@@ -681,6 +694,22 @@ int vb_fs_lock(struct vb_fs *fs, bool exclusive, int wait_s)
   return 0;
 }
 
+int vb_fs_lock(struct vb_fs *fs, bool exclusive, int wait_s)
+{
+  if (!fs->rem) return vb_lock_take_as(fs->path, fs->shown, exclusive, wait_s, &fs->lock);
+  /* A second at a time, so that an interrupt here is seen at once, and a server
+   * whose client is gone stops waiting soon. */
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = wait_s > 0 ? wait_s - (long)(now.tv_sec - t0.tv_sec) : 0;
+    int rc = lock_once(fs, exclusive, left > 0 ? 1 : 0, left <= 0);
+    if (rc >= 0) return rc;
+    if (vm_interrupted()) return vm_fail_interrupted();
+  }
+}
+
 bool vb_fs_lock_held(struct vb_fs *fs)
 {
   if (!fs->rem) return fs->lock && vb_lock_held(fs->lock);
@@ -692,7 +721,8 @@ bool vb_fs_lock_held(struct vb_fs *fs)
   pthread_mutex_lock(&fs->mu);
   int rc = call(fs, &b, &body, &rd);
   pthread_mutex_unlock(&fs->mu);
-  bool held = rc == 0 && vb_rd_u32(&rd) == 1 && vb_rd_done(&rd);
+  /* A connection that broke is no lock taken over: the next call says what broke. */
+  bool held = rc == 0 ? vb_rd_u32(&rd) == 1 && vb_rd_done(&rd) : errno != EPERM && !fs->err_code && *fs->err;
   free(body);
   return held;
 }

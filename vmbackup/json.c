@@ -12,8 +12,9 @@ int vb_json_parse(const char *text, size_t len, bool space_after, json_object **
   int rc = o && json_tokener_get_error(tok) == json_tokener_success ? 0 : VB_JSON_BAD;
   size_t used = rc ? len : json_tokener_get_parse_end(tok);
   json_tokener_free(tok);
+  /* memchr, not strchr: a NUL is no whitespace. */
   for (; used < len; used++)
-    if (!space_after || !strchr(" \t\r\n", text[used])) rc = VB_JSON_AFTER;
+    if (!space_after || !memchr(" \t\r\n", text[used], 4)) rc = VB_JSON_AFTER;
   if (rc == 0 && !json_object_is_type(o, json_type_object)) rc = VB_JSON_NOT_OBJECT;
   if (rc) json_object_put(o);
   else *out = o;

@@ -103,11 +103,10 @@ static int read_config(struct vb_fs *fs, const char *repo, char **text, size_t *
  * exit code after a message (a server that refuses it says why). */
 static int put_config(struct vb_fs *fs, const char *repo, const char *text, size_t len)
 {
-  unsigned char rnd[16] = { 0 };
-  char hex[33];
-  RAND_bytes(rnd, 8);
-  vb_hex16(rnd, hex);
-  CLEANUP_FREE char *tmp = vm_strdup_printf("tmp/key.%.16s.config", hex);
+  /* Named after the lock held (tmp/ files are their writer's lock's); without
+   * one (a local repository whose locks/ is gone), after this process. */
+  CLEANUP_FREE char *tmp = *vb_fs_lock_name(fs) ? vm_strdup_printf("tmp/%s.config", vb_fs_lock_name(fs))
+                                                 : vm_strdup_printf("tmp/key-import.%d.config", (int)getpid());
   if (vb_fs_put(fs, tmp, "config", text, len, true) == 0) return 0;
   if (errno == EPERM && *vb_fs_error(fs)) return vm_fail(VM_EXIT_STATE, "%s", vb_fs_error(fs));
   return vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/config'", repo);
@@ -178,9 +177,14 @@ static int key_import(const char *repo, const char *file)
   struct vb_fs *fs;
   int rc = vb_fs_open(repo, &fs);
   if (rc) return rc;
-  /* Nothing else writes the config meanwhile (a repository without a config
-   * has no lock to take: its locks/ folder may be all that is left). */
-  rc = vb_fs_exists(fs, "config") == 1 ? vb_fs_lock(fs, true, vm_lock_wait_seconds()) : 0;
+  /* A shared lock, as a backup's (a repair may run while backups do), whose
+   * name its tmp/ file bears. A local repository whose locks/ folder is gone
+   * is repaired without one; a remote one needs it. */
+  vm_errors_mute(true);
+  rc = vb_fs_lock(fs, false, vm_lock_wait_seconds());
+  vm_errors_mute(false);
+  if (rc && (vb_fs_remote(fs) || rc != VM_EXIT_FAIL)) rc = vm_fail(rc, "%s", vm_last_error());
+  else rc = 0;
   if (rc == 0) rc = key_import_into(fs, repo, file);
   vb_fs_close(fs);
   return rc;

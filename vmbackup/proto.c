@@ -6,6 +6,60 @@
 
 #include "proto.h"
 
+/* A path inside the repository: "" (the folder itself, where allowed), or
+ * names of letters, digits, '.', '_' and '-' (none starting with '.') split by
+ * '/', the first one a part of the layout. */
+bool vb_proto_rel_ok(const char *rel, bool root_ok)
+{
+  if (!*rel) return root_ok;
+  static const char *const tops[] = { "config", "packs", "index", "snapshots", "tmp", NULL };
+  size_t first = strcspn(rel, "/");
+  bool top = false;
+  for (size_t i = 0; tops[i]; i++) top |= strlen(tops[i]) == first && !strncmp(rel, tops[i], first);
+  if (!top) return false;
+  int depth = 0;
+  for (const char *p = rel; *p;) {
+    size_t n = strcspn(p, "/");
+    if (n == 0 || n > 200 || p[0] == '.' || strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") < n)
+      return false;
+    if (++depth > 3) return false;
+    p += n;
+    if (*p == '/') {
+      p++;
+      if (!*p) return false;
+    }
+  }
+  return true;
+}
+
+static bool hex_name(const char *s, size_t n)
+{
+  return strlen(s) == n && strspn(s, "0123456789abcdef") == n;
+}
+
+bool vb_proto_dest_ok(const char *rel, bool append_only)
+{
+  if (!strcmp(rel, "config")) return true;
+  if (!strncmp(rel, "snapshots/", 10)) return hex_name(rel + 10, 32);
+  if (!strncmp(rel, "index/", 6))
+    return hex_name(rel + 6, 32) ||
+           (!append_only && !strncmp(rel + 6, "merged.", 7) && rel[13] && strlen(rel + 13) <= 9 &&
+            strspn(rel + 13, "0123456789") == strlen(rel + 13) && rel[13] != '0');
+  if (!strncmp(rel, "packs/", 6))
+    return strlen(rel) == 6 + 3 + 32 && rel[8] == '/' && hex_name(rel + 9, 32) && !strncmp(rel + 6, rel + 9, 2);
+  return false;
+}
+
+bool vb_proto_dir_ok(const char *rel)
+{
+  static const char *const dirs[] = { "", "packs", "index", "snapshots", "locks", "tmp", NULL };
+  for (size_t i = 0; dirs[i]; i++)
+    if (!strcmp(rel, dirs[i])) return true;
+  return !strncmp(rel, "packs/", 6) && hex_name(rel + 6, 2);
+}
+
+bool vb_proto_in_tmp(const char *rel) { return strncmp(rel, "tmp/", 4) == 0 && rel[4] && !strchr(rel + 4, '/'); }
+
 void vb_buf_init(struct vb_buf *b)
 {
   b->cap = 256;

@@ -46,6 +46,20 @@ enum vb_op {
 };
 #define VB_HELLO_APPEND_ONLY 1u
 
+/* A path the server takes (relative to the repository): "" (the folder itself)
+ * only where root_ok; else names of letters, digits, '.', '_' and '-' (none
+ * starting with '.', none longer than 200) split by single '/', at most 3 deep,
+ * the first one config, packs, index, snapshots or tmp. */
+bool vb_proto_rel_ok(const char *rel, bool root_ok);
+/* Where a new file may be put: config, snapshots/ID, index/PACK, packs/XX/PACK
+ * (XX its first two digits; IDs of 32 lowercase hex digits), and, unless
+ * append_only, index/merged.N. */
+bool vb_proto_dest_ok(const char *rel, bool append_only);
+/* A folder of the layout: the repository's own, its top folders, packs/XX. */
+bool vb_proto_dir_ok(const char *rel);
+/* A file directly in tmp/ (a writer's). */
+bool vb_proto_in_tmp(const char *rel);
+
 /* A message being built: its first 4 bytes hold its length once sent. */
 struct vb_buf {
   unsigned char *p;

@@ -230,8 +230,13 @@ static int compact(struct vb_repo *r, bool dry_run, char *const *skip, struct co
   if (all.n) qsort(all.v, all.n, sizeof *all.v, by_id_pack);
   size_t np;
   struct packstat *packs = list_packs(r, &np);
-  /* The copy of each live chunk that serves: the first (smallest pack ID) whose pack is there. */
+  /* The copy of each live chunk that serves: the first (smallest pack ID) whose
+   * pack is there and, when there are several copies, that opens (whoever could
+   * add a pack, an append-only client, could add a false copy of a chunk under
+   * its id: it must never be the one kept). */
   struct ents live = { 0 };
+  unsigned char *rec0 = malloc(4 + vb_seal_bound(r->cfg.chunk_size)), *raw0 = malloc(r->cfg.chunk_size);
+  if (!rec0 || !raw0) abort();
   for (size_t i = 0; i < all.n; i++) {
     if (i && !memcmp(all.v[i].id, all.v[i - 1].id, VB_ID_LEN) && live.n &&
         !memcmp(live.v[live.n - 1].id, all.v[i].id, VB_ID_LEN))
@@ -239,8 +244,29 @@ static int compact(struct vb_repo *r, bool dry_run, char *const *skip, struct co
     if (!bsearch(all.v[i].id, refs, nrefs, VB_ID_LEN, cmp_id)) continue;
     struct packstat *p = find_pack(packs, np, all.v[i].pack);
     if (!p) continue;
+    bool dup = (i + 1 < all.n && !memcmp(all.v[i + 1].id, all.v[i].id, VB_ID_LEN)) ||
+               (i && !memcmp(all.v[i - 1].id, all.v[i].id, VB_ID_LEN));
+    if (dup) {
+      const char *why;
+      size_t got;
+      if (vb_repo_read_record(r, &all.v[i], rec0, &why) ||
+          vb_open(&r->keys, VB_REC_CHUNK, all.v[i].id, rec0 + 4, all.v[i].reclen, raw0, r->cfg.chunk_size, &got, &why))
+        continue; /* the next copy, if one opens */
+    }
     p->live += 4 + (uint64_t)all.v[i].reclen;
     ent_add(&all.v[i], &live);
+  }
+  free(rec0);
+  free(raw0);
+  /* A chunk that snapshots name and no index holds: something is wrong (a
+   * damaged or planted index); nothing is removed before 'check' says what. */
+  size_t missing = 0;
+  for (size_t i = 0; i < nrefs; i++)
+    if (!bsearch(refs[i], live.v, live.n, sizeof *live.v, cmp_id)) missing++;
+  if (missing) {
+    rc = vm_fail(VM_EXIT_VERIFY, "compact stopped before removing anything: %zu chunks that snapshots name are in "
+                                 "no index, or in no copy that opens; run 'vmbackup check --read-data'", missing);
+    goto out;
   }
   size_t small = 0;
   for (size_t i = 0; i < np; i++)

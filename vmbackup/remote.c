@@ -1,8 +1,10 @@
-/* The connection to an ssh:// repository (remote.h). ssh runs in a process
- * group of its own, so that a Ctrl-C at the terminal reaches vmbackup, which
- * stops at a safe point and ends the connection itself, and not ssh under it.
- * Whatever ends vmbackup (kill -9 too) closes the pipes: the server reads the
- * end of its input and drops what was not committed. */
+/* The connection to an ssh:// repository (remote.h). ssh ignores SIGINT and
+ * SIGQUIT (OpenSSH keeps an ignored signal ignored), so that a Ctrl-C at the
+ * terminal reaches vmbackup alone, which stops at a safe point and ends the
+ * connection itself; ssh stays in the terminal's foreground, where it may ask
+ * for a host key's confirmation or a passphrase. Whatever ends vmbackup (kill -9
+ * too) closes the pipes: the server reads the end of its input and drops what
+ * was not committed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -61,6 +63,13 @@ static int parse_url(const char *url, char **userhost, char **port, char **path)
   *userhost = vm_strdup(auth);
   /* /~/x is x under the far side's home. */
   *path = vm_strdup(strncmp(slash, "/~/", 3) == 0 ? slash + 3 : slash);
+  if (!**path || !strcmp(*path, "/")) {
+    free(*path);
+    free(*port);
+    free(*userhost);
+    *path = *port = *userhost = NULL;
+    return vm_fail(VM_EXIT_USAGE, "'%s' names no folder: give ssh://[USER@]HOST[:PORT]/PATH", url);
+  }
   return 0;
 }
 
@@ -124,8 +133,18 @@ int vb_remote_open(const char *url, struct vb_remote **out, uint32_t *flags)
   vm_strv_add(&argv, "serve");
   vm_strv_add(&argv, "--stdio");
   free(port);
+  /* A server that is gone is an error of a call, not a signal that kills us. */
+  signal(SIGPIPE, SIG_IGN);
   int in[2], outp[2];
-  if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) abort();
+  if (pipe2(in, O_CLOEXEC) < 0) {
+    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot start ssh");
+    goto out;
+  }
+  if (pipe2(outp, O_CLOEXEC) < 0) {
+    rc = vm_fail_errno(VM_EXIT_FAIL, "cannot start ssh");
+    close(in[0]), close(in[1]);
+    goto out;
+  }
   pid_t pid = fork();
   if (pid < 0) {
     rc = vm_fail_errno(VM_EXIT_FAIL, "cannot start ssh");
@@ -133,7 +152,8 @@ int vb_remote_open(const char *url, struct vb_remote **out, uint32_t *flags)
     goto out;
   }
   if (pid == 0) {
-    setpgid(0, 0);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
     signal(SIGPIPE, SIG_DFL);
     dup2(in[0], 0);
     dup2(outp[1], 1);
@@ -167,7 +187,11 @@ int vb_remote_open(const char *url, struct vb_remote **out, uint32_t *flags)
                                "there, or VMKIT_REMOTE_PATH set, and does ssh log in without asking?)", url);
   } else if (status < 0) {
     size_t n = rd.len - rd.off;
-    rc = vm_fail(status < -63 ? VM_EXIT_FAIL : -status, "%.*s", (int)(n > 900 ? 900 : n), (const char *)rd.p + rd.off);
+    char msg[901];
+    if (n > 900) n = 900;
+    for (size_t i = 0; i < n; i++) msg[i] = rd.p[rd.off + i] < ' ' || rd.p[rd.off + i] == 127 ? ' ' : (char)rd.p[rd.off + i];
+    msg[n] = 0;
+    rc = vm_fail(status < -63 ? VM_EXIT_FAIL : -status, "%s", msg);
   } else if (status > 0) {
     errno = status;
     rc = vm_fail_errno(VM_EXIT_FAIL, "repository '%s'", url);

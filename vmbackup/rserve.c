@@ -14,6 +14,7 @@
  * lock it holds for the client, and ends. */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,7 +25,8 @@
 #include "vmbackup.h"
 
 struct handle {
-  int h;
+  uint32_t id; /* the client's name for it: never reused */
+  int h;       /* the local one (a descriptor) */
   bool writer;
   int err; /* a writer's first failed write */
   char *tmp;
@@ -36,35 +38,12 @@ struct server {
   bool append_only;
   struct handle *hs;
   size_t nh;
+  uint32_t next_id;
 };
 
-/* A path inside the repository: "" (the folder itself, where allowed), or
- * names of letters, digits, '.', '_' and '-' (none starting with '.') split by
- * '/', the first one a part of the layout. */
-static bool rel_ok(const char *rel, bool root_ok)
-{
-  if (!*rel) return root_ok;
-  static const char *const tops[] = { "config", "packs", "index", "snapshots", "tmp", NULL };
-  size_t first = strcspn(rel, "/");
-  bool top = false;
-  for (size_t i = 0; tops[i]; i++) top |= strlen(tops[i]) == first && !strncmp(rel, tops[i], first);
-  if (!top) return false;
-  int depth = 0;
-  for (const char *p = rel; *p;) {
-    size_t n = strcspn(p, "/");
-    if (n == 0 || n > 200 || p[0] == '.' || strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") < n)
-      return false;
-    if (++depth > 3) return false;
-    p += n;
-    if (*p == '/') {
-      p++;
-      if (!*p) return false;
-    }
-  }
-  return true;
-}
+/* At most this many files open for one client. */
+#define HANDLES_MAX 1024
 
-static bool in_tmp(const char *rel) { return strncmp(rel, "tmp/", 4) == 0 && !strchr(rel + 4, '/'); }
 
 /* Replies: status 0 with the fields of b (built after the status). */
 static int reply(struct vb_buf *b) { return vb_msg_send(1, b); }
@@ -101,10 +80,10 @@ static int refuse(struct server *s, const char *what, const char *rel)
   return reply_msg(VM_EXIT_STATE, m);
 }
 
-static struct handle *find(struct server *s, uint32_t h, bool writer)
+static struct handle *find(struct server *s, uint32_t id, bool writer)
 {
   for (size_t i = 0; i < s->nh; i++)
-    if ((uint32_t)s->hs[i].h == h && s->hs[i].writer == writer) return &s->hs[i];
+    if (s->hs[i].id == id && s->hs[i].writer == writer) return &s->hs[i];
   return NULL;
 }
 
@@ -114,11 +93,25 @@ static void drop(struct server *s, struct handle *x)
   *x = s->hs[--s->nh];
 }
 
-static void add(struct server *s, int h, bool writer, const char *tmp)
+static uint32_t add(struct server *s, int h, bool writer, const char *tmp)
 {
   s->hs = realloc(s->hs, (s->nh + 1) * sizeof *s->hs);
   if (!s->hs) abort();
-  s->hs[s->nh++] = (struct handle){ .h = h, .writer = writer, .tmp = tmp ? vm_strdup(tmp) : NULL };
+  uint32_t id = ++s->next_id;
+  s->hs[s->nh++] = (struct handle){ .id = id, .h = h, .writer = writer, .tmp = tmp ? vm_strdup(tmp) : NULL };
+  return id;
+}
+
+/* A tmp/ file this client may remove: its own writer's (named after its lock),
+ * or one whose writer is gone; never a live writer's, nor one that names no
+ * writer. */
+static bool tmp_removable(struct server *s, const char *rel)
+{
+  size_t span = vb_lock_name_span(rel + 4);
+  if (!span) return false;
+  CLEANUP_FREE char *owner = strndup(rel + 4, span);
+  if (!owner) abort();
+  return !strcmp(owner, vb_fs_lock_name(s->fs)) || !vb_fs_name_alive(s->fs, owner);
 }
 
 /* The repository the client named, within --restrict-to-path: 0 with *root, or
@@ -131,6 +124,12 @@ static int resolve_root(const char *path, char **restrict_to, size_t nr, char **
   } else {
     const char *home = getenv("HOME");
     abs = vm_strdup_printf("%s/%s", home && *home ? home : "/", path);
+  }
+  for (size_t l = strlen(abs); l > 1 && abs[l - 1] == '/'; l--) abs[l - 1] = 0;
+  /* Not in a hidden folder (~/.ssh, ~/.config): its "config" would be theirs. */
+  if (strstr(abs, "/.")) {
+    *msg = vm_strdup_printf("repository '%s': a path with a name that starts with '.' is refused", path);
+    return VM_EXIT_USAGE;
   }
   /* The folder's real place; one that does not exist yet (init) by its parent's. */
   char real[PATH_MAX];
@@ -176,7 +175,7 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
   case VB_OP_READ: {
     CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
     uint64_t max = vb_rd_u64(&rd);
-    if (!vb_rd_done(&rd) || !rel_ok(rel, false)) return reply_errno(EINVAL);
+    if (!vb_rd_done(&rd) || !vb_proto_rel_ok(rel, false)) return reply_errno(EINVAL);
     size_t n;
     CLEANUP_FREE char *data = vb_fs_read(s->fs, rel, max < VB_IO_MAX ? (size_t)max : VB_IO_MAX, &n);
     if (!data) return reply_errno(errno);
@@ -187,7 +186,7 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
   }
   case VB_OP_LIST: {
     CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
-    if (!vb_rd_done(&rd) || !rel_ok(rel, true)) return reply_errno(EINVAL);
+    if (!vb_rd_done(&rd) || !(vb_proto_rel_ok(rel, true) || !strcmp(rel, "locks"))) return reply_errno(EINVAL);
     struct vm_strv names = { 0 };
     if (vb_fs_list(s->fs, rel, &names) < 0) return reply_errno(errno);
     vb_buf_init(&b);
@@ -207,7 +206,7 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
   case VB_OP_SIZE: {
     CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
     uint64_t size;
-    if (!vb_rd_done(&rd) || !rel_ok(rel, true)) return reply_errno(EINVAL);
+    if (!vb_rd_done(&rd) || !vb_proto_rel_ok(rel, true)) return reply_errno(EINVAL);
     if (vb_fs_size(s->fs, rel, &size) < 0) return reply_errno(errno);
     vb_buf_init(&b);
     vb_buf_u32(&b, 0);
@@ -216,16 +215,11 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
   }
   case VB_OP_UNLINK: case VB_OP_RMDIR: case VB_OP_MKDIR: case VB_OP_SYNCDIR: {
     CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
-    /* The folder itself (made by init, removed by an init that failed) and
-     * locks/ (made by init; its files are the server's own business) too. */
-    bool ok = rel && (rel_ok(rel, op != VB_OP_UNLINK) || ((op == VB_OP_MKDIR || op == VB_OP_RMDIR) && !strcmp(rel, "locks")));
-    if (!vb_rd_done(&rd) || !ok) return reply_errno(EINVAL);
-    if (op == VB_OP_UNLINK && in_tmp(rel)) {
-      /* A tmp/ file: its writer's own, or a dead writer's; never a live one's. */
-      size_t span = vb_lock_name_span(rel + 4);
-      CLEANUP_FREE char *owner = span ? strndup(rel + 4, span) : NULL;
-      if (owner && strcmp(owner, vb_fs_lock_name(s->fs)) && vb_fs_name_alive(s->fs, owner))
-        return reply_errno(EBUSY);
+    if (!vb_rd_done(&rd) || !rel) return reply_errno(EINVAL);
+    bool ok = op == VB_OP_UNLINK ? vb_proto_rel_ok(rel, false) : vb_proto_dir_ok(rel);
+    if (!ok) return reply_errno(EINVAL);
+    if (op == VB_OP_UNLINK && vb_proto_in_tmp(rel)) {
+      if (!tmp_removable(s, rel)) return s->append_only ? refuse(s, "removing", rel) : reply_errno(EBUSY);
     } else if (s->append_only && (op == VB_OP_UNLINK || op == VB_OP_RMDIR)) {
       return refuse(s, "removing", rel);
     }
@@ -237,13 +231,18 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
   }
   case VB_OP_CREATE: {
     CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
-    if (!vb_rd_done(&rd) || !rel_ok(rel, false) || !in_tmp(rel)) return reply_errno(EINVAL);
+    if (!vb_rd_done(&rd) || !vb_proto_rel_ok(rel, false) || !vb_proto_in_tmp(rel)) return reply_errno(EINVAL);
+    /* Named after this client's lock: a writer holds one, and its files are its own. */
+    const char *mine = vb_fs_lock_name(s->fs);
+    size_t ml = strlen(mine);
+    if (!ml || strncmp(rel + 4, mine, ml) || rel[4 + ml] != '.') return reply_errno(EACCES);
+    if (s->nh >= HANDLES_MAX) return reply_errno(EMFILE);
     int h = vb_fs_create(s->fs, rel);
     if (h < 0) return reply_errno(errno);
-    add(s, h, true, rel);
+    uint32_t id = add(s, h, true, rel);
     vb_buf_init(&b);
     vb_buf_u32(&b, 0);
-    vb_buf_u32(&b, (uint32_t)h);
+    vb_buf_u32(&b, id);
     break;
   }
   case VB_OP_WRITE: {
@@ -264,7 +263,8 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
     uint32_t replace = vb_rd_u32(&rd);
     struct handle *x = find(s, h, true);
     if (!x) return reply_errno(EBADF);
-    if (!vb_rd_done(&rd) || !rel_ok(dst, false) || in_tmp(dst) || replace > 1 || (replace && strcmp(dst, "config"))) {
+    if (!vb_rd_done(&rd) || !vb_proto_rel_ok(dst, false) || !vb_proto_dest_ok(dst, s->append_only) || replace > 1 ||
+        (replace && strcmp(dst, "config"))) {
       vb_fs_abort(s->fs, x->h);
       drop(s, x);
       return reply_errno(EINVAL);
@@ -290,14 +290,15 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
   }
   case VB_OP_ROPEN: {
     CLEANUP_FREE char *rel = vb_rd_str(&rd, 1024);
-    if (!vb_rd_done(&rd) || !rel_ok(rel, false)) return reply_errno(EINVAL);
+    if (!vb_rd_done(&rd) || !vb_proto_rel_ok(rel, false)) return reply_errno(EINVAL);
+    if (s->nh >= HANDLES_MAX) return reply_errno(EMFILE);
     uint64_t size;
     int h = vb_fs_ropen(s->fs, rel, &size);
     if (h < 0) return reply_errno(errno);
-    add(s, h, false, NULL);
+    uint32_t id = add(s, h, false, NULL);
     vb_buf_init(&b);
     vb_buf_u32(&b, 0);
-    vb_buf_u32(&b, (uint32_t)h);
+    vb_buf_u32(&b, id);
     vb_buf_u64(&b, size);
     break;
   }
@@ -330,6 +331,10 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
     uint32_t excl = vb_rd_u32(&rd), wait_s = vb_rd_u32(&rd);
     if (!vb_rd_done(&rd) || excl > 1 || wait_s > 86400) return reply_errno(EINVAL);
     if (*vb_fs_lock_name(s->fs)) return reply_errno(EALREADY);
+    /* Nothing an append-only client may do needs it, and held it would stop
+     * every other writer. */
+    if (excl && s->append_only)
+      return refuse(s, "the exclusive lock (prune, compact, a new key, check --repair) of", s->root);
     vm_errors_mute(true);
     int rc = vb_fs_lock(s->fs, excl, (int)wait_s);
     vm_errors_mute(false);
@@ -368,6 +373,9 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
 int vb_serve_stdio(char **restrict_to, size_t nr, bool append_only)
 {
   struct server s = { .append_only = append_only };
+  /* A client that is gone is the end of the input, not a signal that kills
+   * this process before it cleans up. */
+  signal(SIGPIPE, SIG_IGN);
   /* Nothing but replies on standard output. */
   fflush(stdout);
   int rc = 0;

@@ -193,25 +193,28 @@ int vb_repo_create(const char *path, const struct vb_config *cfg)
       if (!layout) empty = false;
     }
     vm_strv_free(&names);
-    for (size_t i = 0; subdirs[i] && empty && !rc; i++)
-      if (vb_fs_rmdir(fs, subdirs[i]) < 0 && errno != ENOENT) empty = false;
+    /* Each of them empty (listed: an append-only server removes nothing). */
+    for (size_t i = 0; subdirs[i] && empty && !rc; i++) {
+      struct vm_strv in = { 0 };
+      if (vb_fs_list(fs, subdirs[i], &in) < 0 || in.n) empty = false;
+      vm_strv_free(&in);
+    }
     if (!empty && !rc) rc = vm_fail(VM_EXIT_STATE, "'%s' is not empty", path);
   }
   for (size_t i = 0; subdirs[i] && !rc; i++)
     if (vb_fs_mkdir(fs, subdirs[i]) < 0 && errno != EEXIST) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s/%s'", path, subdirs[i]);
   CLEANUP_FREE char *text = rc ? NULL : vb_config_encode(cfg);
-  /* The config last: a folder without one is no repository, and init may run again. */
+  /* The config last: a folder without one is no repository, and init may run
+   * again. Written under a shared lock, whose name its tmp/ file bears; of two
+   * inits at once, the second finds the first's config in place. */
+  if (!rc) rc = vb_fs_lock(fs, false, 0);
   if (!rc) {
-    unsigned char rnd[8];
-    char hex[33];
-    memset(rnd, 0, sizeof rnd);
-    RAND_bytes(rnd, sizeof rnd);
-    unsigned char id16[16] = { 0 };
-    memcpy(id16, rnd, sizeof rnd);
-    vb_hex16(id16, hex);
-    CLEANUP_FREE char *tmp = rel_of("tmp/init.%.16s.config", hex);
-    if (!text || vb_fs_put(fs, tmp, "config", text, strlen(text), false) < 0)
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/config'", path);
+    CLEANUP_FREE char *tmp = rel_of("tmp/%s.config", vb_fs_lock_name(fs));
+    if (!text) rc = vm_fail(VM_EXIT_FAIL, "cannot encode the config");
+    else if (vb_fs_put(fs, tmp, "config", text, strlen(text), false) < 0)
+      rc = errno == EEXIST ? vm_fail(VM_EXIT_STATE, "'%s' is a repository already", path)
+                           : vm_fail_errno(VM_EXIT_FAIL, "cannot write '%s/config'", path);
+    vb_fs_unlock(fs);
   }
   if (rc && made) {
     for (size_t i = 0; subdirs[i]; i++) vb_fs_rmdir(fs, subdirs[i]);

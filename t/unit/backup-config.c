@@ -100,6 +100,15 @@ static void refuses_bad_fields(void **state)
   snprintf(text, sizeof text, "%s{}", good);
   assert_int_equal(parse(text, &back, &why), -1);
   assert_string_equal(why, "config has text after its JSON");
+  /* Whitespace may follow, but a NUL is none: zeros after the text (a file that
+   * a crash left longer than what was written) are refused. */
+  size_t len = strlen(good);
+  memcpy(text, good, len);
+  memset(text + len, 0, 4);
+  assert_int_equal(vb_config_parse(text, len + 4, &back, &why), -1);
+  assert_string_equal(why, "config has text after its JSON");
+  snprintf(text, sizeof text, "%s \t\r\n", good);
+  assert_int_equal(parse(text, &back, &why), 0);
   assert_int_equal(parse("[1]", &back, &why), -1);
   assert_int_equal(parse("", &back, &why), -1);
   free(good);

@@ -187,6 +187,31 @@ static void random_records_are_refused(void **state)
   }
 }
 
+/* A record whose zstd content is longer than its raw length says (the checksum
+ * right: anyone can make one without a key): refused, and nothing of that content
+ * is left in the buffer, past that length either. */
+static void refused_content_is_wiped(void **state)
+{
+  struct vb_keys k;
+  assert_int_equal(vb_keys_new(&k, false), 0);
+  unsigned char *raw = sample(3000, false), *rec = malloc(vb_seal_bound(3000)), id[VB_ID_LEN], back[4096], sum[32];
+  size_t len, got;
+  vb_chunk_id(&k, raw, 3000, id);
+  assert_int_equal(vb_seal(&k, 3, VB_REC_CHUNK, id, raw, 3000, rec, &len), 0);
+  assert_true(rec[1] & VB_FLAG_ZSTD);
+  /* The raw length made 11, the checksum made right again. */
+  memcpy(rec + 2 + VB_ID_LEN, "\x0b\0\0\0", 4);
+  SHA256(rec, len - VB_TAG_LEN, sum);
+  memcpy(rec + len - VB_TAG_LEN, sum, VB_TAG_LEN);
+  memset(back, 0x55, sizeof back);
+  const char *why = NULL;
+  assert_int_equal(vb_open(&k, VB_REC_CHUNK, id, rec, len, back, sizeof back, &got, &why), -1);
+  assert_string_equal(why, "record does not decompress to its length");
+  for (size_t j = 0; j < sizeof back; j++) assert_true(back[j] == 0 || back[j] == 0x55);
+  free(rec);
+  free(raw);
+}
+
 static void wraps_the_key_under_a_passphrase(void **state)
 {
   struct vb_keys k, back;
@@ -237,6 +262,7 @@ int main(void)
     cmocka_unit_test(another_key_fails),
     cmocka_unit_test(manifests_keep_their_id),
     cmocka_unit_test(random_records_are_refused),
+    cmocka_unit_test(refused_content_is_wiped),
     cmocka_unit_test(wraps_the_key_under_a_passphrase),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

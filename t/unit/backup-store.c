@@ -187,6 +187,12 @@ static void append_only_server(void **state)
   struct vb_fs *fs;
   assert_int_equal(vb_fs_open(repo, &fs), 0);
   assert_true(vb_fs_append_only(fs));
+  /* No exclusive lock (it would stop every other writer), no file before a lock. */
+  vm_errors_mute(true);
+  assert_int_equal(vb_fs_lock(fs, true, 0), VM_EXIT_STATE);
+  vm_errors_mute(false);
+  assert_non_null(strstr(vm_last_error(), "append-only"));
+  assert_int_equal(vb_fs_create(fs, "tmp/x.pack"), -1);
   assert_int_equal(vb_fs_lock(fs, false, 0), 0);
   assert_true(vb_fs_lock_held(fs));
   CLEANUP_FREE char *tmp = vm_strdup_printf("tmp/%s.x.snapshot", vb_fs_lock_name(fs));
@@ -200,6 +206,16 @@ static void append_only_server(void **state)
   assert_int_equal(vb_fs_put(fs, tmp, "config", "{}", 2, true), -1);
   assert_int_equal(errno, EPERM);
   assert_int_equal(vb_fs_rmdir(fs, "packs"), -1);
+  /* Only the layout's shapes: no merged index (compact trusts it), no folder
+   * where a snapshot goes, no file in tmp/ but under this client's lock name. */
+  CLEANUP_FREE char *tmp3 = vm_strdup_printf("tmp/%s.m.index", vb_fs_lock_name(fs));
+  assert_int_equal(vb_fs_put(fs, tmp3, "index/merged.9", "x", 1, false), -1);
+  assert_int_equal(errno, EINVAL);
+  assert_int_equal(vb_fs_put(fs, tmp3, "packs/ab/cd00112233445566778899aabbccddee", "x", 1, false), -1);
+  assert_int_equal(vb_fs_mkdir(fs, "snapshots/00112233445566778899aabbccddeeff"), -1);
+  assert_int_equal(vb_fs_create(fs, "tmp/shared.other.1.0123456789abcdef.pack"), -1);
+  assert_int_equal(errno, EACCES);
+  assert_int_equal(vb_fs_unlink(fs, "tmp/junk"), -1);
   /* Paths outside the layout, or climbing out of it, are no paths. */
   assert_int_equal(vb_fs_unlink(fs, "tmp/../config"), -1);
   assert_int_equal(errno, EINVAL);

@@ -1,7 +1,12 @@
 /* Chunk ids, sealed records and the wrapped key of a vmbackup repository: the
  * formats of man/vmbackup-repository.5, with OpenSSL and zstd. */
+#include <limits.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -29,6 +34,45 @@ int vb_keys_new(struct vb_keys *k, bool encrypted)
   memset(k->id, 0, sizeof k->id);
   if (!encrypted) return 0;
   return RAND_bytes(k->data, sizeof k->data) == 1 && RAND_bytes(k->id, sizeof k->id) == 1 ? 0 : -1;
+}
+
+/* scrypt's memory (128 MiB at the default cost), read in random order, costs
+ * half the time in huge pages (TLB misses, page faults). OpenSSL takes it from
+ * malloc, and glibc gives a block that big an mmap of its own, which nobody can
+ * advise; and OpenSSL's allocator cannot be replaced (a library's constructor
+ * has used it before main). So, in vmbackup's own process, the block comes from
+ * the heap (no mmap for the call): a region of it advised for huge pages just
+ * before, then given back when the key is unwrapped. */
+static bool kdf_thp;
+
+void vb_crypto_init(void)
+{
+  /* A backup's chunk buffers (256 KiB by default, thousands of them) from the
+   * heap and back to it, not an mmap and a munmap each. */
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  kdf_thp = true;
+}
+
+static void kdf_mem_begin(size_t need)
+{
+  if (!kdf_thp) return;
+  const size_t huge = 2u << 20;
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  mallopt(M_MMAP_MAX, 0);
+  void *p = malloc(need + 2 * huge);
+  if (!p) return;
+  uintptr_t a = ((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1);
+  (void)madvise((void *)a, (need + huge) & ~(huge - 1), MADV_HUGEPAGE);
+  free(p);
+}
+
+static void kdf_mem_end(void)
+{
+  if (!kdf_thp) return;
+  mallopt(M_MMAP_MAX, 65536);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  malloc_trim(0);
 }
 
 void vb_keys_wipe(struct vb_keys *k) { OPENSSL_cleanse(k, sizeof *k); }
@@ -187,8 +231,11 @@ static int derive(const char *pass, size_t passlen, const struct vb_kdf *kdf, un
 {
   if (!vb_kdf_ok(kdf)) return -1;
   uint64_t n = 1ull << kdf->log_n, mem = 128ull * (uint64_t)kdf->r * (n + (uint64_t)kdf->p + 2) + (1u << 20);
-  return EVP_PBE_scrypt(pass, passlen, kdf->salt, sizeof kdf->salt, n, (uint64_t)kdf->r, (uint64_t)kdf->p, mem, kek,
-                        32) == 1 ? 0 : -1;
+  kdf_mem_begin((size_t)mem);
+  int ok = EVP_PBE_scrypt(pass, passlen, kdf->salt, sizeof kdf->salt, n, (uint64_t)kdf->r, (uint64_t)kdf->p, mem, kek,
+                          32);
+  kdf_mem_end();
+  return ok == 1 ? 0 : -1;
 }
 
 int vb_key_wrap(const struct vb_keys *k, const char *pass, size_t passlen, const struct vb_kdf *kdf,

@@ -37,6 +37,10 @@ struct vb_kdf {
 
 /* A new random key. 0, or -1 when the system has no randomness to give. */
 int vb_keys_new(struct vb_keys *k, bool encrypted);
+/* vmbackup's process only (not the nbdkit plugin): chunk buffers from the
+ * heap, kept (not an mmap and munmap each: page faults cost more than the
+ * copy), and scrypt's memory in huge pages. */
+void vb_crypto_init(void);
 void vb_keys_wipe(struct vb_keys *k);
 
 /* The id of a chunk: HMAC-SHA-256 under the id key, or SHA-256 when the

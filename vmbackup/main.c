@@ -41,6 +41,7 @@ static const struct vm_verb verbs[] = {
 
 int main(int argc, char **argv)
 {
+  vb_crypto_init();
   vm_init("vmbackup");
   return vm_dispatch(argc, argv, verbs,
                      "Deduplicating, incremental, encrypted backups of VMs: back up, list, restore, check.");

@@ -16,6 +16,7 @@ struct vb_workq {
   pthread_cond_t more, room, idle;
   struct item *v;
   size_t depth, head, n, busy;
+  size_t pushers; /* waiting for room */
   bool stop;
   int nthreads;
   pthread_t *threads;
@@ -32,7 +33,10 @@ static void *worker(void *p)
     q->head = (q->head + 1) % q->depth;
     q->n--;
     q->busy++;
-    pthread_cond_signal(&q->room);
+    /* A waiting pusher is woken when half the queue is free, not at every
+     * item: each wake-up is a cross-CPU interrupt, which costs more than a
+     * small chunk's work on a paravirtualized host. */
+    if (q->pushers && q->n <= q->depth / 2) pthread_cond_signal(&q->room);
     pthread_mutex_unlock(&q->mu);
     it.fn(it.arg);
     pthread_mutex_lock(&q->mu);
@@ -70,7 +74,11 @@ int vb_workq_threads(const struct vb_workq *q) { return q->nthreads; }
 void vb_workq_push(struct vb_workq *q, void (*fn)(void *), void *arg)
 {
   pthread_mutex_lock(&q->mu);
-  while (q->n == q->depth) pthread_cond_wait(&q->room, &q->mu);
+  while (q->n == q->depth) {
+    q->pushers++;
+    pthread_cond_wait(&q->room, &q->mu);
+    q->pushers--;
+  }
   q->v[(q->head + q->n) % q->depth] = (struct item){ fn, arg };
   q->n++;
   pthread_cond_signal(&q->more);

@@ -13,6 +13,11 @@ static xmlNodePtr add_disk(xmlNodePtr devs, const struct vm_spec_disk *d, int *n
   xmlNodePtr drv = vm_xml_child(disk, "driver", NULL);
   vm_xml_set(drv, "name", "qemu");
   vm_xml_set(drv, "type", d->format ? d->format : "raw");
+  /* Past the host's page cache (O_DIRECT), as Proxmox and OpenStack do: no
+   * second copy of the guest's data in the host's memory, no copy through it
+   * for every read (a backup's export serves a disk at a third of the CPU),
+   * and what the guest flushed is on the disk. */
+  if (!cdrom) vm_xml_set(drv, "cache", "none");
   if (!cdrom) vm_xml_set(drv, "discard", "unmap");
   xmlNodePtr src = vm_xml_child(disk, "source", NULL);
   vm_xml_set(src, block ? "dev" : "file", d->path);

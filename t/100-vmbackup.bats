@@ -154,6 +154,18 @@ file_in() { debugfs -R "cat $2" "$1" 2>/dev/null; }
   [ "$(json_of kind)" = full ]
   [[ "$(json_of why)" == *"--full"* ]]
   [ "$(json_of bytes_new)" -eq 0 ]
+  # A wrong passphrase is known only once the job has begun (the key is derived
+  # meanwhile): one line, exit 1, and the VM as it was, with its one checkpoint.
+  local cps
+  cps=$(virsh_q checkpoint-list "$vm" --name)
+  echo wrong > "$BATS_TEST_TMPDIR/wrong"
+  run_tool 1 vmbackup backup "$REPO" "$vm" --passphrase-file "$BATS_TEST_TMPDIR/wrong"
+  assert_one_error_line "wrong passphrase"
+  [ "$(virsh_q domstate "$vm")" = "shut off" ]
+  [ "$(virsh_q checkpoint-list "$vm" --name)" = "$cps" ]
+  [ -z "$(ls "$VMKIT_STORAGE_DIR" | grep scratch)" ]
+  run_tool 0 vmbackup backup "$REPO" "$vm" -o json
+  [ "$(json_of kind)" = incremental ]
 }
 
 @test "a VM redefined without its checkpoints falls back to a full read, deduplicated, and says why" {
@@ -299,6 +311,14 @@ kill_round() {
   # The dead runs' locks are taken over by an exclusive one, which says so.
   run_tool 0 vmbackup check "$r" --repair --read-data
   [ -z "$(ls "$r/locks")" ]
+  # A run killed after its job began leaves a newer checkpoint that names no
+  # snapshot: the next backup reads from the newest that does, incrementally,
+  # then deletes the other.
+  virsh_q checkpoint-create-as "$VM" --name "${mine}$(printf '%032x' 7)" >/dev/null
+  run_tool 0 vmbackup backup "$r" "$VM" -o json
+  [ "$(json_of kind)" = incremental ]
+  run virsh_q checkpoint-list "$VM" --name
+  [ "$(grep -c "$mine" <<< "$output")" -eq 1 ]
 }
 
 # at TIME CMD...: runs a tool as if the clock said TIME (UTC), through libfaketime.

@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "vmbackup.h"
+#include "fs.h"
 #include "workq.h"
 
 #define WINDOW (64u << 20) /* block status asked for this much at a time */
@@ -39,7 +40,9 @@ struct run {
   char *xml;
   struct bdisk *disks;
   size_t ndisks;
-  struct vb_manifest prevm; /* the VM's newest snapshot here, when there is one */
+  char *base_cp;             /* the checkpoint an incremental reads from (find_checkpoint) */
+  struct vm_strv base_disks; /* the disks it holds a bitmap of */
+  struct vb_manifest prevm;  /* its snapshot, when the repository has it (find_base) */
   bool have_prev, quiesce, full, started_paused, job, frozen;
   const char *kind_why;
   char *sockdir, *sock;
@@ -397,53 +400,142 @@ static int load_disks(struct run *r)
   return 0;
 }
 
-/* The VM's newest snapshot in the repository, and whether its checkpoint lets
- * this backup be incremental. */
-static int find_base(struct run *r)
+/* The checkpoint the last backup into this repository left on the VM: the
+ * newest of the repository's whose snapshot is in the repository (a backup that
+ * succeeded deletes the older ones; a killed one leaves its own, which names no
+ * snapshot), and the disks it holds a bitmap of, each with the image it had
+ * then. From libvirt and the repository's file names alone, before the key is
+ * there: it says which disks the backup job may read incrementally; find_base
+ * then checks that against the snapshot. */
+static int find_checkpoint(struct run *r)
 {
-  struct vm_strv ids = { 0 };
-  int rc = vb_snapshot_ids(r->repo, &ids);
-  if (rc) return rc;
-  long long best = -1;
-  for (size_t i = 0; i < ids.n; i++) {
-    struct vb_manifest m;
-    vm_errors_mute(true);
-    int g = vb_snapshot_get(r->repo, ids.v[i], &m);
-    vm_errors_mute(false);
-    if (g) {
-      vm_warn("snapshot %s is unreadable (%s); run 'vmbackup check'", ids.v[i], vm_last_error());
-      continue;
+  const char *why = NULL;
+  if (r->full) {
+    why = "a full backup was asked for (--full)";
+  } else {
+    virDomainCheckpointPtr *cps = NULL;
+    int n = virDomainListAllCheckpoints(r->dom, &cps, 0);
+    if (n < 0) return vm_fail_virt("cannot list the checkpoints of '%s'", r->vm);
+    CLEANUP_FREE char *prefix = cp_prefix(r->repo);
+    size_t plen = strlen(prefix);
+    long long best = -1;
+    for (int i = 0; i < n; i++) {
+      const char *name = virDomainCheckpointGetName(cps[i]);
+      CLEANUP_FREE char *snap = NULL;
+      if (name && strncmp(name, prefix, plen) == 0 && strlen(name) == plen + 32 &&
+          strspn(name + plen, "0123456789abcdef") == 32)
+        snap = vm_strdup_printf("snapshots/%s", name + plen);
+      if (snap && vb_fs_exists(r->repo->fs, snap) == 1) {
+        CLEANUP_FREE char *x = virDomainCheckpointGetXMLDesc(cps[i], 0);
+        CLEANUP_XMLDOC xmlDocPtr doc = x ? vm_xml_parse(x) : NULL;
+        CLEANUP_XPATHCTX xmlXPathContextPtr ctx = doc ? vm_xpath_ctx(doc) : NULL;
+        long long t = ctx ? vm_xpath_ll(ctx, "/domaincheckpoint/creationTime", -1) : -1;
+        CLEANUP_XPATHOBJ xmlXPathObjectPtr o =
+          ctx ? vm_xpath_nodes(ctx, "/domaincheckpoint/disks/disk[@checkpoint='bitmap']/@name") : NULL;
+        if (t > best && o) {
+          best = t;
+          free(r->base_cp);
+          r->base_cp = vm_strdup(name);
+          vm_strv_free(&r->base_disks);
+          /* Each disk as "TARGET SOURCE": an image swapped for another since
+           * (the same size, a bitmap of the same name) is not the one whose
+           * chunks the snapshot holds. */
+          for (int k = 0; o->nodesetval && k < o->nodesetval->nodeNr; k++) {
+            xmlChar *v = xmlNodeGetContent(o->nodesetval->nodeTab[k]);
+            if (v) {
+              CLEANUP_FREE char *lit = vm_xpath_literal((const char *)v);
+              CLEANUP_FREE char *q = vm_strdup_printf("/domaincheckpoint/domain/devices/disk[target/@dev=%s]/source/@file", lit);
+              CLEANUP_FREE char *src = vm_xpath_str(ctx, q);
+              vm_strv_addf(&r->base_disks, "%s %s", (const char *)v, src ? src : "");
+            }
+            xmlFree(v);
+          }
+        }
+      }
+      virDomainCheckpointFree(cps[i]);
     }
-    long long t = vb_parse_utc(m.started);
-    if (strcmp(m.uuid, r->uuid) == 0 && t >= best) {
-      if (r->have_prev) vb_manifest_free(&r->prevm);
-      r->prevm = m;
-      r->have_prev = true;
-      best = t;
-    } else {
-      vb_manifest_free(&m);
+    free(cps);
+    virResetLastError();
+  }
+  for (size_t i = 0; i < r->ndisks; i++) {
+    struct bdisk *d = &r->disks[i];
+    if (why) d->why = vm_strdup(why);
+    else if (!r->base_cp) continue; /* the first backup, or the checkpoint gone: find_base says which */
+    else if (strcmp(d->format, "qcow2") != 0) d->why = vm_strdup("only qcow2 disks keep dirty bitmaps");
+    else {
+      size_t tl = strlen(d->target);
+      const char *was = NULL;
+      for (size_t k = 0; k < r->base_disks.n && !was; k++)
+        if (!strncmp(r->base_disks.v[k], d->target, tl) && r->base_disks.v[k][tl] == ' ') was = r->base_disks.v[k] + tl + 1;
+      if (!was) d->why = vm_strdup("the disk is new since the last backup");
+      else if (strcmp(was, d->source)) d->why = vm_strdup("the disk's image is another since the last backup");
+      else d->incremental = true;
     }
   }
-  vm_strv_free(&ids);
+  return 0;
+}
+
+/* With the key: the snapshot of the base checkpoint, whose chunk ids the
+ * disks' clean chunks keep. A disk the job reads incrementally that the
+ * snapshot does not hold at this size is read whole after all (the export
+ * serves all of it; only its bitmap goes unused). */
+static int find_base(struct run *r)
+{
   const char *why = NULL;
-  virDomainCheckpointPtr cp = NULL;
-  if (r->full) why = "a full backup was asked for (--full)";
-  else if (!r->have_prev) why = "the first backup of this VM in this repository";
-  else if (!(cp = virDomainCheckpointLookupByName(r->dom, r->prevm.checkpoint, 0)))
-    why = "the checkpoint of the last backup is gone (the VM redefined, or its checkpoints deleted)";
-  if (cp) virDomainCheckpointFree(cp);
-  virResetLastError();
+  if (r->full) return 0;
+  if (r->base_cp) {
+    CLEANUP_FREE char *prefix = cp_prefix(r->repo);
+    struct vb_manifest m;
+    vm_errors_mute(true);
+    int g = vb_snapshot_get(r->repo, r->base_cp + strlen(prefix), &m);
+    vm_errors_mute(false);
+    if (g) {
+      vm_debug("snapshot of checkpoint %s: %s", r->base_cp, vm_last_error());
+      why = "the last backup's snapshot is not in the repository any more (pruned, or unreadable)";
+    } else if (strcmp(m.uuid, r->uuid) != 0 || strcmp(m.checkpoint, r->base_cp) != 0) {
+      vb_manifest_free(&m);
+      why = "the last backup's checkpoint does not match its snapshot";
+    } else {
+      r->prevm = m;
+      r->have_prev = true;
+    }
+  } else {
+    /* No checkpoint of this repository on the VM: say whether the repository
+     * has backed it up before (every snapshot read: a full backup follows). */
+    struct vm_strv ids = { 0 };
+    int rc = vb_snapshot_ids(r->repo, &ids);
+    if (rc) return rc;
+    bool seen = false;
+    for (size_t i = 0; i < ids.n && !seen; i++) {
+      struct vb_manifest m;
+      vm_errors_mute(true);
+      int g = vb_snapshot_get(r->repo, ids.v[i], &m);
+      vm_errors_mute(false);
+      if (g) {
+        vm_warn("snapshot %s is unreadable (%s); run 'vmbackup check'", ids.v[i], vm_last_error());
+        continue;
+      }
+      seen = strcmp(m.uuid, r->uuid) == 0;
+      vb_manifest_free(&m);
+    }
+    vm_strv_free(&ids);
+    why = seen ? "the checkpoint of the last backup is gone (the VM redefined, or its checkpoints deleted)"
+               : "the first backup of this VM in this repository";
+  }
   for (size_t i = 0; i < r->ndisks; i++) {
     struct bdisk *d = &r->disks[i];
     if (why) {
-      d->why = vm_strdup(why);
+      d->incremental = false;
+      if (!d->why) d->why = vm_strdup(why);
       continue;
     }
+    if (!d->incremental) continue;
     for (size_t k = 0; k < r->prevm.ndisks; k++)
       if (strcmp(r->prevm.disks[k].target, d->target) == 0) d->prev = &r->prevm.disks[k];
-    if (!d->prev) d->why = vm_strdup("the disk is new since the last backup");
-    else if (strcmp(d->format, "qcow2") != 0) d->why = vm_strdup("only qcow2 disks keep dirty bitmaps");
-    else d->incremental = true;
+    if (!d->prev || d->prev->size != d->size) {
+      d->incremental = false;
+      d->why = vm_strdup(d->prev ? "the disk was resized since the last backup" : "the disk is new since the last backup");
+    }
   }
   return 0;
 }
@@ -455,11 +547,6 @@ static int disk_sizes(struct run *r)
     if (virDomainGetBlockInfo(r->dom, r->disks[i].target, &bi, 0) < 0)
       return vm_fail_virt("cannot read the size of disk %s of '%s'", r->disks[i].target, r->vm);
     r->disks[i].size = bi.capacity;
-    if (r->disks[i].prev && r->disks[i].prev->size != bi.capacity) {
-      r->disks[i].incremental = false;
-      free(r->disks[i].why);
-      r->disks[i].why = vm_strdup("the disk was resized since the last backup");
-    }
   }
   return 0;
 }
@@ -500,7 +587,7 @@ static char *backup_xml(struct run *r)
     vm_xml_set(x, "exportname", d->target);
     if (d->incremental) {
       vm_xml_set(x, "backupmode", "incremental");
-      vm_xml_set(x, "incremental", r->prevm.checkpoint);
+      vm_xml_set(x, "incremental", r->base_cp);
       vm_xml_setf(x, "exportbitmap", "vmbackup-%s", d->target);
     } else {
       vm_xml_set(x, "backupmode", "full");
@@ -693,6 +780,8 @@ static void run_free(struct run *r)
   }
   free(r->disks);
   if (r->have_prev) vb_manifest_free(&r->prevm);
+  free(r->base_cp);
+  vm_strv_free(&r->base_disks);
   free(r->xml);
   if (r->sockdir) vm_remove_tree(r->sockdir);
   free(r->sockdir);
@@ -842,7 +931,7 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
   char started[32], ended[32];
   vm_iso_time(started);
   repo->new_chunks = repo->new_raw = repo->new_stored = 0;
-  if ((rc = load_disks(&r)) || (rc = find_base(&r))) goto out;
+  if ((rc = load_disks(&r)) || (rc = find_checkpoint(&r))) goto out;
   int state = vm_domain_state(dom);
   if (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED) {
     if (quiesce) vm_info("VM '%s' is shut off: its file systems are at rest, --quiesce is not needed", name);
@@ -878,6 +967,8 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
     goto out;
   }
   if ((rc = disk_sizes(&r)) || (rc = make_sockdir(&r)) || (rc = begin_job(&r))) goto out;
+  /* The key, derived meanwhile (vb_repo_open_deferred), for the base snapshot. */
+  if ((rc = vb_repo_key(repo)) || (rc = find_base(&r))) goto out;
   bool incr = false;
   for (size_t i = 0; i < r.ndisks; i++) incr |= r.disks[i].incremental;
   r.kind_why = incr ? "the dirty bitmaps of the last backup's checkpoint" : r.disks[0].why;
@@ -996,7 +1087,7 @@ int cmd_backup(int argc, char **argv)
   if (rc) return rc == VM_DONE ? 0 : rc;
   vm_catch_signals();
   struct vb_repo *repo;
-  if ((rc = vb_open_repo(args[0], VB_LOCK_SHARED, &repo))) return rc;
+  if ((rc = vb_repo_open_deferred(args[0], vb_passfile, VB_LOCK_SHARED, vm_lock_wait_seconds(), &repo))) return rc;
   if ((rc = vb_repo_load_index(repo, true))) {
     vb_repo_close(repo);
     return rc;
@@ -1028,6 +1119,7 @@ int cmd_backup(int argc, char **argv)
   for (int i = 1; i < nargs && !vm_interrupted(); i++) {
     int one = backup_vm(repo, conn, args[i], full, quiesce, tcp_host, tls, rows);
     if (one && !worst) worst = one;
+    if (repo->key_rc) break; /* a wrong passphrase: the other VMs would fail alike */
   }
   if (vm_interrupted() && !worst) worst = vm_fail_interrupted();
   vb_repo_close(repo);

@@ -51,6 +51,11 @@ void vb_crypto_init(void)
    * heap and back to it, not an mmap and a munmap each. */
   mallopt(M_MMAP_THRESHOLD, 8 << 20);
   mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  /* One heap for every thread (set before the first thread): the key is
+   * derived on a thread of its own (vb_repo_open_deferred), and a thread's
+   * own arena cannot hold scrypt's block, which would then be an mmap of its
+   * own again. A backup's threads allocate a few times per chunk only. */
+  mallopt(M_ARENA_MAX, 1);
   kdf_thp = true;
 }
 

@@ -158,7 +158,9 @@ int vb_remote_open(const char *url, struct vb_remote **out, uint32_t *flags)
     dup2(in[0], 0);
     dup2(outp[1], 1);
     execvp(argv.v[0], argv.v);
-    fprintf(stderr, "vmbackup: cannot run '%s': %s\n", argv.v[0], strerror(errno));
+    /* After fork in a process that may have threads (the nbdkit plugin):
+     * no stdio nor strerror, whose locks another thread may have held. */
+    dprintf(2, "vmbackup: cannot run '%s' (errno %d)\n", argv.v[0], errno);
     _exit(127);
   }
   close(in[0]);

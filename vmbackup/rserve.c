@@ -149,6 +149,11 @@ static int resolve_root(const char *path, char **restrict_to, size_t nr, char **
       return VM_EXIT_USAGE;
     }
   }
+  /* The same for where it really is (a link may lead into one). */
+  if (strstr(real, "/.")) {
+    *msg = vm_strdup_printf("repository '%s': its real path '%s' has a name that starts with '.': refused", path, real);
+    return VM_EXIT_USAGE;
+  }
   bool ok = nr == 0;
   for (size_t i = 0; i < nr && !ok; i++) {
     char allowed[PATH_MAX];
@@ -189,13 +194,21 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
     if (!vb_rd_done(&rd) || !(vb_proto_rel_ok(rel, true) || !strcmp(rel, "locks"))) return reply_errno(EINVAL);
     struct vm_strv names = { 0 };
     if (vb_fs_list(s->fs, rel, &names) < 0) return reply_errno(errno);
+    /* tmp/ shows a client its own files and those of dead writers (what it
+     * may remove), never a live writer's: their names are the packs and
+     * snapshots about to be committed, which another client could take first. */
+    bool tmp = !strcmp(rel, "tmp");
+    for (size_t i = 0; i < names.n; i++) {
+      CLEANUP_FREE char *t = tmp ? vm_strdup_printf("tmp/%s", names.v[i]) : NULL;
+      if (strlen(names.v[i]) > 255 || (tmp && !tmp_removable(s, t))) names.v[i][0] = 0;
+    }
     vb_buf_init(&b);
     vb_buf_u32(&b, 0);
     size_t n = 0;
-    for (size_t i = 0; i < names.n; i++) n += strlen(names.v[i]) <= 255;
+    for (size_t i = 0; i < names.n; i++) n += names.v[i][0] != 0;
     vb_buf_u32(&b, (uint32_t)n);
     for (size_t i = 0; i < names.n; i++)
-      if (strlen(names.v[i]) <= 255) vb_buf_str(&b, names.v[i]);
+      if (names.v[i][0]) vb_buf_str(&b, names.v[i]);
     vm_strv_free(&names);
     if (b.len > VB_MSG_MAX) {
       vb_buf_free(&b);
@@ -274,6 +287,16 @@ static int handle(struct server *s, const unsigned char *msg, size_t len)
       vb_fs_abort(s->fs, x->h);
       drop(s, x);
       return e ? reply_errno(e) : refuse(s, "replacing", dst);
+    }
+    /* A pack's index only once the pack is in place: a client cannot name
+     * a pack another is still writing. */
+    if (!strncmp(dst, "index/", 6) && strncmp(dst + 6, "merged.", 7)) {
+      CLEANUP_FREE char *pack = vm_strdup_printf("packs/%.2s/%s", dst + 6, dst + 6);
+      if (vb_fs_exists(s->fs, pack) != 1) {
+        vb_fs_abort(s->fs, x->h);
+        drop(s, x);
+        return reply_errno(ENOENT);
+      }
     }
     int rc = vb_fs_commit(s->fs, x->h, dst, replace);
     int e = errno;

@@ -4,6 +4,7 @@
  * its folder flushed, so that a kill at any instant leaves every earlier
  * snapshot whole. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,10 +194,24 @@ int vb_repo_create(const char *path, const struct vb_config *cfg)
       if (!layout) empty = false;
     }
     vm_strv_free(&names);
-    /* Each of them empty (listed: an append-only server removes nothing). */
+    /* Each of them empty (listed: an append-only server removes nothing), but
+     * for what a killed init leaves: its shared lock, and its tmp/ config, the
+     * writer of each dead. */
     for (size_t i = 0; subdirs[i] && empty && !rc; i++) {
       struct vm_strv in = { 0 };
-      if (vb_fs_list(fs, subdirs[i], &in) < 0 || in.n) empty = false;
+      bool locks = !strcmp(subdirs[i], "locks"), tmp = !strcmp(subdirs[i], "tmp");
+      if (vb_fs_list(fs, subdirs[i], &in) < 0) empty = false;
+      for (size_t k = 0; k < in.n && empty; k++) {
+        const char *e = in.v[k];
+        size_t span = vb_lock_name_span(e);
+        bool dead = span && (locks ? e[span] == 0 && !strncmp(e, "shared.", 7) : tmp && !strcmp(e + span, ".config"));
+        if (dead) {
+          CLEANUP_FREE char *owner = strndup(e, span);
+          if (!owner) abort();
+          dead = !vb_fs_name_alive(fs, owner);
+        }
+        if (!dead) empty = false;
+      }
       vm_strv_free(&in);
     }
     if (!empty && !rc) rc = vm_fail(VM_EXIT_STATE, "'%s' is not empty", path);
@@ -224,7 +239,46 @@ int vb_repo_create(const char *path, const struct vb_config *cfg)
   return rc;
 }
 
-int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s, struct vb_repo **out)
+/* The key's derivation on its own thread (vb_repo_open_deferred). */
+struct vb_keyjob {
+  pthread_t tid;
+  struct vb_repo *r;
+  char *pass;
+  size_t plen;
+  char aad[VB_CONFIG_AAD_MAX];
+  int u; /* vb_key_unwrap's */
+};
+
+static void *keyjob_run(void *p)
+{
+  struct vb_keyjob *j = p;
+  j->u = vb_key_unwrap(j->r->cfg.wrapped, j->pass, j->plen, &j->r->cfg.kdf, j->aad, &j->r->keys);
+  vb_passphrase_free(j->pass, j->plen);
+  j->pass = NULL;
+  return NULL;
+}
+
+static int unwrap_failed(struct vb_repo *r, int u)
+{
+  if (u > 0) return vm_fail(VM_EXIT_FAIL, "repository '%s': wrong passphrase (or its key or parameters were altered)",
+                            r->shown);
+  return vm_fail(VM_EXIT_FAIL, "repository '%s': cannot derive the key (out of memory?)", r->shown);
+}
+
+int vb_repo_key(struct vb_repo *r)
+{
+  if (!r->keyjob) return r->key_rc;
+  pthread_join(r->keyjob->tid, NULL);
+  int u = r->keyjob->u;
+  OPENSSL_cleanse(r->keyjob, sizeof *r->keyjob);
+  free(r->keyjob);
+  r->keyjob = NULL;
+  if (u != 0) r->key_rc = unwrap_failed(r, u);
+  return r->key_rc;
+}
+
+static int repo_open(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s, bool defer,
+                     struct vb_repo **out)
 {
   *out = NULL;
   struct vb_fs *fs;
@@ -267,15 +321,30 @@ int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, 
       return vm_fail(VM_EXIT_USAGE, "repository '%s' is encrypted: give its passphrase with --passphrase-file or "
                                     "VMKIT_PASSPHRASE", path);
     }
-    char aad[VB_CONFIG_AAD_MAX];
-    vb_config_aad(&r->cfg, aad);
-    int u = vb_key_unwrap(r->cfg.wrapped, pass, plen, &r->cfg.kdf, aad, &r->keys);
-    vb_passphrase_free(pass, plen);
-    if (u != 0) {
-      vb_repo_close(r);
-      if (u > 0) return vm_fail(VM_EXIT_FAIL, "repository '%s': wrong passphrase (or its key or parameters were "
-                                              "altered)", path);
-      return vm_fail(VM_EXIT_FAIL, "repository '%s': cannot derive the key (out of memory?)", path);
+    struct vb_keyjob *j = defer ? calloc(1, sizeof *j) : NULL;
+    if (j) {
+      j->r = r;
+      j->pass = pass;
+      j->plen = plen;
+      vb_config_aad(&r->cfg, j->aad);
+      /* Signals are the main thread's (vm_interrupted, the lock wait's alarm). */
+      sigset_t all, old;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, &old);
+      if (pthread_create(&j->tid, NULL, keyjob_run, j) == 0) r->keyjob = j;
+      pthread_sigmask(SIG_SETMASK, &old, NULL);
+      if (!r->keyjob) free(j); /* no thread: derived here, below */
+    }
+    if (!r->keyjob) {
+      char aad[VB_CONFIG_AAD_MAX];
+      vb_config_aad(&r->cfg, aad);
+      int u = vb_key_unwrap(r->cfg.wrapped, pass, plen, &r->cfg.kdf, aad, &r->keys);
+      vb_passphrase_free(pass, plen);
+      if (u != 0) {
+        rc = unwrap_failed(r, u);
+        vb_repo_close(r);
+        return rc;
+      }
     }
   } else {
     if (rc == 0) {
@@ -298,6 +367,17 @@ int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, 
   return 0;
 }
 
+int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s, struct vb_repo **out)
+{
+  return repo_open(path, passfile, lock, wait_s, false, out);
+}
+
+int vb_repo_open_deferred(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s,
+                          struct vb_repo **out)
+{
+  return repo_open(path, passfile, lock, wait_s, true, out);
+}
+
 struct vb_packfd {
   unsigned char id[VB_PACK_ID_LEN];
   int fd;
@@ -307,6 +387,13 @@ struct vb_packfd {
 void vb_repo_close(struct vb_repo *r)
 {
   if (!r) return;
+  if (r->keyjob) {
+    /* Joined without a word: the run ends for another reason. */
+    pthread_join(r->keyjob->tid, NULL);
+    OPENSSL_cleanse(r->keyjob, sizeof *r->keyjob);
+    free(r->keyjob);
+    r->keyjob = NULL;
+  }
   /* An unfinished pack: this run failed; its file goes. */
   if (r->pack_fd >= 0) vb_fs_abort(r->fs, r->pack_fd);
   free(r->pack_tmp);
@@ -403,6 +490,18 @@ int vb_pack_scan(struct vb_repo *r, const char *hex, unsigned char **bufp, size_
 
 static int by_entry_id(const void *a, const void *b) { return memcmp(a, b, VB_ID_LEN); }
 
+/* An index this run wrote that was there already: the same bytes (another run
+ * indexed the same pack), else another client wrote it first, and it may not
+ * describe the pack: refused. */
+static int index_exists(struct vb_repo *r, const char *rel, const unsigned char *ix, size_t ixlen)
+{
+  size_t len;
+  CLEANUP_FREE char *old = vb_fs_read(r->fs, rel, ixlen + 1, &len);
+  if (old && len == ixlen && memcmp(old, ix, ixlen) == 0) return 0;
+  return vm_fail(VM_EXIT_VERIFY, "index '%s/%s' is there already with other content (written by another client?): "
+                                 "run 'vmbackup check'", r->shown, rel);
+}
+
 /* Makes a pack's index from its records' heads (a pack that a killed writer
  * put in place before its index). */
 static int reindex_pack(struct vb_repo *r, const char *hex)
@@ -433,8 +532,10 @@ static int reindex_pack(struct vb_repo *r, const char *hex)
   CLEANUP_FREE char *tmp = rel_of("tmp/%s.%s.index", vb_fs_lock_name(r->fs), hex);
   CLEANUP_FREE char *dst = rel_of("index/%s", hex);
   rc = vb_fs_put(r->fs, tmp, dst, ix, ixlen, false);
+  if (rc < 0 && errno == EEXIST) rc = index_exists(r, dst, ix, ixlen);
+  else if (rc < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s/%s'", r->shown, dst);
   free(ix);
-  if (rc < 0 && errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s/%s'", r->shown, dst);
+  if (rc) return rc;
   vm_info("indexed pack %s again (its writer was killed before writing its index)", hex);
   return 0;
 }
@@ -637,8 +738,10 @@ static int pack_end(struct vb_repo *r)
   CLEANUP_FREE char *tmp = rel_of("tmp/%s.%s.index", vb_fs_lock_name(r->fs), hex);
   CLEANUP_FREE char *idst = rel_of("index/%s", hex);
   int rc = vb_fs_put(r->fs, tmp, idst, ix, ixlen, false);
+  if (rc < 0 && errno == EEXIST) rc = index_exists(r, idst, ix, ixlen);
+  else if (rc < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s/%s'", r->shown, idst);
   free(ix);
-  if (rc < 0 && errno != EEXIST) return vm_fail_errno(VM_EXIT_FAIL, "cannot write index '%s/%s'", r->shown, idst);
+  if (rc) return rc;
   r->written = realloc(r->written, (r->nwritten + 1) * sizeof *r->written);
   if (!r->written) abort();
   memcpy(r->written[r->nwritten++], r->pack_id, VB_PACK_ID_LEN);

@@ -31,6 +31,8 @@ struct vb_repo {
   struct vb_fs *fs;       /* its files, and its lock (fs.h) */
   struct vb_config cfg;
   struct vb_keys keys;
+  struct vb_keyjob *keyjob; /* the key, being derived (vb_repo_open_deferred) */
+  int key_rc;
   /* The newest merged index, mapped, and every other pack's index in the table. */
   unsigned char *merged_map; /* mapped (vb_fs_map) */
   size_t merged_len;
@@ -75,6 +77,14 @@ int vb_repo_create(const char *path, const struct vb_config *cfg);
  * lock. 0 or an exit code after a message (3: no repository there; 6: its
  * config is damaged; 1: wrong passphrase). */
 int vb_repo_open(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s, struct vb_repo **out);
+/* The same, the key derived on a thread of its own (scrypt takes a core for
+ * a good part of a second, which backup spends meanwhile on libvirt): nothing
+ * may use r->keys before vb_repo_key has returned 0. */
+int vb_repo_open_deferred(const char *path, const char *passfile, enum vb_lockmode lock, int wait_s,
+                          struct vb_repo **out);
+/* Waits for the key of vb_repo_open_deferred: 0, or 1 after a message (a wrong
+ * passphrase), the same again at every later call. 0 at once after vb_repo_open. */
+int vb_repo_key(struct vb_repo *r);
 void vb_repo_close(struct vb_repo *r);
 
 /* Reads the indexes: the newest merged one (mapped), the per-pack ones it does

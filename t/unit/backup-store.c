@@ -216,6 +216,10 @@ static void append_only_server(void **state)
   assert_int_equal(vb_fs_create(fs, "tmp/shared.other.1.0123456789abcdef.pack"), -1);
   assert_int_equal(errno, EACCES);
   assert_int_equal(vb_fs_unlink(fs, "tmp/junk"), -1);
+  /* A pack's index only once the pack is in place. */
+  CLEANUP_FREE char *tmp4 = vm_strdup_printf("tmp/%s.i.index", vb_fs_lock_name(fs));
+  assert_int_equal(vb_fs_put(fs, tmp4, "index/0123456789abcdef0123456789abcdef", "x", 1, false), -1);
+  assert_int_equal(errno, ENOENT);
   /* Paths outside the layout, or climbing out of it, are no paths. */
   assert_int_equal(vb_fs_unlink(fs, "tmp/../config"), -1);
   assert_int_equal(errno, EINVAL);
@@ -228,6 +232,37 @@ static void append_only_server(void **state)
   int h = vb_fs_create(fs, tmp2);
   assert_true(h >= 0);
   assert_int_equal(vb_fs_write(fs, h, "data", 4), 0);
+  /* tmp/ shows this client its own files, not one that names no writer (nor a
+   * live writer's: the names of what it is about to commit). */
+  CLEANUP_FREE char *junk = vm_strdup_printf("%s/ao/tmp/junk", scratch);
+  FILE *jf = fopen(junk, "w");
+  assert_non_null(jf);
+  fclose(jf);
+  /* Another live writer (a second lock on the repository, taken here) and a
+   * dead one (a lock name without its lock file). */
+  CLEANUP_FREE char *aodir = vm_strdup_printf("%s/ao", scratch);
+  struct vb_fs *other = vb_fs_local(aodir);
+  assert_int_equal(vb_fs_lock(other, false, 0), 0);
+  CLEANUP_FREE char *live = vm_strdup_printf("%s/ao/tmp/%s.z.pack", scratch, vb_fs_lock_name(other));
+  CLEANUP_FREE char *dead = vm_strdup_printf("%s/ao/tmp/shared.gone.1.0123456789abcdef.z.pack", scratch);
+  jf = fopen(live, "w");
+  assert_non_null(jf);
+  fclose(jf);
+  jf = fopen(dead, "w");
+  assert_non_null(jf);
+  fclose(jf);
+  struct vm_strv seen = { 0 };
+  assert_int_equal(vb_fs_list(fs, "tmp", &seen), 0);
+  assert_true(vm_strv_contains(seen.v, tmp2 + 4));
+  assert_true(vm_strv_contains(seen.v, "shared.gone.1.0123456789abcdef.z.pack"));
+  assert_false(vm_strv_contains(seen.v, "junk"));
+  assert_false(vm_strv_contains(seen.v, strrchr(live, '/') + 1));
+  vm_strv_free(&seen);
+  unlink(junk);
+  unlink(live);
+  unlink(dead);
+  vb_fs_unlock(other);
+  vb_fs_close(other);
   CLEANUP_FREE char *local_tmp = vm_strdup_printf("%s/ao/%s", scratch, tmp2);
   uint64_t size;
   assert_int_equal(vb_fs_size(fs, tmp2, &size), 0);

@@ -11,7 +11,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wformat=2 -Wshadow \
            -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing
 CPPFLAGS += -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Icommon -Icommon/base -Icommon/virt \
-            -Icommon/gfs -MMD -MP
+            -Icommon/gfs -Icommon/stream -MMD -MP
 
 PKG_CONFIG ?= pkg-config
 # Each library and the Debian package that provides it, so that a missing one stops
@@ -39,10 +39,10 @@ LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null)
 BASE_LIBS  := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(BASE_PKGS)) 2>/dev/null)
 CPPFLAGS   += $(LIB_CFLAGS)
 
-TOOLS := vmrun vmsnap vmmigrate vmbackup
+TOOLS := vmrun vmsnap vmmigrate vmbackup p2v-convert
 .DEFAULT_GOAL := all
 
-LAYERS := base virt gfs
+LAYERS := base virt gfs stream
 define layer_rule
 $(1)_LSRCS := $$(wildcard common/$(1)/*.c)
 $(1)_LOBJS := $$($(1)_LSRCS:.c=.o)
@@ -53,10 +53,10 @@ endef
 $(foreach l,$(LAYERS),$(eval $(call layer_rule,$(l))))
 COMMON_OBJS := $(COMMON_SRCS:.c=.o)
 # Upper layers first, as the linker wants them.
-LIBVMKIT := common/libvmkit-gfs.a common/libvmkit-virt.a common/libvmkit-base.a
+LIBVMKIT := common/libvmkit-gfs.a common/libvmkit-virt.a common/libvmkit-stream.a common/libvmkit-base.a
 LIBVMKIT_BASE := common/libvmkit-base.a
 
-all: $(TOOLS) vmbackup/plugin/nbdkit-vmbackup-plugin.so
+all: $(TOOLS) p2v-agent/p2v-agent vmbackup/plugin/nbdkit-vmbackup-plugin.so
 
 # Each tool is every .c file in its folder, linked with libvmkit.a.
 define tool_rule
@@ -69,6 +69,22 @@ $(1): $(1)/$(1)
 ALL_OBJS += $$($(1)_OBJS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
+
+# p2v-agent is copied onto physical servers older than this machine: one static
+# binary, with the base and stream layers, libblkid, libext2fs (and its com_err),
+# zstd and libcrypto linked in. glibc's static getaddrinfo and getpwnam warnings
+# do not concern it: it uses neither.
+AGENT_PKGS := blkid:libblkid-dev ext2fs:libext2fs-dev com_err:comerr-dev
+AGENT_SRCS := $(wildcard p2v-agent/*.c)
+AGENT_OBJS := $(AGENT_SRCS:.c=.o)
+ALL_OBJS += $(AGENT_OBJS)
+$(AGENT_OBJS): CPPFLAGS += $(shell $(PKG_CONFIG) --cflags blkid ext2fs 2>/dev/null)
+p2v-agent/p2v-agent: $(AGENT_OBJS) common/libvmkit-stream.a $(LIBVMKIT_BASE)
+	$(foreach p,$(AGENT_PKGS),$(call need_pkg,$(p)))
+	$(CC) $(LDFLAGS) -static -o $@ $(AGENT_OBJS) common/libvmkit-stream.a $(LIBVMKIT_BASE) \
+	  -lblkid -lext2fs -lcom_err -lzstd -lcrypto -ljson-c -lpopt -lpthread -ldl
+p2v-agent: p2v-agent/p2v-agent
+.PHONY: p2v-agent
 
 # C unit tests of pure logic: t/unit/test-*.c, each linked with the whole library;
 # t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
@@ -94,7 +110,7 @@ t/unit/base-plan: t/unit/base-plan.c common/base/plan.c $(LIBVMKIT_BASE)
 # vmbackup's formats read untrusted bytes: t/unit/backup-X tests them (the
 # repository's modules, which need no libvirt) under AddressSanitizer and UBSan,
 # with the base layer, OpenSSL and zstd only.
-VB_SRCS := $(addprefix vmbackup/,$(addsuffix .c,config crypto fs index json manifest proto remote rlock store workq))
+VB_SRCS := $(addprefix vmbackup/,$(addsuffix .c,config crypto fs index json manifest proto remote rlock store))
 t/unit/backup-%: t/unit/backup-%.c $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
@@ -153,7 +169,7 @@ check: all $(UNIT_BINS) $(FUZZ_BINS) t/fault/libinject.so
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
-	install -m 755 $(foreach t,$(TOOLS),$(t)/$(t)) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(foreach t,$(TOOLS) p2v-agent,$(t)/$(t)) $(DESTDIR)$(BINDIR)/
 	install -d $(DESTDIR)$(PREFIX)/lib/vmkit
 	install -m 755 vmbackup/plugin/nbdkit-vmbackup-plugin.so $(DESTDIR)$(PREFIX)/lib/vmkit/
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
@@ -161,7 +177,7 @@ install: all
 	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7/
 
 clean:
-	rm -f common/*/*.o common/*/*.d common/*.a $(foreach t,$(TOOLS),$(t)/*.o $(t)/*.d $(t)/$(t)) \
+	rm -f common/*/*.o common/*/*.d common/*.a $(foreach t,$(TOOLS) p2v-agent,$(t)/*.o $(t)/*.d $(t)/$(t)) \
 	  $(UNIT_BINS) t/unit/*.d t/fault/libinject.so $(FUZZ_BINS) t/fuzz/*.o
 
 .PHONY: all check install clean

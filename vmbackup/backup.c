@@ -17,7 +17,6 @@
 
 #include "vmbackup.h"
 #include "fs.h"
-#include "workq.h"
 
 #define WINDOW (64u << 20) /* block status asked for this much at a time */
 
@@ -234,7 +233,7 @@ struct inflight {
 };
 
 /* Waits for the oldest read in flight, hands its chunk to the workers. */
-static int retire(struct run *r, struct bdisk *d, struct nbd_handle *h, struct inflight *fl, struct vb_workq *q)
+static int retire(struct run *r, struct bdisk *d, struct nbd_handle *h, struct inflight *fl, struct vm_workq *q)
 {
   struct pending *p = &fl->v[fl->head];
   int done;
@@ -244,13 +243,13 @@ static int retire(struct run *r, struct bdisk *d, struct nbd_handle *h, struct i
     return vm_fail(VM_EXIT_FAIL, "disk %s of VM '%s': read at %llu: %s", d->target, r->vm, (unsigned long long)p->off,
                    nbd_get_error());
   atomic_fetch_add(&r->bytes_read, p->c->len);
-  vb_workq_push(q, chunk_work, p->c);
+  vm_workq_push(q, chunk_work, p->c);
   fl->head = (fl->head + 1) % INFLIGHT;
   fl->n--;
   return 0;
 }
 
-static int read_disk(struct run *r, struct bdisk *d, struct vb_mdisk *md, struct vb_workq *q)
+static int read_disk(struct run *r, struct bdisk *d, struct vb_mdisk *md, struct vm_workq *q)
 {
   struct inflight fl = { 0 };
   unsigned cs = r->repo->cfg.chunk_size;
@@ -998,12 +997,12 @@ static int backup_vm(struct vb_repo *repo, virConnectPtr conn, const char *name,
     m.disks[i].ids = calloc(m.disks[i].nchunks ? m.disks[i].nchunks : 1, VB_ID_LEN);
     if (!m.disks[i].ids) abort();
   }
-  struct vb_workq *q = rc ? NULL : vb_workq_new(0, 16);
+  struct vm_workq *q = rc ? NULL : vm_workq_new(0, 16);
   for (size_t i = 0; i < r.ndisks && !rc; i++) {
     rc = read_disk(&r, &r.disks[i], &m.disks[i], q);
-    if (!rc) vb_workq_drain(q);
+    if (!rc) vm_workq_drain(q);
   }
-  vb_workq_free(q);
+  vm_workq_free(q);
   if (!rc && atomic_load(&r.error))
     rc = r.error_why ? vm_fail(VM_EXIT_FAIL, "VM '%s': %s", name, r.error_why) : atomic_load(&r.error);
   if (!rc) rc = vb_repo_flush(repo);

@@ -10,7 +10,6 @@
 #include "rlock.h"
 #include "fs.h"
 #include "vmbackup.h"
-#include "workq.h"
 
 struct rjob {
   struct vb_repo *repo;
@@ -67,18 +66,18 @@ int vb_restore_disk(struct vb_repo *r, const struct vb_manifest *m, const struct
   atomic_int error = 0;
   char *why = NULL;
   pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-  struct vb_workq *q = vb_workq_new(0, 16);
+  struct vm_workq *q = vm_workq_new(0, 16);
   for (size_t i = 0; i < d->nchunks && !atomic_load(&error); i++) {
     if (vb_manifest_hole(d, i)) continue; /* a hole stays a hole */
     struct rjob *j = malloc(sizeof *j);
     if (!j) abort();
     uint64_t off = (uint64_t)i * cs;
     *j = (struct rjob){ r, fd, off, (size_t)(d->size - off < cs ? d->size - off : cs), d->ids[i], &error, &why, &mu };
-    vb_workq_push(q, restore_chunk, j);
+    vm_workq_push(q, restore_chunk, j);
     if (i % 64 == 0) vm_progress(label, off, d->size);
     if (vm_interrupted()) break;
   }
-  vb_workq_free(q);
+  vm_workq_free(q);
   vm_progress_end();
   int rc = atomic_load(&error);
   if (rc) {

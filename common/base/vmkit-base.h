@@ -261,4 +261,19 @@ struct vm_plan {
 int vm_plan_parse(const char *text, size_t len, struct vm_plan *plan, int *line, const char **why);
 void vm_plan_free(struct vm_plan *plan);
 
+/* ---- A work queue (workq.c) -----------------------------------------------------------
+ * A small pool of worker threads with a bounded queue: vmbackup's chunks and
+ * p2v-agent's blocks are hashed and compressed on every core while one thread
+ * reads or writes. */
+struct vm_workq;
+/* nthreads workers (0: one per core, at most 8); at most depth items wait. */
+struct vm_workq *vm_workq_new(int nthreads, size_t depth);
+/* Queues fn(arg), waiting while the queue is full. */
+void vm_workq_push(struct vm_workq *q, void (*fn)(void *), void *arg);
+/* Waits until every queued item has run. */
+void vm_workq_drain(struct vm_workq *q);
+/* Drains, stops the threads, frees. */
+void vm_workq_free(struct vm_workq *q);
+int vm_workq_threads(const struct vm_workq *q);
+
 #endif

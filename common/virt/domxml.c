@@ -19,8 +19,8 @@ static xmlNodePtr add_disk(xmlNodePtr devs, const struct vm_spec_disk *d, int *n
    * and what the guest flushed is on the disk. */
   if (!cdrom) vm_xml_set(drv, "cache", "none");
   if (!cdrom) vm_xml_set(drv, "discard", "unmap");
-  xmlNodePtr src = vm_xml_child(disk, "source", NULL);
-  vm_xml_set(src, block ? "dev" : "file", d->path);
+  /* A CD-ROM drive may be empty (no medium), as a physical server's. */
+  if (d->path) vm_xml_set(vm_xml_child(disk, "source", NULL), block ? "dev" : "file", d->path);
   xmlNodePtr tgt = vm_xml_child(disk, "target", NULL);
   if (cdrom) {
     vm_xml_setf(tgt, "dev", "sd%c", 'a' + (*nsata)++);
@@ -58,6 +58,7 @@ char *vm_spec_xml(const struct vm_spec *s)
   vm_xml_child(dom, "vcpu", num);
 
   xmlNodePtr os = vm_xml_child(dom, "os", NULL);
+  if (s->firmware) vm_xml_set(os, "firmware", s->firmware);
   vm_xml_child(os, "type", "hvm");
   if (s->kernel) {
     vm_xml_child(os, "kernel", s->kernel);

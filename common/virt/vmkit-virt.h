@@ -146,7 +146,7 @@ char *vm_xml_dump(xmlDocPtr doc);
 /* ---- Domain definitions (domxml.c) ----------------------------------------------------- */
 #define VM_MAX_DEVS 16
 struct vm_spec_disk {
-  const char *path;
+  const char *path;    /* NULL: an empty CD-ROM drive */
   const char *format;  /* qcow2, raw */
   const char *device;  /* disk, cdrom */
   const char *type;    /* file (default), block */
@@ -164,6 +164,7 @@ struct vm_spec {
   unsigned vcpus;
   uint64_t memory;        /* bytes */
   const char *kernel, *initrd, *cmdline;
+  const char *firmware;   /* NULL: BIOS; "efi": UEFI, libvirt picks the firmware */
   struct vm_spec_disk disks[VM_MAX_DEVS];
   size_t ndisks;
   struct vm_spec_nic nics[VM_MAX_DEVS];

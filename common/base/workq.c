@@ -1,17 +1,17 @@
-/* A bounded work queue on a few threads (see workq.h). */
+/* A bounded work queue on a few threads (see vmkit-base.h). */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "workq.h"
+#include "vmkit-base.h"
 
 struct item {
   void (*fn)(void *);
   void *arg;
 };
 
-struct vb_workq {
+struct vm_workq {
   pthread_mutex_t mu;
   pthread_cond_t more, room, idle;
   struct item *v;
@@ -24,7 +24,7 @@ struct vb_workq {
 
 static void *worker(void *p)
 {
-  struct vb_workq *q = p;
+  struct vm_workq *q = p;
   pthread_mutex_lock(&q->mu);
   for (;;) {
     while (!q->n && !q->stop) pthread_cond_wait(&q->more, &q->mu);
@@ -47,13 +47,13 @@ static void *worker(void *p)
   return NULL;
 }
 
-struct vb_workq *vb_workq_new(int nthreads, size_t depth)
+struct vm_workq *vm_workq_new(int nthreads, size_t depth)
 {
   if (nthreads <= 0) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     nthreads = c < 1 ? 1 : c > 8 ? 8 : (int)c;
   }
-  struct vb_workq *q = calloc(1, sizeof *q);
+  struct vm_workq *q = calloc(1, sizeof *q);
   if (!q) abort();
   q->depth = depth ? depth : 1;
   q->v = calloc(q->depth, sizeof *q->v);
@@ -69,9 +69,9 @@ struct vb_workq *vb_workq_new(int nthreads, size_t depth)
   return q;
 }
 
-int vb_workq_threads(const struct vb_workq *q) { return q->nthreads; }
+int vm_workq_threads(const struct vm_workq *q) { return q->nthreads; }
 
-void vb_workq_push(struct vb_workq *q, void (*fn)(void *), void *arg)
+void vm_workq_push(struct vm_workq *q, void (*fn)(void *), void *arg)
 {
   pthread_mutex_lock(&q->mu);
   while (q->n == q->depth) {
@@ -85,17 +85,17 @@ void vb_workq_push(struct vb_workq *q, void (*fn)(void *), void *arg)
   pthread_mutex_unlock(&q->mu);
 }
 
-void vb_workq_drain(struct vb_workq *q)
+void vm_workq_drain(struct vm_workq *q)
 {
   pthread_mutex_lock(&q->mu);
   while (q->n || q->busy) pthread_cond_wait(&q->idle, &q->mu);
   pthread_mutex_unlock(&q->mu);
 }
 
-void vb_workq_free(struct vb_workq *q)
+void vm_workq_free(struct vm_workq *q)
 {
   if (!q) return;
-  vb_workq_drain(q);
+  vm_workq_drain(q);
   pthread_mutex_lock(&q->mu);
   q->stop = true;
   pthread_cond_broadcast(&q->more);

@@ -1,0 +1,201 @@
+/* What of a disk must be read: partitions and their file systems found with
+ * libblkid (each partition probed at its offset in the whole disk, so no partition
+ * device node is needed), the free blocks of ext2/3/4 from their block bitmaps
+ * through libext2fs (opened at the partition's offset), swap areas. Everything
+ * else is read; ranges that turn out all zeros become holes when they are read. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <blkid/blkid.h>
+#include <ext2fs/ext2fs.h>
+
+#include "agent.h"
+
+static void copy_value(blkid_probe pr, const char *name, char *out, size_t len)
+{
+  const char *v = NULL;
+  size_t vl = 0;
+  out[0] = 0;
+  if (blkid_probe_lookup_value(pr, name, &v, &vl) == 0 && v) {
+    size_t k = strnlen(v, vl);
+    if (k >= len) k = len - 1;
+    memcpy(out, v, k);
+    out[k] = 0;
+  }
+}
+
+/* Probes [off, off+size) of the open disk for a file system or swap. */
+static void probe_fs(int fd, uint64_t off, uint64_t size, struct pa_part *p)
+{
+  blkid_probe pr = blkid_new_probe();
+  if (!pr) return;
+  if (blkid_probe_set_device(pr, fd, (blkid_loff_t)off, (blkid_loff_t)size) == 0) {
+    blkid_probe_enable_superblocks(pr, 1);
+    blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_UUID | BLKID_SUBLKS_LABEL);
+    blkid_probe_enable_partitions(pr, 0);
+    if (blkid_do_safeprobe(pr) == 0) {
+      copy_value(pr, "TYPE", p->fstype, sizeof p->fstype);
+      copy_value(pr, "UUID", p->uuid, sizeof p->uuid);
+      copy_value(pr, "LABEL", p->label, sizeof p->label);
+    }
+  }
+  blkid_free_probe(pr);
+}
+
+int pa_partitions(const char *path, uint64_t disk_size, struct pa_part **parts, size_t *n, char table[16])
+{
+  *parts = NULL;
+  *n = 0;
+  table[0] = 0;
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return vm_fail_errno(VM_EXIT_NOTFOUND, "cannot open '%s'", path);
+  blkid_probe pr = blkid_new_probe();
+  if (!pr || blkid_probe_set_device(pr, fd, 0, (blkid_loff_t)disk_size) != 0) {
+    if (pr) blkid_free_probe(pr);
+    return vm_fail(VM_EXIT_FAIL, "cannot probe '%s' with libblkid", path);
+  }
+  blkid_probe_enable_partitions(pr, 1);
+  blkid_probe_set_partitions_flags(pr, BLKID_PARTS_ENTRY_DETAILS);
+  blkid_probe_enable_superblocks(pr, 0);
+  blkid_partlist pl = blkid_probe_get_partitions(pr);
+  int np = pl ? blkid_partlist_numof_partitions(pl) : 0;
+  struct pa_part *v = calloc(np > 0 ? (size_t)np : 1, sizeof *v);
+  if (!v) abort();
+  if (pl && np > 0) {
+    blkid_parttable tab = blkid_partlist_get_table(pl);
+    const char *t = tab ? blkid_parttable_get_type(tab) : NULL;
+    snprintf(table, 16, "%s", t ? t : "");
+    for (int i = 0; i < np; i++) {
+      blkid_partition par = blkid_partlist_get_partition(pl, i);
+      struct pa_part *p = &v[*n];
+      p->number = blkid_partition_get_partno(par);
+      p->start = (uint64_t)blkid_partition_get_start(par) * 512;
+      p->size = (uint64_t)blkid_partition_get_size(par) * 512;
+      const char *ts = blkid_partition_get_type_string(par);
+      if (ts) snprintf(p->type, sizeof p->type, "%s", ts);
+      else snprintf(p->type, sizeof p->type, "0x%x", blkid_partition_get_type(par));
+      p->container = blkid_partition_is_extended(par);
+      if (p->start >= disk_size || p->size > disk_size - p->start) continue; /* a table that lies */
+      if (!p->container) probe_fs(fd, p->start, p->size, p);
+      (*n)++;
+    }
+  }
+  blkid_free_probe(pr);
+  if (*n == 0) {
+    /* No partition table: perhaps a file system on the whole disk. */
+    struct pa_part p = { .number = 0, .start = 0, .size = disk_size };
+    probe_fs(fd, 0, disk_size, &p);
+    if (p.fstype[0]) v[(*n)++] = p;
+  }
+  *parts = v;
+  return 0;
+}
+
+static void add_free(struct pa_map *m, uint64_t start, uint64_t end, int reason)
+{
+  if (end <= start) return;
+  if (m->nfree && m->free[m->nfree - 1].end == start && m->free[m->nfree - 1].reason == reason) {
+    m->free[m->nfree - 1].end = end;
+    return;
+  }
+  if (m->nfree == m->capfree) {
+    m->capfree = m->capfree ? m->capfree * 2 : 256;
+    m->free = realloc(m->free, m->capfree * sizeof *m->free);
+    if (!m->free) abort();
+  }
+  m->free[m->nfree++] = (struct pa_range){ start, end, reason };
+}
+
+/* The free blocks of an ext2/3/4 file system at byte offset off of the disk, from
+ * its block bitmaps (libext2fs reads them whether it is mounted or not; a mounted
+ * file system's bitmaps on disk may lag its memory: online mode sends what
+ * changed in delta passes). Blocks past the partition's end are never marked. */
+static int ext_free(const char *path, const struct pa_part *p, struct pa_map *m)
+{
+  CLEANUP_FREE char *opts = vm_strdup_printf("offset=%llu", (unsigned long long)p->start);
+  ext2_filsys fs = NULL;
+  errcode_t e = ext2fs_open2(path, opts, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0, unix_io_manager, &fs);
+  if (e) {
+    vm_strv_addf(&m->notes, "partition %d (%s): cannot open with libext2fs (%s): read whole", p->number, p->fstype,
+                 error_message(e));
+    return 0;
+  }
+  e = ext2fs_read_block_bitmap(fs);
+  if (e) {
+    vm_strv_addf(&m->notes, "partition %d (%s): cannot read its block bitmaps (%s): read whole", p->number, p->fstype,
+                 error_message(e));
+    ext2fs_close_free(&fs);
+    return 0;
+  }
+  uint64_t bs = EXT2_BLOCK_SIZE(fs->super);
+  blk64_t first = fs->super->s_first_data_block, count = ext2fs_blocks_count(fs->super);
+  uint64_t limit = p->start + p->size, nfree = 0;
+  blk64_t b = first;
+  while (b < count) {
+    blk64_t z, s;
+    if (ext2fs_find_first_zero_block_bitmap2(fs->block_map, b, count - 1, &z) != 0) break;
+    if (ext2fs_find_first_set_block_bitmap2(fs->block_map, z, count - 1, &s) != 0) s = count;
+    uint64_t a = p->start + z * bs, e2 = p->start + s * bs;
+    if (e2 > limit) e2 = limit;
+    if (a < e2) {
+      add_free(m, a, e2, VM_HOLE_FREE);
+      nfree += e2 - a;
+    }
+    b = s;
+  }
+  char h1[16], h2[16];
+  vm_strv_addf(&m->notes, "partition %d (%s): %s of %s free by its block bitmaps", p->number, p->fstype,
+               vm_format_size(nfree, h1), vm_format_size(p->size, h2));
+  ext2fs_close_free(&fs);
+  return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+  const struct pa_range *x = a, *y = b;
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+int pa_map_disk(const struct pa_disk *d, struct pa_map *m)
+{
+  memset(m, 0, sizeof *m);
+  struct pa_part *parts = NULL;
+  size_t n = 0;
+  char table[16];
+  int rc = pa_partitions(d->path, d->size, &parts, &n, table);
+  if (rc) return rc;
+  for (size_t i = 0; i < n && !rc; i++) {
+    struct pa_part *p = &parts[i];
+    if (p->container) continue;
+    if (!strcmp(p->fstype, "ext2") || !strcmp(p->fstype, "ext3") || !strcmp(p->fstype, "ext4")) {
+      rc = ext_free(d->path, p, m);
+    } else if (!strcmp(p->fstype, "swap") && strlen(p->uuid) == 36) {
+      add_free(m, p->start, p->start + p->size, VM_HOLE_SWAP);
+      m->swaps = realloc(m->swaps, (m->nswaps + 1) * sizeof *m->swaps);
+      if (!m->swaps) abort();
+      struct pa_swap *s = &m->swaps[m->nswaps++];
+      memset(s, 0, sizeof *s);
+      s->offset = p->start;
+      s->length = p->size;
+      snprintf(s->uuid, sizeof s->uuid, "%s", p->uuid);
+      snprintf(s->label, sizeof s->label, "%s", p->label);
+      vm_strv_addf(&m->notes, "partition %d (swap): not read, made again on the VM", p->number);
+    } else {
+      vm_strv_addf(&m->notes, "partition %d (%s): read whole", p->number, p->fstype[0] ? p->fstype : "no file system");
+    }
+  }
+  free(parts);
+  if (m->nfree) qsort(m->free, m->nfree, sizeof *m->free, cmp_range);
+  return rc;
+}
+
+void pa_map_free(struct pa_map *m)
+{
+  free(m->free);
+  free(m->swaps);
+  vm_strv_free(&m->notes);
+  memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,365 @@
+/* p2v-agent send: every disk as p2v-stream(5) records on stdout. Blocks are read
+ * in order on this thread, only the ranges the map says are in use (the rest of
+ * a block stays zeros); a block with nothing in use, or all zeros once read, is a
+ * hole; the others are compressed and hashed on every core and written in order. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <zstd.h>
+
+#include "agent.h"
+
+struct job {
+  uint64_t offset;
+  uint32_t length;
+  int hole;              /* 0: data; else a vm_hole_reason */
+  unsigned char *raw, *out;
+  size_t outcap, outlen;
+  uint32_t codec;
+  unsigned char sha[32];
+  int level;
+  bool done;
+  pthread_mutex_t *mu;
+  pthread_cond_t *cv;
+};
+
+struct sender {
+  struct vm_swriter w;
+  int out_fd;
+  uint32_t bs;
+  int level;
+  struct vm_workq *q;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct job *ring;
+  size_t nring;
+  /* the hole being gathered, written before the next record */
+  struct vm_rec_hole hole;
+  bool have_hole;
+  /* counts */
+  uint64_t bytes_read, skipped_free, skipped_zero, skipped_swap, blocks_sent, blocks_holes;
+};
+
+static __thread ZSTD_CCtx *cctx;
+
+static void compress_job(void *p)
+{
+  struct job *j = p;
+  SHA256(j->raw, j->length, j->sha);
+  if (!cctx) {
+    cctx = ZSTD_createCCtx();
+    if (!cctx) abort();
+  }
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, j->level);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+  size_t r = ZSTD_compress2(cctx, j->out, j->outcap, j->raw, j->length);
+  if (ZSTD_isError(r) || r >= j->length) {
+    j->codec = VM_CODEC_STORED;
+  } else {
+    j->codec = VM_CODEC_ZSTD;
+    j->outlen = r;
+  }
+  pthread_mutex_lock(j->mu);
+  j->done = true;
+  pthread_cond_broadcast(j->cv);
+  pthread_mutex_unlock(j->mu);
+}
+
+static int put_hole(struct sender *s)
+{
+  if (!s->have_hole) return 0;
+  unsigned char b[VM_STREAM_HOLE_SIZE];
+  vm_rec_hole_encode(b, &s->hole);
+  s->have_hole = false;
+  return vm_swriter_put(&s->w, VM_REC_HOLE, b, sizeof b, NULL, 0);
+}
+
+/* Writes a finished job: a hole joins the one being gathered when it follows it. */
+static int put_job(struct sender *s, uint32_t disk, struct job *j, struct vm_digest *dg)
+{
+  uint64_t block = j->offset / s->bs;
+  if (j->hole) {
+    vm_digest_zero(dg, block);
+    s->blocks_holes++;
+    if (s->have_hole && s->hole.reason == (uint32_t)j->hole && s->hole.offset + s->hole.length == j->offset) {
+      s->hole.length += j->length;
+      return 0;
+    }
+    if (put_hole(s)) return -1;
+    s->hole = (struct vm_rec_hole){ disk, (uint32_t)j->hole, j->offset, j->length };
+    s->have_hole = true;
+    return 0;
+  }
+  if (put_hole(s)) return -1;
+  vm_digest_set(dg, block, j->sha);
+  s->blocks_sent++;
+  struct vm_rec_data d = { .disk = disk, .codec = j->codec, .offset = j->offset, .length = j->length };
+  memcpy(d.sha, j->sha, 32);
+  unsigned char hdr[VM_STREAM_DATA_HEADER];
+  vm_rec_data_header(hdr, &d);
+  return j->codec == VM_CODEC_ZSTD ? vm_swriter_put(&s->w, VM_REC_DATA, hdr, sizeof hdr, j->out, j->outlen)
+                                   : vm_swriter_put(&s->w, VM_REC_DATA, hdr, sizeof hdr, j->raw, j->length);
+}
+
+static bool job_done(struct sender *s, struct job *j)
+{
+  pthread_mutex_lock(&s->mu);
+  bool d = j->done;
+  pthread_mutex_unlock(&s->mu);
+  return d;
+}
+
+static void wait_job(struct sender *s, struct job *j)
+{
+  pthread_mutex_lock(&s->mu);
+  while (!j->done) pthread_cond_wait(&s->cv, &s->mu);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+  const uint64_t *q = (const uint64_t *)p;
+  for (size_t i = 0; i < n / 8; i++)
+    if (q[i]) return false;
+  for (size_t i = n & ~(size_t)7; i < n; i++)
+    if (p[i]) return false;
+  return true;
+}
+
+static int read_range(int fd, unsigned char *buf, uint64_t off, size_t len)
+{
+  while (len) {
+    ssize_t r = pread(fd, buf, len, (off_t)off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0) errno = EIO;
+      return -1;
+    }
+    buf += r;
+    off += (uint64_t)r;
+    len -= (size_t)r;
+  }
+  return 0;
+}
+
+/* Fills job j with block [off, off+len): the ranges in use read, the rest zeros.
+ * *fi is the first free range that may touch this block or a later one. */
+static int fill_block(struct sender *s, int fd, const struct pa_map *m, size_t *fi, struct job *j)
+{
+  uint64_t off = j->offset, end = off + j->length;
+  while (*fi < m->nfree && m->free[*fi].end <= off) (*fi)++;
+  /* Walk the block: free ranges inside it are skipped. */
+  uint64_t pos = off, used = 0, freed = 0, swapped = 0;
+  size_t k = *fi;
+  /* Free ranges stay zeros: the buffer is cleared first when one touches it. */
+  if (k < m->nfree && m->free[k].start < end) memset(j->raw, 0, j->length);
+  while (pos < end) {
+    if (k < m->nfree && m->free[k].start <= pos) {
+      uint64_t fe = m->free[k].end < end ? m->free[k].end : end;
+      if (m->free[k].reason == VM_HOLE_SWAP) swapped += fe - pos;
+      else freed += fe - pos;
+      pos = fe;
+      if (m->free[k].end <= end) k++;
+      continue;
+    }
+    uint64_t ue = k < m->nfree && m->free[k].start < end ? m->free[k].start : end;
+    if (read_range(fd, j->raw + (pos - off), pos, (size_t)(ue - pos)) != 0) return -1;
+    used += ue - pos;
+    pos = ue;
+  }
+  s->bytes_read += used;
+  if (used == 0) {
+    j->hole = swapped && !freed ? VM_HOLE_SWAP : VM_HOLE_FREE;
+    s->skipped_free += freed;
+    s->skipped_swap += swapped;
+  } else if (all_zero(j->raw, j->length)) {
+    j->hole = VM_HOLE_ZERO;
+    s->skipped_zero += used;
+    s->skipped_free += freed;
+    s->skipped_swap += swapped;
+  } else {
+    j->hole = 0;
+    s->skipped_free += freed;
+    s->skipped_swap += swapped;
+  }
+  return 0;
+}
+
+static int send_swaps(struct sender *s, uint32_t disk, const struct pa_map *m, size_t *si, uint64_t upto)
+{
+  while (*si < m->nswaps && m->swaps[*si].offset < upto) {
+    const struct pa_swap *sw = &m->swaps[(*si)++];
+    CLEANUP_JSON json_object *o = json_object_new_object();
+    json_object_object_add(o, "disk", json_object_new_int((int)disk));
+    json_object_object_add(o, "offset", json_object_new_int64((int64_t)sw->offset));
+    json_object_object_add(o, "length", json_object_new_int64((int64_t)sw->length));
+    json_object_object_add(o, "uuid", json_object_new_string(sw->uuid));
+    json_object_object_add(o, "label", json_object_new_string(sw->label));
+    json_object_object_add(o, "pagesize", json_object_new_int((int)sysconf(_SC_PAGESIZE)));
+    if (put_hole(s) || vm_swriter_json(&s->w, VM_REC_SWAP, o)) return -1;
+  }
+  return 0;
+}
+
+static bool broken_pipe;
+
+static int fail_write(void)
+{
+  if (errno == EPIPE) broken_pipe = true;
+  if (errno == EPIPE) return vm_fail(VM_EXIT_FAIL, "the reader of the stream went away (broken pipe)");
+  return vm_fail_errno(VM_EXIT_FAIL, "cannot write the stream");
+}
+
+/* Pass 1 over one disk. */
+static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, unsigned pass)
+{
+  struct pa_map m;
+  int rc = pa_map_disk(d, &m);
+  if (rc) return rc;
+  for (size_t i = 0; i < m.notes.n; i++) vm_debug("%s: %s", d->name, m.notes.v[i]);
+  struct vm_digest dg;
+  if (vm_digest_init(&dg, d->size, s->bs) != 0) {
+    pa_map_free(&m);
+    return vm_fail(VM_EXIT_FAIL, "out of memory for the map of '%s'", d->path);
+  }
+  CLEANUP_CLOSE int fd = open(d->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", d->path);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  CLEANUP_JSON json_object *b = json_object_new_object();
+  json_object_object_add(b, "disk", json_object_new_int((int)disk));
+  json_object_object_add(b, "name", json_object_new_string(d->name));
+  json_object_object_add(b, "size", json_object_new_int64((int64_t)d->size));
+  json_object_object_add(b, "block_size", json_object_new_int64(s->bs));
+  json_object_object_add(b, "pass", json_object_new_int((int)pass));
+  if (!rc && vm_swriter_json(&s->w, VM_REC_DISK_BEGIN, b)) rc = fail_write();
+  size_t fi = 0, si = 0;
+  s->blocks_sent = s->blocks_holes = 0;
+  uint64_t nblocks = dg.nblocks, head = 0, tail = 0; /* jobs [tail, head) in the ring */
+  for (uint64_t blk = 0; blk < nblocks && !rc; blk++) {
+    if (vm_interrupted()) {
+      rc = vm_fail_interrupted();
+      break;
+    }
+    struct job *j = &s->ring[head % s->nring];
+    if (head - tail == s->nring) {
+      /* The ring is full: the oldest job goes out first. */
+      wait_job(s, j);
+      if (put_job(s, disk, j, &dg)) rc = fail_write();
+      tail++;
+      if (rc) break;
+    }
+    j->offset = blk * s->bs;
+    j->length = (uint32_t)(d->size - j->offset < s->bs ? d->size - j->offset : s->bs);
+    j->done = false;
+    j->hole = 0;
+    if (send_swaps(s, disk, &m, &si, j->offset + j->length)) {
+      /* SWAP records go before any record past their start: flush what is before. */
+      rc = fail_write();
+      break;
+    }
+    if (fill_block(s, fd, &m, &fi, j) != 0) {
+      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s' at offset %llu", d->path, (unsigned long long)j->offset);
+      break;
+    }
+    if (j->hole) j->done = true;
+    head++;
+    if (!j->hole) vm_workq_push(s->q, compress_job, j);
+    /* Jobs finished in order go out at once. */
+    while (!rc && tail < head && job_done(s, &s->ring[tail % s->nring])) {
+      struct job *t = &s->ring[tail % s->nring];
+      if (put_job(s, disk, t, &dg)) rc = fail_write();
+      tail++;
+    }
+  }
+  /* Whatever happened, no worker may still hold a job's buffers. */
+  vm_workq_drain(s->q);
+  while (!rc && tail < head) {
+    if (put_job(s, disk, &s->ring[tail % s->nring], &dg)) rc = fail_write();
+    tail++;
+  }
+  if (!rc && put_hole(s)) rc = fail_write();
+  if (!rc) {
+    unsigned char sum[32];
+    char hex[65];
+    vm_digest_final(&dg, sum);
+    vm_hex32(sum, hex);
+    CLEANUP_JSON json_object *e = json_object_new_object();
+    json_object_object_add(e, "disk", json_object_new_int((int)disk));
+    json_object_object_add(e, "pass", json_object_new_int((int)pass));
+    json_object_object_add(e, "digest", json_object_new_string(hex));
+    json_object_object_add(e, "blocks_sent", json_object_new_int64((int64_t)s->blocks_sent));
+    json_object_object_add(e, "blocks_holes", json_object_new_int64((int64_t)s->blocks_holes));
+    if (vm_swriter_json(&s->w, VM_REC_DISK_END, e)) rc = fail_write();
+  }
+  vm_digest_free(&dg);
+  pa_map_free(&m);
+  return rc;
+}
+
+/* After a failure the reader is told why, when the pipe still takes it. */
+static void send_abort(struct sender *s)
+{
+  CLEANUP_JSON json_object *o = json_object_new_object();
+  const char *why = vm_last_error();
+  json_object_object_add(o, "error", json_object_new_string(why && *why ? why : "p2v-agent failed"));
+  vm_swriter_json(&s->w, VM_REC_ABORT, o);
+}
+
+int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int threads)
+{
+  if (isatty(STDOUT_FILENO))
+    return vm_fail(VM_EXIT_USAGE, "the stream is binary: send it to p2v-convert (p2v-agent send | ssh HOST p2v-convert ...)");
+  struct sender s = { .out_fd = STDOUT_FILENO, .bs = bs, .level = level };
+  unsigned char id[16];
+  if (RAND_bytes(id, sizeof id) != 1) return vm_fail(VM_EXIT_FAIL, "cannot make a stream ID: no random bytes");
+  int64_t t0 = vm_now_ms();
+  if (vm_swriter_start(&s.w, vm_stream_fd_write, &s.out_fd, id)) return fail_write();
+  CLEANUP_JSON json_object *inv = pa_inventory(disks, n);
+  if (vm_swriter_json(&s.w, VM_REC_INVENTORY, inv)) return fail_write();
+  pthread_mutex_init(&s.mu, NULL);
+  pthread_cond_init(&s.cv, NULL);
+  s.q = vm_workq_new(threads, 64);
+  s.nring = (size_t)vm_workq_threads(s.q) * 4 + 4;
+  s.ring = calloc(s.nring, sizeof *s.ring);
+  if (!s.ring) abort();
+  for (size_t i = 0; i < s.nring; i++) {
+    s.ring[i].raw = malloc(bs);
+    s.ring[i].outcap = ZSTD_compressBound(bs);
+    s.ring[i].out = malloc(s.ring[i].outcap);
+    if (!s.ring[i].raw || !s.ring[i].out) abort();
+    s.ring[i].level = level;
+    s.ring[i].mu = &s.mu;
+    s.ring[i].cv = &s.cv;
+  }
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) rc = send_disk(&s, (uint32_t)i, &disks[i], 1);
+  if (!rc) {
+    CLEANUP_JSON json_object *t = json_object_new_object();
+    json_object_object_add(t, "passes", json_object_new_int(1));
+    json_object_object_add(t, "frozen_ms", json_object_new_int(0));
+    json_object_object_add(t, "bytes_read", json_object_new_int64((int64_t)s.bytes_read));
+    if (vm_swriter_json(&s.w, VM_REC_TRAILER, t)) rc = fail_write();
+  } else if (!broken_pipe) {
+    send_abort(&s);
+  }
+  vm_workq_free(s.q);
+  for (size_t i = 0; i < s.nring; i++) {
+    free(s.ring[i].raw);
+    free(s.ring[i].out);
+  }
+  free(s.ring);
+  if (!rc) {
+    char a[16], b[16], c[16], z[16], w[16];
+    vm_info("sent %zu disk%s in 1 pass in %.1f s: read %s, skipped %s free, %s zero, %s swap; %s in the stream", n,
+            n == 1 ? "" : "s", (double)(vm_now_ms() - t0) / 1000.0, vm_format_size(s.bytes_read, a),
+            vm_format_size(s.skipped_free, b), vm_format_size(s.skipped_zero, z), vm_format_size(s.skipped_swap, w),
+            vm_format_size(s.w.bytes, c));
+  }
+  return rc;
+}

@@ -89,7 +89,8 @@ p2v-agent: p2v-agent/p2v-agent
 # C unit tests of pure logic: t/unit/test-*.c, each linked with the whole library;
 # t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
 # the link line, which proves that the base layer stands without them.
-UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c) $(wildcard t/unit/backup-*.c)
+UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c) $(wildcard t/unit/backup-*.c) \
+             $(wildcard t/unit/stream-*.c)
 UNIT_BINS := $(UNIT_SRCS:.c=)
 t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
 	$(call need_pkg,$(CHECK_PKGS))
@@ -116,6 +117,14 @@ t/unit/backup-%: t/unit/backup-%.c $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKI
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< $(VB_SRCS) $(LIBVMKIT_BASE) \
 	  $(BASE_LIBS) -lcrypto -lzstd $(shell $(PKG_CONFIG) --libs cmocka)
+# The P2V stream is read from a pipe it must not trust: t/unit/stream-X tests
+# common/stream/ under AddressSanitizer and UBSan, with the base layer only.
+STREAM_SRCS := $(wildcard common/stream/*.c)
+t/unit/stream-%: t/unit/stream-%.c $(STREAM_SRCS) common/stream/vmkit-stream.h $(LIBVMKIT_BASE)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) -D_GNU_SOURCE -Icommon/base -Icommon/stream $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
+	  $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< $(STREAM_SRCS) $(LIBVMKIT_BASE) \
+	  $(BASE_LIBS) -lcrypto -lzstd $(shell $(PKG_CONFIG) --libs cmocka)
 t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
@@ -136,16 +145,16 @@ t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 # it finds there); the same crash file reproduces under either.
 FUZZ_ENGINE ?= driver
 FUZZ_BINS := $(basename $(wildcard t/fuzz/fuzz-*.c))
-FUZZ_CFLAGS = -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS))) $(CFLAGS) \
+FUZZ_CFLAGS = -D_GNU_SOURCE -Icommon/base -Icommon/stream $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS))) $(CFLAGS) \
   -fno-omit-frame-pointer -fno-sanitize-recover=all
 FUZZ_LIBS = $(LIBVMKIT_BASE) $(BASE_LIBS) -lcrypto -lzstd
 ifeq ($(FUZZ_ENGINE),libfuzzer)
-t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(VB_SRCS) $(FUZZ_LIBS)
+t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h $(VB_SRCS) $(STREAM_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(VB_SRCS) $(STREAM_SRCS) $(FUZZ_LIBS)
 else
-t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h t/fuzz/driver.o $(VB_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
+t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h t/fuzz/driver.o $(VB_SRCS) $(STREAM_SRCS) $(wildcard vmbackup/*.h) $(LIBVMKIT_BASE)
 	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -fsanitize-coverage=trace-pc -o $@ $< \
-	  $(VB_SRCS) t/fuzz/driver.o $(FUZZ_LIBS)
+	  $(VB_SRCS) $(STREAM_SRCS) t/fuzz/driver.o $(FUZZ_LIBS)
 endif
 # The engine itself is not instrumented for coverage: only the code under test.
 t/fuzz/driver.o: t/fuzz/driver.c t/fuzz/fuzz.h

@@ -16,7 +16,7 @@ static int cmd_inventory(int argc, char **argv)
 {
   struct poptOption table[] = {
     { NULL, '\0', POPT_ARG_INCLUDE_TABLE, disk_table, 0, NULL, NULL },
-    VM_POPT_COMMON,
+    VM_POPT_LOCAL,
     POPT_TABLEEND,
   };
   CLEANUP_POPT poptContext ctx = NULL;
@@ -32,6 +32,12 @@ static int cmd_inventory(int argc, char **argv)
   if ((rc = pa_find_disks(opt_disks, nd, &disks, &n))) return rc;
   CLEANUP_JSON json_object *inv = pa_inventory(disks, n);
   pa_disks_free(disks, n);
+  /* JSON unless another format is asked for. */
+  if (vm_opts.output && vm_opts.format != VM_FMT_JSON) {
+    static const struct vm_column cols[] = { { "memory", "memory", VM_COL_BYTES }, { "size", "size", VM_COL_BYTES },
+                                             { NULL, NULL, 0 } };
+    return vm_print_record(inv, cols);
+  }
   printf("%s\n", json_object_to_json_string_ext(inv, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
   return 0;
 }
@@ -45,7 +51,7 @@ static int cmd_send(int argc, char **argv)
       "the unit of reading, hashing and compressing: a power of two from 64K to 16M (default: 1M)", "SIZE" },
     { "level", '\0', POPT_ARG_STRING, &level, 0, "zstd compression level, 1 to 19 (default: 3)", "N" },
     { "threads", '\0', POPT_ARG_STRING, &threads, 0, "compression threads (default: one per core)", "N" },
-    VM_POPT_COMMON,
+    VM_POPT_LOCAL,
     POPT_TABLEEND,
   };
   CLEANUP_POPT poptContext ctx = NULL;
@@ -83,5 +89,5 @@ static const struct vm_verb verbs[] = {
 int main(int argc, char **argv)
 {
   vm_init("p2v-agent");
-  return vm_dispatch(argc, argv, verbs, "Turn this physical server into a VM: describe it, stream its disks.");
+  return vm_dispatch_local(argc, argv, verbs, "Turn this physical server into a VM: describe it, stream its disks.");
 }

@@ -129,13 +129,13 @@ static int read_stream(struct conv *c, struct vm_sreader *rd, struct vm_p2v_chec
     const unsigned char *p;
     size_t n;
     int k = vm_sreader_next(rd, &type, &p, &n);
+    if (k != 0 && vm_p2v_check_done(chk)) return vm_fail(VM_EXIT_VERIFY, "the stream goes on after its trailer");
     if (k < 0) return vm_fail(VM_EXIT_VERIFY, "%s", rd->err);
     if (k == 0) {
       if (vm_p2v_check_done(chk)) return 0;
       return vm_fail(VM_EXIT_VERIFY, "the stream is truncated: it ends after record %llu, before its trailer",
                      (unsigned long long)rd->seq);
     }
-    if (vm_p2v_check_done(chk)) return vm_fail(VM_EXIT_VERIFY, "the stream goes on after its trailer");
     struct vm_p2v_event ev;
     if (vm_p2v_check(chk, type, p, n, &ev, err, sizeof err) != 0)
       return vm_fail(type == VM_REC_ABORT ? VM_EXIT_FAIL : VM_EXIT_VERIFY, "%s", err);
@@ -300,6 +300,7 @@ static int define_vm(struct conv *c, json_object *inv, unsigned vcpus, uint64_t 
 int main(int argc, char **argv)
 {
   vm_init("p2v-convert");
+  argv[0] = (char *)vm_progname; /* usage errors point at "p2v-convert --help" */
   char *name = NULL, *pool = NULL, *vcpus = NULL, *memory = NULL, *input = NULL;
   struct poptOption table[] = {
     { "name", '\0', POPT_ARG_STRING, &name, 0, "the VM's name (default: the server's host name)", "NAME" },

@@ -24,6 +24,19 @@ struct poptOption vm_common_table[] = {
   POPT_TABLEEND
 };
 
+/* For a tool that never speaks to libvirt (p2v-agent): the common options
+ * without -c, -H and --virt-type. */
+struct poptOption vm_local_table[] = {
+  { "output", 'o', POPT_ARG_STRING, &vm_opts.output, 0,
+    "output format: table, tsv or json", "FORMAT" },
+  { "quiet", 'q', POPT_ARG_NONE, &vm_opts.quiet, 0, "print only results and errors", NULL },
+  { "verbose", 'v', POPT_ARG_NONE, &vm_opts.verbose, 0, "explain what is being done", NULL },
+  { "syslog", '\0', POPT_ARG_NONE, &vm_opts.use_syslog, 0, "also send messages to syslog", NULL },
+  { "version", 'V', POPT_ARG_NONE, &vm_opts.version, 0, "print the version and exit", NULL },
+  { "help", 'h', POPT_ARG_NONE, &vm_opts.help, 0, "show this help and exit", NULL },
+  POPT_TABLEEND
+};
+
 struct poptOption vm_lock_table[] = {
   { "lock-wait", '\0', POPT_ARG_STRING, &vm_opts.lock_wait, 0,
     "wait up to SECONDS for another run to release the VM (default: 0; then exit 4)", "SECONDS" },
@@ -139,13 +152,14 @@ static void print_tool_help(poptContext ctx, const struct vm_verb *verbs, const 
   printf("\nRun '%s COMMAND --help' for the options of a command.\n", usage_cmd);
 }
 
-int vm_dispatch(int argc, char **argv, const struct vm_verb *verbs, const char *about)
+static int dispatch(int argc, char **argv, const struct vm_verb *verbs, const char *about, struct poptOption *common)
 {
   /* The tool itself is named by its program name, not the path it was run by;
    * a nested dispatch (vmrun template) is named by its "tool verb" argv[0]. */
   const char *tool = strchr(argv[0], ' ') ? argv[0] : vm_progname;
   usage_cmd = tool;
-  struct poptOption table[] = { VM_POPT_COMMON, POPT_TABLEEND };
+  struct poptOption table[] = { { NULL, '\0', POPT_ARG_INCLUDE_TABLE, common, 0, "Common options:", NULL },
+                                POPT_TABLEEND };
   /* Options before the command are the common ones; everything from the command
    * on is the command's to parse. */
   CLEANUP_POPT poptContext ctx =
@@ -179,4 +193,14 @@ int vm_dispatch(int argc, char **argv, const struct vm_verb *verbs, const char *
   rc = v->run(n, vargv);
   free(vargv);
   return rc;
+}
+
+int vm_dispatch(int argc, char **argv, const struct vm_verb *verbs, const char *about)
+{
+  return dispatch(argc, argv, verbs, about, vm_common_table);
+}
+
+int vm_dispatch_local(int argc, char **argv, const struct vm_verb *verbs, const char *about)
+{
+  return dispatch(argc, argv, verbs, about, vm_local_table);
 }

@@ -82,6 +82,10 @@ extern struct vm_options vm_opts;
 extern struct poptOption vm_common_table[];
 #define VM_POPT_COMMON \
   { NULL, '\0', POPT_ARG_INCLUDE_TABLE, vm_common_table, 0, "Common options:", NULL }
+/* The common options of a tool that never speaks to libvirt: no -c, -H, --virt-type. */
+extern struct poptOption vm_local_table[];
+#define VM_POPT_LOCAL \
+  { NULL, '\0', POPT_ARG_INCLUDE_TABLE, vm_local_table, 0, "Common options:", NULL }
 /* --lock-wait, in the tables of the verbs that change a VM. */
 extern struct poptOption vm_lock_table[];
 #define VM_POPT_LOCK { NULL, '\0', POPT_ARG_INCLUDE_TABLE, vm_lock_table, 0, NULL, NULL }
@@ -98,6 +102,8 @@ struct vm_verb {
 /* Runs the verb named by the first argument; handles --help, --version and bad
  * verbs for the tool as a whole. Returns the exit code. */
 int vm_dispatch(int argc, char **argv, const struct vm_verb *verbs, const char *about);
+/* The same with VM_POPT_LOCAL's options before the command. */
+int vm_dispatch_local(int argc, char **argv, const struct vm_verb *verbs, const char *about);
 
 /* Parses argv with the table (which includes VM_POPT_COMMON). The positional
  * arguments are returned in *args (NULL-terminated, owned by *ctx) and must number

@@ -50,7 +50,7 @@ static int cmd_send(int argc, char **argv)
     { "block-size", '\0', POPT_ARG_STRING, &block_size, 0,
       "the unit of reading, hashing and compressing: a power of two from 64K to 16M (default: 1M)", "SIZE" },
     { "level", '\0', POPT_ARG_STRING, &level, 0, "zstd compression level, 1 to 19 (default: 3)", "N" },
-    { "threads", '\0', POPT_ARG_STRING, &threads, 0, "compression threads (default: one per core)", "N" },
+    { "threads", '\0', POPT_ARG_STRING, &threads, 0, "compression threads (default: one per core, at most 8)", "N" },
     VM_POPT_LOCAL,
     POPT_TABLEEND,
   };

@@ -51,7 +51,7 @@ int pa_partitions(const char *path, uint64_t disk_size, struct pa_part **parts, 
   *n = 0;
   table[0] = 0;
   CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return vm_fail_errno(VM_EXIT_NOTFOUND, "cannot open '%s'", path);
+  if (fd < 0) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot open '%s'", path);
   blkid_probe pr = blkid_new_probe();
   if (!pr || blkid_probe_set_device(pr, fd, 0, (blkid_loff_t)disk_size) != 0) {
     if (pr) blkid_free_probe(pr);
@@ -117,10 +117,19 @@ static int ext_free(const char *path, const struct pa_part *p, struct pa_map *m)
 {
   CLEANUP_FREE char *opts = vm_strdup_printf("offset=%llu", (unsigned long long)p->start);
   ext2_filsys fs = NULL;
-  errcode_t e = ext2fs_open2(path, opts, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0, unix_io_manager, &fs);
+  errcode_t e = ext2fs_open2(path, opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
   if (e) {
     vm_strv_addf(&m->notes, "partition %d (%s): cannot open with libext2fs (%s): read whole", p->number, p->fstype,
                  error_message(e));
+    return 0;
+  }
+  /* Bitmaps on disk that may not tell the truth: a journal not yet replayed
+   * (blocks of committed transactions still marked free), a file system marked
+   * with errors. Such a file system is read whole. */
+  if (ext2fs_has_feature_journal_needs_recovery(fs->super) || (fs->super->s_state & EXT2_ERROR_FS)) {
+    vm_strv_addf(&m->notes, "partition %d (%s): its journal needs recovery or it has errors: read whole", p->number,
+                 p->fstype);
+    ext2fs_close_free(&fs);
     return 0;
   }
   e = ext2fs_read_block_bitmap(fs);
@@ -153,6 +162,12 @@ static int ext_free(const char *path, const struct pa_part *p, struct pa_map *m)
   return 0;
 }
 
+static int cmp_swap(const void *a, const void *b)
+{
+  const struct pa_swap *x = a, *y = b;
+  return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 static int cmp_range(const void *a, const void *b)
 {
   const struct pa_range *x = a, *y = b;
@@ -172,7 +187,7 @@ int pa_map_disk(const struct pa_disk *d, struct pa_map *m)
     if (p->container) continue;
     if (!strcmp(p->fstype, "ext2") || !strcmp(p->fstype, "ext3") || !strcmp(p->fstype, "ext4")) {
       rc = ext_free(d->path, p, m);
-    } else if (!strcmp(p->fstype, "swap") && strlen(p->uuid) == 36) {
+    } else if (!strcmp(p->fstype, "swap") && strlen(p->uuid) == 36 && m->nswaps < 16) {
       add_free(m, p->start, p->start + p->size, VM_HOLE_SWAP);
       m->swaps = realloc(m->swaps, (m->nswaps + 1) * sizeof *m->swaps);
       if (!m->swaps) abort();
@@ -188,7 +203,25 @@ int pa_map_disk(const struct pa_disk *d, struct pa_map *m)
     }
   }
   free(parts);
+  /* Sorted, and overlaps (a partition table that lies) merged: the reader walks
+   * them forwards only. */
   if (m->nfree) qsort(m->free, m->nfree, sizeof *m->free, cmp_range);
+  size_t k = 0;
+  for (size_t i = 1; i < m->nfree; i++) {
+    if (m->free[i].start <= m->free[k].end && m->free[i].reason == m->free[k].reason) {
+      if (m->free[i].end > m->free[k].end) m->free[k].end = m->free[i].end;
+    } else if (m->free[i].start < m->free[k].end) {
+      /* Overlapping ranges of two kinds: the later starts where the earlier ends. */
+      if (m->free[i].end > m->free[k].end) {
+        m->free[++k] = m->free[i];
+        m->free[k].start = m->free[k - 1].end;
+      }
+    } else {
+      m->free[++k] = m->free[i];
+    }
+  }
+  if (m->nfree) m->nfree = k + 1;
+  if (m->nswaps) qsort(m->swaps, m->nswaps, sizeof *m->swaps, cmp_swap);
   return rc;
 }
 

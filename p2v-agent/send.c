@@ -226,7 +226,8 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
   struct vm_digest dg;
   if (vm_digest_init(&dg, d->size, s->bs) != 0) {
     pa_map_free(&m);
-    return vm_fail(VM_EXIT_FAIL, "out of memory for the map of '%s'", d->path);
+    return vm_fail(VM_EXIT_USAGE, "'%s' has more than %u blocks of %u bytes: give a larger --block-size", d->path,
+                   VM_STREAM_MAX_BLOCKS, s->bs);
   }
   CLEANUP_CLOSE int fd = open(d->path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", d->path);

@@ -25,6 +25,11 @@ struct cdisk {
 
 struct conv {
   char *name;
+  char uuid[37];
+  unsigned vcpus;           /* --vcpus, 0: the server's */
+  uint64_t memory;          /* --memory, 0: the server's */
+  virDomainPtr dom;         /* defined first, with the journal record */
+  xmlDocPtr rec;
   virConnectPtr conn;
   virStoragePoolPtr pool;
   bool direct;              /* the volumes are written in place */
@@ -36,6 +41,8 @@ struct conv {
   ZSTD_DCtx *dctx;
   uint64_t data_records, hole_records;
 };
+
+static int begin_vm(struct conv *c, struct vm_p2v_check *chk);
 
 static int fail_nbd(const char *what, const char *path)
 {
@@ -62,15 +69,26 @@ static int make_disks(struct conv *c, struct vm_p2v_check *chk)
   if (c->scratch) vm_undo_local_dir(&c->undo, c->scratch);
   for (size_t i = 0; i < chk->ndisks; i++) {
     struct cdisk *d = &c->disks[i];
-    d->size = chk->disks[i].size;
-    d->volname = i == 0 ? vm_strdup_printf("%s.qcow2", c->name) : vm_strdup_printf("%s-disk%zu.qcow2", c->name, i);
     struct vm_volspec spec = { .name = d->volname, .format = "qcow2", .capacity = d->size };
     int rc = vm_vol_create(c->pool, &spec, &d->vol);
     if (rc) return rc;
-    d->path = virStorageVolGetPath(d->vol);
-    if (!d->path) return vm_fail_virt("cannot read the path of volume '%s'", d->volname);
-    vm_undo_volume(&c->undo, c->conn, d->path);
-    c->ndisks = i + 1;
+    char *path = virStorageVolGetPath(d->vol);
+    if (!path) {
+      rc = vm_fail_virt("cannot read the path of volume '%s'", d->volname);
+      virStorageVolDelete(d->vol, 0);
+      return rc;
+    }
+    vm_undo_volume(&c->undo, c->conn, path);
+    if (strcmp(path, d->path) != 0) {
+      /* A pool whose volumes are not files of its folder: the record learns the path. */
+      vm_journal_add_volume(c->rec, path, "new");
+      if ((rc = vm_journal_write(c->dom, c->rec))) {
+        free(path);
+        return rc;
+      }
+    }
+    free(d->path);
+    d->path = path;
     if (c->direct) {
       d->local = vm_strdup(d->path);
     } else {
@@ -87,34 +105,50 @@ static int make_disks(struct conv *c, struct vm_p2v_check *chk)
 /* Writes a verified block: ranges of 64 KiB that are all zeros are not written
  * in pass 1 (a new image reads as zeros), and written as zeros (unallocated)
  * in a later pass. */
+static bool range_zero(const unsigned char *p, size_t n)
+{
+  static const unsigned char zeros[65536];
+  return memcmp(p, zeros, n) == 0;
+}
+
+/* Zeros over [off, off+len) in requests of at most 1 GiB (not every NBD server
+ * takes 4 GiB in one). */
+static int zero_range(struct cdisk *d, uint64_t off, uint64_t len)
+{
+  while (len) {
+    uint64_t k = len < (UINT64_C(1) << 30) ? len : UINT64_C(1) << 30;
+    if (nbd_zero(d->nbd, k, off, 0) == -1) return fail_nbd("write", d->local);
+    d->zeroed += k;
+    off += k;
+    len -= k;
+  }
+  return 0;
+}
+
+/* Writes a verified block: ranges of 64 KiB that are all zeros are not written
+ * in pass 1 (a new image reads as zeros), and written as zeros (unallocated)
+ * in a later pass. */
 static int write_block(struct conv *c, struct cdisk *d, const struct vm_rec_data *r, unsigned pass)
 {
   const size_t step = 65536;
   size_t pos = 0;
   while (pos < r->length) {
     size_t n = r->length - pos < step ? r->length - pos : step;
-    bool zero = true;
-    for (size_t k = 0; k < n && zero; k += 8)
-      zero = n - k >= 8 ? *(const uint64_t *)(c->buf + pos + k) == 0 : c->buf[pos + k] == 0;
+    bool zero = range_zero(c->buf + pos, n);
     /* Consecutive ranges of one kind go as one request. */
     size_t end = pos + n;
     while (end < r->length) {
       size_t m = r->length - end < step ? r->length - end : step;
-      bool z2 = true;
-      for (size_t k = 0; k < m && z2; k += 8)
-        z2 = m - k >= 8 ? *(const uint64_t *)(c->buf + end + k) == 0 : c->buf[end + k] == 0;
-      if (z2 != zero) break;
+      if (range_zero(c->buf + end, m) != zero) break;
       end += m;
     }
-    int e = 0;
     if (!zero) {
-      e = nbd_pwrite(d->nbd, c->buf + pos, end - pos, r->offset + pos, 0);
+      if (nbd_pwrite(d->nbd, c->buf + pos, end - pos, r->offset + pos, 0) == -1) return fail_nbd("write", d->local);
       d->written += end - pos;
     } else if (pass > 1) {
-      e = nbd_zero(d->nbd, end - pos, r->offset + pos, 0);
-      d->zeroed += end - pos;
+      int rc = zero_range(d, r->offset + pos, end - pos);
+      if (rc) return rc;
     }
-    if (e == -1) return fail_nbd("write", d->local);
     pos = end;
   }
   return 0;
@@ -141,26 +175,31 @@ static int read_stream(struct conv *c, struct vm_sreader *rd, struct vm_p2v_chec
       return vm_fail(type == VM_REC_ABORT ? VM_EXIT_FAIL : VM_EXIT_VERIFY, "%s", err);
     int rc = 0;
     switch (type) {
-    case VM_REC_INVENTORY:
+    case VM_REC_INVENTORY: {
+      json_object *h;
+      const char *host = json_object_object_get_ex(chk->inventory, "hostname", &h) &&
+                             json_object_is_type(h, json_type_string)
+                           ? json_object_get_string(h)
+                           : "";
+      /* The server's name goes into messages only as printable ASCII. */
+      CLEANUP_FREE char *shown = vm_strdup_printf("%.64s", host);
+      for (char *q = shown; *q; q++)
+        if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f) *q = '?';
       if (!c->name) {
-        json_object *h;
-        c->name = json_object_object_get_ex(chk->inventory, "hostname", &h) && json_object_is_type(h, json_type_string)
-                    ? vm_strdup(json_object_get_string(h))
-                    : NULL;
-        if (!c->name) return vm_fail(VM_EXIT_USAGE, "the server sent no host name: give the VM's name with --name");
+        if (!*host || strcmp(shown, host) != 0 || !vm_name_ok(host))
+          return vm_fail(VM_EXIT_USAGE, "the server's host name '%s' cannot name a VM: give the VM's name with --name",
+                         shown);
+        c->name = vm_strdup(host);
       }
-      if ((rc = vm_check_name("VM", c->name))) return rc;
-      {
-        virDomainPtr other = virDomainLookupByName(c->conn, c->name);
-        if (other) {
-          virDomainFree(other);
-          return vm_fail(VM_EXIT_STATE, "a VM named '%s' exists on %s", c->name, vm_conn_host_name(c->conn));
-        }
-        virResetLastError();
-      }
-      vm_info("converting server '%s' into VM '%s': %zu disk%s", c->name, c->name, chk->ndisks, chk->ndisks == 1 ? "" : "s");
+      if (chk->ndisks > VM_MAX_DEVS - 1)
+        return vm_fail(VM_EXIT_FAIL, "the server has %zu disks: a VM of vmkit has at most %d", chk->ndisks,
+                       VM_MAX_DEVS - 1);
+      if ((rc = begin_vm(c, chk))) return rc;
+      vm_info("converting server '%s' into VM '%s': %zu disk%s", shown, c->name, chk->ndisks,
+              chk->ndisks == 1 ? "" : "s");
       rc = make_disks(c, chk);
       break;
+    }
     case VM_REC_DATA: {
       struct cdisk *d = &c->disks[ev.disk];
       if (vm_rec_data_open(&ev.data, c->dctx, c->buf, err, sizeof err) != 0)
@@ -172,8 +211,7 @@ static int read_stream(struct conv *c, struct vm_sreader *rd, struct vm_p2v_chec
     }
     case VM_REC_HOLE:
       c->hole_records++;
-      if (chk->pass > 1 && nbd_zero(c->disks[ev.disk].nbd, ev.hole.length, ev.hole.offset, 0) == -1)
-        rc = fail_nbd("write", c->disks[ev.disk].local);
+      if (chk->pass > 1) rc = zero_range(&c->disks[ev.disk], ev.hole.offset, ev.hole.length);
       break;
     case VM_REC_DISK_END:
       vm_debug("disk %d (%s): pass %u received, its digest matches", ev.disk, chk->disks[ev.disk].name, ev.pass);
@@ -211,7 +249,7 @@ static int make_swaps(struct conv *c, const struct vm_p2v_check *chk)
         if ((uint64_t)pl->val[p].part_start == sw->offset && (uint64_t)pl->val[p].part_size == sw->length)
           dev = vm_strdup_printf("%s%d", devs[i], pl->val[p].part_num);
       if (pl) guestfs_free_partition_list(pl);
-      if (!dev && sw->offset == 0) dev = vm_strdup(devs[i]);
+      if (!dev && sw->offset == 0 && sw->length == c->disks[i].size) dev = vm_strdup(devs[i]);
       if (!dev) {
         vm_warn("disk %zu: no partition holds the swap area at offset %llu: not made again", i,
                 (unsigned long long)sw->offset);
@@ -264,9 +302,13 @@ static uint64_t inv_u64(json_object *o, const char *a, const char *b)
   return x > 0 ? (uint64_t)x : 0;
 }
 
-static int define_vm(struct conv *c, json_object *inv, unsigned vcpus, uint64_t memory, virDomainPtr *dom)
+/* The VM's definition from the inventory, with the journal record rec (or none):
+ * defined first with the record, then again without it once the disks are whole. */
+static int define_vm(struct conv *c, json_object *inv, xmlDocPtr rec)
 {
-  struct vm_spec spec = { .name = c->name, .virt_type = vm_virt_type_of(c->conn) };
+  unsigned vcpus = c->vcpus;
+  uint64_t memory = c->memory;
+  struct vm_spec spec = { .name = c->name, .uuid = c->uuid, .virt_type = vm_virt_type_of(c->conn), .journal = rec };
   uint64_t threads = inv_u64(inv, "cpu", "threads");
   spec.vcpus = vcpus ? vcpus : threads ? (unsigned)(threads > 64 ? 64 : threads) : 1;
   uint64_t mem = memory ? memory : inv_u64(inv, "memory", NULL);
@@ -276,14 +318,20 @@ static int define_vm(struct conv *c, json_object *inv, unsigned vcpus, uint64_t 
   spec.disks[spec.ndisks++] = (struct vm_spec_disk){ .device = "cdrom" };
   json_object *nics;
   if (json_object_object_get_ex(inv, "nics", &nics) && json_object_is_type(nics, json_type_array)) {
-    for (size_t i = 0; i < json_object_array_length(nics) && spec.nnics < VM_MAX_DEVS; i++) {
+    size_t nn = json_object_array_length(nics);
+    if (nn > VM_MAX_DEVS) vm_warn("the server has %zu NICs: the VM gets the first %d", nn, VM_MAX_DEVS);
+    for (size_t i = 0; i < nn && spec.nnics < VM_MAX_DEVS; i++) {
       json_object *m, *n = json_object_array_get_idx(nics, i);
       const char *mac = n && json_object_object_get_ex(n, "mac", &m) && json_object_is_type(m, json_type_string)
                           ? json_object_get_string(m)
                           : NULL;
       unsigned x[6];
       char tail;
-      if (!mac || sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], &tail) != 6) continue;
+      if (!mac || strlen(mac) != 17 || strspn(mac, "0123456789abcdefABCDEF:") != 17 ||
+          sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], &tail) != 6) {
+        vm_warn("NIC %zu of the server has no usable MAC address: not made", i);
+        continue;
+      }
       spec.nics[spec.nnics++] = (struct vm_spec_nic){ .type = "user", .mac = mac };
     }
   }
@@ -292,9 +340,54 @@ static int define_vm(struct conv *c, json_object *inv, unsigned vcpus, uint64_t 
       !strcmp(json_object_get_string(boot), "uefi"))
     spec.firmware = "efi";
   CLEANUP_FREE char *xml = vm_spec_xml(&spec);
-  if (!(*dom = virDomainDefineXML(c->conn, xml))) return vm_fail_virt("cannot define VM '%s'", c->name);
-  vm_undo_domain(&c->undo, *dom);
+  virDomainPtr dom = virDomainDefineXML(c->conn, xml);
+  if (!dom) return vm_fail_virt("cannot define VM '%s'", c->name);
+  if (!c->dom) {
+    c->dom = dom;
+    vm_undo_domain(&c->undo, dom);
+  } else {
+    virDomainFree(dom);
+  }
   return 0;
+}
+
+/* The VM is defined before any volume is made, with a journal record naming the
+ * volumes this run is about to make (vm_journal_recover's "create"): a run killed
+ * at any instant leaves a VM that the next run holding its lock (this tool with
+ * the same name, or vmrun undefine) rolls back, volumes and all. A VM of that
+ * name that a killed run left is rolled back first; any other is a conflict. */
+static int begin_vm(struct conv *c, struct vm_p2v_check *chk)
+{
+  virDomainPtr old = virDomainLookupByName(c->conn, c->name);
+  int rc = 0;
+  if (old) {
+    CLEANUP_FREE char *other = NULL;
+    rc = vm_lock_domain(c->conn, old);
+    if (rc == 0) rc = vm_journal_recover(c->conn, &old, &other);
+    if (old) virDomainFree(old);
+    if (rc == 0) return vm_fail(VM_EXIT_STATE, "a VM named '%s' exists on %s", c->name, vm_conn_host_name(c->conn));
+    if (rc != VM_EXIT_NOTFOUND) return rc;
+    vm_info("rolled back what a killed run left of VM '%s'", c->name);
+  } else {
+    virResetLastError();
+  }
+  vm_uuid_random(c->uuid);
+  if ((rc = vm_lock_domain_uuid(c->conn, c->uuid, c->name))) return rc;
+  CLEANUP_FREE char *target = vm_pool_target(c->pool);
+  if (!target) return VM_EXIT_FAIL;
+  c->rec = vm_journal_new("create");
+  for (size_t i = 0; i < chk->ndisks; i++) {
+    struct cdisk *d = &c->disks[i];
+    d->size = chk->disks[i].size;
+    d->volname = i == 0 ? vm_strdup_printf("%s.qcow2", c->name) : vm_strdup_printf("%s-disk%zu.qcow2", c->name, i);
+    d->path = vm_strdup_printf("%s/%s", target, d->volname);
+    /* Each must be free now, so that a roll-back never removes what another made. */
+    if (vm_path_exists(c->conn, d->path))
+      return vm_fail(VM_EXIT_STATE, "cannot make disk '%s': it already exists", d->path);
+    vm_journal_add_volume(c->rec, d->path, "new");
+  }
+  c->ndisks = chk->ndisks;
+  return define_vm(c, chk->inventory, c->rec);
 }
 
 int main(int argc, char **argv)
@@ -329,7 +422,7 @@ int main(int argc, char **argv)
     return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot open '%s'", input);
   if (!input && isatty(fd)) return vm_usage_error("the stream comes on stdin: p2v-agent send | p2v-convert");
   vm_catch_signals();
-  struct conv c = { .name = name ? vm_strdup(name) : NULL };
+  struct conv c = { .name = name ? vm_strdup(name) : NULL, .vcpus = (unsigned)nv, .memory = mem };
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
   c.conn = conn;
@@ -346,9 +439,9 @@ int main(int argc, char **argv)
   if (!rc) rc = close_disks(&c);
   if (!rc) rc = make_swaps(&c, &chk);
   if (!rc) rc = finish_disks(&c);
-  virDomainPtr dom = NULL;
   if (!rc && vm_interrupted()) rc = vm_fail_interrupted();
-  if (!rc) rc = define_vm(&c, chk.inventory, (unsigned)nv, mem, &dom);
+  /* The VM is whole: defined again, without the record. */
+  if (!rc) rc = define_vm(&c, chk.inventory, NULL);
   for (size_t i = 0; i < c.ndisks; i++)
     if (c.disks[i].nbd) nbd_close(c.disks[i].nbd); /* stops its qemu-nbd */
   if (rc) vm_undo_run(&c.undo);
@@ -388,7 +481,8 @@ int main(int argc, char **argv)
     }
     json_object_put(rep);
   }
-  if (dom) virDomainFree(dom);
+  if (c.dom) virDomainFree(c.dom);
+  if (c.rec) xmlFreeDoc(c.rec);
   for (size_t i = 0; i < c.ndisks; i++) {
     if (c.disks[i].vol) virStorageVolFree(c.disks[i].vol);
     free(c.disks[i].volname);

@@ -213,3 +213,34 @@ nothing_left() {
   ! ls "$VMKIT_STORAGE_DIR" | grep -q "$vm"
   ! ls "${TMPDIR:-/var/tmp}" | grep -q "vmkit-p2v.$"
 }
+
+@test "kill -9 at random instants of a conversion: the next run with the name rolls it back and converts" {
+  local vm=$(vm_name kill) round t vol out
+  for round in 1 2 3 4; do
+    # 0 to 6 s: the stream, the writes, libguestfs making the swap, the define.
+    t=$(( (RANDOM % 60) ))
+    "$TOP/p2v-convert/p2v-convert" --name "$vm" --memory 256M -q -i "$BATS_FILE_TMPDIR/good.p2v" 2>/dev/null &
+    local pid=$!
+    sleep "$((t / 10)).$((t % 10))"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    # Its qemu-nbd ends with its only client; libguestfs's appliance with its parent.
+    local k
+    for k in $(seq 50); do pgrep -f "$VMKIT_STORAGE_DIR/$vm" >/dev/null || break; sleep 0.2; done
+    ! pgrep -af "$VMKIT_STORAGE_DIR/$vm"
+    # The next run finishes the job whatever the kill left.
+    run_tool 0 p2v-convert --name "$vm" --memory 256M -i "$BATS_FILE_TMPDIR/good.p2v"
+    vol=$VMKIT_STORAGE_DIR/$vm.qcow2
+    out=$BATS_TEST_TMPDIR/k.raw
+    qemu-img convert -O raw "$vol" "$out"
+    cmp -n $((1 << 20)) "$SRV" "$out"
+    cmp <(dd if="$SRV" bs=1M skip=153 count=64 status=none) <(dd if="$out" bs=1M skip=153 count=64 status=none)
+    [ "$(blkid -p -o value -s UUID -O $((121 << 20)) "$out")" = 5c0f0a1e-1111-4222-8333-444455556666 ]
+    # No record left on it.
+    ! virsh_q dumpxml "$vm" | grep -q 'vmkit.dev/xmlns/journal'
+    rm -f "$out"
+    # vmrun removes it with its disk, for the next round.
+    run_tool 0 vmrun undefine "$vm" --remove-storage
+    nothing_left "$vm"
+  done
+}

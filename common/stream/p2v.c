@@ -147,7 +147,7 @@ int vm_digest_init(struct vm_digest *d, uint64_t size, uint32_t block_size)
 {
   memset(d, 0, sizeof *d);
   if (block_size < VM_STREAM_MIN_BLOCK || block_size > VM_STREAM_MAX_BLOCK || (block_size & (block_size - 1)) ||
-      size == 0 || size > (UINT64_C(1) << 50)) {
+      size == 0 || size > (UINT64_C(1) << 50) || (size + block_size - 1) / block_size > VM_STREAM_MAX_BLOCKS) {
     errno = EINVAL;
     return -1;
   }
@@ -328,7 +328,9 @@ static int disk_begin(struct vm_p2v_check *c, const unsigned char *p, size_t n, 
   if (c->pass == 1 && (int)disk != c->last_disk + 1)
     return efail(err, errlen, "pass 1 skips from disk %d to disk %llu", c->last_disk, (unsigned long long)disk);
   if (d->pass == 0) {
-    if (vm_digest_init(&d->digest, size, (uint32_t)bs) != 0) return efail(err, errlen, "out of memory for disk %llu's map", (unsigned long long)disk);
+    if (vm_digest_init(&d->digest, size, (uint32_t)bs) != 0)
+      return efail(err, errlen, "disk %llu has more than %u blocks of %llu bytes (or no memory for its map)",
+                   (unsigned long long)disk, VM_STREAM_MAX_BLOCKS, (unsigned long long)bs);
     d->block_size = (uint32_t)bs;
   } else if (bs != d->block_size) {
     return efail(err, errlen, "disk %llu changes its block size in pass %llu", (unsigned long long)disk, (unsigned long long)pass);

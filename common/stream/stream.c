@@ -34,8 +34,9 @@ static uint64_t get64(const unsigned char *p)
 ssize_t vm_stream_fd_read(void *ctx, void *buf, size_t n)
 {
   ssize_t r;
+  /* A signal that interrupts the tool ends a blocked read (a stalled link). */
   do r = read(*(int *)ctx, buf, n);
-  while (r < 0 && errno == EINTR);
+  while (r < 0 && errno == EINTR && !vm_interrupted());
   return r;
 }
 
@@ -43,7 +44,7 @@ ssize_t vm_stream_fd_write(void *ctx, void *buf, size_t n)
 {
   ssize_t r;
   do r = write(*(int *)ctx, buf, n);
-  while (r < 0 && errno == EINTR);
+  while (r < 0 && errno == EINTR && !vm_interrupted());
   return r;
 }
 

@@ -24,6 +24,8 @@
 #define VM_STREAM_MAX_PAYLOAD (VM_STREAM_MAX_BLOCK + 64u)
 #define VM_STREAM_MAX_JSON (1u << 20)
 #define VM_STREAM_MAX_DISKS 64
+/* Blocks of one disk: a map of 32 bytes each, on both sides (512 MiB). */
+#define VM_STREAM_MAX_BLOCKS (1u << 24)
 #define VM_STREAM_DATA_HEADER 56
 #define VM_STREAM_HOLE_SIZE 24
 

@@ -196,13 +196,18 @@ const char *vm_virt_type_of(virConnectPtr conn)
   return kvm ? "kvm" : "qemu";
 }
 
-int vm_check_name(const char *what, const char *name)
+bool vm_name_ok(const char *name)
 {
   size_t n = strlen(name);
   bool ok = n > 0 && n <= 64 && name[0] != '.' && name[0] != '-';
   for (size_t i = 0; ok && i < n; i++)
     ok = isalnum((unsigned char)name[i]) || strchr("._-", name[i]);
-  if (ok) return 0;
+  return ok;
+}
+
+int vm_check_name(const char *what, const char *name)
+{
+  if (vm_name_ok(name)) return 0;
   CLEANUP_FREE char *q = vm_shell_quote(name);
   return vm_usage_error("invalid %s name %s: use up to 64 letters, digits, '.', '_' and '-', "
                         "not starting with '.' or '-'", what, q);

@@ -88,6 +88,8 @@ const char *vm_virt_type_of(virConnectPtr conn);
 /* Names that become volume names and XML must be plain: letters, digits, '.', '_',
  * '-', not starting with '.' or '-', at most 64 bytes. Returns 0 or VM_EXIT_USAGE. */
 int vm_check_name(const char *what, const char *name);
+/* The same test without a message: true when the name is a valid one. */
+bool vm_name_ok(const char *name);
 /* A job that excludes another operation (a migration, a backup, a block job):
  * 0 when none runs, else VM_EXIT_STATE after "cannot WHAT 'VM': a backup job is
  * running". */

@@ -48,7 +48,7 @@ static int cmd_send(int argc, char **argv)
   struct poptOption table[] = {
     { NULL, '\0', POPT_ARG_INCLUDE_TABLE, disk_table, 0, NULL, NULL },
     { "block-size", '\0', POPT_ARG_STRING, &block_size, 0,
-      "the unit of reading, hashing and compressing: a power of two from 64K to 16M (default: 1M)", "SIZE" },
+      "the unit of reading, hashing and compressing: a power of two from 64K to 16M (default: 2M)", "SIZE" },
     { "level", '\0', POPT_ARG_STRING, &level, 0, "zstd compression level, 1 to 19 (default: 3)", "N" },
     { "threads", '\0', POPT_ARG_STRING, &threads, 0, "compression threads (default: one per core, at most 8)", "N" },
     VM_POPT_LOCAL,
@@ -62,7 +62,7 @@ static int cmd_send(int argc, char **argv)
                     "for p2v-convert on a KVM host.",
                     0, 0, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
-  uint64_t bs = 1 << 20, lvl = 3, thr = 0;
+  uint64_t bs = 2 << 20, lvl = 3, thr = 0;
   if (block_size && (vm_parse_size(block_size, 'B', &bs) || bs < VM_STREAM_MIN_BLOCK || bs > VM_STREAM_MAX_BLOCK ||
                      (bs & (bs - 1))))
     return vm_usage_error("invalid --block-size '%s': a power of two from 64K to 16M", block_size);

@@ -56,7 +56,7 @@ static int open_nbd(struct cdisk *d)
 {
   d->nbd = nbd_create();
   if (!d->nbd) return fail_nbd("open", d->local);
-  char *argv[] = { "qemu-nbd", "-f", "qcow2", "--discard=unmap", "--cache=writeback", d->local, NULL };
+  char *argv[] = { "qemu-nbd", "-f", "qcow2", "--discard=unmap", "--cache=none", "--aio=native", d->local, NULL };
   if (nbd_connect_systemd_socket_activation(d->nbd, argv) == -1) return fail_nbd("serve", d->local);
   if (nbd_is_read_only(d->nbd) == 1) return vm_fail(VM_EXIT_FAIL, "qemu-nbd serves '%s' read-only", d->local);
   return 0;
@@ -131,7 +131,8 @@ static int zero_range(struct cdisk *d, uint64_t off, uint64_t len)
 static int write_block(struct conv *c, struct cdisk *d, const struct vm_rec_data *r, unsigned pass)
 {
   const size_t step = 65536;
-  size_t pos = 0;
+  size_t pos = 0, ncookies = 0;
+  int64_t cookies[VM_STREAM_MAX_BLOCK / 65536];
   while (pos < r->length) {
     size_t n = r->length - pos < step ? r->length - pos : step;
     bool zero = range_zero(c->buf + pos, n);
@@ -143,7 +144,15 @@ static int write_block(struct conv *c, struct cdisk *d, const struct vm_rec_data
       end += m;
     }
     if (!zero) {
-      if (nbd_pwrite(d->nbd, c->buf + pos, end - pos, r->offset + pos, 0) == -1) return fail_nbd("write", d->local);
+      /* In requests of at most 64 KiB: qemu-nbd takes each into a buffer of its
+       * own, and larger ones are fresh mappings whose page faults cost more than
+       * the requests (measured: two thirds of a conversion's CPU). */
+      for (size_t w = pos; w < end; w += step) {
+        size_t k = end - w < step ? end - w : step;
+        int64_t ck = nbd_aio_pwrite(d->nbd, c->buf + w, k, r->offset + w, NBD_NULL_COMPLETION, 0);
+        if (ck == -1) return fail_nbd("write", d->local);
+        cookies[ncookies++] = ck;
+      }
       d->written += end - pos;
     } else if (pass > 1) {
       int rc = zero_range(d, r->offset + pos, end - pos);
@@ -151,7 +160,14 @@ static int write_block(struct conv *c, struct cdisk *d, const struct vm_rec_data
     }
     pos = end;
   }
-  return 0;
+  /* The block's buffer is the next block's: every write of it done first. */
+  while (nbd_aio_in_flight(d->nbd) > 0)
+    if (nbd_poll(d->nbd, -1) == -1) return fail_nbd("write", d->local);
+  /* Each write retired, its own result checked. */
+  int rc = 0;
+  for (size_t i = 0; i < ncookies; i++)
+    if (nbd_aio_command_completed(d->nbd, cookies[i]) != 1 && !rc) rc = fail_nbd("write", d->local);
+  return rc;
 }
 
 static int read_stream(struct conv *c, struct vm_sreader *rd, struct vm_p2v_check *chk)

@@ -151,11 +151,8 @@ static int host_file(virConnectPtr conn, const char *what, const char *path, cha
 
 static int parse_network(const char *spec, struct vm_spec_nic *nic)
 {
-  memset(nic, 0, sizeof *nic);
-  if (strcmp(spec, "user") == 0) nic->type = "user";
-  else if (strncmp(spec, "network=", 8) == 0 && spec[8]) nic->type = "network", nic->source = spec + 8;
-  else if (strncmp(spec, "bridge=", 7) == 0 && spec[7]) nic->type = "bridge", nic->source = spec + 7;
-  else return vm_usage_error("invalid --network '%s': use user, network=NAME, bridge=BR or none", spec);
+  if (vm_nic_parse(spec, nic) != 0)
+    return vm_usage_error("invalid --network '%s': use user, network=NAME, bridge=BR or none", spec);
   return 0;
 }
 

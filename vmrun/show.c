@@ -120,7 +120,7 @@ int cmd_info(int argc, char **argv)
   json_object_object_add(o, "cpu_time", json_object_new_double_s((double)info.cpuTime / 1e9, secs));
   CLEANUP_FREE char *tpl = vm_domain_meta(doc, "template");
   add_str(o, "template", tpl);
-  CLEANUP_FREE char *log = console_log_path(doc);
+  CLEANUP_FREE char *log = vm_console_log_path(doc);
   add_str(o, "console_log", log);
   CLEANUP_FREE char *kernel = vm_xpath_str(x, "/domain/os/kernel");
   CLEANUP_FREE char *cmdline = vm_xpath_str(x, "/domain/os/cmdline");

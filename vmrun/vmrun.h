@@ -51,7 +51,5 @@ int customization_check(const struct customization *c);
 int customize_disk(const char *path, const char *format, const struct customization *c);
 int seal_disk(const char *path);
 
-/* The file a domain's serial console is logged to, from its definition. */
-char *console_log_path(xmlDocPtr doc);
 
 #endif

@@ -4,13 +4,8 @@
  * are this machine's; otherwise (a remote host), or with --resume, from libvirt's
  * console stream, which shows what the guest prints after it attaches: start the
  * VM paused, and let wait --resume it once attached. */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
-#include <libvirt/libvirt-qemu.h>
 
 #include "vmrun.h"
 
@@ -28,79 +23,6 @@ static struct poptOption options[] = {
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
-
-char *console_log_path(xmlDocPtr doc)
-{
-  CLEANUP_XPATHCTX xmlXPathContextPtr ctx = vm_xpath_ctx(doc);
-  char *p = vm_xpath_str(ctx, "/domain/devices/serial[1]/log/@file");
-  if (!p) p = vm_xpath_str(ctx, "/domain/devices/serial[@type='file'][1]/source/@path");
-  return p;
-}
-
-/* Follows a console log as it grows, finding lines that contain the text. The log
- * is truncated when QEMU starts again: then it is read from its start. */
-struct follower {
-  const char *path;
-  off_t offset;
-  char partial[4096];
-  size_t plen;
-};
-
-/* Looks for text in newly received bytes, line by line. */
-static bool scan(struct follower *f, const char *buf, size_t n, const char *text)
-{
-  for (size_t i = 0; i < n; i++) {
-    if (buf[i] == '\n' || f->plen == sizeof f->partial - 1) {
-      f->partial[f->plen] = '\0';
-      f->plen = 0;
-      if (strstr(f->partial, text)) return true;
-    }
-    if (buf[i] != '\n' && buf[i] != '\0') f->partial[f->plen++] = buf[i];
-  }
-  f->partial[f->plen] = '\0';
-  return f->plen && strstr(f->partial, text);
-}
-
-/* The console stream: non-blocking, read as libvirt's event loop receives it. */
-static bool follow_stream(virStreamPtr st, struct follower *f, const char *text, bool *gone)
-{
-  char buf[4096];
-  for (;;) {
-    int r = virStreamRecv(st, buf, sizeof buf);
-    if (r == -2) return false; /* nothing now */
-    if (r <= 0) {
-      *gone = true; /* the guest went away, or the console was taken */
-      virResetLastError();
-      return false;
-    }
-    if (scan(f, buf, (size_t)r, text)) return true;
-  }
-}
-
-static bool follow(struct follower *f, const char *text)
-{
-  CLEANUP_CLOSE int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct stat st;
-  if (fstat(fd, &st) < 0) return false;
-  if (st.st_size < f->offset) f->offset = 0, f->plen = 0;
-  if (lseek(fd, f->offset, SEEK_SET) < 0) return false;
-  char buf[8192];
-  ssize_t r;
-  while ((r = read(fd, buf, sizeof buf)) > 0) {
-    f->offset += r;
-    if (scan(f, buf, (size_t)r, text)) return true;
-  }
-  /* A last line without its newline yet counts too. */
-  return f->plen && strstr(f->partial, text);
-}
-
-static bool agent_answers(virDomainPtr dom)
-{
-  char *r = virDomainQemuAgentCommand(dom, "{\"execute\":\"guest-ping\"}", 2, 0);
-  free(r);
-  return r != NULL;
-}
 
 int cmd_wait(int argc, char **argv)
 {
@@ -134,13 +56,13 @@ int cmd_wait(int argc, char **argv)
     if ((rc = vm_lock_and_recover(conn, &dom, name, &other))) return rc;
   }
 
-  struct follower f = { 0 };
+  struct vm_follower f = { 0 };
   CLEANUP_FREE char *log = NULL;
   CLEANUP_VIRSTREAM virStreamPtr st = NULL;
   if (o_line) {
     CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, 0);
     if (!doc) return VM_EXIT_FAIL;
-    log = o_resume || !vm_conn_is_local(conn) ? NULL : console_log_path(doc);
+    log = o_resume || !vm_conn_is_local(conn) ? NULL : vm_console_log_path(doc);
     if (log) {
       f.path = log;
       struct stat sb;
@@ -168,14 +90,14 @@ int cmd_wait(int argc, char **argv)
     int state = vm_domain_state(dom);
     if (state < 0) return vm_fail_virt("cannot read the state of VM '%s'", name);
     bool state_ok = want_state < 0 || state == want_state;
-    if (o_line && !line_seen) line_seen = st ? follow_stream(st, &f, o_line, &gone) : follow(&f, o_line);
+    if (o_line && !line_seen) line_seen = st ? vm_follow_stream(st, &f, o_line, &gone) : vm_follow_log(&f, o_line);
     /* Nothing will be printed or answered by a VM that is not running. */
     if (want_state < 0 && (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED))
       return vm_fail(VM_EXIT_STATE, "VM '%s' is %s", name, vm_state_name(state));
     if (gone && !line_seen)
       return vm_fail(VM_EXIT_STATE, "the console of VM '%s' closed before the line came", name);
     bool line_ok = !o_line || line_seen;
-    bool agent_ok = !o_agent || (state_ok && line_ok && agent_answers(dom));
+    bool agent_ok = !o_agent || (state_ok && line_ok && vm_agent_answers(dom));
     if (state_ok && line_ok && agent_ok) {
       if (st) {
         virStreamAbort(st);

@@ -7,23 +7,6 @@
 
 struct vm_options vm_opts;
 
-struct poptOption vm_common_table[] = {
-  { "connect", 'c', POPT_ARG_STRING, &vm_opts.uri, 0,
-    "libvirt connection URI, or a host of the hosts file (default: $LIBVIRT_DEFAULT_URI)", "URI" },
-  { "hosts", 'H', POPT_ARG_STRING, &vm_opts.hosts_file, 0,
-    "the pool's hosts file (default: $VMKIT_HOSTS, else /etc/vmkit/hosts)", "FILE" },
-  { "virt-type", '\0', POPT_ARG_STRING, &vm_opts.virt_type, 0,
-    "kvm or qemu (default: $VMKIT_VIRT_TYPE, else kvm when /dev/kvm works)", "TYPE" },
-  { "output", 'o', POPT_ARG_STRING, &vm_opts.output, 0,
-    "output format: table, tsv or json", "FORMAT" },
-  { "quiet", 'q', POPT_ARG_NONE, &vm_opts.quiet, 0, "print only results and errors", NULL },
-  { "verbose", 'v', POPT_ARG_NONE, &vm_opts.verbose, 0, "explain what is being done", NULL },
-  { "syslog", '\0', POPT_ARG_NONE, &vm_opts.use_syslog, 0, "also send messages to syslog", NULL },
-  { "version", 'V', POPT_ARG_NONE, &vm_opts.version, 0, "print the version and exit", NULL },
-  { "help", 'h', POPT_ARG_NONE, &vm_opts.help, 0, "show this help and exit", NULL },
-  POPT_TABLEEND
-};
-
 /* For a tool that never speaks to libvirt (p2v-agent): the common options
  * without -c, -H and --virt-type. */
 struct poptOption vm_local_table[] = {
@@ -34,6 +17,17 @@ struct poptOption vm_local_table[] = {
   { "syslog", '\0', POPT_ARG_NONE, &vm_opts.use_syslog, 0, "also send messages to syslog", NULL },
   { "version", 'V', POPT_ARG_NONE, &vm_opts.version, 0, "print the version and exit", NULL },
   { "help", 'h', POPT_ARG_NONE, &vm_opts.help, 0, "show this help and exit", NULL },
+  POPT_TABLEEND
+};
+
+struct poptOption vm_common_table[] = {
+  { "connect", 'c', POPT_ARG_STRING, &vm_opts.uri, 0,
+    "libvirt connection URI, or a host of the hosts file (default: $LIBVIRT_DEFAULT_URI)", "URI" },
+  { "hosts", 'H', POPT_ARG_STRING, &vm_opts.hosts_file, 0,
+    "the pool's hosts file (default: $VMKIT_HOSTS, else /etc/vmkit/hosts)", "FILE" },
+  { "virt-type", '\0', POPT_ARG_STRING, &vm_opts.virt_type, 0,
+    "kvm or qemu (default: $VMKIT_VIRT_TYPE, else kvm when /dev/kvm works)", "TYPE" },
+  { NULL, '\0', POPT_ARG_INCLUDE_TABLE, vm_local_table, 0, NULL, NULL },
   POPT_TABLEEND
 };
 

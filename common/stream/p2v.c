@@ -13,24 +13,8 @@
 #include <openssl/sha.h>
 #include <zstd.h>
 
+#include "le.h"
 #include "vmkit-stream.h"
-
-static void put32(unsigned char *p, uint32_t v)
-{
-  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put64(unsigned char *p, uint64_t v)
-{
-  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get32(const unsigned char *p)
-{
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const unsigned char *p)
-{
-  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 static int efail(char *err, size_t errlen, const char *fmt, ...) VM_PRINTF(3, 4);
 static int efail(char *err, size_t errlen, const char *fmt, ...)

@@ -101,6 +101,7 @@ char *vm_spec_xml(const struct vm_spec *s)
                               strcmp(n->type, "bridge") == 0 ? "bridge" : "network", n->source);
     if (n->mac) vm_xml_set(vm_xml_child(nic, "mac", NULL), "address", n->mac);
     vm_xml_set(vm_xml_child(nic, "model", NULL), "type", "virtio");
+    if (n->unplugged) vm_xml_set(vm_xml_child(nic, "link", NULL), "state", "down");
   }
   /* A pty console for people, logged to a file by virtlogd for scripts. */
   xmlNodePtr serial = vm_xml_child(devs, "serial", NULL);
@@ -226,4 +227,14 @@ void vm_doc_set_meta(xmlDocPtr domain, const char *ns, const char *prefix, xmlDo
     }
   }
   xmlAddChild(md, copy);
+}
+
+int vm_nic_parse(const char *spec, struct vm_spec_nic *nic)
+{
+  memset(nic, 0, sizeof *nic);
+  if (strcmp(spec, "user") == 0) nic->type = "user";
+  else if (strncmp(spec, "network=", 8) == 0 && spec[8]) nic->type = "network", nic->source = spec + 8;
+  else if (strncmp(spec, "bridge=", 7) == 0 && spec[7]) nic->type = "bridge", nic->source = spec + 7;
+  else return -1;
+  return 0;
 }

@@ -122,6 +122,31 @@ struct vm_pause_watch;
 struct vm_pause_watch *vm_pause_watch_start(virConnectPtr conn, virDomainPtr dom);
 long vm_pause_watch_stop(struct vm_pause_watch *w, int settle_ms);
 
+/* ---- The serial console and the guest agent (console.c) ---------------------------------
+ * A follower finds a line containing some text in what a VM prints on its serial
+ * console: from the log file virtlogd writes (path, read from offset on each call;
+ * local hosts only) or from a non-blocking console stream (virDomainOpenConsole,
+ * read as libvirt's event loop receives it). sink, when set, sees every byte read. */
+struct vm_follower {
+  const char *path;
+  off_t offset;
+  char partial[4096];
+  size_t plen;
+  void (*sink)(void *arg, const char *buf, size_t n);
+  void *sink_arg;
+};
+/* The serial console's log file in a domain definition, or NULL. */
+char *vm_console_log_path(xmlDocPtr doc);
+/* Does text come in these bytes (line by line; a last line without its newline,
+ * such as a login prompt, counts)? */
+bool vm_follow_scan(struct vm_follower *f, const char *buf, size_t n, const char *text);
+/* Reads what the stream has now; *gone when the console closed. */
+bool vm_follow_stream(virStreamPtr st, struct vm_follower *f, const char *text, bool *gone);
+/* Reads what the log file gained since the last call. */
+bool vm_follow_log(struct vm_follower *f, const char *text);
+/* Does the guest agent answer a ping (2 s)? */
+bool vm_agent_answers(virDomainPtr dom);
+
 /* ---- XML (xml.c) ----------------------------------------------------------------------- */
 #define VM_META_NS "https://vmkit.dev/xmlns/domain/1"
 #define VM_META_PREFIX "vmkit"
@@ -158,6 +183,7 @@ struct vm_spec_nic {
   const char *type;    /* user, network, bridge */
   const char *source;  /* network or bridge name */
   const char *mac;     /* NULL: libvirt chooses */
+  bool unplugged;      /* the cable out: <link state='down'/> */
 };
 struct vm_spec {
   const char *name;
@@ -180,6 +206,9 @@ struct vm_spec {
   /* A journal record to define the domain with (see journal.c), or NULL. */
   xmlDocPtr journal;
 };
+/* A NIC as the tools' --network option names it: user, network=NAME or bridge=BR
+ * (nic points into spec). 0, or -1 for anything else. */
+int vm_nic_parse(const char *spec, struct vm_spec_nic *nic);
 /* The domain XML for a spec, written with libxml2. Disks get vda, vdb ... on
  * virtio; CD-ROMs sda ... on SATA. Caller frees. */
 char *vm_spec_xml(const struct vm_spec *spec);

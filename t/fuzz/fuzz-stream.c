@@ -9,34 +9,8 @@
 #include <string.h>
 
 #include "vmkit-stream.h"
+#include "../unit/memstream.h"
 #include "fuzz.h"
-
-struct mem {
-  unsigned char *p;
-  size_t n, cap, off;
-};
-
-static ssize_t mem_write(void *ctx, void *buf, size_t n)
-{
-  struct mem *m = ctx;
-  if (m->n + n > m->cap) {
-    m->cap = (m->n + n) * 2 + 64;
-    m->p = realloc(m->p, m->cap);
-    if (!m->p) abort();
-  }
-  memcpy(m->p + m->n, buf, n);
-  m->n += n;
-  return (ssize_t)n;
-}
-
-static ssize_t mem_read(void *ctx, void *buf, size_t n)
-{
-  struct mem *m = ctx;
-  size_t k = m->n - m->off < n ? m->n - m->off : n;
-  memcpy(buf, m->p + m->off, k);
-  m->off += k;
-  return (ssize_t)k;
-}
 
 static unsigned char block[VM_STREAM_MAX_BLOCK];
 
@@ -84,7 +58,7 @@ static void consume(struct mem *m, const uint32_t *types, const size_t *lens, si
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   /* Raw, as bytes from the pipe. */
-  struct mem raw = { (unsigned char *)data, size, size, 0 };
+  struct mem raw = { .p = (unsigned char *)data, .n = size, .cap = size };
   consume(&raw, NULL, NULL, 0);
 
   /* As records, framed and chained by the writer. */

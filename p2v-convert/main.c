@@ -7,13 +7,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <libnbd.h>
 #include <zstd.h>
 
-#include "vmkit-gfs.h"
-#include "vmkit-stream.h"
+#include "convert.h"
 
 struct cdisk {
   char *volname, *path;     /* the volume, on the VM's host */
@@ -28,6 +28,8 @@ struct conv {
   char uuid[37];
   unsigned vcpus;           /* --vcpus, 0: the server's */
   uint64_t memory;          /* --memory, 0: the server's */
+  const char **networks;    /* --network MAC=NET */
+  bool adapt;               /* not --no-adapt */
   virDomainPtr dom;         /* defined first, with the journal record */
   xmlDocPtr rec;
   virConnectPtr conn;
@@ -43,6 +45,7 @@ struct conv {
 };
 
 static int begin_vm(struct conv *c, struct vm_p2v_check *chk);
+static int check_networks(const struct conv *c, json_object *inv);
 
 static int fail_nbd(const char *what, const char *path)
 {
@@ -210,6 +213,7 @@ static int read_stream(struct conv *c, struct vm_sreader *rd, struct vm_p2v_chec
       if (chk->ndisks > VM_MAX_DEVS - 1)
         return vm_fail(VM_EXIT_FAIL, "the server has %zu disks: a VM of vmkit has at most %d", chk->ndisks,
                        VM_MAX_DEVS - 1);
+      if ((rc = check_networks(c, chk->inventory))) return rc;
       if ((rc = begin_vm(c, chk))) return rc;
       vm_info("converting server '%s' into VM '%s': %zu disk%s", shown, c->name, chk->ndisks,
               chk->ndisks == 1 ? "" : "s");
@@ -242,17 +246,8 @@ static int read_stream(struct conv *c, struct vm_sreader *rd, struct vm_p2v_chec
 /* The swap areas the agent did not send, made again with their UUIDs and labels
  * (the guest's fstab and initramfs name them so), through libguestfs on the disks
  * as they are written here, before any upload. */
-static int make_swaps(struct conv *c, const struct vm_p2v_check *chk)
+static int make_swaps(guestfs_h *g, struct conv *c, const struct vm_p2v_check *chk)
 {
-  size_t nswaps = 0;
-  for (size_t i = 0; i < c->ndisks; i++) nswaps += chk->disks[i].nswaps;
-  if (!nswaps) return 0;
-  CLEANUP_GUESTFS guestfs_h *g = vm_gfs_open();
-  if (!g) return VM_EXIT_FAIL;
-  for (size_t i = 0; i < c->ndisks; i++)
-    if (guestfs_add_drive_opts(g, c->disks[i].local, GUESTFS_ADD_DRIVE_OPTS_FORMAT, "qcow2", -1) == -1)
-      return vm_fail_gfs(g, "cannot open '%s'", c->disks[i].local);
-  if (guestfs_launch(g) == -1) return vm_fail_gfs(g, "cannot start libguestfs");
   CLEANUP_STRV char **devs = guestfs_list_devices(g);
   if (!devs) return vm_fail_gfs(g, "cannot list the disks");
   for (size_t i = 0; i < c->ndisks && devs[i]; i++) {
@@ -276,8 +271,38 @@ static int make_swaps(struct conv *c, const struct vm_p2v_check *chk)
       vm_debug("disk %zu: swap area at offset %llu made again (UUID %s)", i, (unsigned long long)sw->offset, sw->uuid);
     }
   }
-  if (guestfs_shutdown(g) == -1) return vm_fail_gfs(g, "cannot close the disks");
   return 0;
+}
+
+/* One libguestfs appliance on the disks as written here, before any upload: the
+ * swap areas made again, then the guest inspected and adapted (adapt.c). 0,
+ * VM_EXIT_VERIFY when a step of the adaptation failed (said), or an exit code. */
+static int guest_work(struct conv *c, const struct vm_p2v_check *chk, json_object *report)
+{
+  size_t nswaps = 0;
+  for (size_t i = 0; i < c->ndisks; i++) nswaps += chk->disks[i].nswaps;
+  if (!nswaps && !c->adapt) return 0;
+  CLEANUP_GUESTFS guestfs_h *g = vm_gfs_open();
+  if (!g) return VM_EXIT_FAIL;
+  for (size_t i = 0; i < c->ndisks; i++)
+    if (guestfs_add_drive_opts(g, c->disks[i].local, GUESTFS_ADD_DRIVE_OPTS_FORMAT, "qcow2", -1) == -1)
+      return vm_fail_gfs(g, "cannot open '%s'", c->disks[i].local);
+  /* The guest's own tools rebuild its initramfs in the appliance: on every core
+   * (up to 4), which TCG runs as threads of its own. */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  if (ncpu > 1) guestfs_set_smp(g, ncpu > 4 ? 4 : (int)ncpu);
+  vm_info("looking inside the disks (libguestfs)");
+  if (guestfs_launch(g) == -1) return vm_fail_gfs(g, "cannot start libguestfs");
+  int rc = make_swaps(g, c, chk);
+  if (!rc && c->adapt) {
+    struct pc_disk pd[VM_STREAM_MAX_DISKS];
+    for (size_t i = 0; i < c->ndisks; i++)
+      pd[i] = (struct pc_disk){ .server_name = chk->disks[i].name, .local = c->disks[i].local, .path = c->disks[i].path };
+    rc = pc_inspect_adapt(g, pd, c->ndisks, chk->inventory, report);
+  }
+  if (rc && rc != VM_EXIT_VERIFY) return rc;
+  if (guestfs_shutdown(g) == -1) return vm_fail_gfs(g, "cannot close the disks");
+  return rc;
 }
 
 /* Every write on its disk, then qemu-nbd gone. */
@@ -318,6 +343,35 @@ static uint64_t inv_u64(json_object *o, const char *a, const char *b)
   return x > 0 ? (uint64_t)x : 0;
 }
 
+/* What --network says of the NIC with this MAC: user, network=NAME, bridge=BR,
+ * NAME (a libvirt network) or none; NULL when it says nothing. */
+static const char *nic_network(const struct conv *c, const char *mac)
+{
+  for (size_t i = 0; c->networks && c->networks[i]; i++)
+    if (strncasecmp(c->networks[i], mac, 17) == 0 && c->networks[i][17] == '=') return c->networks[i] + 18;
+  return NULL;
+}
+
+/* Each --network names a NIC of the inventory. */
+static int check_networks(const struct conv *c, json_object *inv)
+{
+  json_object *nics = NULL;
+  json_object_object_get_ex(inv, "nics", &nics);
+  for (size_t i = 0; c->networks && c->networks[i]; i++) {
+    bool found = false;
+    for (size_t k = 0; nics && json_object_is_type(nics, json_type_array) && k < json_object_array_length(nics); k++) {
+      json_object *m;
+      if (json_object_object_get_ex(json_object_array_get_idx(nics, k), "mac", &m) &&
+          json_object_is_type(m, json_type_string) && !strncasecmp(json_object_get_string(m), c->networks[i], 17))
+        found = true;
+    }
+    if (!found)
+      return vm_fail(VM_EXIT_USAGE, "--network %s: the server has no NIC with MAC %.17s", c->networks[i],
+                     c->networks[i]);
+  }
+  return 0;
+}
+
 /* The VM's definition from the inventory, with the journal record rec (or none):
  * defined first with the record, then again without it once the disks are whole. */
 static int define_vm(struct conv *c, json_object *inv, xmlDocPtr rec)
@@ -348,7 +402,15 @@ static int define_vm(struct conv *c, json_object *inv, xmlDocPtr rec)
         vm_warn("NIC %zu of the server has no usable MAC address: not made", i);
         continue;
       }
-      spec.nics[spec.nnics++] = (struct vm_spec_nic){ .type = "user", .mac = mac };
+      struct vm_spec_nic nic = { .type = "user" };
+      const char *net = nic_network(c, mac);
+      if (net && !strcmp(net, "none")) {
+        vm_info("NIC %s of the server: not made (--network %s=none)", mac, mac);
+        continue;
+      }
+      if (net && vm_nic_parse(net, &nic) != 0) nic = (struct vm_spec_nic){ .type = "network", .source = net };
+      nic.mac = mac;
+      spec.nics[spec.nnics++] = nic;
     }
   }
   json_object *boot;
@@ -411,12 +473,22 @@ int main(int argc, char **argv)
   vm_init("p2v-convert");
   argv[0] = (char *)vm_progname; /* usage errors point at "p2v-convert --help" */
   char *name = NULL, *pool = NULL, *vcpus = NULL, *memory = NULL, *input = NULL;
+  const char **networks = NULL;
+  int boot_test = 0, no_adapt = 0, boot_timeout = 600;
   struct poptOption table[] = {
     { "name", '\0', POPT_ARG_STRING, &name, 0, "the VM's name (default: the server's host name)", "NAME" },
     { "pool", '\0', POPT_ARG_STRING, &pool, 0, "the storage pool of its disks (default: $VMKIT_POOL, else default)", "POOL" },
     { "vcpus", '\0', POPT_ARG_STRING, &vcpus, 0, "vCPUs (default: the server's hardware threads)", "N" },
     { "memory", '\0', POPT_ARG_STRING, &memory, 0, "memory (default: the server's)", "SIZE" },
     { "input", 'i', POPT_ARG_STRING, &input, 0, "read the stream from FILE (default: stdin)", "FILE" },
+    { "network", '\0', POPT_ARG_ARGV, &networks, 0,
+      "the server's NIC with that MAC joins NET: a libvirt network's name, network=NAME, bridge=BR, user or none "
+      "(default: user); repeatable", "MAC=NET" },
+    { "no-adapt", '\0', POPT_ARG_NONE, &no_adapt, 0, "define the VM from the disks as they are: no change inside the guest", NULL },
+    { "boot-test", '\0', POPT_ARG_NONE, &boot_test, 0,
+      "boot the VM once on throwaway overlays, NICs unplugged, until its login prompt or guest agent (exit 6 when it does not boot)",
+      NULL },
+    { "boot-timeout", '\0', POPT_ARG_INT, &boot_timeout, 0, "how long --boot-test waits (default: 600)", "SECONDS" },
     VM_POPT_COMMON,
     POPT_TABLEEND,
   };
@@ -433,12 +505,28 @@ int main(int argc, char **argv)
   if (memory && (vm_parse_size(memory, 'M', &mem) || mem < (UINT64_C(64) << 20)))
     return vm_usage_error("invalid --memory '%s': a size of at least 64M", memory);
   if (name && (rc = vm_check_name("VM", name))) return rc;
+  if (boot_timeout < 1) return vm_usage_error("invalid --boot-timeout %d: at least 1 second", boot_timeout);
+  for (size_t i = 0; networks && networks[i]; i++) {
+    const char *m = networks[i];
+    unsigned x[6];
+    char tail;
+    if (strlen(m) < 19 || m[17] != '=' || strspn(m, "0123456789abcdefABCDEF:") != 17 ||
+        sscanf(m, "%2x:%2x:%2x:%2x:%2x:%2x%c", &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], &tail) != 7 || tail != '=')
+      return vm_usage_error("invalid --network '%s': MAC=NET, e.g. 52:54:00:12:34:56=default", m);
+    struct vm_spec_nic nic;
+    const char *net = m + 18;
+    if (strchr(net, '=') && vm_nic_parse(net, &nic) != 0)
+      return vm_usage_error("invalid --network '%s': NET is a network's name, network=NAME, bridge=BR, user or none", m);
+  }
   int fd = STDIN_FILENO;
   if (input && (fd = open(input, O_RDONLY | O_CLOEXEC)) < 0)
     return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot open '%s'", input);
   if (!input && isatty(fd)) return vm_usage_error("the stream comes on stdin: p2v-agent send | p2v-convert");
   vm_catch_signals();
-  struct conv c = { .name = name ? vm_strdup(name) : NULL, .vcpus = (unsigned)nv, .memory = mem };
+  struct conv c = { .name = name ? vm_strdup(name) : NULL, .vcpus = (unsigned)nv, .memory = mem,
+                    .networks = networks, .adapt = !no_adapt };
+  /* The boot test reads the console as libvirt's event loop receives it. */
+  if (boot_test && (rc = vm_events_init())) return rc;
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
   c.conn = conn;
@@ -453,9 +541,18 @@ int main(int argc, char **argv)
   if (!rc) rc = read_stream(&c, &rd, &chk);
   vm_progress_end();
   if (!rc) rc = close_disks(&c);
-  if (!rc) rc = make_swaps(&c, &chk);
+  /* A guest that could not be adapted, or a VM that did not boot, is kept (the
+   * stream cannot be sent again) and said by exit 6. */
+  int verdict = 0;
+  json_object *rep = json_object_new_object();
+  if (!rc && (rc = guest_work(&c, &chk, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0;
   if (!rc) rc = finish_disks(&c);
   if (!rc && vm_interrupted()) rc = vm_fail_interrupted();
+  if (!rc && boot_test) {
+    struct pc_boot b = { .conn = conn, .pool = c.pool, .dom = c.dom, .rec = c.rec, .name = c.name,
+                         .timeout_s = boot_timeout };
+    if ((rc = pc_boot_test(&b, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0;
+  }
   /* The VM is whole: defined again, without the record. */
   if (!rc) rc = define_vm(&c, chk.inventory, NULL);
   for (size_t i = 0; i < c.ndisks; i++)
@@ -463,7 +560,6 @@ int main(int argc, char **argv)
   if (rc) vm_undo_run(&c.undo);
   else vm_undo_forget(&c.undo);
   if (!rc) {
-    json_object *rep = json_object_new_object();
     json_object_object_add(rep, "vm", json_object_new_string(c.name));
     json_object_object_add(rep, "host", json_object_new_string(vm_conn_host_name(conn)));
     json_object *dl = json_object_new_array();
@@ -475,9 +571,16 @@ int main(int argc, char **argv)
       json_object_object_add(d, "size", json_object_new_int64((int64_t)c.disks[i].size));
       json_object_object_add(d, "written", json_object_new_int64((int64_t)c.disks[i].written));
       json_object_object_add(d, "swap_areas", json_object_new_int((int)chk.disks[i].nswaps));
+      /* What inspection found on it (adapt.c). */
+      json_object *roles, *r, *v;
+      if (json_object_object_get_ex(rep, "roles", &roles) && (r = json_object_array_get_idx(roles, i))) {
+        if (json_object_object_get_ex(r, "role", &v)) json_object_object_add(d, "role", json_object_get(v));
+        if (json_object_object_get_ex(r, "mounts", &v)) json_object_object_add(d, "mounts", json_object_get(v));
+      }
       json_object_array_add(dl, d);
       written += c.disks[i].written;
     }
+    json_object_object_del(rep, "roles");
     json_object_object_add(rep, "disks", dl);
     json_object_object_add(rep, "stream_bytes", json_object_new_int64((int64_t)rd.bytes));
     json_object_object_add(rep, "written", json_object_new_int64((int64_t)written));
@@ -495,8 +598,11 @@ int main(int argc, char **argv)
       vm_info("VM '%s' defined on %s: %zu disk%s, %s written from %s of stream", c.name, vm_conn_host_name(conn),
               c.ndisks, c.ndisks == 1 ? "" : "s", vm_format_size(written, a), vm_format_size(rd.bytes, b));
     }
-    json_object_put(rep);
+    if (verdict == VM_EXIT_VERIFY)
+      vm_warn("VM '%s' is kept as converted, but %s", c.name,
+              json_object_object_get_ex(rep, "boot_test", NULL) ? "it did not pass its boot test" : "its adaptation is not whole");
   }
+  json_object_put(rep);
   if (c.dom) virDomainFree(c.dom);
   if (c.rec) xmlFreeDoc(c.rec);
   for (size_t i = 0; i < c.ndisks; i++) {
@@ -514,5 +620,5 @@ int main(int argc, char **argv)
   free(c.buf);
   ZSTD_freeDCtx(c.dctx);
   if (fd != STDIN_FILENO) close(fd);
-  return rc;
+  return rc ? rc : verdict;
 }

@@ -221,7 +221,7 @@ while :; do
 done &
 sleep 3
 { /mnt/usr/sbin/p2v-agent send --online --disk /dev/vda --block-size 256K --final-delta 64K --max-passes 4
-  echo "agent-exit=\$?"; } | nc 10.0.2.2 $port
+  echo "agent-exit=\$?" > /dev/console; } | nc 10.0.2.2 $port
 echo "stream-sent"
 EOF
   chmod 755 "$m/etc/vmkit/rc"
@@ -267,8 +267,9 @@ EOF
 EOF
   virsh_q create "$BATS_TEST_TMPDIR/vm.xml" >/dev/null
   local i
-  for i in $(seq 900); do
-    [ -f "$BATS_TEST_TMPDIR/conv.rc" ] && console "$vm" | grep -q 'stream-sent' && break
+  # Under TCG: about a minute; ten at most.
+  for i in $(seq 600); do
+    [ -f "$BATS_TEST_TMPDIR/conv.rc" ] && console "$vm" | grep -q 'agent-exit=' && break
     sleep 1
   done
   console "$vm" > "$BATS_TEST_TMPDIR/console"

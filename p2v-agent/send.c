@@ -426,9 +426,29 @@ static int map_now(struct pa_online *on, size_t i, struct dpass *p)
 /* Reads the final pass's blocks of every disk into memory, the file systems
  * frozen: nothing is sent while they are, so that a slow link does not make the
  * freeze longer. */
+/* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
+static uint64_t mem_available(void)
+{
+  CLEANUP_FCLOSE FILE *f = fopen("/proc/meminfo", "re");
+  char line[128];
+  unsigned long long kb;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) return (uint64_t)kb * 1024;
+  return 0;
+}
+
 static int read_frozen(struct sender *s, const struct pa_disk *disks, size_t n, struct dpass *dp, struct pa_online *on,
                        const struct pa_online_opts *oo)
 {
+  /* The blocks are held in memory until the thaw: a set that does not fit in
+   * half of what is available fails now, not through the OOM killer. */
+  uint64_t need = 0, avail = mem_available();
+  for (size_t i = 0; i < n; i++) need += (uint64_t)dp[i].nblks * s->bs;
+  if (avail && need > avail / 2) {
+    char a[16], b[16];
+    return vm_fail(VM_EXIT_FAIL, "the final pass would hold %s in memory, %s is available: thawed (give a larger "
+                   "--max-passes or a smaller --block-size)", vm_format_size(need, a), vm_format_size(avail, b));
+  }
   const char *hook = getenv("VMKIT_TEST_FREEZE_MS"); /* tests: a long freeze on purpose */
   if (hook && *hook) vm_sleep_ms(atoi(hook));
   for (size_t i = 0; i < n; i++) {

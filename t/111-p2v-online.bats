@@ -125,6 +125,32 @@ teardown() {
   writes_pass "$MNT"
 }
 
+@test "lost events (fanotify's queue overflowed): a checkpoint and every used block again; the copy is clean" {
+  local vm=$(vm_name lost) i
+  make_loop_fs
+  mkdir "$MNT/many"
+  # The agent stopped once it watches the file system, while 30000 files are
+  # made (more events than fanotify's queue holds), then let go.
+  "$AGENT" send --online --disk "$LOOP" --max-freeze 1s --block-size 16M 2> "$BATS_TEST_TMPDIR/err" |
+    "$TOP/p2v-convert/p2v-convert" --name "$vm" --memory 256M -o json > "$BATS_TEST_TMPDIR/conv.json" 2>/dev/null &
+  local pipe=$!
+  for i in $(seq 300); do grep -q 'delta passes' "$BATS_TEST_TMPDIR/err" && break; sleep 0.1; done
+  AGENT_PID=$(pgrep -o -f "p2v-agent send --online --disk $LOOP ")
+  kill -STOP "$AGENT_PID"
+  (cd "$MNT/many" && seq 30000 | xargs touch)
+  kill -CONT "$AGENT_PID"
+  wait "$pipe"
+  grep -q "events were lost: every used block goes again" "$BATS_TEST_TMPDIR/err" || { cat "$BATS_TEST_TMPDIR/err" >&2; return 1; }
+  grep -q "p2v-agent: sent 1 disk in" "$BATS_TEST_TMPDIR/err"
+  local vol out
+  vol=$(jq -r '.disks[0].volume' "$BATS_TEST_TMPDIR/conv.json")
+  out=$BATS_TEST_TMPDIR/out.raw
+  qemu-img convert -O raw "$vol" "$out"
+  run e2fsck -fn "$out"
+  [ "$status" -eq 0 ] || { echo "$output" >&2; return 1; }
+  [ "$(debugfs -R "ls -l /many" "$out" 2>/dev/null | grep -c ' [0-9]*$')" -ge 30000 ]
+}
+
 @test "the watchdog thaws the file systems when the agent is killed with kill -9 during the freeze" {
   make_loop_fs
   # A freeze held 60 s on purpose (the test hook), far past the kill.
@@ -235,8 +261,12 @@ EOF
   make_server_disk "$img" "$port"
   cp "$VMKIT_FIXTURE/vmlinuz" "$dir/$vm.vmlinuz"
   cp "$VMKIT_FIXTURE/initrd.img" "$dir/$vm.initrd"
-  # The listener and the converter, before the guest starts.
-  (sleep 900 | busybox nc -l -p "$port" |
+  # The listener and the converter, before the guest starts. busybox nc stops
+  # reading the connection when its input ends: its input is a FIFO of the
+  # test's own, open for writing too, which never ends.
+  mkfifo "$BATS_TEST_TMPDIR/never"
+  (exec 7<> "$BATS_TEST_TMPDIR/never"
+   busybox nc -l -p "$port" <&7 |
     "$TOP/p2v-convert/p2v-convert" --name "$conv" --memory 256M -o json \
       > "$BATS_TEST_TMPDIR/conv.json" 2> "$BATS_TEST_TMPDIR/conv.err"
    echo $? > "$BATS_TEST_TMPDIR/conv.rc") 3>&- &
@@ -277,7 +307,11 @@ EOF
   grep -q 'agent-exit=0' "$BATS_TEST_TMPDIR/console" || { cat "$BATS_TEST_TMPDIR/console" "$BATS_TEST_TMPDIR/conv.err" >&2; return 1; }
   [ "$(cat "$BATS_TEST_TMPDIR/conv.rc")" -eq 0 ] || { cat "$BATS_TEST_TMPDIR/conv.err" >&2; return 1; }
   local json=$BATS_TEST_TMPDIR/conv.json vol out
-  [ "$(jq -r '.passes' "$json")" -eq 4 ]
+  # Pass 1, delta passes (one at least: the writer wrote during pass 1), the
+  # final pass (the fourth at the latest).
+  local passes
+  passes=$(jq -r '.passes' "$json")
+  [ "$passes" -ge 3 ] && [ "$passes" -le 4 ]
   # The copy: a clean file system holding the records in order, at least up to
   # the last one the writer said was committed before the agent said it was
   # freezing.
@@ -298,11 +332,11 @@ EOF
   # far less.
   local first final
   first=$(sed -n 's/.*p2v-agent: pass 1: read \([0-9.]*[KMG]\?\),.*/\1/p' "$BATS_TEST_TMPDIR/console" | tr -d '\r')
-  final=$(sed -n 's/.*p2v-agent: pass 4 (final): read \([0-9.]*[KMG]\?\) while frozen for [0-9]* ms.*/\1/p' "$BATS_TEST_TMPDIR/console" | tr -d '\r')
+  final=$(sed -n "s/.*p2v-agent: pass $passes (final): read \\([0-9.]*[KMG]\\?\\) while frozen for [0-9]* ms.*/\\1/p" "$BATS_TEST_TMPDIR/console")
   [ -n "$first" ] && [ -n "$final" ] || { cat "$BATS_TEST_TMPDIR/console" >&2; return 1; }
   first=$(numfmt --from=iec "$first")
   final=$(numfmt --from=iec "$final")
   [ "$first" -ge $((40 << 20)) ]
-  [ $((final * 10)) -lt "$first" ] || { echo "pass 1 read $first bytes, the final pass $final" >&2; return 1; }
+  [ $((final * 5)) -lt "$first" ] || { echo "pass 1 read $first bytes, the final pass $final" >&2; return 1; }
   grep -q 'p2v-agent: frozen for [0-9]* ms' "$BATS_TEST_TMPDIR/console"
 }

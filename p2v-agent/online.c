@@ -220,10 +220,45 @@ static int track(struct pa_fs *f)
   return 0;
 }
 
+static int cmp_handle(const void *a, const void *b)
+{
+  const struct handle *x = a, *y = b;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static int cmp_ino(const void *a, const void *b)
+{
+  const struct pa_ino *x = a, *y = b;
+  if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+  return (int)x->dir - (int)y->dir;
+}
+
+/* Each inode once, sorted: a busy server names the same ones over and over. */
+static void unique_inos(struct pa_fs *f)
+{
+  if (f->ninos) qsort(f->inos, f->ninos, sizeof *f->inos, cmp_ino);
+  size_t k = 0;
+  for (size_t j = 0; j < f->ninos; j++)
+    if (!k || f->inos[j].ino != f->inos[k - 1].ino || f->inos[j].dir != f->inos[k - 1].dir) f->inos[k++] = f->inos[j];
+  f->ninos = k;
+}
+
+static void unique_mods(struct pa_fs *f)
+{
+  if (f->nmod) qsort(f->mod, f->nmod, sizeof *f->mod, cmp_handle);
+  size_t k = 0;
+  for (size_t j = 0; j < f->nmod; j++) {
+    if (k && f->mod[j].ino == f->mod[k - 1].ino) free(f->mod[j].fh);
+    else f->mod[k++] = f->mod[j];
+  }
+  f->nmod = k;
+}
+
 static void note_ino(struct pa_fs *f, uint64_t ino, bool dir)
 {
   if (f->ninos && f->inos[f->ninos - 1].ino == ino && f->inos[f->ninos - 1].dir == dir) return;
-  if (f->ninos == f->capinos) {
+  if (f->ninos == f->capinos) unique_inos(f);
+  if (f->ninos * 4 >= f->capinos * 3) {
     f->capinos = f->capinos ? f->capinos * 2 : 256;
     f->inos = realloc(f->inos, f->capinos * sizeof *f->inos);
     if (!f->inos) abort();
@@ -234,7 +269,8 @@ static void note_ino(struct pa_fs *f, uint64_t ino, bool dir)
 static void note_mod(struct pa_fs *f, uint64_t ino, const struct file_handle *fh)
 {
   if (f->nmod && f->mod[f->nmod - 1].ino == ino) return;
-  if (f->nmod == f->capmod) {
+  if (f->nmod == f->capmod) unique_mods(f);
+  if (f->nmod * 4 >= f->capmod * 3) {
     f->capmod = f->capmod ? f->capmod * 2 : 256;
     f->mod = realloc(f->mod, f->capmod * sizeof *f->mod);
     if (!f->mod) abort();
@@ -383,19 +419,6 @@ static int file_extents(struct pa_fs *f, int fd, struct pa_ranges *out)
   return rc;
 }
 
-static int cmp_handle(const void *a, const void *b)
-{
-  const struct handle *x = a, *y = b;
-  return x->ino < y->ino ? -1 : x->ino > y->ino;
-}
-
-static int cmp_ino(const void *a, const void *b)
-{
-  const struct pa_ino *x = a, *y = b;
-  if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
-  return (int)x->dir - (int)y->dir;
-}
-
 static void free_mods(struct pa_fs *f)
 {
   for (size_t i = 0; i < f->nmod; i++) free(f->mod[i].fh);
@@ -406,9 +429,8 @@ static void free_mods(struct pa_fs *f)
  * later write names them again). */
 static void mods_extents(struct pa_fs *f, struct pa_ranges *out)
 {
-  if (f->nmod) qsort(f->mod, f->nmod, sizeof *f->mod, cmp_handle);
+  unique_mods(f);
   for (size_t i = 0; i < f->nmod; i++) {
-    if (i && f->mod[i].ino == f->mod[i - 1].ino) continue;
     int fd = open_by_handle_at(f->mfd, f->mod[i].fh, O_RDONLY | O_NOATIME | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) continue; /* deleted since: its blocks are free */
     struct stat st;
@@ -597,11 +619,7 @@ int pa_online_changes(struct pa_online *on, size_t disk, bool final, struct pa_r
     ranges_minus(&f->prev_free, &f->free, out);
     if (final) {
       for (size_t j = 0; j < f->special.n; j++) pa_ranges_add(out, f->special.v[j].start, f->special.v[j].end);
-      if (f->ninos) qsort(f->inos, f->ninos, sizeof *f->inos, cmp_ino);
-      size_t k = 0;
-      for (size_t j = 0; j < f->ninos; j++)
-        if (!k || f->inos[j].ino != f->inos[k - 1].ino || f->inos[j].dir != f->inos[k - 1].dir) f->inos[k++] = f->inos[j];
-      f->ninos = k;
+      unique_inos(f);
       if (pa_ext_named(on->disks[disk].path, f->offset, f->inos, f->ninos, out) != 0) all_used(f, out);
     }
   }

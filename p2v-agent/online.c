@@ -70,6 +70,7 @@ struct pa_fs {
   bool ext;              /* ext2/3/4: tracked */
   bool have_fsmap;       /* GETFSMAP works on it */
   bool freezable, frozen;
+  bool unfreezable_said;
   bool lost;             /* events were lost: a checkpoint and a full pass next */
   struct handle *mod;    /* files written since the last pass */
   size_t nmod, capmod;
@@ -80,6 +81,7 @@ struct pa_fs {
 };
 
 struct pa_online {
+  bool frozen;            /* nothing is said on stderr then: it may be a file on a frozen file system */
   const struct pa_disk *disks;
   size_t ndisks;
   struct pa_fs *fs;
@@ -427,7 +429,7 @@ static void free_mods(struct pa_fs *f)
 
 /* The files written since the last pass, mapped; they are forgotten then (a
  * later write names them again). */
-static void mods_extents(struct pa_fs *f, struct pa_ranges *out)
+static void mods_extents(struct pa_fs *f, struct pa_ranges *out, bool quiet)
 {
   unique_mods(f);
   for (size_t i = 0; i < f->nmod; i++) {
@@ -435,8 +437,9 @@ static void mods_extents(struct pa_fs *f, struct pa_ranges *out)
     if (fd < 0) continue; /* deleted since: its blocks are free */
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && file_extents(f, fd, out) != 0) {
-      vm_debug("%s: cannot map inode %llu with FIEMAP: every used block goes again", f->mnt,
-               (unsigned long long)f->mod[i].ino);
+      if (!quiet)
+        vm_debug("%s: cannot map inode %llu with FIEMAP: every used block goes again", f->mnt,
+                 (unsigned long long)f->mod[i].ino);
       f->lost = true;
     }
     close(fd);
@@ -550,7 +553,7 @@ int pa_online_map(struct pa_online *on, size_t disk, struct pa_map *m)
     char h1[16], h2[16];
     uint64_t nf = 0;
     for (size_t j = 0; j < f->free.n; j++) nf += f->free.v[j].end - f->free.v[j].start;
-    vm_debug("%s: %s of %s free by GETFSMAP", f->mnt, vm_format_size(nf, h1), vm_format_size(f->size, h2));
+    if (!on->frozen) vm_debug("%s: %s of %s free by GETFSMAP", f->mnt, vm_format_size(nf, h1), vm_format_size(f->size, h2));
   }
   pa_map_merge(m);
   return 0;
@@ -613,7 +616,7 @@ int pa_online_changes(struct pa_online *on, size_t disk, bool final, struct pa_r
       all_used(f, out);
       continue;
     }
-    mods_extents(f, out);
+    mods_extents(f, out, on->frozen);
     /* Allocated since the last pass: what the events did not name (a new
      * extent-tree block, a file written through mmap) goes too. */
     ranges_minus(&f->prev_free, &f->free, out);
@@ -731,13 +734,14 @@ static int freeze_all(struct pa_online *on, struct pa_fs *only, int64_t max_ms)
   int rc = start_watchdog(on, max_ms);
   if (rc) return rc;
   on->t_freeze = vm_now_ms();
+  on->frozen = true;
   for (size_t i = 0; i < on->nfs; i++) {
     struct pa_fs *f = &on->fs[i];
     if ((only && f != only) || !f->freezable) continue;
     if (ioctl(f->mfd, FIFREEZE, 0) == 0) {
       f->frozen = true;
     } else if (errno == EOPNOTSUPP || errno == ENOTTY) {
-      vm_warn("%s (%s) cannot be frozen: it is read as it is", f->mnt, f->fstype);
+      /* Said once thawed. */
       f->freezable = false;
     } else {
       rc = vm_fail_errno(VM_EXIT_FAIL, "cannot freeze '%s'%s", f->mnt, errno == EBUSY ? " (frozen already?)" : "");
@@ -779,10 +783,19 @@ void pa_online_thaw(struct pa_online *on, int64_t *ms)
   for (size_t i = 0; i < on->nfs; i++) {
     struct pa_fs *f = &on->fs[i];
     if (!f->frozen) continue;
-    if (ioctl(f->mfd, FITHAW, 0) != 0 && errno != EINVAL) vm_warn("cannot thaw '%s': %s", f->mnt, strerror(errno));
+    int e = ioctl(f->mfd, FITHAW, 0) != 0 && errno != EINVAL ? errno : 0;
     f->frozen = false;
+    if (e) vm_warn("cannot thaw '%s': %s", f->mnt, strerror(e));
     any = true;
   }
   *ms = any ? vm_now_ms() - on->t_freeze : 0;
   stop_watchdog(on);
+  on->frozen = false;
+  for (size_t i = 0; i < on->nfs; i++) {
+    struct pa_fs *f = &on->fs[i];
+    if (!f->freezable && !f->unfreezable_said) {
+      vm_warn("%s (%s) cannot be frozen: it is read as it is", f->mnt, f->fstype);
+      f->unfreezable_said = true;
+    }
+  }
 }

@@ -291,7 +291,12 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
       rc = vm_fail_interrupted();
       break;
     }
-    if (on && !pre && (i & 63) == 0) pa_online_poll(on);
+    if ((i & 63) == 0) {
+      if (on && !pre) pa_online_poll(on);
+      char what[64];
+      snprintf(what, sizeof what, "pass %u: %s", pass, d->name);
+      vm_progress(what, i, count);
+    }
     struct job *j = &s->ring[head % s->nring];
     if (head - tail == s->nring) {
       /* The ring is full: the oldest job goes out first. */
@@ -328,6 +333,7 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
   }
   /* Whatever happened, no worker may still hold a job's buffers. */
   vm_workq_drain(s->q);
+  vm_progress_end();
   while (!rc && tail < head) {
     if (put_job(s, disk, &s->ring[tail % s->nring], dg)) rc = fail_write();
     tail++;
@@ -522,6 +528,9 @@ static int online_passes(struct sender *s, const struct pa_disk *disks, size_t n
     vm_info("pass %u: %s changed: freezing the file systems for the final pass", pass, vm_format_size(total, h));
     if ((rc = pa_online_freeze(on))) break;
     int64_t t_frozen = vm_now_ms();
+    /* Nothing on stderr while frozen (it may be a file on a frozen file system):
+     * an error is kept and said once thawed. */
+    vm_errors_mute(true);
     for (size_t i = 0; i < n && !rc; i++) {
       if (!pa_online_has_disk(on, i)) continue;
       rc = map_now(on, i, &dp[i]);
@@ -532,8 +541,12 @@ static int online_passes(struct sender *s, const struct pa_disk *disks, size_t n
     struct counts cf = counts_now(s);
     if (!rc) rc = read_frozen(s, disks, n, dp, on, oo);
     pa_online_thaw(on, frozen_ms);
+    vm_errors_mute(false);
     if (!*frozen_ms) *frozen_ms = vm_now_ms() - t_frozen;
-    if (rc) break;
+    if (rc) {
+      rc = vm_fail(rc, "%s", vm_last_error());
+      break;
+    }
     struct counts cr = counts_now(s);
     for (size_t i = 0; i < n && !rc; i++)
       if (pa_online_has_disk(on, i))
@@ -630,10 +643,10 @@ int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int t
   free(s.ring);
   if (!rc) {
     char a[16], b[16], c[16], z[16], w[16];
-    vm_info("sent %zu disk%s in %u pass%s in %.1f s: read %s, skipped %s free, %s zero, %s swap; %s in the stream%s",
+    vm_info("sent %zu disk%s in %u pass%s in %.1f s: read %s, skipped %s free, %s zero, %s swap; %s in the stream",
             n, n == 1 ? "" : "s", passes, passes == 1 ? "" : "es", (double)(vm_now_ms() - t0) / 1000.0,
             vm_format_size(s.bytes_read, a), vm_format_size(s.skipped_free, b), vm_format_size(s.skipped_zero, z),
-            vm_format_size(s.skipped_swap, w), vm_format_size(s.w.bytes, c), "");
+            vm_format_size(s.skipped_swap, w), vm_format_size(s.w.bytes, c));
     if (on) vm_info("frozen for %lld ms", (long long)frozen_ms);
   }
 out:

@@ -37,6 +37,7 @@
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <linux/fsmap.h>
+#include <dirent.h>
 #include <sys/fanotify.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -201,6 +202,45 @@ static int find_mounts(struct pa_online *on)
   free(line);
   free(ddev);
   return 0;
+}
+
+/* True when a device-mapper or MD device stands on the sysfs block folder dir
+ * (its holders/ is not empty). */
+static bool has_holders(const char *dir)
+{
+  CLEANUP_FREE char *h = vm_strdup_printf("%s/holders", dir);
+  DIR *d = opendir(h);
+  if (!d) return false;
+  bool any = false;
+  struct dirent *e;
+  while (!any && (e = readdir(d)))
+    if (e->d_name[0] != '.') any = true;
+  closedir(d);
+  return any;
+}
+
+/* Online mode follows file systems mounted from the disk or its partitions
+ * only: one on LVM, MD or dm-crypt above them is read as it is, which a
+ * running server makes inconsistent. Said, not refused. */
+static void warn_stacked(const struct pa_disk *d)
+{
+  struct stat st;
+  if (stat(d->path, &st) != 0 || !S_ISBLK(st.st_mode)) return;
+  CLEANUP_FREE char *dir = vm_strdup_printf("/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+  bool stacked = has_holders(dir);
+  DIR *sd = opendir(dir);
+  struct dirent *e;
+  while (sd && !stacked && (e = readdir(sd))) {
+    if (e->d_name[0] == '.') continue;
+    CLEANUP_FREE char *part = vm_strdup_printf("%s/%s/partition", dir, e->d_name);
+    if (access(part, F_OK) != 0) continue;
+    CLEANUP_FREE char *pd = vm_strdup_printf("%s/%s", dir, e->d_name);
+    stacked = has_holders(pd);
+  }
+  if (sd) closedir(sd);
+  if (stacked)
+    vm_warn("%s holds LVM, MD or device-mapper volumes: their file systems are read as they are, not followed "
+            "(stop their writers, or mount them read-only)", d->path);
 }
 
 /* ---- fanotify ------------------------------------------------------------------------- */
@@ -461,6 +501,7 @@ int pa_online_open(const struct pa_disk *disks, size_t n, const struct pa_online
   on->o = *o;
   on->watchdog = -1;
   on->wd_pipe = -1;
+  for (size_t i = 0; i < n; i++) warn_stacked(&disks[i]);
   int rc = find_mounts(on);
   for (size_t i = 0; i < on->nfs && !rc; i++) {
     struct pa_fs *f = &on->fs[i];

@@ -55,7 +55,71 @@ struct pa_part {
 };
 int pa_partitions(const char *path, uint64_t disk_size, struct pa_part **parts, size_t *n, char table[16]);
 
-/* Pass 1 over every disk, then the trailer, on stdout. */
-int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int threads);
+/* Sorts a map's free ranges and merges those that overlap (a partition table
+ * that lies, or ranges added by online mode). */
+void pa_map_merge(struct pa_map *m);
+void pa_map_add_free(struct pa_map *m, uint64_t start, uint64_t end, int reason);
+
+/* Byte ranges of a disk (online mode's changed sets). */
+struct pa_ranges {
+  struct pa_range *v;
+  size_t n, cap;
+};
+void pa_ranges_add(struct pa_ranges *r, uint64_t start, uint64_t end);
+void pa_ranges_free(struct pa_ranges *r);
+
+/* An inode that an event named since the last checkpoint, and what it is. */
+struct pa_ino {
+  uint64_t ino;
+  bool dir;
+};
+/* The metadata of a mounted ext2/3/4 file system at byte offset off of the disk
+ * that the final pass reads again, found through libext2fs while the file system
+ * is frozen (its journal is then checkpointed: what is in place is current): the
+ * inode-table bytes of each inode named, every block of the directories named,
+ * the extent-tree or indirect blocks and the extended-attribute block of the
+ * files named, every block of the reserved inodes but the journal's (quota,
+ * orphan file), and the journal's superblock. 0, or -1 after a message. */
+int pa_ext_named(const char *path, uint64_t off, const struct pa_ino *inos, size_t n, struct pa_ranges *out);
+
+/* ---- Online mode (online.c) ----------------------------------------------------------
+ * The mounted file systems of the disks sent: their changes found with fanotify,
+ * FIEMAP and GETFSMAP between passes, their freeze for the final pass. */
+struct pa_online;
+struct pa_online_opts {
+  int64_t max_freeze_ms;
+  uint64_t final_delta;   /* freeze once a delta is at most this many bytes */
+  unsigned max_passes;    /* the final pass comes at the latest as this one */
+};
+/* Finds the file systems mounted from the disks, marks them for fanotify and
+ * checkpoints their journals (a freeze of a few milliseconds, under the
+ * watchdog). *out is NULL when none is mounted. 0 or an exit code. */
+int pa_online_open(const struct pa_disk *disks, size_t n, const struct pa_online_opts *o, struct pa_online **out);
+void pa_online_close(struct pa_online *on);
+/* Reads the events queued so far (non-blocking): called while a pass reads. */
+void pa_online_poll(struct pa_online *on);
+/* The map of disk i for this pass: the free ranges of its mounted file systems
+ * from GETFSMAP replace what libext2fs read from their bitmaps (a mounted ext4
+ * always "needs recovery" on disk). */
+int pa_online_map(struct pa_online *on, size_t disk, struct pa_map *m);
+/* The byte ranges of disk i to send again in this pass, after pa_online_map:
+ * the files modified since the last pass (FIEMAP), what was allocated since,
+ * all used blocks of a file system whose events were lost; with final (the file
+ * systems frozen), also the metadata: GETFSMAP's special owners, pa_ext_named,
+ * and all used blocks of file systems that are not tracked. 0 or an exit code. */
+int pa_online_changes(struct pa_online *on, size_t disk, bool final, struct pa_ranges *out);
+/* True when some file system of disk i is mounted (online passes concern it). */
+bool pa_online_has_disk(const struct pa_online *on, size_t disk);
+/* Forks the watchdog, then freezes every file system (FIFREEZE). 0 or an exit
+ * code, everything thawed. */
+int pa_online_freeze(struct pa_online *on);
+/* Thaws what is frozen, ends the watchdog; the time frozen in *ms. */
+void pa_online_thaw(struct pa_online *on, int64_t *ms);
+/* Milliseconds since the freeze began. */
+int64_t pa_online_frozen_ms(const struct pa_online *on);
+
+/* The passes over every disk, then the trailer, on stdout. on NULL: one pass. */
+int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int threads, struct pa_online *on,
+            const struct pa_online_opts *oo);
 
 #endif

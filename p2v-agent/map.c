@@ -94,7 +94,7 @@ int pa_partitions(const char *path, uint64_t disk_size, struct pa_part **parts, 
   return 0;
 }
 
-static void add_free(struct pa_map *m, uint64_t start, uint64_t end, int reason)
+void pa_map_add_free(struct pa_map *m, uint64_t start, uint64_t end, int reason)
 {
   if (end <= start) return;
   if (m->nfree && m->free[m->nfree - 1].end == start && m->free[m->nfree - 1].reason == reason) {
@@ -150,7 +150,7 @@ static int ext_free(const char *path, const struct pa_part *p, struct pa_map *m)
     uint64_t a = p->start + z * bs, e2 = p->start + s * bs;
     if (e2 > limit) e2 = limit;
     if (a < e2) {
-      add_free(m, a, e2, VM_HOLE_FREE);
+      pa_map_add_free(m, a, e2, VM_HOLE_FREE);
       nfree += e2 - a;
     }
     b = s;
@@ -174,37 +174,9 @@ static int cmp_range(const void *a, const void *b)
   return x->start < y->start ? -1 : x->start > y->start;
 }
 
-int pa_map_disk(const struct pa_disk *d, struct pa_map *m)
+/* Sorted, and overlaps merged: the reader walks them forwards only. */
+void pa_map_merge(struct pa_map *m)
 {
-  memset(m, 0, sizeof *m);
-  struct pa_part *parts = NULL;
-  size_t n = 0;
-  char table[16];
-  int rc = pa_partitions(d->path, d->size, &parts, &n, table);
-  if (rc) return rc;
-  for (size_t i = 0; i < n && !rc; i++) {
-    struct pa_part *p = &parts[i];
-    if (p->container) continue;
-    if (!strcmp(p->fstype, "ext2") || !strcmp(p->fstype, "ext3") || !strcmp(p->fstype, "ext4")) {
-      rc = ext_free(d->path, p, m);
-    } else if (!strcmp(p->fstype, "swap") && strlen(p->uuid) == 36 && m->nswaps < 16) {
-      add_free(m, p->start, p->start + p->size, VM_HOLE_SWAP);
-      m->swaps = realloc(m->swaps, (m->nswaps + 1) * sizeof *m->swaps);
-      if (!m->swaps) abort();
-      struct pa_swap *s = &m->swaps[m->nswaps++];
-      memset(s, 0, sizeof *s);
-      s->offset = p->start;
-      s->length = p->size;
-      snprintf(s->uuid, sizeof s->uuid, "%s", p->uuid);
-      snprintf(s->label, sizeof s->label, "%s", p->label);
-      vm_strv_addf(&m->notes, "partition %d (swap): not read, made again on the VM", p->number);
-    } else {
-      vm_strv_addf(&m->notes, "partition %d (%s): read whole", p->number, p->fstype[0] ? p->fstype : "no file system");
-    }
-  }
-  free(parts);
-  /* Sorted, and overlaps (a partition table that lies) merged: the reader walks
-   * them forwards only. */
   if (m->nfree) qsort(m->free, m->nfree, sizeof *m->free, cmp_range);
   size_t k = 0;
   for (size_t i = 1; i < m->nfree; i++) {
@@ -221,6 +193,38 @@ int pa_map_disk(const struct pa_disk *d, struct pa_map *m)
     }
   }
   if (m->nfree) m->nfree = k + 1;
+}
+
+int pa_map_disk(const struct pa_disk *d, struct pa_map *m)
+{
+  memset(m, 0, sizeof *m);
+  struct pa_part *parts = NULL;
+  size_t n = 0;
+  char table[16];
+  int rc = pa_partitions(d->path, d->size, &parts, &n, table);
+  if (rc) return rc;
+  for (size_t i = 0; i < n && !rc; i++) {
+    struct pa_part *p = &parts[i];
+    if (p->container) continue;
+    if (!strcmp(p->fstype, "ext2") || !strcmp(p->fstype, "ext3") || !strcmp(p->fstype, "ext4")) {
+      rc = ext_free(d->path, p, m);
+    } else if (!strcmp(p->fstype, "swap") && strlen(p->uuid) == 36 && m->nswaps < 16) {
+      pa_map_add_free(m, p->start, p->start + p->size, VM_HOLE_SWAP);
+      m->swaps = realloc(m->swaps, (m->nswaps + 1) * sizeof *m->swaps);
+      if (!m->swaps) abort();
+      struct pa_swap *s = &m->swaps[m->nswaps++];
+      memset(s, 0, sizeof *s);
+      s->offset = p->start;
+      s->length = p->size;
+      snprintf(s->uuid, sizeof s->uuid, "%s", p->uuid);
+      snprintf(s->label, sizeof s->label, "%s", p->label);
+      vm_strv_addf(&m->notes, "partition %d (swap): not read, made again on the VM", p->number);
+    } else {
+      vm_strv_addf(&m->notes, "partition %d (%s): read whole", p->number, p->fstype[0] ? p->fstype : "no file system");
+    }
+  }
+  free(parts);
+  pa_map_merge(m);
   if (m->nswaps) qsort(m->swaps, m->nswaps, sizeof *m->swaps, cmp_swap);
   return rc;
 }
@@ -231,4 +235,94 @@ void pa_map_free(struct pa_map *m)
   free(m->swaps);
   vm_strv_free(&m->notes);
   memset(m, 0, sizeof *m);
+}
+
+void pa_ranges_add(struct pa_ranges *r, uint64_t start, uint64_t end)
+{
+  if (end <= start) return;
+  if (r->n && r->v[r->n - 1].end == start) {
+    r->v[r->n - 1].end = end;
+    return;
+  }
+  if (r->n == r->cap) {
+    r->cap = r->cap ? r->cap * 2 : 64;
+    r->v = realloc(r->v, r->cap * sizeof *r->v);
+    if (!r->v) abort();
+  }
+  r->v[r->n++] = (struct pa_range){ start, end, 0 };
+}
+
+void pa_ranges_free(struct pa_ranges *r)
+{
+  free(r->v);
+  memset(r, 0, sizeof *r);
+}
+
+struct named_ctx {
+  struct pa_ranges *out;
+  uint64_t off, bs;
+  bool all;
+};
+
+/* Each block of an inode's map; blockcnt < 0 for the blocks of the map itself
+ * (extent-tree nodes, indirect blocks). */
+static int named_block(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt, blk64_t ref_blk, int ref_offset,
+                       void *priv)
+{
+  struct named_ctx *c = priv;
+  if (c->all || blockcnt < 0) pa_ranges_add(c->out, c->off + *blocknr * c->bs, c->off + (*blocknr + 1) * c->bs);
+  return 0;
+}
+
+static void named_inode(ext2_filsys fs, uint64_t off, ext2_ino_t ino, bool all, struct pa_ranges *out)
+{
+  uint64_t bs = EXT2_BLOCK_SIZE(fs->super), isz = EXT2_INODE_SIZE(fs->super);
+  uint32_t ipg = fs->super->s_inodes_per_group;
+  if (ino < 1 || ino > fs->super->s_inodes_count || ipg == 0) return;
+  dgrp_t g = (dgrp_t)((ino - 1) / ipg);
+  blk64_t it = ext2fs_inode_table_loc(fs, g);
+  if (!it) return;
+  uint64_t a = off + it * bs + (uint64_t)((ino - 1) % ipg) * isz;
+  pa_ranges_add(out, a, a + isz);
+  /* A free inode's map is stale: its blocks are free (the bitmaps go again). */
+  if (fs->inode_map && !ext2fs_test_inode_bitmap2(fs->inode_map, ino) && ino >= EXT2_FIRST_INO(fs->super)) return;
+  struct ext2_inode inode;
+  if (ext2fs_read_inode(fs, ino, &inode)) return;
+  blk64_t acl = ext2fs_file_acl_block(fs, &inode);
+  if (acl) pa_ranges_add(out, off + acl * bs, off + (acl + 1) * bs);
+  if (!ext2fs_inode_has_valid_blocks2(fs, &inode)) return;
+  struct named_ctx c = { out, off, bs, all };
+  ext2fs_block_iterate3(fs, ino, BLOCK_FLAG_READ_ONLY, NULL, named_block, &c);
+}
+
+int pa_ext_named(const char *path, uint64_t off, const struct pa_ino *inos, size_t n, struct pa_ranges *out)
+{
+  CLEANUP_FREE char *opts = vm_strdup_printf("offset=%llu", (unsigned long long)off);
+  ext2_filsys fs = NULL;
+  errcode_t e = ext2fs_open2(path, opts, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0, unix_io_manager, &fs);
+  if (e) return vm_fail(VM_EXIT_FAIL, "cannot open the file system at offset %llu of '%s' with libext2fs: %s",
+                        (unsigned long long)off, path, error_message(e));
+  if (ext2fs_read_inode_bitmap(fs)) fs->inode_map = NULL;
+  for (size_t i = 0; i < n; i++) named_inode(fs, off, (ext2_ino_t)inos[i].ino, inos[i].dir, out);
+  /* The reserved inodes (root folder, quota, bad blocks ...) whole, but the
+   * journal (only its superblock matters once checkpointed: it says the log is
+   * empty) and the resize inode (its blocks are the reserved GDT blocks, which
+   * GETFSMAP names). */
+  for (ext2_ino_t ino = 1; ino < EXT2_FIRST_INO(fs->super); ino++)
+    if (ino != EXT2_JOURNAL_INO && ino != EXT2_RESIZE_INO) named_inode(fs, off, ino, true, out);
+  uint32_t extra[] = { fs->super->s_usr_quota_inum, fs->super->s_grp_quota_inum, fs->super->s_prj_quota_inum,
+                       fs->super->s_orphan_file_inum };
+  for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+    if (extra[i] >= EXT2_FIRST_INO(fs->super)) named_inode(fs, off, extra[i], true, out);
+  if (ext2fs_has_feature_journal(fs->super) && fs->super->s_journal_inum) {
+    ext2_ino_t j = fs->super->s_journal_inum;
+    named_inode(fs, off, j, false, out);
+    blk64_t pb = 0;
+    if (ext2fs_bmap2(fs, j, NULL, NULL, 0, 0, NULL, &pb) == 0 && pb) {
+      uint64_t bs = EXT2_BLOCK_SIZE(fs->super);
+      pa_ranges_add(out, off + pb * bs, off + (pb + 1) * bs);
+    }
+  }
+  ext2fs_close_free(&fs);
+  return 0;
 }

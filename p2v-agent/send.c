@@ -216,55 +216,108 @@ static int fail_write(void)
   return vm_fail_errno(VM_EXIT_FAIL, "cannot write the stream");
 }
 
-/* Pass 1 over one disk. */
-static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, unsigned pass)
+/* A block read ahead, under the freeze, for the final pass. */
+struct pre {
+  unsigned char *raw;
+  int hole;
+};
+
+/* The blocks that the byte ranges touch, sorted, each once. Caller frees. */
+static int cmp_u64(const void *a, const void *b)
 {
-  struct pa_map m;
-  int rc = pa_map_disk(d, &m);
-  if (rc) return rc;
-  for (size_t i = 0; i < m.notes.n; i++) vm_debug("%s: %s", d->name, m.notes.v[i]);
-  struct vm_digest dg;
-  if (vm_digest_init(&dg, d->size, s->bs) != 0) {
-    pa_map_free(&m);
-    return vm_fail(VM_EXIT_USAGE, "'%s' has more than %u blocks of %u bytes: give a larger --block-size", d->path,
-                   VM_STREAM_MAX_BLOCKS, s->bs);
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static uint64_t *blocks_of(const struct pa_ranges *r, uint32_t bs, uint64_t nblocks, size_t *n)
+{
+  size_t cap = 64, k = 0;
+  uint64_t *v = malloc(cap * sizeof *v);
+  if (!v) abort();
+  for (size_t i = 0; i < r->n; i++) {
+    for (uint64_t b = r->v[i].start / bs; b < nblocks && b * bs < r->v[i].end; b++) {
+      if (k && v[k - 1] == b) continue;
+      if (k == cap) {
+        cap *= 2;
+        v = realloc(v, cap * sizeof *v);
+        if (!v) abort();
+      }
+      v[k++] = b;
+    }
   }
-  CLEANUP_CLOSE int fd = open(d->path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) rc = vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", d->path);
-  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  if (k) qsort(v, k, sizeof *v, cmp_u64);
+  size_t u = 0;
+  for (size_t i = 0; i < k; i++)
+    if (!u || v[i] != v[u - 1]) v[u++] = v[i];
+  *n = u;
+  return v;
+}
+
+static uint32_t block_len(const struct pa_disk *d, uint32_t bs, uint64_t blk)
+{
+  uint64_t off = blk * bs;
+  return (uint32_t)(d->size - off < bs ? d->size - off : bs);
+}
+
+/* One pass over one disk: every block (blks NULL), or the blocks listed, read
+ * now or taken from pre (read under the freeze). */
+static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, unsigned pass, const struct pa_map *m,
+                     const uint64_t *blks, size_t nblks, const struct pre *pre, struct vm_digest *dg,
+                     struct pa_online *on)
+{
+  int rc = 0;
+  CLEANUP_CLOSE int fd = -1;
+  if (!pre) {
+    fd = open(d->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", d->path);
+    /* A mounted file system writes its files' data past the block device's page
+     * cache: pages of it read by an earlier pass are stale. */
+    if (on) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  }
   CLEANUP_JSON json_object *b = json_object_new_object();
   json_object_object_add(b, "disk", json_object_new_int((int)disk));
   json_object_object_add(b, "name", json_object_new_string(d->name));
   json_object_object_add(b, "size", json_object_new_int64((int64_t)d->size));
   json_object_object_add(b, "block_size", json_object_new_int64(s->bs));
   json_object_object_add(b, "pass", json_object_new_int((int)pass));
-  if (!rc && vm_swriter_json(&s->w, VM_REC_DISK_BEGIN, b)) rc = fail_write();
+  if (vm_swriter_json(&s->w, VM_REC_DISK_BEGIN, b)) return fail_write();
   size_t fi = 0, si = 0;
   s->blocks_sent = s->blocks_holes = 0;
-  uint64_t nblocks = dg.nblocks, head = 0, tail = 0; /* jobs [tail, head) in the ring */
-  for (uint64_t blk = 0; blk < nblocks && !rc; blk++) {
+  uint64_t count = blks ? nblks : dg->nblocks, head = 0, tail = 0; /* jobs [tail, head) in the ring */
+  for (uint64_t i = 0; i < count && !rc; i++) {
+    uint64_t blk = blks ? blks[i] : i;
     if (vm_interrupted()) {
       rc = vm_fail_interrupted();
       break;
+    }
+    if ((i & 63) == 0) {
+      if (on && !pre) pa_online_poll(on);
+      char what[64];
+      snprintf(what, sizeof what, "pass %u: %s", pass, d->name);
+      vm_progress(what, i, count);
     }
     struct job *j = &s->ring[head % s->nring];
     if (head - tail == s->nring) {
       /* The ring is full: the oldest job goes out first. */
       wait_job(s, j);
-      if (put_job(s, disk, j, &dg)) rc = fail_write();
+      if (put_job(s, disk, j, dg)) rc = fail_write();
       tail++;
       if (rc) break;
     }
     j->offset = blk * s->bs;
-    j->length = (uint32_t)(d->size - j->offset < s->bs ? d->size - j->offset : s->bs);
+    j->length = block_len(d, s->bs, blk);
     j->done = false;
     j->hole = 0;
-    if (send_swaps(s, disk, &m, &si, j->offset + j->length)) {
+    if (pass == 1 && send_swaps(s, disk, m, &si, j->offset + j->length)) {
       /* SWAP records go before any record past their start: flush what is before. */
       rc = fail_write();
       break;
     }
-    if (fill_block(s, fd, &m, &fi, j) != 0) {
+    if (pre) {
+      j->hole = pre[i].hole;
+      if (!j->hole) memcpy(j->raw, pre[i].raw, j->length);
+    } else if (fill_block(s, fd, m, &fi, j) != 0) {
       rc = vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s' at offset %llu", d->path, (unsigned long long)j->offset);
       break;
     }
@@ -274,21 +327,22 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
     /* Jobs finished in order go out at once. */
     while (!rc && tail < head && job_done(s, &s->ring[tail % s->nring])) {
       struct job *t = &s->ring[tail % s->nring];
-      if (put_job(s, disk, t, &dg)) rc = fail_write();
+      if (put_job(s, disk, t, dg)) rc = fail_write();
       tail++;
     }
   }
   /* Whatever happened, no worker may still hold a job's buffers. */
   vm_workq_drain(s->q);
+  vm_progress_end();
   while (!rc && tail < head) {
-    if (put_job(s, disk, &s->ring[tail % s->nring], &dg)) rc = fail_write();
+    if (put_job(s, disk, &s->ring[tail % s->nring], dg)) rc = fail_write();
     tail++;
   }
   if (!rc && put_hole(s)) rc = fail_write();
   if (!rc) {
     unsigned char sum[32];
     char hex[65];
-    vm_digest_final(&dg, sum);
+    vm_digest_final(dg, sum);
     vm_hex32(sum, hex);
     CLEANUP_JSON json_object *e = json_object_new_object();
     json_object_object_add(e, "disk", json_object_new_int((int)disk));
@@ -298,8 +352,6 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
     json_object_object_add(e, "blocks_holes", json_object_new_int64((int64_t)s->blocks_holes));
     if (vm_swriter_json(&s->w, VM_REC_DISK_END, e)) rc = fail_write();
   }
-  vm_digest_free(&dg);
-  pa_map_free(&m);
   return rc;
 }
 
@@ -312,7 +364,206 @@ static void send_abort(struct sender *s)
   vm_swriter_json(&s->w, VM_REC_ABORT, o);
 }
 
-int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int threads)
+/* A copy of a map's free ranges (the swaps stay with the original). */
+static void map_copy(struct pa_map *dst, const struct pa_map *src)
+{
+  memset(dst, 0, sizeof *dst);
+  if (!src->nfree) return;
+  dst->free = malloc(src->nfree * sizeof *dst->free);
+  if (!dst->free) abort();
+  memcpy(dst->free, src->free, src->nfree * sizeof *dst->free);
+  dst->nfree = dst->capfree = src->nfree;
+}
+
+struct counts {
+  uint64_t read, free, zero, swap, stream;
+  int64_t t;
+};
+
+static struct counts counts_now(const struct sender *s)
+{
+  return (struct counts){ s->bytes_read, s->skipped_free, s->skipped_zero, s->skipped_swap, s->w.bytes, vm_now_ms() };
+}
+
+/* What a pass did, on stderr. */
+static void say_pass(const struct sender *s, unsigned pass, const struct counts *c0, const char *what)
+{
+  struct counts c = counts_now(s);
+  char r[16], f[16], z[16], w[16], o[16];
+  vm_info("pass %u%s: read %s, sent %s, skipped %s free, %s zero, %s swap in %.1f s", pass, what,
+          vm_format_size(c.read - c0->read, r), vm_format_size(c.stream - c0->stream, o),
+          vm_format_size(c.free - c0->free, f), vm_format_size(c.zero - c0->zero, z),
+          vm_format_size(c.swap - c0->swap, w), (double)(c.t - c0->t) / 1000.0);
+}
+
+/* The per-disk state of the passes. */
+struct dpass {
+  struct pa_map base;       /* the map of pass 1 (partitions, swap, unmounted file systems) */
+  struct vm_digest dg;
+  struct pa_ranges changed; /* the blocks this pass sends again */
+  struct pa_map map;        /* this pass's map */
+  uint64_t *blks;
+  size_t nblks;
+  struct pre *pre;
+};
+
+static void dpass_clear(struct dpass *p)
+{
+  pa_map_free(&p->map);
+  pa_ranges_free(&p->changed);
+  if (p->pre) {
+    for (size_t i = 0; i < p->nblks; i++) free(p->pre[i].raw);
+    free(p->pre);
+    p->pre = NULL;
+  }
+  free(p->blks);
+  p->blks = NULL;
+  p->nblks = 0;
+}
+
+/* This pass's map of disk i: pass 1's, with the mounted file systems' free space now. */
+static int map_now(struct pa_online *on, size_t i, struct dpass *p)
+{
+  pa_map_free(&p->map);
+  map_copy(&p->map, &p->base);
+  return pa_online_map(on, i, &p->map);
+}
+
+/* Reads the final pass's blocks of every disk into memory, the file systems
+ * frozen: nothing is sent while they are, so that a slow link does not make the
+ * freeze longer. */
+/* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
+static uint64_t mem_available(void)
+{
+  CLEANUP_FCLOSE FILE *f = fopen("/proc/meminfo", "re");
+  char line[128];
+  unsigned long long kb;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) return (uint64_t)kb * 1024;
+  return 0;
+}
+
+static int read_frozen(struct sender *s, const struct pa_disk *disks, size_t n, struct dpass *dp, struct pa_online *on,
+                       const struct pa_online_opts *oo)
+{
+  /* The blocks are held in memory until the thaw: a set that does not fit in
+   * half of what is available fails now, not through the OOM killer. */
+  uint64_t need = 0, avail = mem_available();
+  for (size_t i = 0; i < n; i++) need += (uint64_t)dp[i].nblks * s->bs;
+  if (avail && need > avail / 2) {
+    char a[16], b[16];
+    return vm_fail(VM_EXIT_FAIL, "the final pass would hold %s in memory, %s is available: thawed (give a larger "
+                   "--max-passes or a smaller --block-size)", vm_format_size(need, a), vm_format_size(avail, b));
+  }
+  const char *hook = getenv("VMKIT_TEST_FREEZE_MS"); /* tests: a long freeze on purpose */
+  if (hook && *hook) vm_sleep_ms(atoi(hook));
+  for (size_t i = 0; i < n; i++) {
+    struct dpass *p = &dp[i];
+    if (!p->nblks) continue;
+    CLEANUP_CLOSE int fd = open(disks[i].path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", disks[i].path);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    p->pre = calloc(p->nblks, sizeof *p->pre);
+    if (!p->pre) return vm_fail(VM_EXIT_FAIL, "no memory for the final pass's %zu blocks", p->nblks);
+    size_t fi = 0;
+    for (size_t k = 0; k < p->nblks; k++) {
+      if (vm_interrupted()) return vm_fail_interrupted();
+      if (pa_online_frozen_ms(on) > oo->max_freeze_ms)
+        return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms): thawed",
+                       (long long)oo->max_freeze_ms);
+      struct job j = { .offset = p->blks[k] * s->bs, .length = block_len(&disks[i], s->bs, p->blks[k]) };
+      j.raw = malloc(j.length);
+      if (!j.raw) return vm_fail(VM_EXIT_FAIL, "no memory for the final pass's %zu blocks", p->nblks);
+      p->pre[k].raw = j.raw;
+      if (fill_block(s, fd, &p->map, &fi, &j) != 0)
+        return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s' at offset %llu", disks[i].path,
+                             (unsigned long long)j.offset);
+      p->pre[k].hole = j.hole;
+      if (j.hole) {
+        free(j.raw);
+        p->pre[k].raw = NULL;
+      }
+    }
+  }
+  if (pa_online_frozen_ms(on) > oo->max_freeze_ms)
+    return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms): thawed",
+                   (long long)oo->max_freeze_ms);
+  return 0;
+}
+
+/* The passes after the first, while some file system is mounted: delta passes
+ * until one finds at most --final-delta to send again (or the last pass
+ * allowed comes), then the final pass under the freeze. */
+static int online_passes(struct sender *s, const struct pa_disk *disks, size_t n, struct dpass *dp,
+                         struct pa_online *on, const struct pa_online_opts *oo, unsigned *passes, int64_t *frozen_ms)
+{
+  int rc = 0;
+  unsigned pass = 1;
+  while (!rc) {
+    pass++;
+    bool final = pass >= oo->max_passes;
+    uint64_t total = 0;
+    struct counts c0 = counts_now(s);
+    for (size_t i = 0; i < n && !rc; i++) {
+      dpass_clear(&dp[i]);
+      if (!pa_online_has_disk(on, i)) continue;
+      rc = map_now(on, i, &dp[i]);
+      if (!rc && !final) rc = pa_online_changes(on, i, false, &dp[i].changed);
+      free(dp[i].blks);
+      dp[i].blks = blocks_of(&dp[i].changed, s->bs, dp[i].dg.nblocks, &dp[i].nblks);
+      total += (uint64_t)dp[i].nblks * s->bs;
+    }
+    if (rc) break;
+    if (!final && total <= oo->final_delta) final = true;
+    if (!final) {
+      for (size_t i = 0; i < n && !rc; i++)
+        if (pa_online_has_disk(on, i))
+          rc = send_disk(s, (uint32_t)i, &disks[i], pass, &dp[i].map, dp[i].blks, dp[i].nblks, NULL, &dp[i].dg, on);
+      if (!rc) say_pass(s, pass, &c0, "");
+      continue;
+    }
+    /* The final pass: frozen, what changed since the last pass (and what the
+     * delta just found, not sent yet) read into memory; thawed; then sent. */
+    char h[16];
+    vm_info("pass %u: %s changed: freezing the file systems for the final pass", pass, vm_format_size(total, h));
+    if ((rc = pa_online_freeze(on))) break;
+    int64_t t_frozen = vm_now_ms();
+    /* Nothing on stderr while frozen (it may be a file on a frozen file system):
+     * an error is kept and said once thawed. */
+    vm_errors_mute(true);
+    for (size_t i = 0; i < n && !rc; i++) {
+      if (!pa_online_has_disk(on, i)) continue;
+      rc = map_now(on, i, &dp[i]);
+      if (!rc) rc = pa_online_changes(on, i, true, &dp[i].changed);
+      free(dp[i].blks);
+      dp[i].blks = blocks_of(&dp[i].changed, s->bs, dp[i].dg.nblocks, &dp[i].nblks);
+    }
+    struct counts cf = counts_now(s);
+    if (!rc) rc = read_frozen(s, disks, n, dp, on, oo);
+    pa_online_thaw(on, frozen_ms);
+    vm_errors_mute(false);
+    if (!*frozen_ms) *frozen_ms = vm_now_ms() - t_frozen;
+    if (rc) {
+      rc = vm_fail(rc, "%s", vm_last_error());
+      break;
+    }
+    struct counts cr = counts_now(s);
+    for (size_t i = 0; i < n && !rc; i++)
+      if (pa_online_has_disk(on, i))
+        rc = send_disk(s, (uint32_t)i, &disks[i], pass, &dp[i].map, dp[i].blks, dp[i].nblks, dp[i].pre, &dp[i].dg, on);
+    if (rc) break;
+    char r[16];
+    vm_info("pass %u (final): read %s while frozen for %lld ms", pass, vm_format_size(cr.read - cf.read, r),
+            (long long)*frozen_ms);
+    say_pass(s, pass, &c0, " (final)");
+    break;
+  }
+  *passes = pass;
+  return rc;
+}
+
+int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int threads, struct pa_online *on,
+            const struct pa_online_opts *oo)
 {
   if (isatty(STDOUT_FILENO))
     return vm_fail(VM_EXIT_USAGE, "the stream is binary: send it to p2v-convert (p2v-agent send | ssh HOST p2v-convert ...)");
@@ -320,9 +571,25 @@ int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int t
   unsigned char id[16];
   if (RAND_bytes(id, sizeof id) != 1) return vm_fail(VM_EXIT_FAIL, "cannot make a stream ID: no random bytes");
   int64_t t0 = vm_now_ms();
-  if (vm_swriter_start(&s.w, vm_stream_fd_write, &s.out_fd, id)) return fail_write();
-  CLEANUP_JSON json_object *inv = pa_inventory(disks, n);
-  if (vm_swriter_json(&s.w, VM_REC_INVENTORY, inv)) return fail_write();
+  CLEANUP_JSON json_object *inv = NULL;
+  struct dpass *dp = calloc(n ? n : 1, sizeof *dp);
+  if (!dp) abort();
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    if (vm_digest_init(&dp[i].dg, disks[i].size, bs) != 0)
+      rc = vm_fail(VM_EXIT_USAGE, "'%s' has more than %u blocks of %u bytes: give a larger --block-size", disks[i].path,
+                   VM_STREAM_MAX_BLOCKS, bs);
+  }
+  if (rc) goto out;
+  if (vm_swriter_start(&s.w, vm_stream_fd_write, &s.out_fd, id)) {
+    rc = fail_write();
+    goto out;
+  }
+  inv = pa_inventory(disks, n);
+  if (vm_swriter_json(&s.w, VM_REC_INVENTORY, inv)) {
+    rc = fail_write();
+    goto out;
+  }
   pthread_mutex_init(&s.mu, NULL);
   pthread_cond_init(&s.cv, NULL);
   s.q = vm_workq_new(threads, 64);
@@ -338,12 +605,31 @@ int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int t
     s.ring[i].mu = &s.mu;
     s.ring[i].cv = &s.cv;
   }
-  int rc = 0;
-  for (size_t i = 0; i < n && !rc; i++) rc = send_disk(&s, (uint32_t)i, &disks[i], 1);
+  struct counts c0 = counts_now(&s);
+  for (size_t i = 0; i < n && !rc; i++) {
+    rc = pa_map_disk(&disks[i], &dp[i].base);
+    for (size_t k = 0; !rc && k < dp[i].base.notes.n; k++) vm_debug("%s: %s", disks[i].name, dp[i].base.notes.v[k]);
+    if (!rc && on && pa_online_has_disk(on, i)) rc = map_now(on, i, &dp[i]);
+    else if (!rc) map_copy(&dp[i].map, &dp[i].base);
+    if (!rc) {
+      /* The swap areas are the base map's. */
+      dp[i].map.swaps = dp[i].base.swaps;
+      dp[i].map.nswaps = dp[i].base.nswaps;
+      rc = send_disk(&s, (uint32_t)i, &disks[i], 1, &dp[i].map, NULL, 0, NULL, &dp[i].dg, on);
+      dp[i].map.swaps = NULL;
+      dp[i].map.nswaps = 0;
+    }
+  }
+  unsigned passes = 1;
+  int64_t frozen_ms = 0;
+  if (!rc && on) {
+    say_pass(&s, 1, &c0, "");
+    rc = online_passes(&s, disks, n, dp, on, oo, &passes, &frozen_ms);
+  }
   if (!rc) {
     CLEANUP_JSON json_object *t = json_object_new_object();
-    json_object_object_add(t, "passes", json_object_new_int(1));
-    json_object_object_add(t, "frozen_ms", json_object_new_int(0));
+    json_object_object_add(t, "passes", json_object_new_int((int)passes));
+    json_object_object_add(t, "frozen_ms", json_object_new_int64(frozen_ms));
     json_object_object_add(t, "bytes_read", json_object_new_int64((int64_t)s.bytes_read));
     if (vm_swriter_json(&s.w, VM_REC_TRAILER, t)) rc = fail_write();
   } else if (!broken_pipe) {
@@ -357,10 +643,18 @@ int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int t
   free(s.ring);
   if (!rc) {
     char a[16], b[16], c[16], z[16], w[16];
-    vm_info("sent %zu disk%s in 1 pass in %.1f s: read %s, skipped %s free, %s zero, %s swap; %s in the stream", n,
-            n == 1 ? "" : "s", (double)(vm_now_ms() - t0) / 1000.0, vm_format_size(s.bytes_read, a),
-            vm_format_size(s.skipped_free, b), vm_format_size(s.skipped_zero, z), vm_format_size(s.skipped_swap, w),
-            vm_format_size(s.w.bytes, c));
+    vm_info("sent %zu disk%s in %u pass%s in %.1f s: read %s, skipped %s free, %s zero, %s swap; %s in the stream",
+            n, n == 1 ? "" : "s", passes, passes == 1 ? "" : "es", (double)(vm_now_ms() - t0) / 1000.0,
+            vm_format_size(s.bytes_read, a), vm_format_size(s.skipped_free, b), vm_format_size(s.skipped_zero, z),
+            vm_format_size(s.skipped_swap, w), vm_format_size(s.w.bytes, c));
+    if (on) vm_info("frozen for %lld ms", (long long)frozen_ms);
   }
+out:
+  for (size_t i = 0; i < n; i++) {
+    dpass_clear(&dp[i]);
+    pa_map_free(&dp[i].base);
+    vm_digest_free(&dp[i].dg);
+  }
+  free(dp);
   return rc;
 }

@@ -42,7 +42,8 @@ convert=$top/p2v-convert/p2v-convert
 srv=${VMKIT_CACHE:-/var/cache/vmkit}/server12
 "$top/scripts/mkserver" "$srv" >&2
 mkdir -p "$tmp/pool" "$tmp/v2v"
-chmod 755 "$tmp/pool"
+# QEMU runs as another user: it must reach the pool through the scratch folder.
+chmod 755 "$tmp" "$tmp/pool"
 virsh -q pool-create-as "$pool" dir --target "$tmp/pool" >/dev/null
 
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }

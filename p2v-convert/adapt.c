@@ -508,8 +508,10 @@ static void fix_nics(struct actx *a, json_object *inventory)
   for (size_t i = 0; i < nn && i < VM_MAX_DEVS; i++) {
     json_object *n = json_object_array_get_idx(nics, i), *jn, *jm;
     if (!json_object_object_get_ex(n, "name", &jn) || !json_object_object_get_ex(n, "mac", &jm)) continue;
+    if (!json_object_is_type(jn, json_type_string) || !json_object_is_type(jm, json_type_string)) continue;
     const char *name = json_object_get_string(jn), *mac = json_object_get_string(jm);
-    if (!ifname_ok(name) || !mac || strlen(mac) != 17) continue;
+    /* Written into a .link file or a udev rule: a MAC, nothing else. */
+    if (!ifname_ok(name) || strlen(mac) != 17 || strspn(mac, "0123456789abcdefABCDEF:") != 17) continue;
     for (size_t k = 0; k < gnames.n && k < 64; k++)
       if (!strcmp(gnames.v[k], name)) {
         pin(a, systemd, name, mac, "the same name on the server");
@@ -521,7 +523,9 @@ static void fix_nics(struct actx *a, json_object *inventory)
   size_t ln = 0, lg = 0, ni = 0, gi = 0;
   for (size_t i = 0; i < nn && i < VM_MAX_DEVS; i++) {
     json_object *n = json_object_array_get_idx(nics, i), *jm;
-    if (!used_nic[i] && json_object_object_get_ex(n, "mac", &jm) && json_object_get_string_len(jm) == 17) ln++, ni = i;
+    if (!used_nic[i] && json_object_object_get_ex(n, "mac", &jm) && json_object_is_type(jm, json_type_string) &&
+        json_object_get_string_len(jm) == 17 && strspn(json_object_get_string(jm), "0123456789abcdefABCDEF:") == 17)
+      ln++, ni = i;
   }
   for (size_t k = 0; k < gnames.n && k < 64; k++)
     if (!used_name[k]) lg++, gi = k;

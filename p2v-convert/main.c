@@ -544,6 +544,7 @@ int main(int argc, char **argv)
   /* A guest that could not be adapted, or a VM that did not boot, is kept (the
    * stream cannot be sent again) and said by exit 6. */
   int verdict = 0;
+  bool boot_failed = false;
   json_object *rep = json_object_new_object();
   if (!rc && (rc = guest_work(&c, &chk, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0;
   if (!rc) rc = finish_disks(&c);
@@ -551,7 +552,7 @@ int main(int argc, char **argv)
   if (!rc && boot_test) {
     struct pc_boot b = { .conn = conn, .pool = c.pool, .dom = c.dom, .rec = c.rec, .name = c.name,
                          .timeout_s = boot_timeout };
-    if ((rc = pc_boot_test(&b, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0;
+    if ((rc = pc_boot_test(&b, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0, boot_failed = true;
   }
   /* The VM is whole: defined again, without the record. */
   if (!rc) rc = define_vm(&c, chk.inventory, NULL);
@@ -600,7 +601,7 @@ int main(int argc, char **argv)
     }
     if (verdict == VM_EXIT_VERIFY)
       vm_warn("VM '%s' is kept as converted, but %s", c.name,
-              json_object_object_get_ex(rep, "boot_test", NULL) ? "it did not pass its boot test" : "its adaptation is not whole");
+              boot_failed ? "it did not pass its boot test" : "its adaptation is not whole");
   }
   json_object_put(rep);
   if (c.dom) virDomainFree(c.dom);

@@ -91,6 +91,18 @@ teardown() {
   common_teardown
 }
 
+# copy_log REPORT FILE: the converted disk of p2v-convert's JSON report, as raw in
+# $BATS_TEST_TMPDIR/out.raw, is a clean ext file system; FILE of it goes to
+# $BATS_TEST_TMPDIR/log.
+copy_log() {
+  local vol out=$BATS_TEST_TMPDIR/out.raw
+  vol=$(jq -r '.disks[0].volume' "$1")
+  qemu-img convert -O raw "$vol" "$out"
+  run e2fsck -fn "$out"
+  [ "$status" -eq 0 ] || { echo "$output" >&2; return 1; }
+  debugfs -R "cat $2" "$out" > "$BATS_TEST_TMPDIR/log" 2>/dev/null
+}
+
 @test "online on this host: delta passes while files are written, made, removed and renamed; the copy is clean and holds every committed record" {
   local vm=$(vm_name loop) vol out last
   make_loop_fs
@@ -109,12 +121,7 @@ teardown() {
   [[ "$stderr" == *"p2v-agent: pass $passes (final): read "*" while frozen for "*" ms"* ]]
   [[ "$stderr" == *"p2v-agent: sent 1 disk in $passes passes"* ]]
   [[ "$stderr" == *"p2v-agent: frozen for "*" ms"* ]]
-  vol=$(jq -r '.disks[0].volume' "$BATS_TEST_TMPDIR/conv.json")
-  out=$BATS_TEST_TMPDIR/out.raw
-  qemu-img convert -O raw "$vol" "$out"
-  run e2fsck -fn "$out"
-  [ "$status" -eq 0 ] || { echo "$output" >&2; return 1; }
-  debugfs -R "cat /log" "$out" > "$BATS_TEST_TMPDIR/log" 2>/dev/null
+  copy_log "$BATS_TEST_TMPDIR/conv.json" /log
   local got
   got=$(records_ok "$BATS_TEST_TMPDIR/log")
   # Every record made durable before the agent ended is there, and none beyond
@@ -317,12 +324,8 @@ EOF
   # The copy: a clean file system holding the records in order, at least up to
   # the last one the writer said was committed before the agent said it was
   # freezing.
-  vol=$(jq -r '.disks[0].volume' "$json")
+  copy_log "$json" /data/log
   out=$BATS_TEST_TMPDIR/out.raw
-  qemu-img convert -O raw "$vol" "$out"
-  run e2fsck -fn "$out"
-  [ "$status" -eq 0 ] || { echo "$output" >&2; return 1; }
-  debugfs -R "cat /data/log" "$out" > "$BATS_TEST_TMPDIR/log" 2>/dev/null
   local got before
   got=$(records_ok "$BATS_TEST_TMPDIR/log")
   before=$(sed -n '/freezing the file systems/q; s/^committed \([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/console" | tail -n 1)

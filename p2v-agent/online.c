@@ -148,12 +148,9 @@ static void unescape(char *s)
   *o = 0;
 }
 
-static void add_mount(struct pa_online *on, size_t disk, unsigned maj, unsigned min, const char *mnt, const char *type,
+static void add_mount(struct pa_online *on, size_t disk, dev_t dev, int mfd, const char *mnt, const char *type,
                       const char *src, uint64_t start, uint64_t size)
 {
-  dev_t dev = makedev(maj, min);
-  for (size_t i = 0; i < on->nfs; i++)
-    if (on->fs[i].dev == dev) return; /* a bind mount, or mounted twice */
   on->fs = realloc(on->fs, (on->nfs + 1) * sizeof *on->fs);
   if (!on->fs) abort();
   struct pa_fs *f = &on->fs[on->nfs++];
@@ -165,9 +162,48 @@ static void add_mount(struct pa_online *on, size_t disk, unsigned maj, unsigned 
   f->dev = dev;
   f->offset = start;
   f->size = size;
-  f->mfd = -1;
+  f->mfd = mfd;
   f->fan = -1;
   f->ext = !strcmp(type, "ext2") || !strcmp(type, "ext3") || !strcmp(type, "ext4");
+}
+
+/* Where block device rdev lies among the disks sent: at 0 of the one it is (a
+ * partition or a volume given as --disk), or at its start in the one it is a
+ * partition of. */
+static bool place(const struct pa_online *on, const dev_t *ddev, dev_t rdev, size_t *disk, uint64_t *start,
+                  uint64_t *size)
+{
+  for (size_t i = 0; i < on->ndisks; i++)
+    if (ddev[i] && ddev[i] == rdev) {
+      *disk = i;
+      *start = 0;
+      *size = on->disks[i].size;
+      return true;
+    }
+  dev_t whole;
+  if (whole_disk_of(major(rdev), minor(rdev), &whole, start, size) != 0) return false;
+  for (size_t i = 0; i < on->ndisks; i++)
+    if (ddev[i] && ddev[i] == whole) {
+      *disk = i;
+      return true;
+    }
+  return false;
+}
+
+/* The mount point of mount id, open, or -1 when that path does not reach that
+ * mount: a mount on top of it (or of a folder above it) hides it, and GETFSMAP
+ * or FIFREEZE through it would act on another file system. The mount's ID, not
+ * st_dev, tells: a btrfs subvolume's st_dev is not the one mountinfo names. */
+static int open_mount(const char *mnt, unsigned id)
+{
+  int fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct statx sx;
+  if (fd >= 0 && (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) != 0 || !(sx.stx_mask & STATX_MNT_ID) ||
+                  sx.stx_mnt_id != id)) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
 }
 
 static int find_mounts(struct pa_online *on)
@@ -180,28 +216,63 @@ static int find_mounts(struct pa_online *on)
     struct stat st;
     if (stat(on->disks[i].path, &st) == 0 && S_ISBLK(st.st_mode)) ddev[i] = st.st_rdev;
   }
+  /* File systems of the disks with a mount point that does not reach them:
+   * an error at the end unless another one does. */
+  struct {
+    dev_t dev;
+    char *mnt;
+  } *hid = NULL;
+  size_t nhid = 0;
   char *line = NULL;
   size_t cap = 0;
   while (getline(&line, &cap, f) > 0) {
     /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
-    unsigned maj, min;
+    unsigned id, maj, min;
     char root[4096], mnt[4096];
-    if (sscanf(line, "%*u %*u %u:%u %4095s %4095s", &maj, &min, root, mnt) != 4) continue;
+    if (sscanf(line, "%u %*u %u:%u %4095s %4095s", &id, &maj, &min, root, mnt) != 5) continue;
     char *sep = strstr(line, " - ");
     if (!sep) continue;
     char type[32], src[4096];
     if (sscanf(sep + 3, "%31s %4095s", type, src) != 2) continue;
     unescape(mnt);
     unescape(src);
-    dev_t disk;
+    dev_t dev = makedev(maj, min);
+    bool known = false;
+    for (size_t i = 0; i < on->nfs && !known; i++) known = on->fs[i].dev == dev; /* a bind mount, or mounted twice */
+    if (known) continue;
+    size_t disk;
     uint64_t start, size;
-    if (whole_disk_of(maj, min, &disk, &start, &size) != 0) continue;
-    for (size_t i = 0; i < on->ndisks; i++)
-      if (ddev[i] && ddev[i] == disk) add_mount(on, i, maj, min, mnt, type, src, start, size);
+    bool ours = place(on, ddev, dev, &disk, &start, &size);
+    /* btrfs names an anonymous device in mountinfo, not its block device: its
+     * source does. Only a /dev path is looked at (a FUSE source may hang). */
+    struct stat st;
+    if (!ours && !strncmp(src, "/dev/", 5) && stat(src, &st) == 0 && S_ISBLK(st.st_mode))
+      ours = place(on, ddev, st.st_rdev, &disk, &start, &size);
+    if (!ours) continue;
+    int mfd = open_mount(mnt, id);
+    if (mfd < 0) {
+      hid = realloc(hid, (nhid + 1) * sizeof *hid);
+      if (!hid) abort();
+      hid[nhid].dev = dev;
+      hid[nhid++].mnt = vm_strdup(mnt);
+      continue;
+    }
+    add_mount(on, disk, dev, mfd, mnt, type, src, start, size);
   }
   free(line);
   free(ddev);
-  return 0;
+  int rc = 0;
+  for (size_t k = 0; k < nhid; k++) {
+    bool reached = false;
+    for (size_t i = 0; i < on->nfs && !reached; i++) reached = on->fs[i].dev == hid[k].dev;
+    /* Neither followed nor frozen, it would arrive inconsistent. */
+    if (!reached && !rc)
+      rc = vm_fail(VM_EXIT_FAIL, "cannot reach the file system mounted on '%s': a mount on top hides it (or it is "
+                   "not a folder)", hid[k].mnt);
+    free(hid[k].mnt);
+  }
+  free(hid);
+  return rc;
 }
 
 /* True when a device-mapper or MD device stands on the sysfs block folder dir
@@ -505,11 +576,6 @@ int pa_online_open(const struct pa_disk *disks, size_t n, const struct pa_online
   int rc = find_mounts(on);
   for (size_t i = 0; i < on->nfs && !rc; i++) {
     struct pa_fs *f = &on->fs[i];
-    f->mfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (f->mfd < 0) {
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot open the mount point '%s'", f->mnt);
-      break;
-    }
     f->have_fsmap = read_fsmap(f) == 0;
     if (f->ext && !f->have_fsmap) {
       vm_warn("%s (%s): no GETFSMAP: read whole in the final pass", f->mnt, f->fstype);

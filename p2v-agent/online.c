@@ -73,6 +73,8 @@ struct pa_fs {
   bool freezable, frozen;
   bool unfreezable_said;
   bool lost;             /* events were lost: a checkpoint and a full pass next */
+  bool mapped;           /* pa_online_map has read free once */
+  bool pending;          /* free was read by a map that no pa_online_changes used yet */
   struct handle *mod;    /* files written since the last pass */
   size_t nmod, capmod;
   struct pa_ino *inos;   /* inodes named since the last checkpoint */
@@ -638,10 +640,17 @@ int pa_online_map(struct pa_online *on, size_t disk, struct pa_map *m)
   for (size_t i = 0; i < on->nfs; i++) {
     struct pa_fs *f = &on->fs[i];
     if (f->disk != disk || !f->have_fsmap) continue;
-    /* The previous pass's free space is kept: what was allocated since goes again. */
-    struct pa_ranges t = f->prev_free;
-    f->prev_free = f->free;
-    f->free = t;
+    /* The previous pass's free space is kept: what was allocated since goes
+     * again. A map whose changes were not taken (the one before the freeze when
+     * the last pass allowed comes) does not replace it: what was allocated
+     * between the last pass sent and that map would be sent by no pass. */
+    if (!f->pending) {
+      struct pa_ranges t = f->prev_free;
+      f->prev_free = f->free;
+      f->free = t;
+    }
+    f->pending = f->mapped;
+    f->mapped = true;
     if (read_fsmap(f) != 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot read the space map of '%s' (GETFSMAP)", f->mnt);
     /* Its range of the disk: what libext2fs read from the bitmaps on disk gives
      * way to what the mounted file system says. */
@@ -702,6 +711,7 @@ int pa_online_changes(struct pa_online *on, size_t disk, bool final, struct pa_r
   for (size_t i = 0; i < on->nfs && !rc; i++) {
     struct pa_fs *f = &on->fs[i];
     if (f->disk != disk) continue;
+    f->pending = false;
     if (!f->ext) {
       if (final) all_used(f, out);
       continue;

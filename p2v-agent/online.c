@@ -865,10 +865,15 @@ static int freeze_all(struct pa_online *on, struct pa_fs *only, int64_t max_ms)
       /* Said once thawed. */
       f->freezable = false;
     } else {
-      rc = vm_fail_errno(VM_EXIT_FAIL, "cannot freeze '%s'%s", f->mnt, errno == EBUSY ? " (frozen already?)" : "");
+      /* Thawed before it is said: stderr may be a file on one frozen already.
+       * Frozen by someone else (another agent, fsfreeze): a conflict. */
+      int e = errno;
       int64_t ms;
       pa_online_thaw(on, &ms);
-      return rc;
+      errno = e;
+      return e == EBUSY ? vm_fail(VM_EXIT_STATE, "cannot freeze '%s': it is frozen already (another p2v-agent, or "
+                                  "fsfreeze?)", f->mnt)
+                        : vm_fail_errno(VM_EXIT_FAIL, "cannot freeze '%s'", f->mnt);
     }
   }
   return 0;

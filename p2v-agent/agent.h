@@ -115,8 +115,9 @@ bool pa_online_has_disk(const struct pa_online *on, size_t disk);
 int pa_online_freeze(struct pa_online *on);
 /* Thaws what is frozen, ends the watchdog; the time frozen in *ms. */
 void pa_online_thaw(struct pa_online *on, int64_t *ms);
-/* Milliseconds since the freeze began. */
-int64_t pa_online_frozen_ms(const struct pa_online *on);
+/* Milliseconds since the freeze began; more than any --max-freeze once the
+ * freeze did not hold (the watchdog or another process thawed). */
+int64_t pa_online_frozen_ms(struct pa_online *on);
 
 /* The passes over every disk, then the trailer, on stdout. on NULL: one pass. */
 int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int threads, struct pa_online *on,

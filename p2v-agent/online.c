@@ -93,6 +93,8 @@ struct pa_online {
   pid_t watchdog;
   int wd_pipe;
   int64_t t_freeze;
+  bool broken;            /* the freeze did not hold: what was read since is not consistent */
+  char broken_why[4200];  /* said once thawed ("" when the watchdog says it) */
 };
 
 /* ---- Where the mounted file systems are ---------------------------------------------- */
@@ -837,14 +839,16 @@ static int start_watchdog(struct pa_online *on, int64_t max_ms)
   return 0;
 }
 
+/* Also when the watchdog has ended already (pa_online_frozen_ms reaped it):
+ * its pipe is closed all the same. */
 static void stop_watchdog(struct pa_online *on)
 {
-  if (on->watchdog <= 0) return;
   if (on->wd_pipe >= 0) {
-    (void)!write(on->wd_pipe, "T", 1);
+    if (on->watchdog > 0) (void)!write(on->wd_pipe, "T", 1);
     close(on->wd_pipe);
     on->wd_pipe = -1;
   }
+  if (on->watchdog <= 0) return;
   while (waitpid(on->watchdog, NULL, 0) < 0 && errno == EINTR) {}
   on->watchdog = -1;
 }
@@ -856,6 +860,7 @@ static int freeze_all(struct pa_online *on, struct pa_fs *only, int64_t max_ms)
   if (rc) return rc;
   on->t_freeze = vm_now_ms();
   on->frozen = true;
+  on->broken = false;
   for (size_t i = 0; i < on->nfs; i++) {
     struct pa_fs *f = &on->fs[i];
     if ((only && f != only) || !f->freezable) continue;
@@ -898,9 +903,30 @@ int pa_online_freeze(struct pa_online *on)
   return freeze_all(on, NULL, on->o.max_freeze_ms);
 }
 
-int64_t pa_online_frozen_ms(const struct pa_online *on)
+/* Past any --max-freeze when the freeze did not hold, so that the final pass
+ * fails: the watchdog thawed (it ends only once it has, or once told to), or a
+ * file system was thawed by another process (fsfreeze -u, another agent's
+ * watchdog), which FITHAW's EINVAL alone would tell only after the blocks are
+ * taken. FIFREEZE tells without thawing: EBUSY while it holds; one that
+ * succeeds was thawed, and is thawed again at once (the watchdog, alive, covers
+ * that instant). */
+int64_t pa_online_frozen_ms(struct pa_online *on)
 {
-  return vm_now_ms() - on->t_freeze;
+  if (on->frozen && !on->broken && on->watchdog > 0 && waitpid(on->watchdog, NULL, WNOHANG) == on->watchdog) {
+    on->watchdog = -1;
+    on->broken = true;
+    on->broken_why[0] = 0;
+  }
+  for (size_t i = 0; on->frozen && !on->broken && i < on->nfs; i++) {
+    struct pa_fs *f = &on->fs[i];
+    if (!f->frozen || ioctl(f->mfd, FIFREEZE, 0) != 0) continue;
+    ioctl(f->mfd, FITHAW, 0);
+    f->frozen = false;
+    on->broken = true;
+    snprintf(on->broken_why, sizeof on->broken_why,
+             "'%s' was thawed by another process during the final pass: what was read then is not consistent", f->mnt);
+  }
+  return on->broken ? INT64_MAX / 2 : vm_now_ms() - on->t_freeze;
 }
 
 void pa_online_thaw(struct pa_online *on, int64_t *ms)
@@ -917,6 +943,8 @@ void pa_online_thaw(struct pa_online *on, int64_t *ms)
   *ms = any ? vm_now_ms() - on->t_freeze : 0;
   stop_watchdog(on);
   on->frozen = false;
+  if (on->broken && on->broken_why[0]) vm_warn("%s", on->broken_why);
+  on->broken = false;
   for (size_t i = 0; i < on->nfs; i++) {
     struct pa_fs *f = &on->fs[i];
     if (!f->freezable && !f->unfreezable_said) {

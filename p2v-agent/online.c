@@ -761,10 +761,18 @@ static void wd_on_parent_death(int sig) { wd_parent_died = 1; }
  * the agent dies (its end of the pipe closes, however it dies; or the parent-
  * death signal), or when the freeze outlives --max-freeze and a margin. It only
  * uses async-signal-safe calls: the agent has threads. */
-static void watchdog_main(struct pa_online *on, int rfd, pid_t parent, int64_t deadline_ms, const char *msg_died,
-                          const char *msg_late)
+static void watchdog_main(struct pa_online *on, const struct pa_fs *only, int rfd, pid_t parent, int64_t deadline_ms,
+                          const char *msg_died, const char *msg_late)
 {
   setsid();
+  /* Not the OOM killer's choice when the agent holds the final pass in memory;
+   * not matched by 'pkill p2v-agent' or 'killall p2v-agent' either. */
+  int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (oom >= 0) {
+    (void)!write(oom, "-1000", 5);
+    close(oom);
+  }
+  prctl(PR_SET_NAME, "p2v-watchdog");
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
@@ -799,8 +807,10 @@ static void watchdog_main(struct pa_online *on, int rfd, pid_t parent, int64_t d
       why = msg_died;
     }
   }
+  /* Only what the agent may have frozen: another file system may be frozen by
+   * someone else while the agent checkpoints one. */
   for (size_t i = 0; i < on->nfs; i++)
-    if (on->fs[i].mfd >= 0) ioctl(on->fs[i].mfd, FITHAW, 0);
+    if (on->fs[i].mfd >= 0 && on->fs[i].freezable && (!only || &on->fs[i] == only)) ioctl(on->fs[i].mfd, FITHAW, 0);
   (void)!write(STDERR_FILENO, why, strlen(why));
   _exit(1);
 }
@@ -812,7 +822,7 @@ static int64_t mono_ms(void)
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int start_watchdog(struct pa_online *on, int64_t max_ms)
+static int start_watchdog(struct pa_online *on, const struct pa_fs *only, int64_t max_ms)
 {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot make the watchdog's pipe");
@@ -831,7 +841,7 @@ static int start_watchdog(struct pa_online *on, int64_t max_ms)
   }
   if (pid == 0) {
     close(p[1]);
-    watchdog_main(on, p[0], parent, deadline, died, late);
+    watchdog_main(on, only, p[0], parent, deadline, died, late);
   }
   close(p[0]);
   on->watchdog = pid;
@@ -856,7 +866,7 @@ static void stop_watchdog(struct pa_online *on)
 /* Freezes the file systems (only one when only is set), under a new watchdog. */
 static int freeze_all(struct pa_online *on, struct pa_fs *only, int64_t max_ms)
 {
-  int rc = start_watchdog(on, max_ms);
+  int rc = start_watchdog(on, only, max_ms);
   if (rc) return rc;
   on->t_freeze = vm_now_ms();
   on->frozen = true;

@@ -345,3 +345,35 @@ EOF
   [ $((final * 5)) -lt "$first" ] || { echo "pass 1 read $first bytes, the final pass $final" >&2; return 1; }
   grep -q 'p2v-agent: frozen for [0-9]* ms' "$BATS_TEST_TMPDIR/console"
 }
+
+@test "a freeze that does not hold (thawed by another process during the final pass): a warning, exit 5; a file system frozen already: exit 4, left frozen; a hidden mount point: refused" {
+  make_loop_fs
+  VMKIT_TEST_FREEZE_MS=3000 "$AGENT" send --online --disk "$LOOP" --block-size 64K > /dev/null 2> "$BATS_TEST_TMPDIR/err" &
+  local pid=$! i rc=0
+  AGENT_PID=$pid
+  for i in $(seq 300); do grep -q 'freezing the file systems' "$BATS_TEST_TMPDIR/err" && break; sleep 0.1; done
+  sleep 0.5
+  fsfreeze -u "$MNT"
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 5 ] || { cat "$BATS_TEST_TMPDIR/err" >&2; return 1; }
+  grep -q "warning: '$MNT' was thawed by another process during the final pass" "$BATS_TEST_TMPDIR/err"
+  writes_pass "$MNT"
+  # Frozen by someone else: a conflict, and the agent does not thaw it.
+  fsfreeze -f "$MNT"
+  run --separate-stderr "$AGENT" send --online --disk "$LOOP" > /dev/null
+  [ "$status" -eq 4 ]
+  [[ "$stderr" == *"cannot freeze '$MNT': it is frozen already"* ]]
+  # Still frozen: a write waits (in the background: it cannot be interrupted).
+  (echo x > "$MNT/probe2" && touch "$BATS_TEST_TMPDIR/written") 3>&- &
+  local w=$!
+  sleep 1
+  [ ! -e "$BATS_TEST_TMPDIR/written" ]
+  fsfreeze -u "$MNT"
+  wait "$w"
+  # A mount on top hides it: neither frozen nor mapped through the wrong one.
+  mount -t tmpfs tmpfs "$MNT"
+  run --separate-stderr "$AGENT" send --online --disk "$LOOP" > /dev/null
+  umount "$MNT"
+  [ "$status" -eq 1 ]
+  [[ "$stderr" == *"cannot reach the file system mounted on '$MNT': a mount on top hides it"* ]]
+}

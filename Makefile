@@ -90,7 +90,7 @@ p2v-agent: p2v-agent/p2v-agent
 # t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
 # the link line, which proves that the base layer stands without them.
 UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c) $(wildcard t/unit/backup-*.c) \
-             $(wildcard t/unit/stream-*.c)
+             $(wildcard t/unit/stream-*.c) $(wildcard t/unit/convert-*.c)
 UNIT_BINS := $(UNIT_SRCS:.c=)
 t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
 	$(call need_pkg,$(CHECK_PKGS))
@@ -125,6 +125,17 @@ t/unit/stream-%: t/unit/stream-%.c $(STREAM_SRCS) common/stream/vmkit-stream.h $
 	$(CC) -D_GNU_SOURCE -Icommon/base -Icommon/stream $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
 	  $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< $(STREAM_SRCS) $(LIBVMKIT_BASE) \
 	  $(BASE_LIBS) -lcrypto -lzstd $(shell $(PKG_CONFIG) --libs cmocka)
+# p2v-convert's adaptation of a guest: t/unit/convert-X links p2v-convert/adapt.c
+# with t/unit/fake-guestfs.c, an in-memory guest, instead of libguestfs (whose
+# headers only it uses, with libvirt's), under AddressSanitizer and UBSan.
+CONVERT_FAKE := t/unit/fake-guestfs.c
+t/unit/convert-%: t/unit/convert-%.c p2v-convert/adapt.c $(CONVERT_FAKE) t/unit/fake-guestfs.h \
+                  $(wildcard p2v-convert/*.h common/*/*.h) $(LIBVMKIT_BASE)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) -D_GNU_SOURCE -Ip2v-convert -Icommon/base -Icommon/virt -Icommon/gfs -Icommon/stream -It/unit \
+	  $(LIB_CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) $(CFLAGS) -fsanitize=address,undefined \
+	  -fno-omit-frame-pointer -o $@ $< p2v-convert/adapt.c $(CONVERT_FAKE) $(LIBVMKIT_BASE) $(BASE_LIBS) \
+	  $(shell $(PKG_CONFIG) --libs cmocka)
 t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \

@@ -2,7 +2,7 @@
 # bench/p2v-boot.sh: a real Debian 12 server made a VM, side by side in one run, on the
 # same disks: scripts/mkserver's "physical server" (a 4 GiB OS disk, a 512 MiB data
 # disk; an initramfs without virtio, fstab by /dev/sdX, no serial console):
-#   vmkit     `p2v-agent send --disk sda.raw --disk sdb.raw | p2v-convert --boot-test`:
+#   vmkit     `p2v-agent send --disk sda.raw --disk sdb.raw | p2v-convert --memory 1G --boot-test`:
 #             streamed, written, adapted (initramfs, fstab, GRUB, NIC names, units),
 #             the VM defined, and booted to its login prompt on throwaway overlays
 #             (target: under 3 minutes)
@@ -53,7 +53,7 @@ say "vmkit: p2v-agent | p2v-convert --boot-test"
 drop
 t0=$(now)
 "$agent" send -q --disk "$srv/sda.raw" --disk "$srv/sdb.raw" |
-  "$convert" --name "$vm" --boot-test -o json > "$tmp/report.json" 2> "$tmp/convert.err" ||
+  "$convert" --name "$vm" --memory 1G --boot-test -o json > "$tmp/report.json" 2> "$tmp/convert.err" ||
   { cat "$tmp/convert.err" >&2; say "p2v-convert failed"; exit 1; }
 t1=$(now)
 vmkit_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')

@@ -73,6 +73,12 @@ static char *boot_xml(xmlDocPtr doc, const char *name, char **overlays, size_t n
     xmlNodePtr link = vm_xml_find(nic, "link");
     vm_xml_set(link ? link : vm_xml_child(nic, "link", NULL), "state", "down");
   }
+  /* UEFI: the VM's variables are its own; the copy starts from the template's. */
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr nvram = vm_xpath_nodes(ctx, "/domain/os/nvram");
+  for (int i = 0; nvram && nvram->nodesetval && i < nvram->nodesetval->nodeNr; i++) {
+    xmlUnlinkNode(nvram->nodesetval->nodeTab[i]);
+    xmlFreeNode(nvram->nodesetval->nodeTab[i]);
+  }
   CLEANUP_XPATHOBJ xmlXPathObjectPtr logs = vm_xpath_nodes(ctx, "/domain/devices/serial/log");
   for (int i = 0; logs && logs->nodesetval && i < logs->nodesetval->nodeNr; i++) {
     xmlUnlinkNode(logs->nodesetval->nodeTab[i]);
@@ -131,6 +137,7 @@ int pc_boot_test(const struct pc_boot *b, json_object *report)
   size_t nd = 0;
   int rc = vm_domain_disks(doc, &disks, &nd);
   if (rc) return rc;
+  vm_info("boot test: starting '%s' on overlays of its disks, NICs unplugged (at most %d s)", b->name, b->timeout_s);
   struct vm_strv overlays = { 0 }, names = { 0 };
   virStorageVolPtr vols[VM_MAX_DEVS] = { 0 };
   size_t nvols = 0;
@@ -163,8 +170,11 @@ int pc_boot_test(const struct pc_boot *b, json_object *report)
     nvols++;
     char *p = virStorageVolGetPath(vols[nvols - 1]);
     if (p && strcmp(p, overlays.v[k]) != 0) {
+      /* A pool whose volumes are not files of its folder: the record learns the path. */
       free(overlays.v[k]);
       overlays.v[k] = p;
+      vm_journal_add_volume(b->rec, p, "new");
+      if ((rc = vm_journal_write(b->dom, b->rec))) goto out;
     } else {
       free(p);
     }
@@ -173,7 +183,6 @@ int pc_boot_test(const struct pc_boot *b, json_object *report)
   {
     CLEANUP_FREE char *tname = vm_strdup_printf("%s-boottest", b->name);
     CLEANUP_FREE char *xml = boot_xml(doc, tname, overlays.v, overlays.n);
-    vm_info("boot test: starting '%s' on overlays of its disks, NICs unplugged (at most %d s)", b->name, b->timeout_s);
     int64_t t0 = vm_now_ms();
     /* Paused until its console is attached; destroyed by libvirtd when this
      * process's connection goes, whatever ends it. */
@@ -211,8 +220,8 @@ int pc_boot_test(const struct pc_boot *b, json_object *report)
 out:
   /* The overlays go, then their names leave the record. */
   for (size_t i = 0; i < nvols; i++) {
-    if (virStorageVolDelete(vols[i], 0) < 0) vm_warn("cannot remove the boot test's overlay '%s': %s", overlays.v[i],
-                                                      vm_virt_message());
+    if (virStorageVolDelete(vols[i], 0) < 0)
+      vm_warn("cannot remove the boot test's overlay '%s': %s (remove it by hand)", overlays.v[i], vm_virt_message());
     virStorageVolFree(vols[i]);
   }
   vm_storage_changed();

@@ -531,6 +531,10 @@ int main(int argc, char **argv)
   if (!conn) return VM_EXIT_FAIL;
   c.conn = conn;
   if ((rc = vm_pool_open(conn, pool ? pool : vm_default_pool(), &c.pool))) return rc;
+  /* The boot test's throwaway overlays are qcow2 files beside the volumes. */
+  if (boot_test && !vm_pool_is_file_based(c.pool))
+    return vm_usage_error("--boot-test needs a pool of files (dir, fs, netfs): pool '%s' is not one",
+                          pool ? pool : vm_default_pool());
   c.buf = malloc(VM_STREAM_MAX_BLOCK);
   c.dctx = ZSTD_createDCtx();
   if (!c.buf || !c.dctx) abort();
@@ -544,15 +548,31 @@ int main(int argc, char **argv)
   /* A guest that could not be adapted, or a VM that did not boot, is kept (the
    * stream cannot be sent again) and said by exit 6. */
   int verdict = 0;
-  bool boot_failed = false;
+  const char *why = NULL;
   json_object *rep = json_object_new_object();
-  if (!rc && (rc = guest_work(&c, &chk, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0;
+  /* Once the stream is read, a step that fails keeps what it has: the disks as
+   * received, the VM not (wholly) adapted, or not proven to boot. Ctrl-C before
+   * the VM is whole rolls it back; during the boot test it keeps it. */
+  if (!rc && (rc = guest_work(&c, &chk, rep))) {
+    if (!vm_interrupted()) {
+      verdict = VM_EXIT_VERIFY, rc = 0;
+      why = c.adapt ? "its adaptation is not whole" : "its swap areas could not be made again";
+    }
+    else if (rc == VM_EXIT_VERIFY) rc = vm_fail_interrupted(); /* a step failed, then Ctrl-C */
+    if (!json_object_object_get_ex(rep, "adapted", NULL))
+      json_object_object_add(rep, "adapted", json_object_new_boolean(false));
+  }
+  if (!rc && vm_interrupted()) rc = vm_fail_interrupted();
   if (!rc) rc = finish_disks(&c);
   if (!rc && vm_interrupted()) rc = vm_fail_interrupted();
   if (!rc && boot_test) {
     struct pc_boot b = { .conn = conn, .pool = c.pool, .dom = c.dom, .rec = c.rec, .name = c.name,
                          .timeout_s = boot_timeout };
-    if ((rc = pc_boot_test(&b, rep)) == VM_EXIT_VERIFY) verdict = rc, rc = 0, boot_failed = true;
+    if (pc_boot_test(&b, rep) != 0) {
+      bool intr = vm_interrupted();
+      verdict = intr ? VM_EXIT_FAIL : VM_EXIT_VERIFY;
+      why = intr ? "its boot test was interrupted" : "it did not pass its boot test";
+    }
   }
   /* The VM is whole: defined again, without the record. */
   if (!rc) rc = define_vm(&c, chk.inventory, NULL);
@@ -599,9 +619,7 @@ int main(int argc, char **argv)
       vm_info("VM '%s' defined on %s: %zu disk%s, %s written from %s of stream", c.name, vm_conn_host_name(conn),
               c.ndisks, c.ndisks == 1 ? "" : "s", vm_format_size(written, a), vm_format_size(rd.bytes, b));
     }
-    if (verdict == VM_EXIT_VERIFY)
-      vm_warn("VM '%s' is kept as converted, but %s", c.name,
-              boot_failed ? "it did not pass its boot test" : "its adaptation is not whole");
+    if (why) vm_warn("VM '%s' is kept as converted, but %s", c.name, why);
   }
   json_object_put(rep);
   if (c.dom) virDomainFree(c.dom);

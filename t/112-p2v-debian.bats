@@ -3,7 +3,8 @@
 # (built once per machine and cached: an OS disk with root, swap and free space, a
 # data disk, an initramfs without virtio drivers, fstab and root= by /dev/sdX, no
 # serial console, NIC enp3s0, a service bound to dev-sdb.device). p2v-agent reads
-# its two disk images as a rescue system would read the disks; p2v-convert adapts
+# its two disk images as a rescue system would read the disks, naming them as one
+# booted from a stick would (sdb and sdc: the stick is sda); p2v-convert adapts
 # the guest and proves that it boots under TCG; without the adaptation it does not.
 # Two TCG boots (about 1 and 1.5 minutes) and four libguestfs launches.
 
@@ -13,7 +14,11 @@ setup_file() {
   export SRVD=${VMKIT_CACHE:-/var/cache/vmkit}/server12
   "$TOP/scripts/mkserver" "$SRVD" >&2
   export VM=${VMKIT_TEST_PREFIX}112-db1 RAW=${VMKIT_TEST_PREFIX}112-raw
-  "$TOP/p2v-agent/p2v-agent" send -q --disk "$SRVD/sda.raw" --disk "$SRVD/sdb.raw" > "$BATS_FILE_TMPDIR/srv.p2v"
+  mkdir -p "$BATS_FILE_TMPDIR/dev"
+  ln -sf "$SRVD/sda.raw" "$BATS_FILE_TMPDIR/dev/sdb"
+  ln -sf "$SRVD/sdb.raw" "$BATS_FILE_TMPDIR/dev/sdc"
+  "$TOP/p2v-agent/p2v-agent" send -q --disk "$BATS_FILE_TMPDIR/dev/sdb" --disk "$BATS_FILE_TMPDIR/dev/sdc" \
+    > "$BATS_FILE_TMPDIR/srv.p2v"
   # The NICs the agent saw (offline: the rescue system's, here this machine's).
   "$TOP/p2v-agent/p2v-agent" inventory --disk "$SRVD/sda.raw" | jq -c '[.nics[] | {name, mac}]' > "$BATS_FILE_TMPDIR/nics"
 }
@@ -53,13 +58,21 @@ change() {
   change "/etc/initramfs-tools/conf.d/resume: RESUME=/dev/sda2 by UUID="
   change "/etc/initramfs-tools/modules: 'virtio_pci', 'virtio_blk'"
   change "update-initramfs -u -k all"
-  change "GRUB_DISABLE_LINUX_UUID=true off"
+  # Debian has /etc/default/grub.d: the additions go in a file of it sourced last.
+  change "/etc/default/grub.d/zz-p2v-convert.cfg: GRUB_DISABLE_LINUX_UUID=false added"
   change "console=ttyS0,115200"
   change "update-grub"
   change "disk-health.service disabled"
   # The swap area made again with its UUID; the report on stderr names the disks.
   [ "$(jq -r '.disks[0].swap_areas' "$r")" -eq 1 ]
-  grep -q "disk sdb.raw: a data disk, holds '/srv/data'" <<< "$stderr"
+  grep -q "disk sdc: a data disk, holds '/srv/data'" <<< "$stderr"
+  # The rescue system's names (sdb, sdc) are not the server's (sda, sdb): its fstab
+  # fits the disks' order, and the names were mapped so.
+  assert_stderr_has "/dev names mapped by order"
+  # A commented-out serial console is no serial console; the command line is
+  # extended after everything that sets it.
+  change 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX console=tty0 console=ttyS0,115200" added'
+  change 'GRUB_TERMINAL="console serial" added'
   # The boot test's overlays are gone, the volumes stay.
   virsh_q pool-refresh "$VMKIT_POOL" >/dev/null
   ! virsh_q vol-list "$VMKIT_POOL" | grep -q boottest
@@ -77,6 +90,9 @@ echo ---fstab
 cat /etc/fstab
 echo ---grub
 sh "grep -E '^[[:space:]]*linux' /boot/grub/grub.cfg | head -n 1"
+cat /etc/default/grub
+cat /etc/default/grub.d/zz-p2v-convert.cfg
+cat /etc/initramfs-tools/conf.d/resume
 echo ---initrd
 sh "lsinitramfs /boot/initrd.img-$(ls /lib/modules | sort -V | tail -n 1) | grep -E 'virtio_(blk|pci|net)[.]ko' | sort"
 echo ---links
@@ -97,14 +113,13 @@ EOF
   [ "$(grep -c '^UUID=' <<< "$fstab")" -eq 3 ]
   grep -q 'root=UUID=' <<< "$grub"
   grep -q 'console=ttyS0,115200' <<< "$grub"
+  # The line the installer wrote, its comment and blanks kept; RESUME still quoted.
+  grep -qF 'GRUB_CMDLINE_LINUX="net.ifnames=1"   # set by the installer' <<< "$grub"
+  grep -qE '^RESUME="UUID=[0-9a-f-]+"$' <<< "$grub"
+  grep -q "^GRUB_DISABLE_LINUX_UUID=false" <<< "$grub"
   grep -q virtio_blk.ko <<< "$initrd"
   grep -q virtio_pci.ko <<< "$initrd"
   ! grep -q disk-health <<< "$units"
-  # Offline, the inventory has this machine's NICs: with one, it is enp3s0's MAC.
-  if [ "$(jq length "$BATS_FILE_TMPDIR/nics")" -eq 1 ]; then
-    grep -q "Name=enp3s0" <<< "$links"
-    grep -qi "MACAddress=$(jq -r '.[0].mac' "$BATS_FILE_TMPDIR/nics")" <<< "$links"
-  fi
   # The VM: both disks on virtio, the server's MACs, a CD-ROM, a serial console.
   local xml
   xml=$(virsh_q dumpxml "$VM")
@@ -115,6 +130,13 @@ EOF
     "$(jq -r '.[0].mac' "$BATS_FILE_TMPDIR/nics")" ]
   # No journal record is left in the definition.
   ! grep -q vmkitjournal <<< "$xml"
+  # Offline, the inventory has this machine's NICs (the rescue system's): with one,
+  # the only NIC on each side is enp3s0.
+  local nn
+  nn=$(jq length "$BATS_FILE_TMPDIR/nics")
+  [ "$nn" -eq 1 ] || skip "this machine, the rescue system here, has $nn NICs: offline, which was enp3s0 is not known"
+  grep -q "Name=enp3s0" <<< "$links"
+  grep -qi "MACAddress=$(jq -r '.[0].mac' "$BATS_FILE_TMPDIR/nics")" <<< "$links"
 }
 
 @test "not adapted (--no-adapt), the server's guest does not boot on virtio: exit 6, the VM kept, its console shown" {
@@ -142,19 +164,24 @@ EOF
 }
 
 @test "kill -9 during the adaptation or the boot test: no transient VM stays, and vmrun undefine leaves nothing" {
-  local vm=${VMKIT_TEST_PREFIX}112-kill t pid k
-  # 0 to 150 s after libguestfs starts: the adaptation (60 to 90 s), the boot test.
-  t=${P2V_KILL_AT:-$((RANDOM % 150))}
+  local vm=${VMKIT_TEST_PREFIX}112-kill t pid k anchor
+  # 0 to 150 s after libguestfs starts (the adaptation, 60 to 90 s, then the boot
+  # test), or 0 to 10 s after the boot test starts (its overlays, its domain).
+  if [ "${P2V_KILL_ANCHOR:-$((RANDOM % 2))}" = 1 ]; then
+    anchor='boot test: starting' t=${P2V_KILL_AT:-$((RANDOM % 10))}
+  else
+    anchor='looking inside' t=${P2V_KILL_AT:-$((RANDOM % 150))}
+  fi
   "$TOP/p2v-convert/p2v-convert" -i "$BATS_FILE_TMPDIR/srv.p2v" --name "$vm" --memory 1G --vcpus 1 --boot-test \
     2> "$BATS_TEST_TMPDIR/err" &
   pid=$!
-  for k in $(seq 600); do grep -q 'looking inside' "$BATS_TEST_TMPDIR/err" && break; sleep 0.2; done
+  for k in $(seq 2000); do grep -q "$anchor" "$BATS_TEST_TMPDIR/err" && break; sleep 0.2; done
   sleep "$t"
-  echo "killed $t s after libguestfs started; its messages:"
+  echo "killed $t s after '$anchor'; its messages:"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   cat "$BATS_TEST_TMPDIR/err"
-  echo "# killed $t s after libguestfs started, after: $(tail -n 1 "$BATS_TEST_TMPDIR/err")" >&3
+  echo "# killed $t s after '$anchor', after: $(tail -n 1 "$BATS_TEST_TMPDIR/err")" >&3
   # The boot test's domain dies with the connection (libvirt's autodestroy).
   for k in $(seq 50); do virsh_q dominfo "$vm-boottest" >/dev/null 2>&1 || break; sleep 0.2; done
   run virsh_q dominfo "$vm-boottest"

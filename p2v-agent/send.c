@@ -469,7 +469,7 @@ static int read_frozen(struct sender *s, const struct pa_disk *disks, size_t n, 
     for (size_t k = 0; k < p->nblks; k++) {
       if (vm_interrupted()) return vm_fail_interrupted();
       if (pa_online_frozen_ms(on) > oo->max_freeze_ms)
-        return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms): thawed",
+        return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms), or its freeze did not hold: thawed",
                        (long long)oo->max_freeze_ms);
       struct job j = { .offset = p->blks[k] * s->bs, .length = block_len(&disks[i], s->bs, p->blks[k]) };
       j.raw = malloc(j.length);
@@ -486,7 +486,7 @@ static int read_frozen(struct sender *s, const struct pa_disk *disks, size_t n, 
     }
   }
   if (pa_online_frozen_ms(on) > oo->max_freeze_ms)
-    return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms): thawed",
+    return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms), or its freeze did not hold: thawed",
                    (long long)oo->max_freeze_ms);
   return 0;
 }

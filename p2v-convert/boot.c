@@ -73,12 +73,9 @@ static char *boot_xml(xmlDocPtr doc, const char *name, char **overlays, size_t n
     xmlNodePtr link = vm_xml_find(nic, "link");
     vm_xml_set(link ? link : vm_xml_child(nic, "link", NULL), "state", "down");
   }
-  /* UEFI: the VM's variables are its own; the copy starts from the template's. */
-  CLEANUP_XPATHOBJ xmlXPathObjectPtr nvram = vm_xpath_nodes(ctx, "/domain/os/nvram");
-  for (int i = 0; nvram && nvram->nodesetval && i < nvram->nodesetval->nodeNr; i++) {
-    xmlUnlinkNode(nvram->nodesetval->nodeTab[i]);
-    xmlFreeNode(nvram->nodesetval->nodeTab[i]);
-  }
+  /* UEFI: an <nvram> of the VM is kept: the test boots on the VM's own variables
+   * file (which goes with the VM when it is undefined), not on one of its own
+   * that nothing would remove. */
   CLEANUP_XPATHOBJ xmlXPathObjectPtr logs = vm_xpath_nodes(ctx, "/domain/devices/serial/log");
   for (int i = 0; logs && logs->nodesetval && i < logs->nodesetval->nodeNr; i++) {
     xmlUnlinkNode(logs->nodesetval->nodeTab[i]);

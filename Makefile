@@ -203,7 +203,7 @@ vmbackup/plugin/nbdkit-vmbackup-plugin.so: $(VB_PLUGIN_SRCS) $(wildcard vmbackup
 t/fault/libinject.so: t/fault/inject.c
 	$(CC) $(CFLAGS) -shared -fPIC $(shell $(PKG_CONFIG) --cflags libvirt) -o $@ $< -ldl
 
-check: all $(UNIT_BINS) $(FUZZ_BINS) t/fault/libinject.so
+check: all $(UNIT_BINS) $(FUZZ_BINS) t/fault/libinject.so bench/balance-plan
 	t/run
 
 install: all

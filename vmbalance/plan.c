@@ -363,6 +363,9 @@ static int state_init(struct state *s, const struct bal_config *c, const struct 
   heap_init(&s->hmin, nh, 1, s->w);
   heap_init(&s->hmax, nh, -1, s->w);
   for (int h = 0; h < nh; h++) {
+    for (int r = 0; r < BAL_NRES; r++)
+      if (!(p->hosts[h].cap[r] < 1e300 && p->hosts[h].base[r] >= 0 && p->hosts[h].base[r] < 1e300))
+        return *why = "a host's capacity or load is not a number", -1;
     s->head[h] = -1;
     s->maint[h] = p->hosts[h].maintenance;
     for (int r = 0; r < BAL_NRES; r++) s->load[(size_t)h * BAL_NRES + r] = p->hosts[h].base[r];
@@ -370,6 +373,10 @@ static int state_init(struct state *s, const struct bal_config *c, const struct 
   for (int v = nv - 1; v >= 0; v--) {
     int h = where ? where[v] : p->vms[v].host;
     if (h < 0 || h >= nh) return *why = "a VM on no host of the pool", -1;
+    for (int r = 0; r < BAL_NRES; r++)
+      if (!(p->vms[v].demand[r] >= 0 && p->vms[v].demand[r] < 1e300)) return *why = "a VM's demand is negative or not a number", -1;
+    if (!(p->vms[v].mem_mib >= 0 && p->vms[v].mem_mib < 1e300 && p->vms[v].dirty_mibs >= 0 && p->vms[v].dirty_mibs < 1e300))
+      return *why = "a VM's memory size or dirty rate is negative or not a number", -1;
     s->host[v] = h;
     s->prev[v] = -1;
     s->next[v] = s->head[h];
@@ -457,6 +464,8 @@ static int state_init(struct state *s, const struct bal_config *c, const struct 
     if (s->maint[h]) continue;
     s->wsum += s->w[h];
     s->nactive++;
+    heap_push(&s->hmin, h);
+    heap_push(&s->hmax, h);
   }
   return 0;
 }
@@ -520,24 +529,27 @@ static int by_prio_size(const void *a, const void *b)
   return x->u < y->u ? -1 : x->u > y->u;
 }
 
-/* The host for unit u among all: for balance the least loaded after the move,
- * for consolidation the most (best fit); within the headroom if any fits, else
- * within capacity. A split unit prefers a host where members already are. */
-static int place_anywhere(const struct state *s, int u, bool pack)
+/* The best host for unit u among cand (all hosts when cand is NULL): for
+ * balance the least loaded after the move, for consolidation the most (best
+ * fit); within the headroom if any fits, else within capacity. Fewer members to
+ * move wins over load: they are moves saved (a split unit joins where most of
+ * it is). */
+static int best_of(const struct state *s, int u, bool pack, const int *cand, int nc)
 {
   double d[BAL_NRES];
+  int n = cand ? nc : s->nh;
   for (int pass = 0; pass < 2; pass++) {
     int best = -1;
     double bw = 0;
-    for (int h = 0; h < s->nh; h++) {
+    for (int i = 0; i < n; i++) {
+      int h = cand ? cand[i] : i;
       if (s->maint[h] || !fits(s, u, h, pass == 0)) continue;
       unit_demand(s, u, h, d);
       double w = s->w[h] + share(s, h, d);
-      /* Fewer members to move wins over load: they are moves saved. */
       int away = 0;
       for (int v = u; v >= 0; v = s->unext[v]) away += s->host[v] != h;
       double score = (pack ? -w : w) + 1000.0 * away;
-      if (best < 0 || score < bw) {
+      if (best < 0 || score < bw || (score == bw && h < best)) {
         best = h;
         bw = score;
       }
@@ -545,6 +557,17 @@ static int place_anywhere(const struct state *s, int u, bool pack)
     if (best >= 0) return best;
   }
   return -1;
+}
+
+/* A host for a mandatory move of unit u: among the 64 hosts at the top of the
+ * heap that fits the policy and the hosts of u's members, else among all. */
+static int place(const struct state *s, int u, bool pack)
+{
+  int cand[64 + 64];
+  int nc = heap_best(pack ? &s->hmax : &s->hmin, 64, cand);
+  for (int v = u; v >= 0 && nc < 128; v = s->unext[v]) cand[nc++] = s->host[v];
+  int h = best_of(s, u, pack, cand, nc);
+  return h >= 0 ? h : best_of(s, u, pack, NULL, 0);
 }
 
 static void mandatory(struct state *s)
@@ -563,7 +586,7 @@ static void mandatory(struct state *s)
   for (int i = 0; i < n; i++) {
     int u = cand[i].u, why = violation(s, u);
     if (why < 0) continue; /* ended by an earlier move */
-    int h = place_anywhere(s, u, s->c->policy == BAL_CONSOLIDATE);
+    int h = place(s, u, s->c->policy == BAL_CONSOLIDATE);
     if (h >= 0) {
       move_unit(s, u, h, (enum bal_why)why, 0, 0);
       continue;
@@ -593,11 +616,6 @@ static void balance(struct state *s)
 {
   static const double tolerance[] = { 0, 0, 20, 10, 5, 0 };
   double tol = tolerance[s->c->level], thr = s->c->threshold_milli / 1000.0;
-  for (int h = 0; h < s->nh; h++)
-    if (!s->maint[h]) {
-      heap_push(&s->hmin, h);
-      heap_push(&s->hmax, h);
-    }
   int dest[16];
   while (s->hmax.n > 1) {
     int a = s->hmax.a[0];
@@ -651,7 +669,7 @@ static void consolidate(struct state *s)
 {
   /* Hosts without a VM are off already: never a target. */
   for (int h = 0; h < s->nh; h++)
-    if (!s->maint[h] && s->head[h] >= 0) heap_push(&s->hmax, h);
+    if (s->head[h] < 0) heap_remove(&s->hmax, h);
   int *order = xcalloc((size_t)s->nh, sizeof *order), no = 0;
   bool *received = xcalloc((size_t)s->nh, sizeof *received);
   for (int h = 0; h < s->nh; h++)

@@ -431,6 +431,109 @@ static void writes_plan_lines(void **state)
   assert_string_equal(why, "a VM on no host of the pool");
 }
 
+
+/* Random small pools and rules, from a fixed seed: whatever the plan, every host
+ * stays within its capacity after each move, every unit moves at most once, and
+ * any rule broken at the end was broken at the start by VMs the plan says it
+ * could not place (plan.stuck). */
+static unsigned long long seed = 0x9e3779b97f4a7c15ull;
+static unsigned rnd(unsigned n)
+{
+  seed ^= seed << 13;
+  seed ^= seed >> 7;
+  seed ^= seed << 17;
+  return (unsigned)(seed % n);
+}
+
+static void random_pools_keep_invariants(void **state)
+{
+  for (int round = 0; round < 300; round++) {
+    struct pool P;
+    size_t nh = 2 + rnd(7);
+    hosts(&P, nh);
+    double cpu[MAXH] = { 0 }, mem[MAXH] = { 0 };
+    size_t nv = 1 + rnd(30);
+    for (size_t i = 0; i < nv; i++) {
+      double c = 1 + rnd(30), m = 10 + rnd(300);
+      int h = (int)rnd(rnd(2) ? (unsigned)nh : 2);
+      if (cpu[h] + c > 100 || mem[h] + m > 1000) continue;
+      cpu[h] += c;
+      mem[h] += m;
+      int v = vm(&P, h, c, m);
+      P.v[v].dirty_mibs = rnd(1500);
+      P.v[v].mem_mib = 100 + rnd(20000);
+      if (rnd(4) == 0) P.v[v].priority = (int)rnd(101);
+    }
+    if (P.nv < 2) continue;
+    char text[2048];
+    int len = snprintf(text, sizeof text, "policy %s\nlevel %u\nheadroom %u\nthreshold %u\n",
+                       rnd(3) ? "balance" : "consolidate", 1 + rnd(5), rnd(40), rnd(3));
+    int nr = (int)rnd(6);
+    for (int r = 0; r < nr; r++) {
+      unsigned a = rnd((unsigned)P.nv), b = rnd((unsigned)P.nv), c = rnd((unsigned)P.nv), h = rnd((unsigned)nh);
+      switch (rnd(6)) {
+      case 0: if (a != b && b != c && a != c) len += snprintf(text + len, sizeof text - (size_t)len, "anti-affinity vm%u vm%u vm%u\n", a, b, c); break;
+      case 1: if (a != b) len += snprintf(text + len, sizeof text - (size_t)len, "affinity vm%u vm%u\n", a, b); break;
+      case 2: len += snprintf(text + len, sizeof text - (size_t)len, "pin vm%u h%u\n", a, h); break;
+      case 3: len += snprintf(text + len, sizeof text - (size_t)len, "exclude vm%u h%u\n", a, h); break;
+      case 4: len += snprintf(text + len, sizeof text - (size_t)len, "maintenance h%u\n", h); break;
+      default: len += snprintf(text + len, sizeof text - (size_t)len, "priority vm%u %u\n", a, rnd(101)); break;
+      }
+    }
+    struct bal_config c;
+    struct bal_error e;
+    if (bal_config_parse(text, (size_t)len, &c, &e) != 0) continue; /* a random contradiction */
+    struct bal_plan plan;
+    const char *why;
+    assert_int_equal(bal_plan_make(&c, pool_of(&P), &plan, &why), 0);
+    int where[MAXV];
+    carry_out(&P, &plan, where);
+    bool stuck[MAXV] = { false }, moved[MAXV] = { false }, maint[MAXH] = { false };
+    for (size_t i = 0; i < plan.nstuck; i++) stuck[plan.stuck[i]] = true;
+    for (size_t i = 0; i < plan.n; i++) {
+      if (moved[plan.v[i].vm]) fail_msg("round %d: vm%d moves twice", round, plan.v[i].vm);
+      moved[plan.v[i].vm] = true;
+      assert_false(stuck[plan.v[i].vm]);
+    }
+    for (size_t i = 0; i < c.n; i++) {
+      const struct bal_stmt *st = &c.v[i];
+      if (st->kind == BAL_MAINTENANCE) maint[atoi(st->w[0] + 1)] = true;
+    }
+    for (size_t i = 0; i < c.n; i++) {
+      const struct bal_stmt *st = &c.v[i];
+      int a = atoi(st->w[0] + 2);
+      switch (st->kind) {
+      case BAL_ANTI_AFFINITY:
+        for (size_t x = 0; x < st->n; x++)
+          for (size_t y = x + 1; y < st->n; y++) {
+            int vx = atoi(st->w[x] + 2), vy = atoi(st->w[y] + 2);
+            if (where[vx] == where[vy] && !((stuck[vx] || stuck[vy]) && !moved[vx] && !moved[vy]))
+              fail_msg("round %d: anti-affinity of vm%d and vm%d broken on h%d\n%s", round, vx, vy, where[vx], text);
+          }
+        break;
+      case BAL_AFFINITY: {
+        int b = atoi(st->w[1] + 2);
+        if (where[a] != where[b] && !stuck[a] && !stuck[b])
+          fail_msg("round %d: affinity of vm%d and vm%d broken\n%s", round, a, b, text);
+        break;
+      }
+      case BAL_PIN:
+        if (where[a] != atoi(st->w[1] + 1) && !stuck[a]) fail_msg("round %d: pin of vm%d broken\n%s", round, a, text);
+        break;
+      case BAL_EXCLUDE:
+        if (where[a] == atoi(st->w[1] + 1) && !stuck[a]) fail_msg("round %d: exclusion of vm%d broken\n%s", round, a, text);
+        break;
+      default:
+        break;
+      }
+    }
+    for (size_t v = 0; v < P.nv; v++)
+      if (maint[where[v]] && !stuck[v]) fail_msg("round %d: vm%zu left on h%d in maintenance\n%s", round, v, where[v], text);
+    bal_plan_free(&plan);
+    bal_config_free(&c);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -446,6 +549,7 @@ int main(void)
     cmocka_unit_test(affinity_moves_together),
     cmocka_unit_test(consolidate_empties_a_host),
     cmocka_unit_test(writes_plan_lines),
+    cmocka_unit_test(random_pools_keep_invariants),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

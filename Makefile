@@ -90,7 +90,7 @@ p2v-agent: p2v-agent/p2v-agent
 # t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
 # the link line, which proves that the base layer stands without them.
 UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c) $(wildcard t/unit/backup-*.c) \
-             $(wildcard t/unit/stream-*.c) $(wildcard t/unit/convert-*.c)
+             $(wildcard t/unit/stream-*.c) $(wildcard t/unit/convert-*.c) $(wildcard t/unit/balance-*.c)
 UNIT_BINS := $(UNIT_SRCS:.c=)
 t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
 	$(call need_pkg,$(CHECK_PKGS))
@@ -136,6 +136,16 @@ t/unit/convert-%: t/unit/convert-%.c p2v-convert/adapt.c $(CONVERT_FAKE) t/unit/
 	  $(LIB_CFLAGS) $(shell $(PKG_CONFIG) --cflags cmocka) $(CFLAGS) -fsanitize=address,undefined \
 	  -fno-omit-frame-pointer -o $@ $< p2v-convert/adapt.c $(CONVERT_FAKE) $(LIBVMKIT_BASE) $(BASE_LIBS) \
 	  $(shell $(PKG_CONFIG) --libs cmocka)
+# vmbalance's pure logic (the config file, the planner), libc only: t/unit/balance-X
+# tests it under AddressSanitizer and UBSan; bench/balance-plan times the planner.
+BAL_SRCS := $(addprefix vmbalance/,$(addsuffix .c,config plan strmap))
+BAL_HDRS := $(addprefix vmbalance/,$(addsuffix .h,config plan strmap))
+t/unit/balance-%: t/unit/balance-%.c $(BAL_SRCS) $(BAL_HDRS)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags cmocka) $(CFLAGS) -fsanitize=address,undefined \
+	  -fno-omit-frame-pointer -o $@ $< $(BAL_SRCS) -lm $(shell $(PKG_CONFIG) --libs cmocka)
+bench/balance-plan: bench/balance-plan.c $(BAL_SRCS) $(BAL_HDRS)
+	$(CC) -D_GNU_SOURCE $(CFLAGS) -o $@ $< $(BAL_SRCS) -lm
 t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
@@ -167,6 +177,15 @@ t/fuzz/fuzz-%: t/fuzz/fuzz-%.c t/fuzz/fuzz.h t/fuzz/driver.o $(VB_SRCS) $(STREAM
 	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -fsanitize-coverage=trace-pc -o $@ $< \
 	  $(VB_SRCS) $(STREAM_SRCS) t/fuzz/driver.o $(FUZZ_LIBS)
 endif
+# vmbalance's config file: its own sources, libc only.
+ifeq ($(FUZZ_ENGINE),libfuzzer)
+t/fuzz/fuzz-balance-config: t/fuzz/fuzz-balance-config.c t/fuzz/fuzz.h $(BAL_SRCS) $(BAL_HDRS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BAL_SRCS) -lm
+else
+t/fuzz/fuzz-balance-config: t/fuzz/fuzz-balance-config.c t/fuzz/fuzz.h t/fuzz/driver.o $(BAL_SRCS) $(BAL_HDRS)
+	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -fsanitize-coverage=trace-pc -o $@ $< \
+	  $(BAL_SRCS) t/fuzz/driver.o -lm
+endif
 # The engine itself is not instrumented for coverage: only the code under test.
 t/fuzz/driver.o: t/fuzz/driver.c t/fuzz/fuzz.h
 	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -c -o $@ $<
@@ -184,7 +203,7 @@ vmbackup/plugin/nbdkit-vmbackup-plugin.so: $(VB_PLUGIN_SRCS) $(wildcard vmbackup
 t/fault/libinject.so: t/fault/inject.c
 	$(CC) $(CFLAGS) -shared -fPIC $(shell $(PKG_CONFIG) --cflags libvirt) -o $@ $< -ldl
 
-check: all $(UNIT_BINS) $(FUZZ_BINS) t/fault/libinject.so
+check: all $(UNIT_BINS) $(FUZZ_BINS) t/fault/libinject.so bench/balance-plan
 	t/run
 
 install: all
@@ -198,7 +217,7 @@ install: all
 
 clean:
 	rm -f common/*/*.o common/*/*.d common/*.a $(foreach t,$(TOOLS) p2v-agent,$(t)/*.o $(t)/*.d $(t)/$(t)) \
-	  $(UNIT_BINS) t/unit/*.d t/fault/libinject.so $(FUZZ_BINS) t/fuzz/*.o
+	  $(UNIT_BINS) t/unit/*.d t/fault/libinject.so $(FUZZ_BINS) t/fuzz/*.o bench/balance-plan
 
 .PHONY: all check install clean
 -include $(COMMON_SRCS:.c=.d) $(ALL_OBJS:.o=.d)

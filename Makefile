@@ -35,11 +35,11 @@ endif
 
 pkgnames = $(foreach p,$(1),$(word 1,$(subst :, ,$(p))))
 LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PKGS)) 2>/dev/null)
-LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null) -lpthread
+LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null) -lpthread -lm
 BASE_LIBS  := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(BASE_PKGS)) 2>/dev/null)
 CPPFLAGS   += $(LIB_CFLAGS)
 
-TOOLS := vmrun vmsnap vmmigrate vmbackup p2v-convert
+TOOLS := vmrun vmsnap vmmigrate vmbackup p2v-convert vmbalance
 .DEFAULT_GOAL := all
 
 LAYERS := base virt gfs stream

@@ -8,7 +8,7 @@ VERSION := 0.1.0
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wformat=2 -Wshadow \
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wformat=2 -Wshadow \
            -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing
 CPPFLAGS += -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Icommon -Icommon/base -Icommon/virt \
             -Icommon/gfs -Icommon/stream -MMD -MP

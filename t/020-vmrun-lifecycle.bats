@@ -58,6 +58,15 @@ teardown() { :; }
   [ "${#lines[@]}" -eq 2 ]
   run_tool 2 vmrun stats --interval 0
   run_tool 3 vmrun stats "${VM}-nosuch"
+  # Prometheus text format: a TYPE line, then a sample labelled by the VM.
+  run_tool 0 vmrun stats "$VM" -o prom
+  [ "${lines[0]}" = "# TYPE vmkit_vm_cpu_percent gauge" ]
+  grep -Eqx "vmkit_vm_cpu_percent\{vm=\"$VM\"\} [0-9.e+-]+" <<< "$output"
+  grep -qx "vmkit_vm_memory_bytes{vm=\"$VM\"} 268435456" <<< "$output"
+  grep -Eqx "vmkit_vm_net_tx_bytes_per_second\{vm=\"$VM\"\} [0-9]+" <<< "$output"
+  # Other verbs have no metrics to give.
+  run_tool 2 vmrun list -o prom
+  assert_stderr_has "unknown output format 'prom': use table, tsv or json"
 }
 
 @test "start on a running VM succeeds; --strict makes it exit 4" {

@@ -168,96 +168,25 @@ int cmd_info(int argc, char **argv)
   return vm_print_record(o, info_cols);
 }
 
-/* One sample of the counters stats turns into rates. */
-struct sample {
-  char *name;
-  int state;
-  unsigned vcpus;
-  unsigned long long cpu_ns, mem_kib, rss_kib, rd, wr, rx, tx;
-};
-
-static unsigned long long param_ull(virTypedParameterPtr p, int n, const char *key)
+static int take_sample(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sample **out, size_t *nout)
 {
-  unsigned long long v = 0;
-  virTypedParamsGetULLong(p, n, key, &v);
-  return v;
-}
-
-/* Sums a per-device counter (block.0.rd.bytes, block.1.rd.bytes ...). */
-static unsigned long long sum_param(virTypedParameterPtr p, int n, const char *prefix, const char *suffix)
-{
-  unsigned long long total = 0;
-  unsigned count = 0;
-  char key[64];
-  snprintf(key, sizeof key, "%s.count", prefix);
-  virTypedParamsGetUInt(p, n, key, &count);
-  for (unsigned i = 0; i < count; i++) {
-    snprintf(key, sizeof key, "%s.%u.%s", prefix, i, suffix);
-    total += param_ull(p, n, key);
-  }
-  return total;
-}
-
-static int sample_by_name(const void *a, const void *b)
-{
-  return strcmp(((const struct sample *)a)->name, ((const struct sample *)b)->name);
-}
-
-static int take_sample(virConnectPtr conn, virDomainPtr *only, struct sample **out, int *nout)
-{
-  unsigned stats = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
-                   VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK;
-  virDomainStatsRecordPtr *recs = NULL;
-  int n = only ? virDomainListGetStats(only, stats, &recs, 0) : virConnectGetAllDomainStats(conn, stats, &recs, 0);
-  if (n < 0) return vm_fail_virt("cannot read VM statistics");
-  *out = calloc((size_t)n + 1, sizeof **out);
-  for (int i = 0; i < n; i++) {
-    virDomainStatsRecordPtr r = recs[i];
-    struct sample *s = &(*out)[i];
-    int st = 0;
-    unsigned cur = 0;
-    s->name = strdup(virDomainGetName(r->dom));
-    virTypedParamsGetInt(r->params, r->nparams, "state.state", &st);
-    s->state = st;
-    virTypedParamsGetUInt(r->params, r->nparams, "vcpu.current", &cur);
-    s->vcpus = cur;
-    s->cpu_ns = param_ull(r->params, r->nparams, "cpu.time");
-    s->mem_kib = param_ull(r->params, r->nparams, "balloon.current");
-    s->rss_kib = param_ull(r->params, r->nparams, "balloon.rss");
-    s->rd = sum_param(r->params, r->nparams, "block", "rd.bytes");
-    s->wr = sum_param(r->params, r->nparams, "block", "wr.bytes");
-    s->rx = sum_param(r->params, r->nparams, "net", "rx.bytes");
-    s->tx = sum_param(r->params, r->nparams, "net", "tx.bytes");
-  }
-  virDomainStatsRecordListFree(recs);
-  qsort(*out, (size_t)n, sizeof **out, sample_by_name);
-  *nout = n;
+  CLEANUP_FREE char *why = NULL;
+  if (vm_dom_samples(conn, only, out, nout, &why) < 0) return vm_fail(VM_EXIT_FAIL, "%s", why);
   return 0;
 }
 
-static void free_samples(struct sample *s, int n)
-{
-  for (int i = 0; s && i < n; i++) free(s[i].name);
-  free(s);
-}
-
 static const struct vm_column stats_cols[] = {
-  { "name", "NAME", VM_COL_STR },
-  { "state", "STATE", VM_COL_STR },
-  { "cpu_percent", "CPU%", VM_COL_PCT },
-  { "memory", "MEMORY", VM_COL_BYTES },
-  { "rss", "RSS", VM_COL_BYTES },
-  { "disk_read", "DISK-RD", VM_COL_RATE },
-  { "disk_write", "DISK-WR", VM_COL_RATE },
-  { "net_rx", "NET-RX", VM_COL_RATE },
-  { "net_tx", "NET-TX", VM_COL_RATE },
-  { NULL, NULL, 0 },
+  { "name", "NAME", VM_COL_STR, "vm" },
+  { "state", "STATE", VM_COL_STR, NULL },
+  { "cpu_percent", "CPU%", VM_COL_PCT, "vmkit_vm_cpu_percent" },
+  { "memory", "MEMORY", VM_COL_BYTES, "vmkit_vm_memory_bytes" },
+  { "rss", "RSS", VM_COL_BYTES, "vmkit_vm_rss_bytes" },
+  { "disk_read", "DISK-RD", VM_COL_RATE, "vmkit_vm_disk_read_bytes_per_second" },
+  { "disk_write", "DISK-WR", VM_COL_RATE, "vmkit_vm_disk_write_bytes_per_second" },
+  { "net_rx", "NET-RX", VM_COL_RATE, "vmkit_vm_net_rx_bytes_per_second" },
+  { "net_tx", "NET-TX", VM_COL_RATE, "vmkit_vm_net_tx_bytes_per_second" },
+  { NULL, NULL, 0, NULL },
 };
-
-static uint64_t rate(unsigned long long a, unsigned long long b, double secs)
-{
-  return b > a && secs > 0 ? (uint64_t)((double)(b - a) / secs) : 0;
-}
 
 int cmd_stats(int argc, char **argv)
 {
@@ -269,9 +198,11 @@ int cmd_stats(int argc, char **argv)
   CLEANUP_POPT poptContext ctx = NULL;
   const char **args;
   int nargs;
+  vm_output_prom_ok = true;
   int rc = vm_parse(&ctx, argc, argv, table, "[VM...]",
                     "CPU % of one host CPU, memory, disk and network bytes/s from two samples\n"
-                    "an interval apart; all running VMs when none is named.",
+                    "an interval apart; all running VMs when none is named. -o prom prints\n"
+                    "them in the Prometheus text format (node_exporter's textfile collector).",
                     0, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   if (o_interval < 1 || o_interval > 86400)
@@ -291,8 +222,8 @@ int cmd_stats(int argc, char **argv)
     }
   }
   vm_catch_signals();
-  struct sample *prev = NULL, *cur = NULL;
-  int nprev = 0, ncur = 0;
+  struct vm_dom_sample *prev = NULL, *cur = NULL;
+  size_t nprev = 0, ncur = 0;
   int64_t tprev = vm_now_ms();
   rc = take_sample(conn, only, &prev, &nprev);
   /* Until the count, Ctrl-C, or the reader closing the pipe (stats -n 0 | head). */
@@ -304,10 +235,8 @@ int cmd_stats(int argc, char **argv)
     if ((rc = take_sample(conn, only, &cur, &ncur))) break;
     double secs = (double)(tcur - tprev) / 1000.0;
     CLEANUP_JSON json_object *rows = json_object_new_array();
-    for (int i = 0; i < ncur; i++) {
-      const struct sample *b = &cur[i], *a = NULL;
-      for (int j = 0; j < nprev && !a; j++)
-        if (strcmp(prev[j].name, b->name) == 0) a = &prev[j];
+    for (size_t i = 0; i < ncur; i++) {
+      const struct vm_dom_sample *b = &cur[i], *a = vm_dom_sample_find(prev, nprev, b->name);
       if (!only && b->state != VIR_DOMAIN_RUNNING && b->state != VIR_DOMAIN_PAUSED) continue;
       json_object *row = json_object_new_object();
       json_object_object_add(row, "name", json_object_new_string(b->name));
@@ -317,18 +246,18 @@ int cmd_stats(int argc, char **argv)
       json_object_object_add(row, "vcpus", json_object_new_int((int)b->vcpus));
       json_object_object_add(row, "memory", json_object_new_int64((int64_t)b->mem_kib * 1024));
       json_object_object_add(row, "rss", json_object_new_int64((int64_t)b->rss_kib * 1024));
-      json_object_object_add(row, "disk_read", json_object_new_int64((int64_t)(a ? rate(a->rd, b->rd, secs) : 0)));
-      json_object_object_add(row, "disk_write", json_object_new_int64((int64_t)(a ? rate(a->wr, b->wr, secs) : 0)));
-      json_object_object_add(row, "net_rx", json_object_new_int64((int64_t)(a ? rate(a->rx, b->rx, secs) : 0)));
-      json_object_object_add(row, "net_tx", json_object_new_int64((int64_t)(a ? rate(a->tx, b->tx, secs) : 0)));
+      json_object_object_add(row, "disk_read", json_object_new_int64((int64_t)(a ? vm_rate(a->rd, b->rd, secs) : 0)));
+      json_object_object_add(row, "disk_write", json_object_new_int64((int64_t)(a ? vm_rate(a->wr, b->wr, secs) : 0)));
+      json_object_object_add(row, "net_rx", json_object_new_int64((int64_t)(a ? vm_rate(a->rx, b->rx, secs) : 0)));
+      json_object_object_add(row, "net_tx", json_object_new_int64((int64_t)(a ? vm_rate(a->tx, b->tx, secs) : 0)));
       json_object_array_add(rows, row);
     }
     rc = vm_print_list(rows, stats_cols);
-    free_samples(prev, nprev);
+    vm_dom_samples_free(prev, nprev);
     prev = cur, nprev = ncur, tprev = tcur;
     cur = NULL;
   }
-  free_samples(prev, nprev);
+  vm_dom_samples_free(prev, nprev);
   for (int i = 0; only && i < nargs; i++) virDomainFree(only[i]);
   free(only);
   return rc;

@@ -68,8 +68,9 @@ static int finish_common(void)
     if (strcmp(vm_opts.output, "table") == 0) vm_opts.format = VM_FMT_TABLE;
     else if (strcmp(vm_opts.output, "tsv") == 0) vm_opts.format = VM_FMT_TSV;
     else if (strcmp(vm_opts.output, "json") == 0) vm_opts.format = VM_FMT_JSON;
-    else return vm_usage_error("unknown output format '%s': use table, tsv or json",
-                               vm_opts.output);
+    else if (strcmp(vm_opts.output, "prom") == 0 && vm_output_prom_ok) vm_opts.format = VM_FMT_PROM;
+    else return vm_usage_error("unknown output format '%s': use table, tsv%s or json", vm_opts.output,
+                               vm_output_prom_ok ? ", prom" : "");
   }
   uint64_t w;
   if (vm_opts.lock_wait && vm_parse_uint(vm_opts.lock_wait, 0, 86400, &w) < 0)

@@ -6,6 +6,7 @@
 #include "vmkit-base.h"
 
 static bool output_closed;
+bool vm_output_prom_ok;
 
 bool vm_output_closed(void) { return output_closed; }
 
@@ -80,8 +81,48 @@ static void print_json(json_object *o)
                                            JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+/* A label value: backslash, double quote and newline escaped. */
+static void prom_label(const char *s)
+{
+  for (; *s; s++) {
+    if (*s == '\\' || *s == '"') printf("\\%c", *s);
+    else if (*s == '\n') fputs("\\n", stdout);
+    else putchar(*s);
+  }
+}
+
+int vm_print_prom(json_object *rows, const struct vm_column *cols)
+{
+  size_t nrow = json_object_array_length(rows);
+  for (const struct vm_column *m = cols; m->key; m++) {
+    if (!m->prom || m->kind == VM_COL_STR) continue;
+    bool typed = false;
+    for (size_t r = 0; r < nrow; r++) {
+      json_object *row = json_object_array_get_idx(rows, r), *v;
+      if (!json_object_object_get_ex(row, m->key, &v) || !v) continue;
+      if (!typed) printf("# TYPE %s gauge\n", m->prom), typed = true;
+      fputs(m->prom, stdout);
+      const char *sep = "{";
+      for (const struct vm_column *l = cols; l->key; l++) {
+        json_object *lv;
+        if (!l->prom || l->kind != VM_COL_STR || !json_object_object_get_ex(row, l->key, &lv) || !lv) continue;
+        printf("%s%s=\"", sep, l->prom);
+        prom_label(json_object_get_string(lv));
+        putchar('"');
+        sep = ",";
+      }
+      if (*sep == ',') putchar('}');
+      if (m->kind == VM_COL_BOOL) printf(" %d\n", json_object_get_boolean(v) ? 1 : 0);
+      else if (json_object_is_type(v, json_type_double)) printf(" %.6g\n", json_object_get_double(v));
+      else printf(" %lld\n", (long long)json_object_get_int64(v));
+    }
+  }
+  return finish();
+}
+
 int vm_print_list(json_object *rows, const struct vm_column *cols)
 {
+  if (vm_opts.format == VM_FMT_PROM) return vm_print_prom(rows, cols);
   if (vm_opts.format == VM_FMT_JSON) {
     print_json(rows);
     return finish();

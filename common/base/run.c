@@ -132,3 +132,24 @@ int vm_run_checked(char *const argv[], char **out)
   const char *why = err && *err ? last_line(err) : (rc < 0 ? "killed by a signal" : "failed");
   return vm_fail(VM_EXIT_FAIL, "%s failed: %s", argv[0], why);
 }
+
+char *vm_tool_path(const char *tool)
+{
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      /* Installed: side by side. Built: each tool in its folder of the tree. */
+      char *p = vm_strdup_printf("%s/%s", exe, tool);
+      if (access(p, X_OK) == 0) return p;
+      free(p);
+      p = vm_strdup_printf("%s/../%s/%s", exe, tool, tool);
+      if (access(p, X_OK) == 0) return p;
+      free(p);
+    }
+  }
+  return vm_strdup(tool);
+}

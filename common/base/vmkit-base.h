@@ -68,7 +68,7 @@ int vm_interrupt_signal(void);
 int vm_fail_interrupted(void);
 
 /* ---- Options (options.c) ------------------------------------------------------------ */
-enum vm_format { VM_FMT_TABLE, VM_FMT_TSV, VM_FMT_JSON };
+enum vm_format { VM_FMT_TABLE, VM_FMT_TSV, VM_FMT_JSON, VM_FMT_PROM };
 struct vm_options {
   char *uri;        /* -c, --connect: a URI or a host of the hosts file; NULL: default */
   char *hosts_file; /* -H, --hosts; NULL: VMKIT_HOSTS, else /etc/vmkit/hosts */
@@ -172,6 +172,9 @@ int vm_run(char *const argv[], char **out, char **err);
 /* Runs argv; on failure prints "tool: PROGRAM failed: LAST LINE OF STDERR" and
  * returns VM_EXIT_FAIL. With -v the command line is shown first. */
 int vm_run_checked(char *const argv[], char **out);
+/* Another vmkit tool: beside this one (installed), in its folder of the build
+ * tree, else its bare name for PATH. Caller frees. */
+char *vm_tool_path(const char *tool);
 
 /* ---- Sizes (size.c) --------------------------------------------------------------------
  * "4G", "512M", "1.5T", "100K", "4096B", "2GiB": binary units. A bare number is in
@@ -198,9 +201,18 @@ struct vm_column {
   const char *key;
   const char *header;
   enum vm_col_kind kind;
+  /* -o prom (verbs that allow it): a numeric or boolean column's metric name
+   * ("vmkit_vm_cpu_percent"), a string column's label name ("vm"); NULL: left out. */
+  const char *prom;
 };
+/* A verb whose results are metrics sets this before vm_parse(): -o prom is then
+ * accepted, the Prometheus text format (for node_exporter's textfile collector). */
+extern bool vm_output_prom_ok;
 /* A list of flat objects, one row each. Returns 0 or VM_EXIT_FAIL on write error. */
 int vm_print_list(json_object *rows, const struct vm_column *cols);
+/* The Prometheus text format of rows: per column with a metric name, a TYPE line
+ * and one sample per row that has the key, labelled by the label columns. */
+int vm_print_prom(json_object *rows, const struct vm_column *cols);
 /* One object: table prints "key: value" lines (nested lists indented), tsv prints
  * "key<TAB>value" lines, json the object. cols give kinds for human units. */
 int vm_print_record(json_object *obj, const struct vm_column *cols);

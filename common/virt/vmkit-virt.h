@@ -385,4 +385,31 @@ struct vm_jobstats {
 /* 0, or -1 with libvirt's error left for vm_fail_virt. */
 int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s);
 
+
+/* ---- Counters of a host and its VMs (stats.c) ------------------------------------------
+ * Samples for rates: two samples an interval apart give CPU %, bytes/s. Nothing
+ * here prints: a failure returns -1 with *why, libvirt's message (caller frees),
+ * so that many hosts can be sampled at once, one thread each. */
+struct vm_dom_sample {
+  char *name;
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  int state;
+  bool persistent;
+  unsigned vcpus;
+  unsigned long long cpu_ns, mem_kib, max_kib, rss_kib, rd, wr, rx, tx;
+  long long dirty_mibs; /* the last dirty rate libvirt measured, MiB/s; -1: none */
+};
+/* The VMs of conn (only: NULL, or a NULL-terminated list of some), sorted by name. */
+int vm_dom_samples(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sample **out, size_t *n, char **why);
+void vm_dom_samples_free(struct vm_dom_sample *s, size_t n);
+const struct vm_dom_sample *vm_dom_sample_find(const struct vm_dom_sample *s, size_t n, const char *name);
+struct vm_node_sample {
+  unsigned cpus;
+  unsigned long long cpu_busy_ns, cpu_idle_ns; /* all CPUs; idle counts I/O wait */
+  unsigned long long mem_total_kib, mem_used_kib; /* used: not free, buffers or cache */
+};
+int vm_node_sample(virConnectPtr conn, struct vm_node_sample *s, char **why);
+/* (b - a) / secs, 0 when the counter went back (a VM restarted). */
+double vm_rate(unsigned long long a, unsigned long long b, double secs);
+
 #endif

@@ -1,0 +1,348 @@
+/* Samples every host of the pool at once: a thread and a connection per host, so
+ * that a host that hangs costs its own timeout, not the others'. The threads
+ * print nothing (libvirt's errors are per thread and kept with the host); a
+ * thread that is still waiting at the deadline is left behind, detached, and
+ * its host is reported as not answering. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pool.h"
+#include "strmap.h"
+#include "vmkit-virt.h"
+
+/* The lock, the condition and the count of the threads of one collection. */
+struct shared {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int left;
+};
+
+/* What a thread shares with the caller; freed by whichever lets go last. */
+struct job {
+  struct shared *sh;
+  int refs; /* 2: the thread and the caller */
+  char *uri;
+  int interval_ms;
+  bool dirty;
+  bool done;
+  /* results */
+  char *error;
+  struct vm_node_sample n0, n1;
+  struct vm_dom_sample *d0, *d1;
+  size_t nd0, nd1;
+  double secs;
+};
+
+static void job_free(struct job *j)
+{
+  free(j->uri);
+  free(j->error);
+  vm_dom_samples_free(j->d0, j->nd0);
+  vm_dom_samples_free(j->d1, j->nd1);
+  free(j);
+}
+
+/* The caller lets go of a job (the lock held). */
+static bool job_drop(struct job *j) { return --j->refs == 0; }
+
+/* Has libvirt measure the dirty rate of each running VM over the interval. */
+static void start_dirty_rate(virConnectPtr conn, const struct vm_dom_sample *d, size_t n, int secs)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (d[i].state != VIR_DOMAIN_RUNNING) continue;
+    virDomainPtr dom = virDomainLookupByUUIDString(conn, d[i].uuid);
+    if (!dom) continue;
+    if (virDomainStartDirtyRateCalc(dom, secs, 0) < 0) virResetLastError(); /* unknown: counted 0 */
+    virDomainFree(dom);
+  }
+}
+
+static void *sample_host(void *arg)
+{
+  struct job *j = arg;
+  virConnectPtr conn = virConnectOpen(j->uri);
+  if (!conn) {
+    const char *m = virGetLastErrorMessage();
+    j->error = vm_strdup_printf("cannot connect: %s", m && *m ? m : "unknown error");
+  } else {
+    int64_t t0 = vm_now_ms();
+    if (vm_node_sample(conn, &j->n0, &j->error) == 0 && vm_dom_samples(conn, NULL, &j->d0, &j->nd0, &j->error) == 0) {
+      int secs = j->interval_ms / 1000;
+      if (j->dirty && secs >= 1) start_dirty_rate(conn, j->d0, j->nd0, secs);
+      struct timespec ts = { j->interval_ms / 1000, (long)(j->interval_ms % 1000) * 1000000L };
+      while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+      }
+      /* A dirty-rate calculation ends a little after its interval. */
+      if (j->dirty && secs >= 1) {
+        struct timespec w = { 0, 300000000L };
+        nanosleep(&w, NULL);
+      }
+      int64_t t1 = vm_now_ms();
+      if (vm_node_sample(conn, &j->n1, &j->error) == 0) vm_dom_samples(conn, NULL, &j->d1, &j->nd1, &j->error);
+      j->secs = (double)(t1 - t0) / 1000.0;
+    }
+    virConnectClose(conn);
+  }
+  /* The last touch of the shared state: the caller frees it once no thread is
+   * left, and leaks it when one is still hung. */
+  struct shared *sh = j->sh;
+  pthread_mutex_lock(&sh->mu);
+  j->done = true;
+  sh->left--;
+  bool last = job_drop(j);
+  pthread_cond_broadcast(&sh->cv);
+  pthread_mutex_unlock(&sh->mu);
+  if (last) job_free(j);
+  return NULL;
+}
+
+static int vm_by_name(const void *a, const void *b)
+{
+  return strcmp(((const struct pool_vm *)a)->name, ((const struct pool_vm *)b)->name);
+}
+
+/* The rates of one host from its two samples. */
+static void fill_host(struct pool_host *ph, const struct job *j)
+{
+  double secs = j->secs > 0 ? j->secs : 1;
+  unsigned long long busy = j->n1.cpu_busy_ns - j->n0.cpu_busy_ns, idle = j->n1.cpu_idle_ns - j->n0.cpu_idle_ns;
+  if (j->n1.cpu_busy_ns < j->n0.cpu_busy_ns || j->n1.cpu_idle_ns < j->n0.cpu_idle_ns) busy = idle = 0;
+  ph->cpu = busy + idle ? 100.0 * (double)busy / (double)(busy + idle) : 0;
+  if (!ph->cpus) ph->cpus = j->n1.cpus;
+  if (ph->mem_total <= 0) ph->mem_total = (double)j->n1.mem_total_kib * 1024;
+  ph->mem_used = (double)j->n1.mem_used_kib * 1024;
+  ph->vms = calloc(j->nd1 + 1, sizeof *ph->vms);
+  if (!ph->vms) abort();
+  for (size_t i = 0; i < j->nd1; i++) {
+    const struct vm_dom_sample *b = &j->d1[i], *a = vm_dom_sample_find(j->d0, j->nd0, b->name);
+    if (b->state != VIR_DOMAIN_RUNNING && b->state != VIR_DOMAIN_PAUSED) continue;
+    struct pool_vm *v = &ph->vms[ph->nvms++];
+    v->name = vm_strdup(b->name);
+    memcpy(v->uuid, b->uuid, sizeof v->uuid);
+    v->state = b->state;
+    v->vcpus = b->vcpus;
+    v->mem = (double)b->mem_kib * 1024;
+    v->rss = (double)b->rss_kib * 1024;
+    v->dirty_mibs = (double)b->dirty_mibs;
+    /* A VM that started between the samples (or restarted: its counters went
+     * back) has no rates yet. */
+    if (a && strcmp(a->uuid, b->uuid) == 0) {
+      v->cpu = b->cpu_ns > a->cpu_ns ? (double)(b->cpu_ns - a->cpu_ns) / (secs * 1e7) : 0;
+      v->rd = vm_rate(a->rd, b->rd, secs);
+      v->wr = vm_rate(a->wr, b->wr, secs);
+      v->rx = vm_rate(a->rx, b->rx, secs);
+      v->tx = vm_rate(a->tx, b->tx, secs);
+    }
+    ph->rd += v->rd, ph->wr += v->wr, ph->rx += v->rx, ph->tx += v->tx;
+  }
+  qsort(ph->vms, ph->nvms, sizeof *ph->vms, vm_by_name);
+}
+
+/* The capacity tags of a host (man/vmbalance.1). */
+static int read_tags(const char *path, struct pool_host *ph)
+{
+  const struct vm_host *h = ph->h;
+  const char *t;
+  uint64_t v;
+  if ((t = vm_host_tag(h, "cpus"))) {
+    if (vm_parse_uint(t, 1, 65536, &v) < 0)
+      return vm_fail(VM_EXIT_USAGE, "%s: host '%s': invalid cpus= tag '%s': expected 1 to 65536", path, h->name, t);
+    ph->cpus = (unsigned)v;
+  }
+  if ((t = vm_host_tag(h, "memory"))) {
+    if (vm_parse_size(t, 'M', &v) < 0 || v == 0)
+      return vm_fail(VM_EXIT_USAGE, "%s: host '%s': invalid memory= tag '%s'", path, h->name, t);
+    ph->mem_total = (double)v;
+  }
+  static const char *const rates[] = { "disk-io", "net-io" };
+  for (int k = 0; k < 2; k++) {
+    if (!(t = vm_host_tag(h, rates[k]))) continue;
+    if (vm_parse_size(t, 'M', &v) < 0 || v == 0)
+      return vm_fail(VM_EXIT_USAGE, "%s: host '%s': invalid %s= tag '%s': expected bytes per second, such as 200M",
+                     path, h->name, rates[k], t);
+    *(k ? &ph->net_cap : &ph->disk_cap) = (double)v;
+  }
+  ph->own_load = true;
+  if ((t = vm_host_tag(h, "own-load"))) {
+    if (strcmp(t, "none") == 0) ph->own_load = false;
+    else if (strcmp(t, "counted") != 0)
+      return vm_fail(VM_EXIT_USAGE, "%s: host '%s': invalid own-load= tag '%s': use counted or none", path, h->name, t);
+  }
+  return 0;
+}
+
+int pool_collect(struct pool *p, const char *const *names, int interval_ms, int timeout_s, bool dirty)
+{
+  memset(p, 0, sizeof *p);
+  int rc = vm_hosts_load(NULL, &p->hosts);
+  if (rc) return rc;
+  if (p->hosts.n == 0) return vm_fail(VM_EXIT_USAGE, "%s: the hosts file names no host", vm_hosts_path());
+  for (size_t i = 0; names && names[i]; i++)
+    if (!vm_hosts_find(&p->hosts, names[i]))
+      return vm_fail(VM_EXIT_NOTFOUND, "no host '%s' in %s", names[i], vm_hosts_path());
+  p->v = calloc(p->hosts.n, sizeof *p->v);
+  if (!p->v) abort();
+  for (size_t i = 0; i < p->hosts.n; i++) {
+    const struct vm_host *h = &p->hosts.v[i];
+    bool wanted = !names;
+    for (size_t k = 0; names && names[k]; k++) wanted |= strcmp(names[k], h->name) == 0;
+    if (!wanted) continue;
+    p->v[p->n].h = h;
+    if ((rc = read_tags(vm_hosts_path(), &p->v[p->n]))) return rc;
+    p->n++;
+  }
+  vm_virt_init();
+  struct shared *sh = calloc(1, sizeof *sh);
+  if (!sh) abort();
+  pthread_mutex_init(&sh->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&sh->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  struct job **jobs = calloc(p->n, sizeof *jobs);
+  if (!jobs) abort();
+  for (size_t i = 0; i < p->n; i++) {
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    *j = (struct job){ .sh = sh, .refs = 2, .uri = vm_strdup(p->v[i].h->uri), .interval_ms = interval_ms,
+                       .dirty = dirty };
+    jobs[i] = j;
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&sh->mu);
+    sh->left++;
+    pthread_mutex_unlock(&sh->mu);
+    if (pthread_create(&t, &at, sample_host, j) != 0) {
+      j->error = vm_strdup("cannot start a thread");
+      j->done = true;
+      j->refs = 1;
+      pthread_mutex_lock(&sh->mu);
+      sh->left--;
+      pthread_mutex_unlock(&sh->mu);
+    }
+    pthread_attr_destroy(&at);
+  }
+  struct timespec end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  int64_t wait_ms = interval_ms + (int64_t)timeout_s * 1000;
+  end.tv_sec += (time_t)(wait_ms / 1000);
+  end.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+  if (end.tv_nsec >= 1000000000L) end.tv_sec++, end.tv_nsec -= 1000000000L;
+  pthread_mutex_lock(&sh->mu);
+  /* Ctrl-C is seen within a second. */
+  while (sh->left > 0 && !vm_interrupted()) {
+    struct timespec now, until;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) break;
+    until = now;
+    until.tv_sec++;
+    if (until.tv_sec > end.tv_sec || (until.tv_sec == end.tv_sec && until.tv_nsec > end.tv_nsec)) until = end;
+    pthread_cond_timedwait(&sh->cv, &sh->mu, &until);
+  }
+  bool hung = sh->left > 0;
+  for (size_t i = 0; i < p->n; i++) {
+    struct job *j = jobs[i];
+    struct pool_host *ph = &p->v[i];
+    if (!j->done) ph->error = vm_strdup_printf("no answer within %d s", timeout_s);
+    else if (j->error) ph->error = vm_strdup(j->error);
+    else fill_host(ph, j);
+    /* A thread still running keeps its job and frees it when it ends. */
+    job_drop(j);
+    if (!j->done) jobs[i] = NULL;
+  }
+  pthread_mutex_unlock(&sh->mu);
+  for (size_t i = 0; i < p->n; i++)
+    if (jobs[i]) job_free(jobs[i]);
+  free(jobs);
+  /* A hung thread will still take the lock when it ends: the shared state stays. */
+  if (!hung) {
+    pthread_mutex_destroy(&sh->mu);
+    pthread_cond_destroy(&sh->cv);
+    free(sh);
+  }
+  return vm_interrupted() ? vm_fail_interrupted() : 0;
+}
+
+void pool_free(struct pool *p)
+{
+  for (size_t i = 0; p->v && i < p->n; i++) {
+    free(p->v[i].error);
+    for (size_t k = 0; k < p->v[i].nvms; k++) free(p->v[i].vms[k].name);
+    free(p->v[i].vms);
+  }
+  free(p->v);
+  vm_hosts_free(&p->hosts);
+  memset(p, 0, sizeof *p);
+}
+
+size_t pool_up(const struct pool *p)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < p->n; i++) n += !p->v[i].error;
+  return n;
+}
+
+int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2])
+{
+  size_t nh = 0, nv = 0;
+  for (size_t i = 0; i < p->n; i++)
+    if (!p->v[i].error) nh++, nv += p->v[i].nvms;
+  /* One allocation: hosts, then VMs. */
+  struct bal_host *hosts = calloc(nh + 1, sizeof *hosts);
+  struct bal_vm *vms = calloc(nv + 1, sizeof *vms);
+  if (!hosts || !vms) abort();
+  struct bal_map seen = { 0 }, twice = { 0 };
+  for (size_t i = 0; i < p->n; i++)
+    for (size_t k = 0; !p->v[i].error && k < p->v[i].nvms; k++)
+      if (bal_map_put(&seen, p->v[i].vms[k].name, (int)i) >= 0) bal_map_put(&twice, p->v[i].vms[k].name, 1);
+  size_t h = 0, v = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    const struct pool_host *ph = &p->v[i];
+    if (ph->error) continue;
+    struct bal_host *bh = &hosts[h];
+    bh->name = ph->h->name;
+    bh->cap[BAL_CPU] = ph->cpus * 100.0;
+    bh->cap[BAL_MEM] = ph->mem_total / 1048576.0;
+    bh->cap[BAL_DISK] = ph->disk_cap;
+    bh->cap[BAL_NET] = ph->net_cap;
+    double cpu = 0, rss = 0;
+    for (size_t k = 0; k < ph->nvms; k++) {
+      const struct pool_vm *pv = &ph->vms[k];
+      cpu += pv->cpu, rss += pv->rss;
+      if (bal_map_get(&twice, pv->name) >= 0) {
+        if (bal_map_get(&seen, pv->name) == (int)i)
+          vm_warn("VM '%s' runs on more than one host ('%s' and others): left out of the plan", pv->name, ph->h->name);
+        continue;
+      }
+      struct bal_vm *bv = &vms[v++];
+      bv->name = pv->name;
+      bv->demand[BAL_CPU] = pv->cpu;
+      bv->demand[BAL_MEM] = pv->mem / 1048576.0;
+      bv->demand[BAL_DISK] = pv->rd + pv->wr;
+      bv->demand[BAL_NET] = pv->rx + pv->tx;
+      bv->mem_mib = pv->mem / 1048576.0;
+      bv->dirty_mibs = pv->dirty_mibs > 0 ? pv->dirty_mibs : 0;
+      bv->priority = -1;
+      bv->host = (int)h;
+    }
+    /* The host's own load: what it uses beyond its VMs (never below 0). */
+    if (ph->own_load) {
+      double busy = ph->cpu * ph->cpus; /* percent of one core */
+      bh->base[BAL_CPU] = busy > cpu ? busy - cpu : 0;
+      bh->base[BAL_MEM] = ph->mem_used > rss ? (ph->mem_used - rss) / 1048576.0 : 0;
+    }
+    h++;
+  }
+  bal_map_free(&seen);
+  bal_map_free(&twice);
+  *bp = (struct bal_pool){ .hosts = hosts, .nhosts = nh, .vms = vms, .nvms = v };
+  arrays[0] = hosts;
+  arrays[1] = vms;
+  return 0;
+}

@@ -341,9 +341,14 @@ static int state_init(struct state *s, const struct bal_config *c, const struct 
   s->p = p;
   if (p->nhosts > INT32_MAX / 2 || p->nvms > INT32_MAX / 2) return *why = "pool too large", -1;
   int nh = s->nh = (int)p->nhosts, nv = s->nv = (int)p->nvms;
+  /* The weights of the resources the pool measures: a resource no host has a
+   * capacity for (disk I/O without disk-io= tags) does not dilute the others. */
   double wsum = 0;
-  for (int r = 0; r < BAL_NRES; r++) wsum += c->weight_milli[r];
-  for (int r = 0; r < BAL_NRES; r++) s->wnorm[r] = wsum > 0 ? c->weight_milli[r] / wsum : 0.25;
+  bool has[BAL_NRES] = { false };
+  for (size_t h = 0; h < p->nhosts; h++)
+    for (int r = 0; r < BAL_NRES; r++) has[r] |= p->hosts[h].cap[r] > 0;
+  for (int r = 0; r < BAL_NRES; r++) wsum += has[r] ? c->weight_milli[r] : 0;
+  for (int r = 0; r < BAL_NRES; r++) s->wnorm[r] = wsum > 0 ? (has[r] ? c->weight_milli[r] / wsum : 0) : 0.25;
   s->load = xcalloc((size_t)nh * BAL_NRES, sizeof *s->load);
   s->w = xcalloc((size_t)nh, sizeof *s->w);
   s->maint = xcalloc((size_t)nh, sizeof *s->maint);

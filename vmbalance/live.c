@@ -188,7 +188,7 @@ int cmd_plan(int argc, char **argv)
   int rc = vm_parse(&ctx, argc, argv, table, "",
                     "Samples every host of the hosts file and prints the moves that bring the pool\n"
                     "to the policy of the config file, one 'VM SOURCE DEST' a line (vmkit-plan(5)),\n"
-                    "for 'vmmigrate --plan -'. Nothing is moved. -v says why each move is made.",
+                    "for vmmigrate's plan mode. Nothing is moved. -v says why each move is made.",
                     0, 0, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   if ((rc = check_options())) return rc;
@@ -235,9 +235,9 @@ int cmd_run(int argc, char **argv)
   const char **args;
   int nargs;
   int rc = vm_parse(&ctx, argc, argv, table, "",
-                    "Plans as 'vmbalance plan' does, carries the moves out with 'vmmigrate --plan',\n"
-                    "then samples the pool again and reports what moved and the spread of the\n"
-                    "hosts' load before and after.",
+                    "Plans as 'vmbalance plan' does, carries the moves out with vmmigrate's plan\n"
+                    "mode, then samples the pool again and reports what moved and the spread of\n"
+                    "the hosts' load before and after.",
                     0, 0, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   if ((rc = check_options())) return rc;

@@ -5,7 +5,6 @@ static const struct vm_verb verbs[] = {
   { "collect", cmd_collect, "CPU, memory, disk and network rates of each host and VM" },
   { "plan", cmd_plan, "the moves that bring the pool to its policy, one 'VM SOURCE DEST' a line" },
   { "run", cmd_run, "plan, then carry the moves out through vmmigrate" },
-  { "simulate", cmd_simulate, "replay a utilisation trace through the planner, against THR-MMT and LR-MMT" },
   { NULL, NULL, NULL },
 };
 

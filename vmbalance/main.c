@@ -5,6 +5,7 @@ static const struct vm_verb verbs[] = {
   { "collect", cmd_collect, "CPU, memory, disk and network rates of each host and VM" },
   { "plan", cmd_plan, "the moves that bring the pool to its policy, one 'VM SOURCE DEST' a line" },
   { "run", cmd_run, "plan, then carry the moves out through vmmigrate" },
+  { "ha", cmd_ha, "watch the pool; fence a failed host and restart its HA VMs elsewhere" },
   { NULL, NULL, NULL },
 };
 

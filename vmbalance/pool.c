@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pool.h"
 #include "strmap.h"
@@ -288,6 +289,13 @@ size_t pool_up(const struct pool *p)
   return n;
 }
 
+bool pool_fenced(const char *host)
+{
+  const char *base = getenv("VMKIT_STATE_DIR");
+  CLEANUP_FREE char *mark = vm_strdup_printf("%s/ha/fenced/%s", base && *base ? base : "/var/lib/vmkit", host);
+  return access(mark, F_OK) == 0;
+}
+
 int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2])
 {
   size_t nh = 0, nv = 0;
@@ -307,6 +315,7 @@ int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2])
     if (ph->error) continue;
     struct bal_host *bh = &hosts[h];
     bh->name = ph->h->name;
+    bh->maintenance = pool_fenced(ph->h->name);
     bh->cap[BAL_CPU] = ph->cpus * 100.0;
     bh->cap[BAL_MEM] = ph->mem_total / 1048576.0;
     bh->cap[BAL_DISK] = ph->disk_cap;

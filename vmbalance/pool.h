@@ -49,9 +49,14 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
 void pool_free(struct pool *p);
 size_t pool_up(const struct pool *p); /* hosts that answered */
 
+/* Whether `vmbalance ha` fenced the host and has not cleared it since (it answers
+ * again but still holds definitions of HA VMs restarted elsewhere): such a host is
+ * planned as in maintenance, never a destination. */
+bool pool_fenced(const char *host);
+
 /* The planner's view (plan.h) of the hosts that answered: CPU in percent of one
  * core, memory in MiB, disk and network in bytes/s. A VM found running on two
- * hosts is left out, with a warning. bp's arrays point into p and *arrays
+ * hosts is left out, with a warning; a fenced host is in maintenance. bp's arrays point into p and *arrays
  * (caller frees both). */
 int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2]);
 

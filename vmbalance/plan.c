@@ -732,25 +732,28 @@ static bool over(const struct state *s, int h, double frac)
 }
 
 
-/* A host for unit u off an overloaded host: as a mandatory move would go (the
- * most loaded that fits for consolidate, the least for balance), but within the
- * headroom only, so that no move makes another host overloaded. The source is
- * marked in maintenance by the caller, so that it is never chosen. */
-static int relief_dest(const struct state *s, int u, bool pack)
+/* A host for unit u off an overloaded host: the least loaded that fits within
+ * the headroom, so that no move makes another host overloaded and the load
+ * that just grew lands where there is most room left (packed hosts it would
+ * push over again at the next rise; consolidation packs what stays low); a host
+ * that holds VMs before an empty one, which would have to be powered on. The
+ * source is marked in maintenance by the caller, so that it is never chosen. */
+static int relief_dest(const struct state *s, int u)
 {
   int cand[64];
-  int nc = heap_best(pack ? &s->hmax : &s->hmin, 64, cand);
-  for (int all = 0; all < 2; all++) {
+  int nc = heap_best(&s->hmin, 64, cand);
+  for (int pass = 0; pass < 3; pass++) {
+    bool all = pass > 0, empty_too = pass == 2;
     int n = all ? s->nh : nc, best = -1;
     double bw = 0, d[BAL_NRES];
     for (int i = 0; i < n; i++) {
       int h = all ? i : cand[i];
-      if (s->maint[h] || !fits(s, u, h, true)) continue;
+      if (s->maint[h] || (!empty_too && s->head[h] < 0) || !fits(s, u, h, true)) continue;
       unit_demand(s, u, h, d);
-      double w = s->w[h] + share(s, h, d), score = pack ? -w : w;
-      if (best < 0 || score < bw || (score == bw && h < best)) {
+      double w = s->w[h] + share(s, h, d);
+      if (best < 0 || w < bw || (w == bw && h < best)) {
         best = h;
-        bw = score;
+        bw = w;
       }
     }
     if (best >= 0) return best;
@@ -832,7 +835,7 @@ static void relieve(struct state *s, double frac)
       int k = shed_pick(s, units, n, done, r, x);
       if (k < 0) break;
       done[k] = true;
-      int t = relief_dest(s, units[k].u, s->c->policy == BAL_CONSOLIDATE);
+      int t = relief_dest(s, units[k].u);
       if (t >= 0) move_unit(s, units[k].u, t, BAL_WHY_OVERLOAD, 0, 0);
     }
     s->maint[h] = false;

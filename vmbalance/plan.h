@@ -67,10 +67,13 @@ struct bal_plan {
 int bal_plan_make(const struct bal_config *c, const struct bal_pool *pool, struct bal_plan *plan, const char **why);
 /* What bal_plan_make leaves at its defaults, for a caller that asks for more.
  * relieve: a host whose load of a resource is above this fraction of its capacity
- * (0: never) has units moved off it, the smallest memory first (the quickest
- * migrations), until it is within its headroom; each goes where the policy puts
- * a mandatory move. This runs after the mandatory moves and before the policy's
- * phase. `simulate` uses it; bal_plan_make is bal_plan_make_opts with relieve 0. */
+ * (0: never) has units moved off it until it is within its headroom, as few as
+ * can do it (a unit that ends the excess alone, the least memory of those, else
+ * the largest); each goes to the least loaded host that holds VMs and fits it
+ * within the headroom, else to an empty one. This runs after the mandatory moves
+ * and before the policy's phase, whose consolidation then leaves the hosts that
+ * received alone. `simulate` uses it; bal_plan_make is bal_plan_make_opts with
+ * relieve 0, as before. */
 struct bal_plan_opts {
   double relieve;
 };

@@ -419,7 +419,7 @@ static void baseline_decide(struct eng *e, int *vms, int *tmp, int *keep, bool *
 struct vmb {
   struct bal_host *hosts;
   struct bal_vm *vms;
-  char (*hname)[16];
+  char (*hname)[32];
 };
 
 static int vmbalance_decide(struct eng *e, struct vmb *b, const char **why)

@@ -11,7 +11,7 @@
  * headroom allows (see man/vmbalance-simulate.txt for how it was chosen). */
 static const char default_conf[] = "policy consolidate\n"
                                    "level 5\n"
-                                   "headroom 10%\n";
+                                   "headroom 25%\n";
 
 static const struct vm_column sim_cols[] = {
   { "policy", "POLICY", VM_COL_STR },

@@ -108,7 +108,7 @@ static int read_trace(const char *path, struct sim_trace *t)
 }
 
 static char *o_trace, *o_policy, *o_config;
-static int o_hosts = 800;
+static int o_hosts = 800, o_memory;
 
 int cmd_simulate(int argc, char **argv)
 {
@@ -118,6 +118,8 @@ int cmd_simulate(int argc, char **argv)
     { "policy", '\0', POPT_ARG_STRING, &o_policy, 0,
       "policies to replay, comma-separated (default: vmbalance,thr-mmt,lr-mmt)", "LIST" },
     { "config", '\0', POPT_ARG_STRING, &o_config, 0, "a vmbalance.conf for the vmbalance policy", "FILE" },
+    { "memory", '\0', POPT_ARG_NONE, &o_memory, 0,
+      "a host's 4 GiB of RAM limits every placement, not only the start (as CloudSim: off)", NULL },
     VM_POPT_LOCAL, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
@@ -148,13 +150,14 @@ int cmd_simulate(int argc, char **argv)
   sim_setup_init(&s);
   s.nhosts = (size_t)o_hosts;
   s.conf = &conf;
+  s.memory = o_memory != 0;
   CLEANUP_JSON json_object *rows = json_object_new_array();
   for (int p = 0; p < SIM_NPOLICIES && rc == 0; p++) {
     if (!want[p]) continue;
     struct sim_result r;
     const char *why;
     if (sim_run(&t, (enum sim_policy)p, &s, &r, &why) < 0) {
-      rc = vm_fail(VM_EXIT_FAIL, "%s: %s", sim_policy_names[p], why);
+      rc = vm_fail(VM_EXIT_FAIL, "policy %s: %s", sim_policy_names[p], why);
       break;
     }
     json_object_array_add(rows, row_of((enum sim_policy)p, &r));

@@ -190,6 +190,8 @@ struct eng {
   double *load, *ram, *stale, *hist; /* hist: nh x SIM_HIST, MIPS i ticks ago */
   int *where;
   bool *gone; /* taken off its host while the policy decides */
+  bool *dead; /* left the pool (sim_setup.cloudsim) */
+  int *alive; /* vmbalance's pool: the VMs not dead; alive[i] is a VM */
   struct list *on;
   /* This tick's moves. */
   int *mv, *msrc, *mdst;
@@ -297,8 +299,10 @@ static bool overloaded(const struct eng *e, int h, int x)
 /* The host whose power rises least with v on it, among those not excluded that
  * can hold it (a core's MIPS, free MIPS, and at the start or with
  * sim_setup.memory free RAM) and that it does not make overloaded; -1 if none.
- * As CloudSim, the rise is reckoned from each host's utilisation measured before
- * the tick's moves, and a host measured idle then is not tested for overload. */
+ * As CloudSim 3.0 (PowerVmAllocationPolicyMigrationAbstract.findHostForVm): the
+ * power after is reckoned from the MIPS now reserved on the host (this tick's
+ * moves included), the power before from its utilisation measured before the
+ * moves, and a host with nothing reserved is not tested for overload. */
 static int pabfd(const struct eng *e, int v, const bool *excluded)
 {
   int best = -1;
@@ -308,10 +312,9 @@ static int pabfd(const struct eng *e, int v, const bool *excluded)
     double cap = e->cap[h];
     if (cap / HOST_PES < d || cap - e->load[h] < d) continue;
     if ((e->k < 0 || e->s->memory) && HOST_RAM - e->ram[h] < e->vram[v]) continue;
-    if (e->stale[h] != 0 && overloaded(e, h, v)) continue;
+    if (e->load[h] != 0 && overloaded(e, h, v)) continue;
     int type = sim_host_type((size_t)h);
-    double before = e->stale[h] / cap, after = (e->stale[h] + d) / cap;
-    double diff = sim_power(type, after) - sim_power(type, before);
+    double diff = sim_power(type, (e->load[h] + d) / cap) - sim_power(type, e->stale[h] / cap);
     if (diff < best_diff) {
       best_diff = diff;
       best = h;
@@ -418,21 +421,26 @@ static void baseline_decide(struct eng *e, int *vms, int *tmp, int *keep, bool *
 
 struct vmb {
   struct bal_host *hosts;
-  struct bal_vm *vms;
+  struct bal_vm *all, *vms; /* every VM; those in this tick's pool */
   char (*hname)[32];
 };
 
 static int vmbalance_decide(struct eng *e, struct vmb *b, const char **why)
 {
+  /* The pool holds the VMs still in it, b->vms[i] being VM e->alive[i]. */
+  int n = 0;
   for (int v = 0; v < e->nv; v++) {
-    b->vms[v].demand[BAL_CPU] = e->demand[v];
-    b->vms[v].host = e->where[v];
+    if (e->dead[v]) continue;
+    b->vms[n] = b->all[v];
+    b->vms[n].demand[BAL_CPU] = e->demand[v];
+    b->vms[n].host = e->where[v];
+    e->alive[n++] = v;
   }
-  struct bal_pool pool = { b->hosts, (size_t)e->nh, b->vms, (size_t)e->nv };
+  struct bal_pool pool = { b->hosts, (size_t)e->nh, b->vms, (size_t)n };
   struct bal_plan plan;
   struct bal_plan_opts o = { .relieve = e->s->relieve };
   if (bal_plan_make_opts(e->s->conf, &pool, &o, &plan, why) < 0) return -1;
-  for (size_t i = 0; i < plan.n; i++) move_vm(e, plan.v[i].vm, plan.v[i].dst);
+  for (size_t i = 0; i < plan.n; i++) move_vm(e, e->alive[plan.v[i].vm], plan.v[i].dst);
   bal_plan_free(&plan);
   return 0;
 }
@@ -460,6 +468,8 @@ static void eng_free(struct eng *e)
   free(e->hist);
   free(e->where);
   free(e->gone);
+  free(e->dead);
+  free(e->alive);
   free(e->mv);
   free(e->msrc);
   free(e->mdst);
@@ -497,7 +507,19 @@ static void observe(struct eng *e, int k)
   memset(e->load, 0, (size_t)e->nh * sizeof *e->load);
   memset(e->ram, 0, (size_t)e->nh * sizeof *e->ram);
   memset(e->hist, 0, (size_t)e->nh * SIM_HIST * sizeof *e->hist);
+  const float *u = e->t->util;
+  size_t n = e->t->nticks;
   for (int v = 0; v < e->nv; v++) {
+    if (e->dead[v]) continue;
+    /* CloudSim asks at 300 k + 0.1 s, between this sample and the next: 0 only if
+     * both are; the VM is then "completed" and leaves its host. */
+    if (e->s->cloudsim && k > 0 && u[(size_t)v * n + (size_t)k] == 0 &&
+        ((size_t)k + 1 == n || u[(size_t)v * n + (size_t)k + 1] == 0)) {
+      e->dead[v] = true;
+      e->demand[v] = 0;
+      list_del(&e->on[e->where[v]], v);
+      continue;
+    }
     e->demand[v] = vm_mips_at(e, v, 0);
     charge(e, v, e->where[v], 1);
   }
@@ -523,6 +545,8 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
   e.hist = zalloc(nh * SIM_HIST, sizeof *e.hist);
   e.where = zalloc(nv, sizeof *e.where);
   e.gone = zalloc(nv, sizeof *e.gone);
+  e.dead = zalloc(nv, sizeof *e.dead);
+  e.alive = zalloc(nv, sizeof *e.alive);
   e.on = zalloc(nh, sizeof *e.on);
   for (size_t h = 0; h < nh; h++) e.cap[h] = sim_host_mips(h);
   for (size_t v = 0; v < nv; v++) {
@@ -533,15 +557,16 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
   /* Scratch for the policies. */
   int *vms = zalloc(nv, sizeof *vms), *tmp = zalloc(2 * nv, sizeof *tmp), *keep = zalloc(nv, sizeof *keep);
   bool *b1 = zalloc(nh, 1), *b2 = zalloc(nh, 1), *b3 = zalloc(nh, 1);
-  double *pre = zalloc(nh, sizeof *pre), *tmig = zalloc(nh, sizeof *tmig);
+  double *pre = zalloc(nh, sizeof *pre), *tmig = zalloc(nh, sizeof *tmig), *tin = zalloc(nh, sizeof *tin);
   bool *pre_on = zalloc(nh, 1);
-  struct vmb b = { zalloc(nh, sizeof *b.hosts), zalloc(nv, sizeof *b.vms), zalloc(nh, sizeof *b.hname) };
+  struct vmb b = { zalloc(nh, sizeof *b.hosts), zalloc(nv, sizeof *b.all), zalloc(nv, sizeof *b.vms),
+                   zalloc(nh, sizeof *b.hname) };
   for (size_t h = 0; h < nh; h++) {
     snprintf(b.hname[h], sizeof b.hname[h], "host%zu", h);
     b.hosts[h] = (struct bal_host){ .name = b.hname[h], .cap = { e.cap[h], s->memory ? HOST_RAM : 0, 0, 0 } };
   }
   for (size_t v = 0; v < nv; v++)
-    b.vms[v] = (struct bal_vm){ .name = t->names[v], .demand = { 0, e.vram[v], 0, 0 }, .mem_mib = e.vram[v],
+    b.all[v] = (struct bal_vm){ .name = t->names[v], .demand = { 0, e.vram[v], 0, 0 }, .mem_mib = e.vram[v],
                                 .priority = -1 };
 
   /* vmbalance starts where THR-MMT does. */
@@ -556,11 +581,12 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
     for (int h = 0; h < e.nh; h++) {
       pre[h] = e.load[h];
       pre_on[h] = e.on[h].n > 0;
-      tmig[h] = 0;
+      tmig[h] = tin[h] = 0;
     }
     e.nmoves = 0;
     double t0 = now_ms();
-    if (p == SIM_VMBALANCE) rc = vmbalance_decide(&e, &b, why);
+    if (s->cloudsim && k == 0) {} /* CloudSim decides first at 300 s */
+    else if (p == SIM_VMBALANCE) rc = vmbalance_decide(&e, &b, why);
     else baseline_decide(&e, vms, tmp, keep, b1, b2, b3);
     double dt = now_ms() - t0;
     dsum += dt;
@@ -571,6 +597,7 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
       lost += 0.1 * e.demand[v] * (tm < I ? tm : I);
       if (tm > tmig[e.msrc[i]]) tmig[e.msrc[i]] = tm;
       if (tm > tmig[e.mdst[i]]) tmig[e.mdst[i]] = tm;
+      if (tm > tin[e.mdst[i]]) tin[e.mdst[i]] = tm;
     }
     r->migrations += e.nmoves;
     int off = 0;
@@ -584,6 +611,13 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
         active += t1;
         viol += pre[h] > cap + 1e-9 ? t1 : 0;
       }
+      if (s->cloudsim && tin[h] > 0) {
+        /* CloudSim counts a VM migrating in as asking its whole MIPS of the
+         * destination, which gives it 10 %: the host "violates" until it ends. */
+        double ti = tin[h] < I ? tin[h] : I, before = pre[h] > cap + 1e-9 ? (ti < t1 ? ti : t1) : 0;
+        if (!pre_on[h]) active += ti;
+        viol += ti - (pre_on[h] ? before : 0);
+      }
       if (on) {
         energy += sim_power(type, e.load[h] / cap) * t2;
         active += t2;
@@ -595,6 +629,7 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
     r->active_mean += e.nh - off;
     r->hosts_off_end = off;
   }
+  for (int v = 0; v < e.nv; v++) r->vms_end += !e.dead[v];
   if (rc == 0) {
     double nt = (double)t->nticks;
     r->energy_kwh = energy / 3.6e6;
@@ -613,8 +648,10 @@ int sim_run(const struct sim_trace *t, enum sim_policy p, const struct sim_setup
   free(b3);
   free(pre);
   free(tmig);
+  free(tin);
   free(pre_on);
   free(b.hosts);
+  free(b.all);
   free(b.vms);
   free(b.hname);
   eng_free(&e);

@@ -57,6 +57,11 @@ struct sim_setup {
   const struct bal_config *conf; /* vmbalance's policy */
   const int *placement;          /* a start placement (host of each VM), or NULL: PABFD at full size */
   bool memory; /* a host's RAM limits placement after the start (CloudSim: no, its VMs then ask for none) */
+  /* CloudSim's own behaviour, to check the baselines against its runs: the first
+   * decision at the second tick (300 s), and a VM whose demand is 0 at a tick and
+   * the next (CloudSim's "completed" VM, HostDynamicWorkload.getCompletedVms)
+   * removed from the pool for the rest of the trace. */
+  bool cloudsim;
 };
 /* CloudSim's values; relieve 1 (hosts above their capacity); conf NULL. */
 void sim_setup_init(struct sim_setup *s);
@@ -70,6 +75,7 @@ struct sim_result {
   double hosts_off_mean; /* hosts with no VM, mean over the ticks */
   int hosts_off_end;
   double active_mean;
+  double vms_end; /* VMs left at the end (fewer than the trace's with cloudsim) */
   double decision_ms_mean, decision_ms_max; /* the policy's decision, wall time per tick */
 };
 

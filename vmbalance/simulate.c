@@ -49,6 +49,7 @@ static json_object *row_of(enum sim_policy p, const struct sim_result *r)
   json_object_object_add(o, "hosts_off_mean", num(r->hosts_off_mean, 1, false));
   json_object_object_add(o, "hosts_off_end", json_object_new_int(r->hosts_off_end));
   json_object_object_add(o, "active_hosts_mean", num(r->active_mean, 1, false));
+  json_object_object_add(o, "vms_end", json_object_new_int((int)r->vms_end));
   json_object_object_add(o, "decision_ms_mean", num(r->decision_ms_mean, 3, false));
   json_object_object_add(o, "decision_ms_max", num(r->decision_ms_max, 3, false));
   return o;
@@ -108,7 +109,7 @@ static int read_trace(const char *path, struct sim_trace *t)
 }
 
 static char *o_trace, *o_policy, *o_config;
-static int o_hosts = 800, o_memory;
+static int o_hosts = 800, o_memory, o_cloudsim;
 
 int cmd_simulate(int argc, char **argv)
 {
@@ -120,6 +121,8 @@ int cmd_simulate(int argc, char **argv)
     { "config", '\0', POPT_ARG_STRING, &o_config, 0, "a vmbalance.conf for the vmbalance policy", "FILE" },
     { "memory", '\0', POPT_ARG_NONE, &o_memory, 0,
       "a host's 4 GiB of RAM limits every placement, not only the start (as CloudSim: off)", NULL },
+    { "cloudsim", '\0', POPT_ARG_NONE, &o_cloudsim, 0,
+      "as CloudSim: first decision at 300 s, a VM at 0 % for two samples leaves the pool", NULL },
     VM_POPT_LOCAL, POPT_TABLEEND
   };
   CLEANUP_POPT poptContext ctx = NULL;
@@ -151,6 +154,7 @@ int cmd_simulate(int argc, char **argv)
   s.nhosts = (size_t)o_hosts;
   s.conf = &conf;
   s.memory = o_memory != 0;
+  s.cloudsim = o_cloudsim != 0;
   CLEANUP_JSON json_object *rows = json_object_new_array();
   for (int p = 0; p < SIM_NPOLICIES && rc == 0; p++) {
     if (!want[p]) continue;

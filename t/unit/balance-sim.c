@@ -198,6 +198,35 @@ static void vmbalance_relieves_then_packs(void **state)
   sim_trace_free(&t);
 }
 
+/* CloudSim's own behaviour: no decision at the first tick, and a VM whose demand
+ * is 0 at a tick and the next leaves the pool. vm0 idles for 3 ticks: its G5 is
+ * on for the first tick only (93.7 W for 300 s); without the flag, all three. */
+static void cloudsim_completed_vms(void **state)
+{
+  struct sim_trace t;
+  parse_ok("vm0\t0 0 0\n", &t);
+  struct sim_setup s;
+  sim_setup_init(&s);
+  s.nhosts = 2;
+  s.cloudsim = true;
+  struct sim_result r;
+  run(&t, SIM_THR_MMT, &s, &r);
+  assert_float_equal(r.energy_kwh, 93.7 * 300 / 3.6e6, 1e-12);
+  assert_float_equal(r.vms_end, 0, 0);
+  assert_int_equal(r.hosts_off_end, 2);
+  s.cloudsim = false;
+  run(&t, SIM_THR_MMT, &s, &r);
+  assert_float_equal(r.energy_kwh, 93.7 * 900 / 3.6e6, 1e-12);
+  assert_float_equal(r.vms_end, 1, 0);
+  sim_trace_free(&t);
+  /* A single 0 between two samples above it: the VM stays. */
+  parse_ok("vm0\t5 0 5\n", &t);
+  s.cloudsim = true;
+  run(&t, SIM_THR_MMT, &s, &r);
+  assert_float_equal(r.vms_end, 1, 0);
+  sim_trace_free(&t);
+}
+
 static void too_few_hosts(void **state)
 {
   struct sim_trace t;
@@ -221,6 +250,7 @@ int main(void)
     cmocka_unit_test(one_overloaded_host),
     cmocka_unit_test(slatah_of_a_stuck_host),
     cmocka_unit_test(vmbalance_relieves_then_packs),
+    cmocka_unit_test(cloudsim_completed_vms),
     cmocka_unit_test(too_few_hosts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,9 @@
  *     first, each move through the cost/benefit test; or
  *  2'. consolidate (levels 2-5): the least loaded hosts emptied one by one onto the
  *     most loaded that still fit (best fit), or left as they were.
+ * Between 1 and 2, only when the caller asks (bal_plan_make_opts, as `simulate`
+ * does): the relief of hosts above a fraction of their capacity, as few units off
+ * each as bring it within its headroom, to the least loaded running hosts.
  * Every destination is checked against the rules and capacity as the moves
  * before it leave the pool, so that the plan holds when carried out in order.
  * Each unit moves at most once in a plan. */

@@ -11,12 +11,13 @@
  * the largest CPU demand first, go by power-aware best fit decreasing (PABFD) to
  * the host whose power rises least, not an overloaded one; then the least
  * utilised hosts, one after the other, are emptied onto others by PABFD (all of a
- * host's VMs or none). CloudSim's quirks are kept where they change decisions:
- * "utilisation" in the choice of a host to empty, in "switched off" and in the
- * power before a placement is the one measured before the tick's moves; an
- * underloaded host's destinations may still be emptied later in the same tick;
- * LR's "loess" fit is an ordinary least squares fit (its weights are never
- * applied, MathUtil.createWeigthedLinearRegression). */
+ * host's VMs or none). CloudSim 3.0's choices are kept where they change
+ * decisions (see pabfd() for the power): "utilisation" in the choice of a host to
+ * empty and in "switched off" is the one measured before the tick's moves; the
+ * hosts that received VMs from overloaded ones may still be emptied; LR's "loess"
+ * fit is an ordinary least squares fit (its weights are never applied,
+ * MathUtil.createWeigthedLinearRegression). With sim_setup.cloudsim, CloudSim's
+ * other behaviours too (sim.h), so that its own runs can be matched. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -138,8 +138,8 @@ t/unit/convert-%: t/unit/convert-%.c p2v-convert/adapt.c $(CONVERT_FAKE) t/unit/
 	  $(shell $(PKG_CONFIG) --libs cmocka)
 # vmbalance's pure logic (the config file, the planner), libc only: t/unit/balance-X
 # tests it under AddressSanitizer and UBSan; bench/balance-plan times the planner.
-BAL_SRCS := $(addprefix vmbalance/,$(addsuffix .c,config plan strmap))
-BAL_HDRS := $(addprefix vmbalance/,$(addsuffix .h,config plan strmap))
+BAL_SRCS := $(addprefix vmbalance/,$(addsuffix .c,config plan sim strmap))
+BAL_HDRS := $(addprefix vmbalance/,$(addsuffix .h,config plan sim strmap))
 t/unit/balance-%: t/unit/balance-%.c $(BAL_SRCS) $(BAL_HDRS)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags cmocka) $(CFLAGS) -fsanitize=address,undefined \

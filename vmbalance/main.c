@@ -6,6 +6,7 @@ static const struct vm_verb verbs[] = {
   { "plan", cmd_plan, "the moves that bring the pool to its policy, one 'VM SOURCE DEST' a line" },
   { "run", cmd_run, "plan, then carry the moves out through vmmigrate" },
   { "ha", cmd_ha, "watch the pool; fence a failed host and restart its HA VMs elsewhere" },
+  { "simulate", cmd_simulate, "replay a utilisation trace through the planner, against THR-MMT and LR-MMT" },
   { NULL, NULL, NULL },
 };
 

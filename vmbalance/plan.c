@@ -13,6 +13,9 @@
  *     first, each move through the cost/benefit test; or
  *  2'. consolidate (levels 2-5): the least loaded hosts emptied one by one onto the
  *     most loaded that still fit (best fit), or left as they were.
+ * Between 1 and 2, only when the caller asks (bal_plan_make_opts, as `simulate`
+ * does): the relief of hosts above a fraction of their capacity, as few units off
+ * each as bring it within its headroom, to the least loaded running hosts.
  * Every destination is checked against the rules and capacity as the moves
  * before it leave the pool, so that the plan holds when carried out in order.
  * Each unit moves at most once in a plan. */
@@ -28,7 +31,7 @@ const char *const bal_why_names[] = {
   [BAL_WHY_MAINTENANCE] = "host in maintenance", [BAL_WHY_PIN] = "pinned elsewhere",
   [BAL_WHY_EXCLUDE] = "excluded from its host",  [BAL_WHY_AFFINITY] = "affinity",
   [BAL_WHY_ANTI_AFFINITY] = "anti-affinity",     [BAL_WHY_BALANCE] = "balance",
-  [BAL_WHY_CONSOLIDATE] = "consolidate",
+  [BAL_WHY_CONSOLIDATE] = "consolidate",        [BAL_WHY_OVERLOAD] = "overloaded host",
 };
 
 /* An indexed binary heap of hosts by weighted load: the least (sign 1) or the
@@ -726,7 +729,139 @@ static void consolidate(struct state *s)
   free(received);
 }
 
+/* ---- Relief of overloaded hosts (bal_plan_make_opts) ---- */
+
+static bool over(const struct state *s, int h, double frac)
+{
+  const struct bal_host *H = &s->p->hosts[h];
+  for (int r = 0; r < BAL_NRES; r++)
+    if (H->cap[r] > 0 && s->load[(size_t)h * BAL_NRES + r] > H->cap[r] * frac + 1e-9) return true;
+  return false;
+}
+
+
+/* A host for unit u off an overloaded host: the least loaded that fits within
+ * the headroom, so that no move makes another host overloaded and the load
+ * that just grew lands where there is most room left (packed hosts it would
+ * push over again at the next rise; consolidation packs what stays low); a host
+ * that holds VMs before an empty one, which would have to be powered on. The
+ * source is marked in maintenance by the caller, so that it is never chosen. */
+static int relief_dest(const struct state *s, int u)
+{
+  int cand[64];
+  int nc = heap_best(&s->hmin, 64, cand);
+  for (int pass = 0; pass < 3; pass++) {
+    bool all = pass > 0, empty_too = pass == 2;
+    int n = all ? s->nh : nc, best = -1;
+    double bw = 0, d[BAL_NRES];
+    for (int i = 0; i < n; i++) {
+      int h = all ? i : cand[i];
+      if (s->maint[h] || (!empty_too && s->head[h] < 0) || !fits(s, u, h, true)) continue;
+      unit_demand(s, u, h, d);
+      double w = s->w[h] + share(s, h, d);
+      if (best < 0 || w < bw || (w == bw && h < best)) {
+        best = h;
+        bw = w;
+      }
+    }
+    if (best >= 0) return best;
+  }
+  return -1;
+}
+
+/* How far host h is above the fraction keep of its capacity: the largest excess
+ * over the resources, and which resource it is in (-1: none above). */
+static double excess(const struct state *s, int h, double keep, int *res)
+{
+  const struct bal_host *H = &s->p->hosts[h];
+  double worst = 0;
+  *res = -1;
+  for (int r = 0; r < BAL_NRES; r++) {
+    double x = H->cap[r] > 0 ? s->load[(size_t)h * BAL_NRES + r] - H->cap[r] * keep : 0;
+    if (x > 1e-9 && x / H->cap[r] > worst) {
+      worst = x / H->cap[r];
+      *res = r;
+    }
+  }
+  return *res < 0 ? 0 : s->load[(size_t)h * BAL_NRES + *res] - H->cap[*res] * keep;
+}
+
+/* The unit to move next off host h, whose excess is x in resource r: the fewest
+ * moves first (among the lowest priority, a unit that ends the excess alone, the
+ * least memory of those, as its migration is the quickest); else the unit with
+ * the most of r, which ends most of it. */
+static int shed_pick(const struct state *s, const struct cand *units, int n, const bool *done, int r, double x)
+{
+  int best = -1, big = -1, prio = -1;
+  double best_mem = 0, big_d = 0;
+  for (int k = 0; k < n; k++)
+    if (!done[k] && (prio < 0 || units[k].prio < prio)) prio = units[k].prio;
+  for (int k = 0; k < n; k++) {
+    if (done[k] || units[k].prio != prio) continue;
+    double d[BAL_NRES];
+    unit_demand(s, units[k].u, -1, d);
+    if (d[r] + 1e-9 >= x && (best < 0 || units[k].size < best_mem)) {
+      best = k;
+      best_mem = units[k].size;
+    }
+    if (big < 0 || d[r] > big_d) {
+      big = k;
+      big_d = d[r];
+    }
+  }
+  return best >= 0 ? best : big;
+}
+
+/* Each host above the relief level, in index order, sheds units until it is
+ * back within its headroom, or nothing more can go. */
+static void relieve(struct state *s, double frac)
+{
+  double keep = 1 - s->c->headroom / 100.0;
+  struct cand *units = xcalloc((size_t)s->nv, sizeof *units);
+  bool *done = xcalloc((size_t)s->nv, sizeof *done);
+  for (int h = 0; h < s->nh; h++) {
+    if (s->maint[h] || !over(s, h, frac)) continue;
+    int n = 0;
+    for (int v = s->head[h]; v >= 0; v = s->next[v]) {
+      int u = s->unit[v];
+      if (u != v || s->moved[u] || s->stuck[v] || unit_split(s, u)) continue;
+      double mem = 0;
+      for (int x = u; x >= 0; x = s->unext[x]) mem += s->p->vms[x].mem_mib;
+      done[n] = false;
+      units[n++] = (struct cand){ u, unit_prio(s, u), mem };
+    }
+    /* In maintenance while it sheds, so that it is no destination; its share of
+     * the weighted sum, which set_host then leaves alone, is put right after. */
+    double w0 = s->w[h];
+    s->maint[h] = true;
+    heap_remove(&s->hmin, h);
+    heap_remove(&s->hmax, h);
+    for (;;) {
+      int r;
+      double x = excess(s, h, keep, &r);
+      if (r < 0) break;
+      int k = shed_pick(s, units, n, done, r, x);
+      if (k < 0) break;
+      done[k] = true;
+      int t = relief_dest(s, units[k].u);
+      if (t >= 0) move_unit(s, units[k].u, t, BAL_WHY_OVERLOAD, 0, 0);
+    }
+    s->maint[h] = false;
+    s->wsum += s->w[h] - w0;
+    heap_push(&s->hmin, h);
+    heap_push(&s->hmax, h);
+  }
+  free(units);
+  free(done);
+}
+
 int bal_plan_make(const struct bal_config *c, const struct bal_pool *pool, struct bal_plan *plan, const char **why)
+{
+  return bal_plan_make_opts(c, pool, NULL, plan, why);
+}
+
+int bal_plan_make_opts(const struct bal_config *c, const struct bal_pool *pool, const struct bal_plan_opts *o,
+                       struct bal_plan *plan, const char **why)
 {
   memset(plan, 0, sizeof *plan);
   struct state s;
@@ -737,6 +872,7 @@ int bal_plan_make(const struct bal_config *c, const struct bal_pool *pool, struc
   s.plan = plan;
   plan->spread_before = spread_of(&s);
   mandatory(&s);
+  if (o && o->relieve > 0) relieve(&s, o->relieve);
   if (c->level >= 2 && c->policy == BAL_BALANCE) balance(&s);
   if (c->level >= 2 && c->policy == BAL_CONSOLIDATE) consolidate(&s);
   if (c->policy == BAL_CONSOLIDATE) {

@@ -42,6 +42,7 @@ enum bal_why {
   BAL_WHY_ANTI_AFFINITY, /* shares a host with a VM it is kept apart from */
   BAL_WHY_BALANCE,       /* lowers the spread */
   BAL_WHY_CONSOLIDATE,   /* empties a host */
+  BAL_WHY_OVERLOAD,      /* its host is above the relief level (bal_plan_make_opts) */
 };
 extern const char *const bal_why_names[];
 
@@ -64,6 +65,20 @@ struct bal_plan {
 /* Plans. 0, or -1 with *why (a static string) for a pool that does not hold
  * together (a VM on no host). The pool is not changed. */
 int bal_plan_make(const struct bal_config *c, const struct bal_pool *pool, struct bal_plan *plan, const char **why);
+/* What bal_plan_make leaves at its defaults, for a caller that asks for more.
+ * relieve: a host whose load of a resource is above this fraction of its capacity
+ * (0: never) has units moved off it until it is within its headroom, as few as
+ * can do it (a unit that ends the excess alone, the least memory of those, else
+ * the largest); each goes to the least loaded host that holds VMs and fits it
+ * within the headroom, else to an empty one. This runs after the mandatory moves
+ * and before the policy's phase, whose consolidation then leaves the hosts that
+ * received alone. `simulate` uses it; bal_plan_make is bal_plan_make_opts with
+ * relieve 0, as before. */
+struct bal_plan_opts {
+  double relieve;
+};
+int bal_plan_make_opts(const struct bal_config *c, const struct bal_pool *pool, const struct bal_plan_opts *o,
+                       struct bal_plan *plan, const char **why);
 void bal_plan_free(struct bal_plan *plan);
 /* The plan's lines (vmkit-plan(5)): "#!vmkit-plan 1", then "VM SOURCE DEST" per
  * move; with explain, each line ends with a comment that says why. Returns 0, or

@@ -9,5 +9,6 @@ int cmd_collect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_ha(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 
 #endif

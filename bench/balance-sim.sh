@@ -3,11 +3,11 @@
 # Replays the PlanetLab trace of 3 March 2011 (data/planetlab/20110303.tsv, 1,052
 # VMs, 288 five-minute samples) on 800 modelled hosts, half HP ProLiant ML110 G4 and
 # half G5, under vmbalance (its built-in simulate policy: consolidate, level 5,
-# headroom 25 %) and the baselines of Beloglazov and Buyya (CCPE 2012) as CloudSim
+# headroom 50 %) and the baselines of Beloglazov and Buyya (CCPE 2012) as CloudSim
 # implements them, THR-MMT (static threshold 0.8) and LR-MMT (local regression,
 # safety 1.2), all three in the same run, and prints one row per policy: energy,
 # SLATAH, PDM, SLAV, migrations, hosts off (mean and at the end), decision time
-# per tick (mean and max). The models and the metrics: man/vmbalance-simulate.txt.
+# per tick (mean and max). The models and the metrics: vmbalance(1), SIMULATE.
 # Then the same with --cloudsim (CloudSim's own behaviour: the first decision at
 # 300 s, a VM idle for two samples leaves, migrations in count as SLA time), whose
 # baselines are to match CloudSim 3.0's runs of the same day; then vmbalance with
@@ -25,7 +25,7 @@ echo "# vmbalance simulate --trace data/planetlab/20110303.tsv --hosts 800 ($(da
 start=$(date +%s.%N)
 "$tool" simulate --trace "$trace" --hosts 800
 end=$(date +%s.%N)
-echo "# wall time of the run (three policies, trace read once): $(echo "$end - $start" | bc) s"
+echo "# wall time of the run (three policies, trace read once): $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s"
 
 echo
 echo "# the same, --cloudsim"

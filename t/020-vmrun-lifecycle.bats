@@ -61,9 +61,12 @@ teardown() { :; }
   # Prometheus text format: a TYPE line, then a sample labelled by the VM.
   run_tool 0 vmrun stats "$VM" -o prom
   [ "${lines[0]}" = "# TYPE vmkit_vm_cpu_percent gauge" ]
-  grep -Eqx "vmkit_vm_cpu_percent\{vm=\"$VM\"\} [0-9.e+-]+" <<< "$output"
-  grep -qx "vmkit_vm_memory_bytes{vm=\"$VM\"} 268435456" <<< "$output"
-  grep -Eqx "vmkit_vm_net_tx_bytes_per_second\{vm=\"$VM\"\} [0-9]+" <<< "$output"
+  local host
+  host=$(hostname)
+  grep -Eqx "vmkit_vm_cpu_percent\{host=\"$host\",vm=\"$VM\"\} [0-9.e+-]+" <<< "$output"
+  grep -qx "vmkit_vm_memory_bytes{host=\"$host\",vm=\"$VM\"} 268435456" <<< "$output"
+  grep -Eqx "vmkit_vm_net_tx_bytes_per_second\{host=\"$host\",vm=\"$VM\"\} [0-9]+" <<< "$output"
+  run_tool 2 vmrun stats "$VM" -o prom --count 2
   # Other verbs have no metrics to give.
   run_tool 2 vmrun list -o prom
   assert_stderr_has "unknown output format 'prom': use table, tsv or json"

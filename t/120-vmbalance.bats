@@ -1,31 +1,33 @@
 #!/usr/bin/env bats
 # vmbalance collect, plan and run on a pool of three real libvirt hosts on this
-# machine (h1: this machine's daemon; h2, h3: namespaced daemons, HOST.md), with
-# three TCG guests that start on h1. The hosts share this machine's kernel, so
-# their own load (the machine's, not theirs) is left out with the hosts file's
-# own-load=none tag: each host's load is its VMs'. The tests run in order: each
-# starts from where the VMs were left by the one before.
+# machine (h2, h3, h4: namespaced daemons, HOST.md; this machine's own daemon, h1,
+# is left out of vmbalance's pool, so that VMs that are not this file's are never
+# counted or moved), with three TCG guests that start on h2. The hosts share this
+# machine's kernel, so their own load (the machine's, not theirs) is left out
+# with the hosts file's own-load=none tag: each host's load is its VMs'. The tests
+# run in order: each starts from where the VMs were left by the one before.
 
 load helpers
 
 setup_file() {
-  pool_start 3
-  sed -i 's/$/ own-load=none/' "$POOL_DIR/hosts"
+  pool_start 4
+  grep -v '^h1 ' "$POOL_DIR/hosts" | sed 's/$/ own-load=none/' > "$POOL_DIR/bal-hosts"
+  export VMKIT_HOSTS=$POOL_DIR/bal-hosts
   export A B C
   A=$(file_vm_name a) B=$(file_vm_name b) C=$(file_vm_name c)
+  # One after the other: on another host, vmrun wait follows the console from
+  # when it attaches, and a guest that came up before would not be seen.
   local vm
   for vm in "$A" "$B" "$C"; do
-    run_tool 0 vmrun create "$vm" --template tiny --start
-  done
-  for vm in "$A" "$B" "$C"; do
-    run_tool 0 vmrun wait "$vm" --console-line 'vmkit-guest: up' --timeout 120
+    run_tool 0 vmrun -c h2 create "$vm" --template tiny --start
+    run_tool 0 vmrun -c h2 wait "$vm" --console-line 'vmkit-guest: up' --timeout 120
   done
   export CONF=$BATS_FILE_TMPDIR/vmbalance.conf
 }
 teardown_file() { pool_stop; }
 teardown() { :; }
 
-# where VM: the one host that has VM (h1, h2 or h3), or a message and failure when
+# where VM: the one host that has VM (h2, h3 or h4), or a message and failure when
 # it is on none or on several.
 where() {
   local h
@@ -68,59 +70,81 @@ assert_moves() {
   run_tool 2 vmbalance collect --alert 'host.cpu>90' -o prom
   run_tool 3 vmbalance collect h7
   run_tool 3 vmbalance collect -H "$BATS_FILE_TMPDIR/nosuch-hosts"
-  printf 'h1 %s cpus=many\n' "$H1_URI" > "$BATS_FILE_TMPDIR/badtag"
+  printf 'h2 %s cpus=many\n' "$H2_URI" > "$BATS_FILE_TMPDIR/badtag"
   run_tool 2 vmbalance collect -H "$BATS_FILE_TMPDIR/badtag"
   assert_stderr_has "invalid cpus= tag 'many'"
-  [ "$(where "$A")" = h1 ] && [ "$(where "$B")" = h1 ] && [ "$(where "$C")" = h1 ]
+  [ "$(where "$A")" = h2 ] && [ "$(where "$B")" = h2 ] && [ "$(where "$C")" = h2 ]
 }
 
-@test "collect: each host and VM with rates, as tsv, json and Prometheus text; a host that does not answer is reported, and --alert exits 6" {
+@test "collect: each host and VM with rates, as tsv, json and Prometheus text; a host that does not answer, or hangs, is reported, and --alert exits 6" {
   run_tool 0 vmbalance collect -o json
   [ "$(jq '[.[] | select(.kind == "host" and .up)] | length' <<< "$output")" -eq 3 ]
-  [ "$(jq -r '.[] | select(.kind == "host" and .host == "h1") | .vms' <<< "$output")" -eq 3 ]
-  [ "$(jq -r --arg a "$A" '.[] | select(.vm == $a) | .host' <<< "$output")" = h1 ]
+  [ "$(jq -r '.[] | select(.kind == "host" and .host == "h2") | .vms' <<< "$output")" -eq 3 ]
+  [ "$(jq -r --arg a "$A" '.[] | select(.vm == $a) | .host' <<< "$output")" = h2 ]
   jq -e --arg a "$A" '.[] | select(.vm == $a) | .memory == 268435456 and .cpu_percent >= 0 and .state == "running"' <<< "$output"
-  jq -e '.[] | select(.host == "h2" and .kind == "host") | .vms == 0 and .cpus > 0 and .memory > 0' <<< "$output"
-  run_tool 0 vmbalance collect -o tsv h2
+  jq -e '.[] | select(.host == "h3" and .kind == "host") | .vms == 0 and .cpus > 0 and .memory > 0' <<< "$output"
+  run_tool 0 vmbalance collect -o tsv h3
   [ "${#lines[@]}" -eq 1 ]
-  [[ "${lines[0]}" == "h2		up	yes	"* ]]
+  [[ "${lines[0]}" == "h3		up	yes	"* ]]
   run_tool 0 vmbalance collect -o prom
-  grep -qx 'vmkit_host_up{host="h3"} 1' <<< "$output"
-  grep -qx "vmkit_host_vms{host=\"h1\"} 3" <<< "$output"
-  grep -Eqx "vmkit_vm_cpu_percent\\{host=\"h1\",vm=\"$B\"\\} [0-9.e+-]+" <<< "$output"
-  grep -qx "vmkit_vm_memory_bytes{host=\"h1\",vm=\"$C\"} 268435456" <<< "$output"
+  grep -qx 'vmkit_host_up{host="h4"} 1' <<< "$output"
+  grep -qx "vmkit_host_vms{host=\"h2\"} 3" <<< "$output"
+  grep -Eqx "vmkit_vm_cpu_percent\\{host=\"h2\",vm=\"$B\"\\} [0-9.e+-]+" <<< "$output"
+  grep -qx "vmkit_vm_memory_bytes{host=\"h2\",vm=\"$C\"} 268435456" <<< "$output"
+  [ "$(grep -c '^# TYPE vmkit_host_up gauge$' <<< "$output")" -eq 1 ]
 
   # A host that does not answer: reported in its row and on stderr, not fatal.
-  cp "$POOL_DIR/hosts" "$BATS_FILE_TMPDIR/hosts+"
+  cp "$VMKIT_HOSTS" "$BATS_FILE_TMPDIR/hosts+"
   echo "h9 qemu+unix:///system?socket=$BATS_FILE_TMPDIR/no-such-sock cpus=4" >> "$BATS_FILE_TMPDIR/hosts+"
   run_tool 0 vmbalance collect -H "$BATS_FILE_TMPDIR/hosts+" -o json
   [ "$(jq -r '.[] | select(.host == "h9") | .state' <<< "$output")" = unreachable ]
   jq -e '.[] | select(.host == "h9") | .error | test("no-such-sock")' <<< "$output"
   assert_stderr_has "host 'h9' did not answer"
 
+  # A host that accepts the connection and never answers costs its timeout only.
+  local sock=$BATS_FILE_TMPDIR/hung.sock
+  perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $ARGV[0], Listen => 5) or die;
+    @c = (); while (1) { push @c, $s->accept() }' "$sock" &
+  local hung=$!
+  until_sock() { [ -S "$sock" ]; }
+  for _ in $(seq 50); do until_sock && break; sleep 0.1; done
+  echo "h8 qemu+unix:///system?socket=$sock" >> "$BATS_FILE_TMPDIR/hosts+"
+  local t0=$SECONDS
+  run_tool 0 vmbalance collect -H "$BATS_FILE_TMPDIR/hosts+" --timeout 3 -o json
+  kill "$hung"
+  [ $((SECONDS - t0)) -lt 30 ]
+  [ "$(jq -r '.[] | select(.host == "h8") | .error' <<< "$output")" = "no answer within 3 s" ]
+  [ "$(jq '[.[] | select(.kind == "host" and .up)] | length' <<< "$output")" -eq 3 ]
+  sed -i '/^h8 /d' "$BATS_FILE_TMPDIR/hosts+"
+
   # Alerts: what crosses, exit 6; nothing crosses, exit 0.
   run_tool 6 vmbalance collect -H "$BATS_FILE_TMPDIR/hosts+" --alert 'host.up<1' --alert 'host.vms>=3' -o tsv
   [ "${#lines[@]}" -eq 2 ]
   grep -q '^host.up<1	h9		0.0	cannot connect: ' <<< "$output"
-  grep -q '^host.vms>=3	h1		3.0	$' <<< "$output"
+  grep -q '^host.vms>=3	h2		3.0	$' <<< "$output"
   run_tool 6 vmbalance collect --alert 'vm.memory>1K' -o json
   [ "$(jq length <<< "$output")" -eq 3 ]
   run_tool 0 vmbalance collect --alert 'host.cpu>100' --alert 'vm.net>1T' -o tsv
   [ -z "$output" ]
+  # No host answers: the rows, and exit 1.
+  grep '^h9 ' "$BATS_FILE_TMPDIR/hosts+" > "$BATS_FILE_TMPDIR/hosts-none"
+  run_tool 1 vmbalance collect -H "$BATS_FILE_TMPDIR/hosts-none" -o tsv
+  [[ "$output" == "h9		unreachable	no"* ]]
+  assert_stderr_has "no host of $BATS_FILE_TMPDIR/hosts-none answered"
 }
 
 @test "balance: three busy guests on one host are spread over the three hosts, within a pin; the spread drops" {
-  busy "$A" h1 && busy "$B" h1 && busy "$C" h1
+  busy "$A" h2 && busy "$B" h2 && busy "$C" h2
   # Level 5: any move that helps. (At level 3 a host is relieved only while it is
   # 10 points above the mean: how far two moves get depends on how much CPU the
   # guests get on this machine, which is shared.)
-  printf 'level 5\npin %s h1 h2\n' "$C" > "$CONF"
+  printf 'level 5\npin %s h2 h3\n' "$C" > "$CONF"
   run_tool 0 vmbalance plan -C "$CONF" --interval 3 -v
   [ "${lines[0]}" = '#!vmkit-plan 1' ]
   assert_moves 2
-  # Two of the three leave h1, to two hosts; C never to h3.
+  # Two of the three leave h2, to two hosts; C never to h4.
   [ "$(grep -v '^#' <<< "$output" | awk '{print $3}' | sort -u | wc -l)" -eq 2 ]
-  refute grep -q "^$C h1 h3" <<< "$output"
+  refute grep -q "^$C h2 h4" <<< "$output"
   grep -Eq '# balance: gain [0-9.]+, cost [0-9.]+ s$' <<< "$output"
   assert_stderr_has "2 moves; spread of the hosts' load"
   # The plan as JSON says the same.
@@ -135,7 +159,7 @@ assert_moves() {
   local ha hb hc
   ha=$(where "$A") && hb=$(where "$B") && hc=$(where "$C")
   [ "$(printf '%s\n' "$ha" "$hb" "$hc" | sort -u | wc -l)" -eq 3 ]
-  [ "$hc" != h3 ]
+  [ "$hc" != h4 ]
   # Balanced: nothing left to move.
   run_tool 0 vmbalance plan -C "$CONF" --interval 3
   assert_moves 0
@@ -150,7 +174,7 @@ assert_moves() {
   printf 'level 1\nanti-affinity %s %s\npriority %s 90\n' "$A" "$B" "$A" > "$CONF"
   run_tool 0 vmbalance plan -C "$CONF" --interval 1 -v
   assert_moves 1
-  grep -Eq "^$B $ha h[123]  # anti-affinity$" <<< "$output"
+  grep -Eq "^$B $ha h[234]  # anti-affinity$" <<< "$output"
   run_tool 0 vmbalance run -C "$CONF" --interval 1
   [ "$(where "$A")" = "$ha" ]
   [ "$(where "$B")" != "$ha" ]
@@ -169,11 +193,15 @@ assert_moves() {
   # kill -9 while it samples or moves: the moves it started are stopped cleanly
   # (vmmigrate gets SIGTERM with its parent gone) or finished, never half-made.
   "$TOP/vmbalance/vmbalance" run -C "$CONF" --interval 1 -q >/dev/null 2>&1 &
-  local pid=$!
-  sleep "$((1 + RANDOM % 4)).$((RANDOM % 10))"
+  local pid=$! i
+  # Killed while a move runs, at a random instant of it.
+  for i in $(seq 100); do pgrep -x vmmigrate >/dev/null && break; sleep 0.1; done
+  sleep "0.$((RANDOM % 10))"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  sleep 2
+  # vmmigrate got SIGTERM with its parent gone: it rolls its move back or ends it.
+  for i in $(seq 600); do pgrep -x vmmigrate >/dev/null || break; sleep 0.1; done
+  refute pgrep -x vmmigrate
   for vm in "$A" "$B" "$C"; do where "$vm" >/dev/null; done
   run_tool 0 vmbalance run -C "$CONF" --interval 1
   for vm in "$A" "$B" "$C"; do [ "$(where "$vm")" != "$h" ]; done
@@ -200,7 +228,7 @@ assert_moves() {
   local hb
   hb=$(where "$B")
   # One host with room for less than its VMs (memory= tag), one that is off.
-  grep "^$hb " "$POOL_DIR/hosts" | sed 's/$/ memory=300M/' > "$BATS_FILE_TMPDIR/hosts-on"
+  grep "^$hb " "$VMKIT_HOSTS" | sed 's/$/ memory=300M/' > "$BATS_FILE_TMPDIR/hosts-on"
   echo "h9 qemu+unix:///system?socket=$BATS_FILE_TMPDIR/no-such-sock cpus=2 memory=4G" >> "$BATS_FILE_TMPDIR/hosts-on"
   printf 'policy consolidate\n' > "$CONF"
   run_tool 0 vmbalance plan -H "$BATS_FILE_TMPDIR/hosts-on" -C "$CONF" --interval 1

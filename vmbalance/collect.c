@@ -107,7 +107,6 @@ static json_object *vm_row(const struct pool_host *ph, const struct pool_vm *v)
   add_num(o, "disk_write", v->wr);
   add_num(o, "net_rx", v->rx);
   add_num(o, "net_tx", v->tx);
-  if (v->dirty_mibs >= 0) json_object_object_add(o, "dirty_rate", json_object_new_int64((int64_t)v->dirty_mibs << 20));
   return o;
 }
 
@@ -165,6 +164,10 @@ static int parse_alert(const char *s, struct alert *a)
   a->key = mt->key, a->key2 = mt->key2;
   const char *v = o + oplen;
   char *end;
+  /* A plain decimal number: no spaces, no hex, no inf or nan. */
+  if (!((*v >= '0' && *v <= '9') || *v == '.' || *v == '-')) return -1;
+  for (const char *q = v; *q; q++)
+    if (*q == 'x' || *q == 'X') return -1;
   a->value = strtod(v, &end);
   if (end == v || !isfinite(a->value)) return -1;
   if (*end == '%' && !mt->size && end[1] == '\0') return 0;
@@ -260,7 +263,14 @@ int cmd_collect(int argc, char **argv)
     json_object_array_add(rows, host_row(ph));
     for (size_t k = 0; k < ph->nvms; k++) json_object_array_add(rows, vm_row(ph, &ph->vms[k]));
   }
+  bool none = pool_up(&pool) == 0;
   pool_free(&pool);
+  if (none) {
+    /* The rows say why; the exit says that nothing was measured. */
+    rc = nalerts ? 0 : vm_opts.format == VM_FMT_PROM ? 0 : vm_print_list(rows, cols);
+    free(alerts);
+    return rc ? rc : vm_fail(VM_EXIT_FAIL, "no host of %s answered", vm_hosts_path());
+  }
   if (nalerts) {
     CLEANUP_JSON json_object *hits = json_object_new_array();
     for (size_t i = 0; i < nalerts; i++)

@@ -71,7 +71,7 @@ static void power_on(const struct bal_config *c, const struct pool *p, const str
     bool need = false;
     for (int r = 0; r < BAL_NRES; r++) need |= excess[r] > 1e-9;
     if (!need) break;
-    if (!ph->error) continue;
+    if (!ph->error || !ph->no_answer) continue; /* it answered, if only with an error: it is on */
     double cap[BAL_NRES];
     for (int r = 0; r < BAL_NRES; r++) cap[r] = mean[r];
     if (ph->cpus) cap[BAL_CPU] = ph->cpus * 100.0;
@@ -136,12 +136,12 @@ static void made_free(struct made *m)
   json_object_put(m->on);
 }
 
-static int make_plan(struct made *m, bool quiet)
+static int make_plan(struct made *m, bool quiet, bool dirty)
 {
   memset(m, 0, sizeof *m);
   int rc = load_config(&m->cfg);
   if (rc) return rc;
-  if ((rc = pool_collect(&m->pool, NULL, o_interval * 1000, o_timeout, true))) return rc;
+  if ((rc = pool_collect(&m->pool, NULL, o_interval * 1000, o_timeout, dirty))) return rc;
   for (size_t i = 0; i < m->pool.n && !quiet; i++)
     if (m->pool.v[i].error)
       vm_warn("host '%s' did not answer (%s): left out of the plan", m->pool.v[i].h->name, m->pool.v[i].error);
@@ -194,7 +194,7 @@ int cmd_plan(int argc, char **argv)
   if ((rc = check_options())) return rc;
   vm_catch_signals();
   struct made m;
-  rc = make_plan(&m, false);
+  rc = make_plan(&m, false, true);
   if (rc) {
     made_free(&m);
     return rc;
@@ -218,7 +218,7 @@ int cmd_plan(int argc, char **argv)
 static int spread_now(double *out)
 {
   struct made m;
-  int rc = make_plan(&m, true);
+  int rc = make_plan(&m, true, false);
   if (rc == 0) *out = m.plan.spread_before;
   made_free(&m);
   return rc;
@@ -247,7 +247,7 @@ int cmd_run(int argc, char **argv)
   struct vm_lock *lock = NULL;
   if ((rc = vm_lock_take("vmbalance-run", false, vm_lock_wait_seconds(), "the pool", &lock))) return rc;
   struct made m;
-  rc = make_plan(&m, false);
+  rc = make_plan(&m, false, true);
   if (rc) {
     made_free(&m);
     vm_lock_release(lock);
@@ -288,8 +288,14 @@ int cmd_run(int argc, char **argv)
       vm_strv_add(&av, "--virt-type");
       vm_strv_add(&av, vm_opts.virt_type);
     }
+    if (vm_opts.quiet) vm_strv_add(&av, "-q");
+    if (vm_opts.verbose) vm_strv_add(&av, "-v");
+    if (vm_opts.use_syslog) vm_strv_add(&av, "--syslog");
     vm_info("moving %zu VM%s through vmmigrate (%d at once)", m.plan.n, m.plan.n == 1 ? "" : "s", o_parallel);
-    vm_debug("running %s", vm_argv_str(av.v));
+    if (vm_opts.verbose) {
+      CLEANUP_FREE char *shown = vm_argv_str(av.v);
+      vm_debug("running %s", shown);
+    }
     char *out = NULL, *err = NULL;
     int st = vm_run(av.v, &out, &err);
     vm_strv_free(&av);
@@ -306,12 +312,16 @@ int cmd_run(int argc, char **argv)
       return vm_fail(VM_EXIT_FAIL, "vmmigrate --plan failed (exit %d) and reported no moves", st);
     }
     /* What each move became, into the plan's moves. */
+    /* Move i is line i + 2 of the plan (after "#!vmkit-plan 1"). */
     json_object *moves = json_object_object_get(report, "moves");
-    for (size_t i = 0; i < json_object_array_length(res) && i < json_object_array_length(moves); i++) {
-      json_object *r = json_object_array_get_idx(res, i), *mv = json_object_array_get_idx(moves, i);
+    for (size_t k = 0; k < json_object_array_length(res); k++) {
+      json_object *r = json_object_array_get_idx(res, k);
+      int line = json_object_get_int(json_object_object_get(r, "line"));
+      if (line < 2 || (size_t)(line - 2) >= json_object_array_length(moves)) continue;
+      json_object *mv = json_object_array_get_idx(moves, (size_t)(line - 2));
       static const char *const keep[] = { "result", "exit", "total_ms", "downtime_ms", "error", NULL };
-      for (size_t k = 0; keep[k]; k++)
-        json_object_object_add(mv, keep[k], json_object_get(json_object_object_get(r, keep[k])));
+      for (size_t q = 0; keep[q]; q++)
+        json_object_object_add(mv, keep[q], json_object_get(json_object_object_get(r, keep[q])));
       if (json_object_get_int(json_object_object_get(r, "exit")) != 0) failed++;
     }
     json_object_put(res);

@@ -31,6 +31,7 @@ struct job {
   bool done;
   /* results */
   char *error;
+  bool no_answer; /* could not connect (an error of a host that answered is not that) */
   struct vm_node_sample n0, n1;
   struct vm_dom_sample *d0, *d1;
   size_t nd0, nd1;
@@ -49,40 +50,48 @@ static void job_free(struct job *j)
 /* The caller lets go of a job (the lock held). */
 static bool job_drop(struct job *j) { return --j->refs == 0; }
 
-/* Has libvirt measure the dirty rate of each running VM over the interval. */
-static void start_dirty_rate(virConnectPtr conn, const struct vm_dom_sample *d, size_t n, int secs)
+/* The running VMs of conn, for the dirty-rate calculations. */
+static void start_dirty_rates(virConnectPtr conn, int secs)
 {
-  for (size_t i = 0; i < n; i++) {
-    if (d[i].state != VIR_DOMAIN_RUNNING) continue;
-    virDomainPtr dom = virDomainLookupByUUIDString(conn, d[i].uuid);
-    if (!dom) continue;
-    if (virDomainStartDirtyRateCalc(dom, secs, 0) < 0) virResetLastError(); /* unknown: counted 0 */
-    virDomainFree(dom);
+  virDomainPtr *doms = NULL;
+  int n = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_RUNNING);
+  if (n < 0) {
+    virResetLastError();
+    return;
   }
+  for (int i = 0; i < n; i++) {
+    if (virDomainStartDirtyRateCalc(doms[i], secs, 0) < 0) virResetLastError(); /* unknown: counted 0 */
+    virDomainFree(doms[i]);
+  }
+  free(doms);
 }
 
 static void *sample_host(void *arg)
 {
   struct job *j = arg;
   virConnectPtr conn = virConnectOpen(j->uri);
+  unsigned how = VM_SAMPLE_NOWAIT | (j->dirty ? VM_SAMPLE_DIRTY : 0);
   if (!conn) {
-    const char *m = virGetLastErrorMessage();
-    j->error = vm_strdup_printf("cannot connect: %s", m && *m ? m : "unknown error");
+    j->error = vm_strdup_printf("cannot connect: %s", vm_virt_message());
+    j->no_answer = true;
+    virResetLastError();
   } else {
+    /* QEMU measures a dirty rate over at most 60 s; started first, the
+     * calculations end with the interval, before the second sample. */
+    int secs = j->interval_ms / 1000 > 60 ? 60 : j->interval_ms / 1000;
+    if (j->dirty && secs >= 1) start_dirty_rates(conn, secs);
     int64_t t0 = vm_now_ms();
-    if (vm_node_sample(conn, &j->n0, &j->error) == 0 && vm_dom_samples(conn, NULL, &j->d0, &j->nd0, &j->error) == 0) {
-      int secs = j->interval_ms / 1000;
-      if (j->dirty && secs >= 1) start_dirty_rate(conn, j->d0, j->nd0, secs);
+    if (vm_node_sample(conn, &j->n0, &j->error) == 0 && vm_dom_samples(conn, NULL, how, &j->d0, &j->nd0, &j->error) == 0) {
       struct timespec ts = { j->interval_ms / 1000, (long)(j->interval_ms % 1000) * 1000000L };
       while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
       }
-      /* A dirty-rate calculation ends a little after its interval. */
+      /* A dirty-rate calculation ends a little after its time. */
       if (j->dirty && secs >= 1) {
         struct timespec w = { 0, 300000000L };
         nanosleep(&w, NULL);
       }
       int64_t t1 = vm_now_ms();
-      if (vm_node_sample(conn, &j->n1, &j->error) == 0) vm_dom_samples(conn, NULL, &j->d1, &j->nd1, &j->error);
+      if (vm_node_sample(conn, &j->n1, &j->error) == 0) vm_dom_samples(conn, NULL, how, &j->d1, &j->nd1, &j->error);
       j->secs = (double)(t1 - t0) / 1000.0;
     }
     virConnectClose(conn);
@@ -112,6 +121,7 @@ static void fill_host(struct pool_host *ph, const struct job *j)
   unsigned long long busy = j->n1.cpu_busy_ns - j->n0.cpu_busy_ns, idle = j->n1.cpu_idle_ns - j->n0.cpu_idle_ns;
   if (j->n1.cpu_busy_ns < j->n0.cpu_busy_ns || j->n1.cpu_idle_ns < j->n0.cpu_idle_ns) busy = idle = 0;
   ph->cpu = busy + idle ? 100.0 * (double)busy / (double)(busy + idle) : 0;
+  ph->real_cpus = j->n1.cpus;
   if (!ph->cpus) ph->cpus = j->n1.cpus;
   if (ph->mem_total <= 0) ph->mem_total = (double)j->n1.mem_total_kib * 1024;
   ph->mem_used = (double)j->n1.mem_used_kib * 1024;
@@ -130,7 +140,7 @@ static void fill_host(struct pool_host *ph, const struct job *j)
     v->dirty_mibs = (double)b->dirty_mibs;
     /* A VM that started between the samples (or restarted: its counters went
      * back) has no rates yet. */
-    if (a && strcmp(a->uuid, b->uuid) == 0) {
+    if (a && a->id == b->id && strcmp(a->uuid, b->uuid) == 0) {
       v->cpu = b->cpu_ns > a->cpu_ns ? (double)(b->cpu_ns - a->cpu_ns) / (secs * 1e7) : 0;
       v->rd = vm_rate(a->rd, b->rd, secs);
       v->wr = vm_rate(a->wr, b->wr, secs);
@@ -250,8 +260,8 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
   for (size_t i = 0; i < p->n; i++) {
     struct job *j = jobs[i];
     struct pool_host *ph = &p->v[i];
-    if (!j->done) ph->error = vm_strdup_printf("no answer within %d s", timeout_s);
-    else if (j->error) ph->error = vm_strdup(j->error);
+    if (!j->done) ph->error = vm_strdup_printf("no answer within %d s", timeout_s), ph->no_answer = true;
+    else if (j->error) ph->error = vm_strdup(j->error), ph->no_answer = j->no_answer;
     else fill_host(ph, j);
     /* A thread still running keeps its job and frees it when it ends. */
     job_drop(j);
@@ -329,6 +339,11 @@ int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2])
           vm_warn("VM '%s' runs on more than one host ('%s' and others): left out of the plan", pv->name, ph->h->name);
         continue;
       }
+      /* A plan's words (vmkit-plan(5)) hold no space, quote, backslash or '#'. */
+      if (strpbrk(pv->name, " \t#'\"\\") || strlen(pv->name) > 1024) {
+        vm_warn("VM '%s' on '%s': its name cannot be written in a plan: left out of it", pv->name, ph->h->name);
+        continue;
+      }
       struct bal_vm *bv = &vms[v++];
       bv->name = pv->name;
       bv->demand[BAL_CPU] = pv->cpu;
@@ -342,7 +357,7 @@ int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2])
     }
     /* The host's own load: what it uses beyond its VMs (never below 0). */
     if (ph->own_load) {
-      double busy = ph->cpu * ph->cpus; /* percent of one core */
+      double busy = ph->cpu * ph->real_cpus; /* percent of one core: of the CPUs measured */
       bh->base[BAL_CPU] = busy > cpu ? busy - cpu : 0;
       bh->base[BAL_MEM] = ph->mem_used > rss ? (ph->mem_used - rss) / 1048576.0 : 0;
     }

@@ -24,7 +24,9 @@ struct pool_vm {
 struct pool_host {
   const struct vm_host *h; /* name, URI and tags, from the hosts file */
   char *error;             /* NULL: it answered */
-  unsigned cpus;           /* its CPUs (the cpus= tag, else libvirt's count) */
+  bool no_answer;          /* with error: it could not be reached at all (maybe off) */
+  unsigned cpus;           /* its CPUs for VMs (the cpus= tag, else libvirt's count) */
+  unsigned real_cpus;      /* libvirt's count, which cpu is a percent of */
   double cpu;              /* percent of all its CPUs, busy */
   double mem_total, mem_used; /* bytes (memory= tag, else libvirt's total) */
   double rd, wr, rx, tx;   /* bytes/s: the sums of its VMs' */

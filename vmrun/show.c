@@ -171,11 +171,25 @@ int cmd_info(int argc, char **argv)
 static int take_sample(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sample **out, size_t *nout)
 {
   CLEANUP_FREE char *why = NULL;
-  if (vm_dom_samples(conn, only, out, nout, &why) < 0) return vm_fail(VM_EXIT_FAIL, "%s", why);
-  return 0;
+  int rc = vm_dom_samples(conn, only, 0, out, nout, &why);
+  return rc ? vm_fail(rc, "%s", why) : 0;
 }
 
 static const struct vm_column stats_cols[] = {
+  { "name", "NAME", VM_COL_STR, "vm" },
+  { "state", "STATE", VM_COL_STR, NULL },
+  { "cpu_percent", "CPU%", VM_COL_PCT, "vmkit_vm_cpu_percent" },
+  { "memory", "MEMORY", VM_COL_BYTES, "vmkit_vm_memory_bytes" },
+  { "rss", "RSS", VM_COL_BYTES, "vmkit_vm_rss_bytes" },
+  { "disk_read", "DISK-RD", VM_COL_RATE, "vmkit_vm_disk_read_bytes_per_second" },
+  { "disk_write", "DISK-WR", VM_COL_RATE, "vmkit_vm_disk_write_bytes_per_second" },
+  { "net_rx", "NET-RX", VM_COL_RATE, "vmkit_vm_net_rx_bytes_per_second" },
+  { "net_tx", "NET-TX", VM_COL_RATE, "vmkit_vm_net_tx_bytes_per_second" },
+  { NULL, NULL, 0, NULL },
+};
+/* -o prom: the same, each labelled by the host too, as vmbalance collect does. */
+static const struct vm_column stats_prom[] = {
+  { "host", "HOST", VM_COL_STR, "host" },
   { "name", "NAME", VM_COL_STR, "vm" },
   { "state", "STATE", VM_COL_STR, NULL },
   { "cpu_percent", "CPU%", VM_COL_PCT, "vmkit_vm_cpu_percent" },
@@ -208,6 +222,9 @@ int cmd_stats(int argc, char **argv)
   if (o_interval < 1 || o_interval > 86400)
     return vm_usage_error("invalid --interval %d: expected 1 to 86400 seconds", o_interval);
   if (o_count < 0) return vm_usage_error("invalid --count %d", o_count);
+  /* A scrape is one set of series: a second report would repeat them. */
+  if (vm_opts.format == VM_FMT_PROM && o_count != 1)
+    return vm_usage_error("-o prom prints one report: --count must be 1");
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
   virDomainPtr *only = NULL;
@@ -237,6 +254,7 @@ int cmd_stats(int argc, char **argv)
     CLEANUP_JSON json_object *rows = json_object_new_array();
     for (size_t i = 0; i < ncur; i++) {
       const struct vm_dom_sample *b = &cur[i], *a = vm_dom_sample_find(prev, nprev, b->name);
+      if (a && (a->id != b->id || strcmp(a->uuid, b->uuid) != 0)) a = NULL; /* restarted: no rates yet */
       if (!only && b->state != VIR_DOMAIN_RUNNING && b->state != VIR_DOMAIN_PAUSED) continue;
       json_object *row = json_object_new_object();
       json_object_object_add(row, "name", json_object_new_string(b->name));
@@ -252,7 +270,14 @@ int cmd_stats(int argc, char **argv)
       json_object_object_add(row, "net_tx", json_object_new_int64((int64_t)(a ? vm_rate(a->tx, b->tx, secs) : 0)));
       json_object_array_add(rows, row);
     }
-    rc = vm_print_list(rows, stats_cols);
+    if (vm_opts.format == VM_FMT_PROM) {
+      for (size_t i = 0; i < json_object_array_length(rows); i++)
+        json_object_object_add(json_object_array_get_idx(rows, i), "host",
+                               json_object_new_string(vm_conn_host_name(conn)));
+      rc = vm_print_prom(rows, stats_prom);
+    } else {
+      rc = vm_print_list(rows, stats_cols);
+    }
     vm_dom_samples_free(prev, nprev);
     prev = cur, nprev = ncur, tprev = tcur;
     cur = NULL;

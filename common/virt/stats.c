@@ -1,7 +1,8 @@
 /* Counters of a host and its VMs, sampled twice and turned into rates: vmrun
  * stats and vmbalance collect read them the same way. Thread-safe: nothing here
  * prints or keeps state, so that vmbalance can sample every host of a pool at
- * once; a failure returns libvirt's message for the caller to report. */
+ * once; a failure returns an exit code and libvirt's message, on one line, for
+ * the caller to report. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,25 +35,27 @@ static int by_name(const void *a, const void *b)
   return strcmp(((const struct vm_dom_sample *)a)->name, ((const struct vm_dom_sample *)b)->name);
 }
 
-static char *last_message(const char *what)
+/* libvirt's error of this thread, on one line, after what failed; its exit code. */
+static int last_error(const char *what, char **why)
 {
-  const char *m = virGetLastErrorMessage();
-  char *s = vm_strdup_printf("%s: %s", what, m && *m ? m : "unknown error");
+  *why = vm_strdup_printf("%s: %s", what, vm_virt_message());
+  int code = vm_virt_exit_code();
   virResetLastError();
-  return s;
+  return code ? code : VM_EXIT_FAIL;
 }
 
-int vm_dom_samples(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sample **out, size_t *nout, char **why)
+int vm_dom_samples(virConnectPtr conn, virDomainPtr *only, unsigned how, struct vm_dom_sample **out, size_t *nout,
+                   char **why)
 {
   unsigned stats = VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON |
-                   VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK |
-                   VIR_DOMAIN_STATS_DIRTYRATE;
+                   VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK;
+  unsigned flags = 0;
+  if (how & VM_SAMPLE_DIRTY) stats |= VIR_DOMAIN_STATS_DIRTYRATE;
+  /* A VM whose QEMU does not answer (a stuck monitor) must not hold up the rest. */
+  if (how & VM_SAMPLE_NOWAIT) flags |= VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
   virDomainStatsRecordPtr *recs = NULL;
-  int n = only ? virDomainListGetStats(only, stats, &recs, 0) : virConnectGetAllDomainStats(conn, stats, &recs, 0);
-  if (n < 0) {
-    *why = last_message("cannot read VM statistics");
-    return -1;
-  }
+  int n = only ? virDomainListGetStats(only, stats, &recs, flags) : virConnectGetAllDomainStats(conn, stats, &recs, flags);
+  if (n < 0) return last_error("cannot read VM statistics", why);
   struct vm_dom_sample *s = calloc((size_t)n + 1, sizeof *s);
   if (!s) abort();
   for (int i = 0; i < n; i++) {
@@ -63,6 +66,7 @@ int vm_dom_samples(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sample 
     char uuid[VIR_UUID_STRING_BUFLEN] = "";
     long long dirty = -1;
     s[i].name = vm_strdup(virDomainGetName(r->dom));
+    s[i].id = (int)virDomainGetID(r->dom);
     virDomainGetUUIDString(r->dom, uuid);
     memcpy(s[i].uuid, uuid, sizeof s[i].uuid);
     s[i].persistent = virDomainIsPersistent(r->dom) == 1;
@@ -106,23 +110,17 @@ int vm_node_sample(virConnectPtr conn, struct vm_node_sample *s, char **why)
 {
   virNodeInfo info;
   memset(s, 0, sizeof *s);
-  if (virNodeGetInfo(conn, &info) < 0) {
-    *why = last_message("cannot read the host's CPUs and memory");
-    return -1;
-  }
+  if (virNodeGetInfo(conn, &info) < 0) return last_error("cannot read the host's CPUs and memory", why);
   s->cpus = info.cpus;
   s->mem_total_kib = info.memory;
   int n = 0;
-  if (virNodeGetCPUStats(conn, VIR_NODE_CPU_STATS_ALL_CPUS, NULL, &n, 0) < 0 || n <= 0) {
-    *why = last_message("cannot read the host's CPU counters");
-    return -1;
-  }
+  if (virNodeGetCPUStats(conn, VIR_NODE_CPU_STATS_ALL_CPUS, NULL, &n, 0) < 0 || n <= 0)
+    return last_error("cannot read the host's CPU counters", why);
   virNodeCPUStatsPtr cs = calloc((size_t)n, sizeof *cs);
   if (!cs) abort();
   if (virNodeGetCPUStats(conn, VIR_NODE_CPU_STATS_ALL_CPUS, cs, &n, 0) < 0) {
     free(cs);
-    *why = last_message("cannot read the host's CPU counters");
-    return -1;
+    return last_error("cannot read the host's CPU counters", why);
   }
   for (int i = 0; i < n; i++) {
     if (strcmp(cs[i].field, VIR_NODE_CPU_STATS_IDLE) == 0) s->cpu_idle_ns += cs[i].value;
@@ -132,16 +130,13 @@ int vm_node_sample(virConnectPtr conn, struct vm_node_sample *s, char **why)
   }
   free(cs);
   n = 0;
-  if (virNodeGetMemoryStats(conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, NULL, &n, 0) < 0 || n <= 0) {
-    *why = last_message("cannot read the host's memory counters");
-    return -1;
-  }
+  if (virNodeGetMemoryStats(conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, NULL, &n, 0) < 0 || n <= 0)
+    return last_error("cannot read the host's memory counters", why);
   virNodeMemoryStatsPtr ms = calloc((size_t)n, sizeof *ms);
   if (!ms) abort();
   if (virNodeGetMemoryStats(conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, ms, &n, 0) < 0) {
     free(ms);
-    *why = last_message("cannot read the host's memory counters");
-    return -1;
+    return last_error("cannot read the host's memory counters", why);
   }
   unsigned long long total = 0, avail = 0;
   for (int i = 0; i < n; i++) {

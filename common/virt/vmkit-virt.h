@@ -388,19 +388,25 @@ int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s);
 
 /* ---- Counters of a host and its VMs (stats.c) ------------------------------------------
  * Samples for rates: two samples an interval apart give CPU %, bytes/s. Nothing
- * here prints: a failure returns -1 with *why, libvirt's message (caller frees),
- * so that many hosts can be sampled at once, one thread each. */
+ * here prints: a failure returns an exit code (vmkit(7)) with *why, libvirt's
+ * message on one line (caller frees), so that many hosts can be sampled at once,
+ * one thread each. */
 struct vm_dom_sample {
   char *name;
   char uuid[VIR_UUID_STRING_BUFLEN];
+  int id; /* changes when the VM restarts (its counters start again) */
   int state;
   bool persistent;
   unsigned vcpus;
   unsigned long long cpu_ns, mem_kib, max_kib, rss_kib, rd, wr, rx, tx;
   long long dirty_mibs; /* the last dirty rate libvirt measured, MiB/s; -1: none */
 };
-/* The VMs of conn (only: NULL, or a NULL-terminated list of some), sorted by name. */
-int vm_dom_samples(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sample **out, size_t *n, char **why);
+/* The VMs of conn (only: NULL, or a NULL-terminated list of some), sorted by name.
+ * how: VM_SAMPLE_DIRTY adds the dirty rate libvirt last measured; VM_SAMPLE_NOWAIT
+ * skips what a busy QEMU cannot say at once. */
+enum { VM_SAMPLE_DIRTY = 1, VM_SAMPLE_NOWAIT = 2 };
+int vm_dom_samples(virConnectPtr conn, virDomainPtr *only, unsigned how, struct vm_dom_sample **out, size_t *n,
+                   char **why);
 void vm_dom_samples_free(struct vm_dom_sample *s, size_t n);
 const struct vm_dom_sample *vm_dom_sample_find(const struct vm_dom_sample *s, size_t n, const char *name);
 struct vm_node_sample {

@@ -857,7 +857,10 @@ static void relieve(struct state *s, double frac)
 
 int bal_plan_make(const struct bal_config *c, const struct bal_pool *pool, struct bal_plan *plan, const char **why)
 {
-  return bal_plan_make_opts(c, pool, NULL, plan, why);
+  /* Consolidation packs hosts: a host its VMs have grown past its capacity is
+   * relieved first (the policy's counterpart of powering hosts on). */
+  struct bal_plan_opts o = { .relieve = c->policy == BAL_CONSOLIDATE && c->level >= 2 ? 1 : 0 };
+  return bal_plan_make_opts(c, pool, &o, plan, why);
 }
 
 int bal_plan_make_opts(const struct bal_config *c, const struct bal_pool *pool, const struct bal_plan_opts *o,

@@ -72,8 +72,9 @@ int bal_plan_make(const struct bal_config *c, const struct bal_pool *pool, struc
  * the largest); each goes to the least loaded host that holds VMs and fits it
  * within the headroom, else to an empty one. This runs after the mandatory moves
  * and before the policy's phase, whose consolidation then leaves the hosts that
- * received alone. `simulate` uses it; bal_plan_make is bal_plan_make_opts with
- * relieve 0, as before. */
+ * received alone. bal_plan_make relieves at 1 (hosts above their capacity) under
+ * policy consolidate at levels 2 to 5, and never under balance (whose own phase
+ * moves load off the most loaded hosts). */
 struct bal_plan_opts {
   double relieve;
 };

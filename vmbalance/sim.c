@@ -73,7 +73,6 @@ void sim_setup_init(struct sim_setup *s)
   s->thr = 0.8;
   s->lr_safety = 1.2;
   s->lr_fallback = 0.7;
-  s->relieve = 1;
 }
 
 /* ---- Trace ---- */
@@ -439,8 +438,8 @@ static int vmbalance_decide(struct eng *e, struct vmb *b, const char **why)
   }
   struct bal_pool pool = { b->hosts, (size_t)e->nh, b->vms, (size_t)n };
   struct bal_plan plan;
-  struct bal_plan_opts o = { .relieve = e->s->relieve };
-  if (bal_plan_make_opts(e->s->conf, &pool, &o, &plan, why) < 0) return -1;
+  /* The live planner as `plan` and `run` call it: nothing set for the simulation. */
+  if (bal_plan_make(e->s->conf, &pool, &plan, why) < 0) return -1;
   for (size_t i = 0; i < plan.n; i++) move_vm(e, e->alive[plan.v[i].vm], plan.v[i].dst);
   bal_plan_free(&plan);
   return 0;

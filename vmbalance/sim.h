@@ -53,7 +53,6 @@ struct sim_setup {
   double thr;         /* THR's static threshold (0.8) */
   double lr_safety;   /* LR's safety parameter (1.2) */
   double lr_fallback; /* LR's threshold while there is not enough history (0.7) */
-  double relieve;     /* vmbalance: hosts above this fraction of a capacity are relieved (bal_plan_opts) */
   const struct bal_config *conf; /* vmbalance's policy */
   const int *placement;          /* a start placement (host of each VM), or NULL: PABFD at full size */
   bool memory; /* a host's RAM limits placement after the start (CloudSim: no, its VMs then ask for none) */
@@ -63,7 +62,7 @@ struct sim_setup {
    * removed from the pool for the rest of the trace. */
   bool cloudsim;
 };
-/* CloudSim's values; relieve 1 (hosts above their capacity); conf NULL. */
+/* CloudSim's values; conf NULL. */
 void sim_setup_init(struct sim_setup *s);
 
 struct sim_result {

@@ -159,6 +159,27 @@ migration_port_max = 49415" "$TOP/scripts/host2" start "$POOL_DIR/h2" host2 >/de
   assert_stderr_has "host 'b2' has not answered for"
   assert_stderr_has "(--max-fences): not fenced"
   [ "$(grep -c '^action=off$' "$st.rec")" -eq 1 ]
+  # A host that answers with an error is alive: warned about, never fenced
+  # (libvirt's test driver answers, but has no memory counters).
+  grep '^h1 ' "$POOL_DIR/hosts" > "$hf.err"
+  echo "t1 test:///default" >> "$hf.err"
+  printf 'fence t1 %s record=%s\n' "$TOP/t/fixtures/fence_test" "$st.err.rec" > "$cf.err"
+  VMKIT_STATE_DIR=$st.err run_tool 0 vmbalance ha -H "$hf.err" -C "$cf.err" --once --grace 0
+  VMKIT_STATE_DIR=$st.err run_tool 0 vmbalance ha -H "$hf.err" -C "$cf.err" --once --grace 0
+  assert_stderr_has "host 't1' answers with an error"
+  [ ! -e "$st.err.rec" ]
+  # A fence agent that is not there is found missing at the start, not at a failure.
+  printf 'fence b1 fence_no_such_agent\n' > "$cf.missing"
+  VMKIT_STATE_DIR=$st run_tool 3 vmbalance ha -H "$hf" -C "$cf.missing" --once
+  assert_stderr_has "fence agent 'fence_no_such_agent' of host 'b1' not found"
+  # SIGTERM stops a watcher with exit 0 (a service's stop), even mid-probe.
+  VMKIT_STATE_DIR=$st "$TOP/vmbalance/vmbalance" ha -H "$hf" -C "$cf" --interval 1 --grace 3600 2>/dev/null &
+  local w=$!
+  sleep 2
+  kill -TERM "$w"
+  local wrc=0
+  wait "$w" || wrc=$?
+  [ "$wrc" -eq 0 ]
   # Bad options and config.
   run_tool 2 vmbalance ha --grace -1
   run_tool 2 vmbalance ha --max-fences 1001

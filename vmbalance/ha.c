@@ -88,7 +88,6 @@ static void list_dir(const char *dir, const char *suffix, struct vm_strv *out)
   while ((e = readdir(d))) {
     size_t n = strlen(e->d_name);
     if (e->d_name[0] == '.' || n <= sl || strcmp(e->d_name + n - sl, suffix) != 0) continue;
-    if (strstr(e->d_name, ".tmp")) continue;
     vm_strv_addf(out, "%.*s", (int)(n - sl), e->d_name);
   }
   closedir(d);
@@ -114,8 +113,28 @@ static const struct bal_stmt *fence_of(const struct bal_config *c, const char *h
 /* ---- Fencing ------------------------------------------------------------------------------
  * fence-agents' convention: the options as KEY=VALUE lines on the agent's standard
  * input, then action=off; exit 0 means the host is off. */
+/* A fence agent's file: an absolute path, or a fence_ name in PATH or in
+ * /usr/sbin and /sbin, where Debian's fence-agents puts them (cron's PATH has
+ * neither). NULL when there is none. */
+static char *agent_path(const char *name)
+{
+  if (name[0] == '/') return access(name, X_OK) == 0 ? vm_strdup(name) : NULL;
+  const char *env = getenv("PATH");
+  CLEANUP_FREE char *dirs = vm_strdup_printf("%s:/usr/sbin:/sbin:/usr/local/sbin", env && *env ? env : "/usr/bin:/bin");
+  char *save = NULL;
+  for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    if (!*d) continue;
+    char *p = vm_strdup_printf("%s/%s", d, name);
+    if (access(p, X_OK) == 0) return p;
+    free(p);
+  }
+  return NULL;
+}
+
 static int run_fence(const struct bal_stmt *f, char **why)
 {
+  CLEANUP_FREE char *agent = agent_path(f->w[1]);
+  if (!agent) return *why = vm_strdup_printf("fence agent '%s' not found", f->w[1]), -1;
   struct vm_strv in = { 0 };
   for (size_t k = 2; k < f->n; k++) vm_strv_add(&in, f->w[k]);
   vm_strv_add(&in, "action=off");
@@ -148,8 +167,8 @@ static int run_fence(const struct bal_stmt *f, char **why)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    /* An absolute path, or a fence_ name found in PATH (the config checked which). */
-    execvp(f->w[1], (char *[]){ f->w[1], NULL });
+    /* The path found at startup (agent_path). */
+    execv(agent, (char *[]){ agent, NULL });
     _exit(127);
   }
   close(pin[0]);
@@ -202,11 +221,16 @@ static int run_fence(const struct bal_stmt *f, char **why)
   return -1;
 }
 
-/* Fences that succeeded within the window, from fences.log. */
+/* Fences that succeeded within the window, from fences.log; a log that cannot
+ * be read counts as the cap reached (fencing is what must not run away). */
 static int fences_in_window(time_t now)
 {
   CLEANUP_FREE char *path = st_path("fences.log", NULL, NULL, NULL);
   CLEANUP_FREE char *text = vm_read_file(path, 1 << 20, NULL);
+  if (!text && errno != ENOENT) {
+    vm_warn("cannot read '%s': %s: counted as --max-fences reached", path, strerror(errno));
+    return o_max_fences;
+  }
   int n = 0;
   char *save = NULL;
   for (char *l = text ? strtok_r(text, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save)) {
@@ -217,12 +241,28 @@ static int fences_in_window(time_t now)
   return n;
 }
 
+/* Appends a fence to the log, keeping only the lines of the window. */
 static void log_fence(time_t now, const char *host, bool ok, const char *why)
 {
   CLEANUP_FREE char *path = st_path("fences.log", NULL, NULL, NULL);
   CLEANUP_FREE char *old = vm_read_file(path, 1 << 20, NULL);
-  CLEANUP_FREE char *text = vm_strdup_printf("%s%lld %s %s %s\n", old ? old : "", (long long)now, host, ok ? "ok" : "failed",
-                                             ok ? "-" : why);
+  struct vm_strv keep = { 0 };
+  char *save = NULL;
+  for (char *l = old ? strtok_r(old, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save)) {
+    long long t;
+    if (sscanf(l, "%lld", &t) == 1 && t > (long long)now - o_window) vm_strv_add(&keep, l);
+  }
+  /* The reason on one line, without the separators of the log. */
+  CLEANUP_FREE char *reason = vm_strdup(ok ? "-" : why);
+  for (char *q = reason; *q; q++)
+    if (*q == '\n' || *q == '\r') *q = ' ';
+  vm_strv_addf(&keep, "%lld %s %s %s", (long long)now, host, ok ? "ok" : "failed", reason);
+  size_t len = 1;
+  for (size_t i = 0; i < keep.n; i++) len += strlen(keep.v[i]) + 1;
+  CLEANUP_FREE char *text = calloc(1, len);
+  if (!text) abort();
+  for (size_t i = 0; i < keep.n; i++) strcat(strcat(text, keep.v[i]), "\n");
+  vm_strv_free(&keep);
   write_text(path, text);
 }
 
@@ -366,34 +406,44 @@ static bool host_fenced(const char *host)
   return access(mark, F_OK) == 0;
 }
 
-static void restart_vms(const struct bal_config *c, const struct pool *p, const struct pool_host *dead)
+/* Marks a host fenced, with the VMs whose definitions were kept there: written
+ * as soon as its fence succeeds, so that a watcher killed after it neither
+ * fences it again nor forgets to restart its VMs. */
+static void mark_fenced(const char *host)
+{
+  CLEANUP_FREE char *dir = st_path("defs", host, NULL, NULL);
+  struct vm_strv names = { 0 };
+  list_dir(dir, ".xml", &names);
+  size_t len = 1;
+  for (size_t i = 0; i < names.n; i++) len += strlen(names.v[i]) + 1;
+  CLEANUP_FREE char *text = calloc(1, len);
+  if (!text) abort();
+  for (size_t i = 0; i < names.n; i++) strcat(strcat(text, names.v[i]), "\n");
+  vm_strv_free(&names);
+  CLEANUP_FREE char *mark = st_path("fenced", host, NULL, NULL);
+  write_text(mark, text);
+}
+
+/* Starts the HA VMs of a fenced host that run nowhere: after its fence, and again
+ * once per grace time while it stays down (a VM that found no room, or a watcher
+ * killed midway). retry: say only what is done. */
+static void restart_vms(const struct bal_config *c, const struct pool *p, const struct pool_host *dead, bool retry)
 {
   CLEANUP_FREE char *dir = st_path("defs", dead->h->name, NULL, NULL);
   struct vm_strv names = { 0 };
   list_dir(dir, ".xml", &names);
-  /* The restarted list first: a watcher killed midway clears the right ones. */
   struct vm_strv todo = { 0 };
-  CLEANUP_FREE char *mark = st_path("fenced", dead->h->name, NULL, NULL);
-  CLEANUP_FREE char *text = NULL;
-  {
-    size_t len = 1;
-    for (size_t i = 0; i < names.n; i++) len += strlen(names.v[i]) + 1;
-    text = calloc(1, len);
-    if (!text) abort();
-    for (size_t i = 0; i < names.n; i++) strcat(strcat(text, names.v[i]), "\n");
-  }
-  write_text(mark, text);
   for (size_t i = 0; i < names.n; i++) {
     if (!is_ha(c, names.v[i])) continue;
     if (runs_elsewhere(p, dead->h->name, names.v[i])) {
-      vm_info("HA VM '%s' of '%s' runs on another host already: not restarted", names.v[i], dead->h->name);
+      if (!retry) vm_info("HA VM '%s' of '%s' runs on another host already: not restarted", names.v[i], dead->h->name);
       continue;
     }
     vm_strv_add(&todo, names.v[i]);
   }
   vm_strv_free(&names);
   if (!todo.n) {
-    vm_info("host '%s' had no HA VM to restart", dead->h->name);
+    if (!retry) vm_info("host '%s' had no HA VM to restart", dead->h->name);
     vm_strv_free(&todo);
     return;
   }
@@ -448,19 +498,24 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
         continue;
       }
       virConnectPtr conn = virConnectOpen(dh2->uri);
+      /* Whether the destination had it defined already (then it keeps it). */
+      virDomainPtr before = conn ? virDomainLookupByName(conn, todo.v[i]) : NULL;
+      if (!before) virResetLastError();
+      bool existed = before != NULL;
+      if (before) virDomainFree(before);
       virDomainPtr dom = conn ? virDomainDefineXML(conn, xmls[i]) : NULL;
       if (dom && virDomainCreate(dom) == 0) {
         vm_info("restarted HA VM '%s' of fenced host '%s' on '%s'", todo.v[i], dead->h->name, dest);
       } else {
         vm_warn("cannot restart HA VM '%s' of '%s' on '%s': %s", todo.v[i], dead->h->name, dest, virGetLastErrorMessage());
         /* Nothing half-made: a definition this run made is removed. */
-        if (dom) virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM);
+        if (dom && !existed) virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM);
         virResetLastError();
       }
       if (dom) virDomainFree(dom);
       if (conn) virConnectClose(conn);
     }
-    for (size_t s = 0; s < plan.nstuck; s++)
+    for (size_t s = 0; s < plan.nstuck && !retry; s++)
       if ((size_t)plan.stuck[s] >= live.nvms)
         vm_warn("HA VM '%s' of '%s': no host can take it (capacity or rules): not restarted",
                 vms[plan.stuck[s]].name, dead->h->name);
@@ -476,6 +531,26 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
 }
 
 /* ---- One probe of the pool and what follows from it ---------------------------------------- */
+/* An HA VM seen running on one host is no longer another's to restart (it moved
+ * there while both lived, or a restart took it there). */
+static void drop_stale(const struct pool *p)
+{
+  for (size_t i = 0; i < p->n; i++) {
+    const struct pool_host *ph = &p->v[i];
+    if (ph->error) continue;
+    for (size_t k = 0; k < ph->nvms; k++)
+      for (size_t o = 0; o < p->n; o++) {
+        if (o == i) continue;
+        CLEANUP_FREE char *x = st_path("defs", p->v[o].h->name, ph->vms[k].name, "xml");
+        if (access(x, F_OK) != 0) continue;
+        CLEANUP_FREE char *l = st_path("defs", p->v[o].h->name, ph->vms[k].name, "load");
+        remove_file(x);
+        remove_file(l);
+        vm_debug("HA VM '%s' runs on '%s': no longer kept for '%s'", ph->vms[k].name, ph->h->name, p->v[o].h->name);
+      }
+  }
+}
+
 static int probe(const struct bal_config *c)
 {
   struct pool p;
@@ -485,40 +560,52 @@ static int probe(const struct bal_config *c)
     return rc;
   }
   time_t now = time(NULL);
-  size_t up = pool_up(&p);
-  bool quorum = up * 2 >= p.n;
+  /* Reached: answered, if only with an error. Only a host that cannot be reached
+   * at all is a candidate for fencing; one whose libvirtd answers is alive. */
+  size_t reached = 0;
+  for (size_t i = 0; i < p.n; i++) reached += !p.v[i].no_answer;
+  bool quorum = reached * 2 >= p.n;
   for (size_t i = 0; i < p.n; i++) {
     const struct pool_host *ph = &p.v[i];
     CLEANUP_FREE char *down = st_path("down", ph->h->name, NULL, NULL);
-    if (!ph->error) {
-      if (access(down, F_OK) == 0) {
-        remove_file(down);
-        if (!host_fenced(ph->h->name)) vm_info("host '%s' answers again before it was fenced", ph->h->name);
-      }
-      if (host_fenced(ph->h->name)) clear_returned(&p, ph);
-      if (!host_fenced(ph->h->name)) keep_definitions(c, ph);
+    if (ph->no_answer) continue;
+    if (access(down, F_OK) == 0) {
+      remove_file(down);
+      if (!host_fenced(ph->h->name)) vm_info("host '%s' answers again before it was fenced", ph->h->name);
     }
+    if (ph->error) {
+      vm_warn("host '%s' answers with an error (%s): not a candidate for fencing", ph->h->name, ph->error);
+      continue;
+    }
+    if (host_fenced(ph->h->name)) clear_returned(&p, ph);
+    if (!host_fenced(ph->h->name)) keep_definitions(c, ph);
   }
+  drop_stale(&p);
   if (!quorum) {
-    vm_warn("this watcher reaches %zu of %zu hosts: it may be the one cut off, and fences nobody", up, p.n);
+    vm_warn("this watcher reaches %zu of %zu hosts: it may be the one cut off, and fences nobody", reached, p.n);
   }
   for (size_t i = 0; i < p.n; i++) {
     const struct pool_host *ph = &p.v[i];
-    if (!ph->error || host_fenced(ph->h->name)) continue;
+    if (!ph->no_answer) continue;
     CLEANUP_FREE char *down = st_path("down", ph->h->name, NULL, NULL);
     CLEANUP_FREE char *since_s = vm_read_file(down, 256, NULL);
     long long since = 0, last = 0;
     if (!since_s || sscanf(since_s, "%lld %lld", &since, &last) < 1) {
       CLEANUP_FREE char *t = vm_strdup_printf("%lld 0\n", (long long)now);
       write_text(down, t);
-      vm_warn("host '%s' does not answer (%s)", ph->h->name, ph->error);
+      if (!host_fenced(ph->h->name)) vm_warn("host '%s' does not answer (%s)", ph->h->name, ph->error);
       continue;
     }
-    if (now - since < o_grace || !quorum) continue;
-    /* A failed fence is tried again once per grace time. */
-    if (last && now - last < o_grace) continue;
-    const struct bal_stmt *f = fence_of(c, ph->h->name);
+    /* A fence, a failed one, or the restarts of a fenced host: once per grace time. */
+    if (now - since < o_grace || (last && now - last < o_grace)) continue;
     CLEANUP_FREE char *t = vm_strdup_printf("%lld %lld\n", since, (long long)now);
+    if (host_fenced(ph->h->name)) {
+      write_text(down, t);
+      restart_vms(c, &p, ph, true);
+      continue;
+    }
+    if (!quorum) continue;
+    const struct bal_stmt *f = fence_of(c, ph->h->name);
     write_text(down, t);
     if (!f) {
       vm_warn("host '%s' has not answered for %lld s and has no fence agent: its HA VMs are not restarted",
@@ -534,6 +621,7 @@ static int probe(const struct bal_config *c)
     vm_info("host '%s' has not answered for %lld s: fencing it with %s", ph->h->name, (long long)(now - since), f->w[1]);
     char *why = NULL;
     int frc = run_fence(f, &why);
+    if (frc == 0) mark_fenced(ph->h->name);
     log_fence(now, ph->h->name, frc == 0, why ? why : "-");
     if (frc != 0) {
       vm_warn("fencing host '%s' failed (%s): its HA VMs are not restarted", ph->h->name, why);
@@ -541,8 +629,7 @@ static int probe(const struct bal_config *c)
       continue;
     }
     vm_info("host '%s' is fenced", ph->h->name);
-    restart_vms(c, &p, ph);
-    remove_file(down);
+    restart_vms(c, &p, ph, false);
   }
   pool_free(&p);
   return 0;
@@ -599,6 +686,17 @@ int cmd_ha(int argc, char **argv)
     return vm_usage_error("invalid --fence-timeout %d: expected 1 to 3600 seconds", o_fence_timeout);
   struct bal_config c;
   if ((rc = load_conf(&c))) return rc;
+  /* Each fence agent is found now, not when a host has failed. */
+  for (size_t i = 0; i < c.n; i++) {
+    if (c.v[i].kind != BAL_FENCE) continue;
+    CLEANUP_FREE char *a = agent_path(c.v[i].w[1]);
+    if (!a) {
+      rc = vm_fail(VM_EXIT_NOTFOUND, "fence agent '%s' of host '%s' not found (PATH, /usr/sbin, /sbin)", c.v[i].w[1],
+                   c.v[i].w[0]);
+      bal_config_free(&c);
+      return rc;
+    }
+  }
   const char *base = getenv("VMKIT_STATE_DIR");
   state_dir = vm_strdup_printf("%s/ha", base && *base ? base : "/var/lib/vmkit");
   if (mkdirs(state_dir) < 0) {
@@ -631,7 +729,10 @@ int cmd_ha(int argc, char **argv)
   vm_lock_release(lock);
   bal_config_free(&c);
   free(state_dir);
-  if (rc) return rc;
-  if (vm_interrupted() && vm_interrupt_signal() != SIGTERM && vm_interrupt_signal() != SIGINT) return vm_fail_interrupted();
-  return 0;
+  /* SIGTERM or SIGINT is how a service is stopped: exit 0, even mid-probe. */
+  if (vm_interrupted()) {
+    int sig = vm_interrupt_signal();
+    return sig == SIGTERM || sig == SIGINT ? 0 : vm_fail_interrupted();
+  }
+  return rc;
 }

@@ -47,6 +47,34 @@ static void job_free(struct job *j)
   free(j);
 }
 
+/* The URIs whose probe thread still waits (a host that hangs): a later
+ * collection in this process starts no second thread for them, so that a watcher
+ * probing every few seconds does not pile threads up on a hung host. */
+static pthread_mutex_t inflight_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct vm_strv inflight;
+
+static bool inflight_add(const char *uri)
+{
+  pthread_mutex_lock(&inflight_mu);
+  bool busy = inflight.v && vm_strv_contains(inflight.v, uri);
+  if (!busy) vm_strv_add(&inflight, uri);
+  pthread_mutex_unlock(&inflight_mu);
+  return !busy;
+}
+
+static void inflight_remove(const char *uri)
+{
+  pthread_mutex_lock(&inflight_mu);
+  for (size_t i = 0; i < inflight.n; i++)
+    if (strcmp(inflight.v[i], uri) == 0) {
+      free(inflight.v[i]);
+      inflight.v[i] = inflight.v[--inflight.n];
+      inflight.v[inflight.n] = NULL;
+      break;
+    }
+  pthread_mutex_unlock(&inflight_mu);
+}
+
 /* The caller lets go of a job (the lock held). */
 static bool job_drop(struct job *j) { return --j->refs == 0; }
 
@@ -96,6 +124,7 @@ static void *sample_host(void *arg)
     }
     virConnectClose(conn);
   }
+  inflight_remove(j->uri);
   /* The last touch of the shared state: the caller frees it once no thread is
    * left, and leaks it when one is still hung. */
   struct shared *sh = j->sh;
@@ -226,10 +255,20 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (!inflight_add(j->uri)) {
+      /* Its probe of an earlier collection still waits. */
+      j->error = vm_strdup("no answer (an earlier probe still waits)");
+      j->no_answer = true;
+      j->done = true;
+      j->refs = 1;
+      pthread_attr_destroy(&at);
+      continue;
+    }
     pthread_mutex_lock(&sh->mu);
     sh->left++;
     pthread_mutex_unlock(&sh->mu);
     if (pthread_create(&t, &at, sample_host, j) != 0) {
+      inflight_remove(j->uri);
       j->error = vm_strdup("cannot start a thread");
       j->done = true;
       j->refs = 1;

@@ -105,7 +105,13 @@ static long parse_values(const char *p, const char *end, float *row, size_t n, c
     const char *w = p;
     while (p < end && *p != ' ' && *p != '\t') p++;
     size_t wl = (size_t)(p - w);
-    if (wl >= sizeof word) wl = sizeof word - 1;
+    /* A plain decimal number, whole: not cut short, no hex, no exponent games. */
+    bool plain = wl < sizeof word;
+    for (size_t k = 0; plain && k < wl; k++) plain = (w[k] >= '0' && w[k] <= '9') || w[k] == '.';
+    if (!plain) {
+      *bad = w;
+      return -1;
+    }
     memcpy(word, w, wl);
     word[wl] = 0;
     char *e;
@@ -130,7 +136,7 @@ int sim_trace_parse(const char *text, size_t len, struct sim_trace *t, struct si
     line++;
     const char *next = nl ? nl + 1 : end, *stop = le;
     if (stop > p && stop[-1] == '\r') stop--;
-    if (stop == p) { /* a blank line: only at the end */
+    if (stop == p) { /* a blank line: ignored */
       p = next;
       continue;
     }

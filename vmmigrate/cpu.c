@@ -293,6 +293,8 @@ int cmd_baseline(int argc, char **argv)
   }
   if (vendors.n > 1) {
     vendors_mixed = true;
+    /* Named in a fixed order, whatever this machine's own vendor. */
+    qsort(vendors.v, vendors.n, sizeof *vendors.v, cmp_str);
     CLEANUP_FREE char *list = vm_strv_join_quoted(vendors.v);
     vm_warn("the pool mixes CPU vendors (%s): the baseline names none, so a VM with it starts on every host, "
             "but a running VM still cannot move between vendors", list);

@@ -76,6 +76,39 @@ static void on_iteration(virConnectPtr conn, virDomainPtr dom, int iteration, vo
   virResetLastError();
 }
 
+/* The source's own statistics of the finished job, as its job-completed event
+ * gives them: only the source counts what a disk mirror (--copy-storage) sent, and
+ * the destination's completed statistics and the last poll may both miss it (a
+ * small disk copied before the first poll). One move per process (plan mode forks
+ * a child per move), so one slot; it lives as long as the process, so a callback
+ * that runs late writes nothing freed. */
+static pthread_mutex_t src_done_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vm_jobstats src_done;
+static bool src_done_set;
+
+static void on_job_completed(virConnectPtr conn, virDomainPtr dom, virTypedParameterPtr params, int nparams,
+                             void *opaque)
+{
+  pthread_mutex_lock(&src_done_lock);
+  vm_job_stats_parse(VIR_DOMAIN_JOB_COMPLETED, params, nparams, &src_done);
+  src_done_set = true;
+  pthread_mutex_unlock(&src_done_lock);
+}
+
+/* The source's completed statistics, waiting up to WAIT_MS for the event (it may
+ * be dispatched just after the migration call returns). */
+static bool source_completed(struct vm_jobstats *out, int wait_ms)
+{
+  for (int waited = 0;; waited += 50) {
+    pthread_mutex_lock(&src_done_lock);
+    bool got = src_done_set;
+    if (got) *out = src_done;
+    pthread_mutex_unlock(&src_done_lock);
+    if (got || waited >= wait_ms) return got;
+    vm_sleep_ms(50);
+  }
+}
+
 static const char *stage_names[] = { "pre-copy", "pre-copy, longer downtime", "auto-converge", "post-copy" };
 
 /* After libvirt's migration call failed: where is the VM now? The client's view
@@ -240,6 +273,8 @@ int move_live(struct move *m, json_object *report)
   if (mo.strategy == ST_POSTCOPY)
     iter_cb = virConnectDomainEventRegisterAny(m->src.conn, m->dom, VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
                                                VIR_DOMAIN_EVENT_CALLBACK(on_iteration), NULL, NULL);
+  int done_cb = virConnectDomainEventRegisterAny(m->src.conn, m->dom, VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                                                VIR_DOMAIN_EVENT_CALLBACK(on_job_completed), NULL, NULL);
   virResetLastError();
   bool retried_unsafe = false, retried_postcopy = false;
   for (int attempt = 0; attempt < 3; attempt++) {
@@ -376,6 +411,7 @@ int move_live(struct move *m, json_object *report)
       }
       virTypedParamsFree(params, nparams);
       if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
+      if (done_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, done_cb);
       CLEANUP_FREE char *why = vm_strdup(w.err->message ? w.err->message : "unsafe");
       virFreeError(w.err);
       if (dest_volumes_remove(m) == 0) record_remove(m);
@@ -388,6 +424,7 @@ int move_live(struct move *m, json_object *report)
       if (mo.strategy == ST_POSTCOPY) {
         virTypedParamsFree(params, nparams);
         if (iter_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, iter_cb);
+        if (done_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, done_cb);
         virFreeError(w.err);
         if (dest_volumes_remove(m) == 0) record_remove(m);
         return vm_fail(VM_EXIT_STATE, "cannot move '%s' to %s with post-copy: it is not available there (its "
@@ -410,6 +447,7 @@ int move_live(struct move *m, json_object *report)
   int64_t total_ms = vm_now_ms() - t_start;
 
   if (w.rc < 0) {
+    if (done_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, done_cb);
     rc = live_failed(m, &w, postcopy_started, aborted || abort_wanted, abort_rc, was_running);
     if (w.err) virFreeError(w.err);
     return rc;
@@ -430,6 +468,18 @@ int move_live(struct move *m, json_object *report)
   /* Let go: gone from the source (read right after the lookup), or with
    * --keep-source defined there and shut off. */
   bool let_go = sdom ? mo.keep_source && virDomainIsActive(sdom) == 0 : vm_virt_error_code() == VIR_ERR_NO_DOMAIN;
+  virResetLastError();
+  struct vm_jobstats sdone;
+  if (done_cb >= 0 && source_completed(&sdone, copy_all || copy_top ? 2000 : 0)) {
+    vm_debug("the source's completed job: %llu bytes of memory, %llu of disk; the destination's: %llu, %llu; the "
+             "last poll's: %llu, %llu", (unsigned long long)sdone.mem_processed,
+             (unsigned long long)sdone.disk_processed, (unsigned long long)done.mem_processed,
+             (unsigned long long)done.disk_processed, (unsigned long long)last.mem_processed,
+             (unsigned long long)last.disk_processed);
+    if (done.disk_processed < sdone.disk_processed) done.disk_processed = sdone.disk_processed;
+    if (done.mem_processed < sdone.mem_processed) done.mem_processed = sdone.mem_processed;
+  }
+  if (done_cb >= 0) virConnectDomainEventDeregisterAny(m->src.conn, done_cb);
   virResetLastError();
   if (done.mem_processed < last.mem_processed) done.mem_processed = last.mem_processed;
   if (done.disk_processed < last.disk_processed) done.disk_processed = last.disk_processed;

@@ -10,16 +10,9 @@ static uint64_t ull(virTypedParameterPtr p, int n, const char *name)
   return virTypedParamsGetULLong(p, n, name, &v) == 1 ? v : 0;
 }
 
-int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s)
+void vm_job_stats_parse(int type, virTypedParameterPtr p, int n, struct vm_jobstats *s)
 {
   memset(s, 0, sizeof *s);
-  int type = 0, n = 0;
-  virTypedParameterPtr p = NULL;
-  /* Completed statistics are kept for others to read too (libvirt drops them on
-   * the first read otherwise). */
-  if (virDomainGetJobStats(dom, &type, &p, &n,
-                           completed ? VIR_DOMAIN_JOB_STATS_COMPLETED | VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED : 0) < 0)
-    return -1;
   s->type = type;
   virTypedParamsGetInt(p, n, VIR_DOMAIN_JOB_OPERATION, &s->operation);
   s->elapsed_ms = ull(p, n, VIR_DOMAIN_JOB_TIME_ELAPSED);
@@ -44,7 +37,20 @@ int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s)
   int throttle = 0;
   virTypedParamsGetInt(p, n, VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE, &throttle);
   s->throttle_pct = throttle;
-  virTypedParamsFree(p, n);
   if (s->page_size == 0) s->page_size = 4096;
+}
+
+int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s)
+{
+  memset(s, 0, sizeof *s);
+  int type = 0, n = 0;
+  virTypedParameterPtr p = NULL;
+  /* Completed statistics are kept for others to read too (libvirt drops them on
+   * the first read otherwise). */
+  if (virDomainGetJobStats(dom, &type, &p, &n,
+                           completed ? VIR_DOMAIN_JOB_STATS_COMPLETED | VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED : 0) < 0)
+    return -1;
+  vm_job_stats_parse(type, p, n, s);
+  virTypedParamsFree(p, n);
   return 0;
 }

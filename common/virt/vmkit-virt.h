@@ -102,6 +102,10 @@ int vm_domain_idle(virDomainPtr dom, const char *what);
 int vm_lock_domain(virConnectPtr conn, virDomainPtr dom);
 /* The same key for a VM known by its UUID (before it is defined). */
 int vm_lock_domain_uuid(virConnectPtr conn, const char *uuid, const char *name);
+/* The PID of a process of this machine that holds the lock of the VM of UUID on
+ * the host of HOST_UUID (a move, a snapshot in progress), 0 when none, -1 on error.
+ * Safe on any thread. */
+pid_t vm_lock_domain_holder(const char *host_uuid, const char *uuid);
 /* Locks the VM, then finishes or rolls back what a killed run left on it (the
  * journal records the shared code knows: create, undefine). A record of another
  * operation is left alone and named in *other (caller frees) for its tool. 0, or
@@ -384,6 +388,8 @@ struct vm_jobstats {
 };
 /* 0, or -1 with libvirt's error left for vm_fail_virt. */
 int vm_job_stats(virDomainPtr dom, bool completed, struct vm_jobstats *s);
+/* The same from typed parameters already in hand (a job-completed event's). */
+void vm_job_stats_parse(int type, virTypedParameterPtr p, int n, struct vm_jobstats *s);
 
 
 /* ---- Counters of a host and its VMs (stats.c) ------------------------------------------

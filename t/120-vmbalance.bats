@@ -190,6 +190,26 @@ assert_moves() {
   [ "$(moves)" -ge 1 ]
   refute grep -Eq " $h( |$)" <<< "$(grep -v '^#' <<< "$output" | awk '{print $3}')"
   grep -q "# host in maintenance" <<< "$output"
+  # A VM whose lock another run of this machine holds (a move that rolls back
+  # after its run was killed) stays where it is, even on a host in maintenance.
+  local huuid vuuid dir=${VMKIT_LOCK_DIR:-/run/vmkit/locks} tries=0
+  huuid=$(on_host "${h#h}" virsh_q capabilities | grep -m1 -o '<uuid>[^<]*' | cut -c7-)
+  vuuid=$(on_host "${h#h}" virsh_q domuuid "$A")
+  mkdir -p "$dir"
+  perl -MFcntl -e 'open(my $f, ">>", $ARGV[0]) or die "$!";
+    fcntl($f, F_SETLK, pack("s s x4 q q i x4", F_WRLCK, SEEK_SET, 0, 0, 0)) or die "$!"; sleep 600' \
+    "$dir/$huuid.vm.$vuuid.lock" &
+  local holder=$!
+  until grep -Eq "POSIX +ADVISORY +WRITE +$holder " /proc/locks; do
+    tries=$((tries + 1))
+    [ $tries -lt 200 ]
+    sleep 0.05
+  done
+  run_tool 0 vmbalance plan -C "$CONF" --interval 1
+  kill "$holder"
+  wait "$holder" || true
+  refute grep -q "^$A " <<< "$output"
+  assert_stderr_has "VM '$A' is locked by another run (a move, a snapshot): it stays where it is"
   # kill -9 while it samples or moves: the moves it started are stopped cleanly
   # (vmmigrate gets SIGTERM with its parent gone) or finished, never half-made.
   "$TOP/vmbalance/vmbalance" run -C "$CONF" --interval 1 -q >/dev/null 2>&1 &

@@ -138,15 +138,7 @@ static int run_fence(const struct bal_stmt *f, char **why)
   struct vm_strv in = { 0 };
   for (size_t k = 2; k < f->n; k++) vm_strv_add(&in, f->w[k]);
   vm_strv_add(&in, "action=off");
-  CLEANUP_FREE char *text = NULL;
-  {
-    size_t len = 0;
-    for (size_t k = 0; k < in.n; k++) len += strlen(in.v[k]) + 1;
-    text = malloc(len + 1);
-    if (!text) abort();
-    char *p = text;
-    for (size_t k = 0; k < in.n; k++) p = stpcpy(stpcpy(p, in.v[k]), "\n");
-  }
+  CLEANUP_FREE char *text = vm_strv_lines(&in, NULL);
   vm_strv_free(&in);
   int pin[2], perr[2];
   if (pipe2(pin, O_CLOEXEC) < 0) return *why = vm_strdup_printf("pipe: %s", strerror(errno)), -1;
@@ -257,11 +249,7 @@ static void log_fence(time_t now, const char *host, bool ok, const char *why)
   for (char *q = reason; *q; q++)
     if (*q == '\n' || *q == '\r') *q = ' ';
   vm_strv_addf(&keep, "%lld %s %s %s", (long long)now, host, ok ? "ok" : "failed", reason);
-  size_t len = 1;
-  for (size_t i = 0; i < keep.n; i++) len += strlen(keep.v[i]) + 1;
-  CLEANUP_FREE char *text = calloc(1, len);
-  if (!text) abort();
-  for (size_t i = 0; i < keep.n; i++) strcat(strcat(text, keep.v[i]), "\n");
+  CLEANUP_FREE char *text = vm_strv_lines(&keep, NULL);
   vm_strv_free(&keep);
   write_text(path, text);
 }
@@ -274,7 +262,9 @@ static void keep_definitions(const struct bal_config *c, const struct pool_host 
   list_dir(dir, ".xml", &kept);
   bool any = false;
   for (size_t k = 0; k < ph->nvms; k++) any |= is_ha(c, ph->vms[k].name);
-  virConnectPtr conn = any ? virConnectOpen(ph->h->uri) : NULL;
+  CLEANUP_FREE char *why = NULL;
+  virConnectPtr conn = any ? pool_open(ph->h->uri, o_timeout, &why) : NULL;
+  if (any && !conn) vm_debug("cannot keep the definitions of the HA VMs of '%s': %s", ph->h->name, why);
   for (size_t k = 0; conn && k < ph->nvms; k++) {
     const struct pool_vm *v = &ph->vms[k];
     if (!is_ha(c, v->name)) continue;
@@ -340,10 +330,10 @@ static void clear_returned(const struct pool *p, const struct pool_host *ph)
   CLEANUP_FREE char *mark = st_path("fenced", ph->h->name, NULL, NULL);
   CLEANUP_FREE char *list = vm_read_file(mark, 1 << 20, NULL);
   if (!list) return;
-  virConnectPtr conn = virConnectOpen(ph->h->uri);
+  CLEANUP_FREE char *why = NULL;
+  virConnectPtr conn = pool_open(ph->h->uri, o_timeout, &why);
   if (!conn) {
-    vm_warn("host '%s' answers again but cannot be cleared: %s", ph->h->name, virGetLastErrorMessage());
-    virResetLastError();
+    vm_warn("host '%s' answers again but cannot be cleared: %s", ph->h->name, why);
     return;
   }
   int bad = 0, cleared = 0;
@@ -414,11 +404,7 @@ static void mark_fenced(const char *host)
   CLEANUP_FREE char *dir = st_path("defs", host, NULL, NULL);
   struct vm_strv names = { 0 };
   list_dir(dir, ".xml", &names);
-  size_t len = 1;
-  for (size_t i = 0; i < names.n; i++) len += strlen(names.v[i]) + 1;
-  CLEANUP_FREE char *text = calloc(1, len);
-  if (!text) abort();
-  for (size_t i = 0; i < names.n; i++) strcat(strcat(text, names.v[i]), "\n");
+  CLEANUP_FREE char *text = vm_strv_lines(&names, NULL);
   vm_strv_free(&names);
   CLEANUP_FREE char *mark = st_path("fenced", host, NULL, NULL);
   write_text(mark, text);
@@ -432,19 +418,19 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
   CLEANUP_FREE char *dir = st_path("defs", dead->h->name, NULL, NULL);
   struct vm_strv names = { 0 };
   list_dir(dir, ".xml", &names);
-  struct vm_strv todo = { 0 };
+  struct vm_strv to_start = { 0 };
   for (size_t i = 0; i < names.n; i++) {
     if (!is_ha(c, names.v[i])) continue;
     if (runs_elsewhere(p, dead->h->name, names.v[i])) {
       if (!retry) vm_info("HA VM '%s' of '%s' runs on another host already: not restarted", names.v[i], dead->h->name);
       continue;
     }
-    vm_strv_add(&todo, names.v[i]);
+    vm_strv_add(&to_start, names.v[i]);
   }
   vm_strv_free(&names);
-  if (!todo.n) {
+  if (!to_start.n) {
     if (!retry) vm_info("host '%s' had no HA VM to restart", dead->h->name);
-    vm_strv_free(&todo);
+    vm_strv_free(&to_start);
     return;
   }
   /* The planner's pool: the hosts that answer and are not fenced, with their VMs,
@@ -452,10 +438,10 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
   struct bal_pool live;
   void *arrays[2];
   pool_to_bal(p, &live, arrays);
-  size_t nh = live.nhosts + 1, nv = live.nvms + todo.n;
+  size_t nh = live.nhosts + 1, nv = live.nvms + to_start.n;
   struct bal_host *hosts = calloc(nh, sizeof *hosts);
   struct bal_vm *vms = calloc(nv, sizeof *vms);
-  char **xmls = calloc(todo.n, sizeof *xmls);
+  char **xmls = calloc(to_start.n, sizeof *xmls);
   if (!hosts || !vms || !xmls) abort();
   memcpy(hosts, live.hosts, live.nhosts * sizeof *hosts);
   memcpy(vms, live.vms, live.nvms * sizeof *vms);
@@ -465,13 +451,13 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
   dh->name = dead->h->name;
   dh->maintenance = true;
   for (int r = 0; r < BAL_NRES; r++) dh->cap[r] = 1e18;
-  for (size_t i = 0; i < todo.n; i++) {
-    CLEANUP_FREE char *xp = st_path("defs", dead->h->name, todo.v[i], "xml");
-    CLEANUP_FREE char *lp = st_path("defs", dead->h->name, todo.v[i], "load");
+  for (size_t i = 0; i < to_start.n; i++) {
+    CLEANUP_FREE char *xp = st_path("defs", dead->h->name, to_start.v[i], "xml");
+    CLEANUP_FREE char *lp = st_path("defs", dead->h->name, to_start.v[i], "load");
     xmls[i] = vm_read_file(xp, 16 << 20, NULL);
     CLEANUP_FREE char *load = vm_read_file(lp, 64, NULL);
     struct bal_vm *v = &vms[live.nvms + i];
-    v->name = todo.v[i];
+    v->name = to_start.v[i];
     v->demand[BAL_CPU] = load ? strtod(load, NULL) : 0;
     v->demand[BAL_MEM] = xmls[i] ? (double)xml_memory_mib(xmls[i]) : 0;
     v->mem_mib = v->demand[BAL_MEM];
@@ -494,20 +480,22 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
       const char *dest = hosts[mv->dst].name;
       const struct vm_host *dh2 = vm_hosts_find(&p->hosts, dest);
       if (!xmls[i]) {
-        vm_warn("HA VM '%s' of '%s': its kept definition cannot be read: not restarted", todo.v[i], dead->h->name);
+        vm_warn("HA VM '%s' of '%s': its kept definition cannot be read: not restarted", to_start.v[i], dead->h->name);
         continue;
       }
-      virConnectPtr conn = virConnectOpen(dh2->uri);
+      CLEANUP_FREE char *why_open = NULL;
+      virConnectPtr conn = pool_open(dh2->uri, o_timeout, &why_open);
       /* Whether the destination had it defined already (then it keeps it). */
-      virDomainPtr before = conn ? virDomainLookupByName(conn, todo.v[i]) : NULL;
+      virDomainPtr before = conn ? virDomainLookupByName(conn, to_start.v[i]) : NULL;
       if (!before) virResetLastError();
       bool existed = before != NULL;
       if (before) virDomainFree(before);
       virDomainPtr dom = conn ? virDomainDefineXML(conn, xmls[i]) : NULL;
       if (dom && virDomainCreate(dom) == 0) {
-        vm_info("restarted HA VM '%s' of fenced host '%s' on '%s'", todo.v[i], dead->h->name, dest);
+        vm_info("restarted HA VM '%s' of fenced host '%s' on '%s'", to_start.v[i], dead->h->name, dest);
       } else {
-        vm_warn("cannot restart HA VM '%s' of '%s' on '%s': %s", todo.v[i], dead->h->name, dest, virGetLastErrorMessage());
+        vm_warn("cannot restart HA VM '%s' of '%s' on '%s': %s", to_start.v[i], dead->h->name, dest,
+                conn ? virGetLastErrorMessage() : why_open);
         /* Nothing half-made: a definition this run made is removed. */
         if (dom && !existed) virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM);
         virResetLastError();
@@ -521,13 +509,13 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
                 vms[plan.stuck[s]].name, dead->h->name);
     bal_plan_free(&plan);
   }
-  for (size_t i = 0; i < todo.n; i++) free(xmls[i]);
+  for (size_t i = 0; i < to_start.n; i++) free(xmls[i]);
   free(xmls);
   free(hosts);
   free(vms);
   free(arrays[0]);
   free(arrays[1]);
-  vm_strv_free(&todo);
+  vm_strv_free(&to_start);
 }
 
 /* ---- One probe of the pool and what follows from it ---------------------------------------- */
@@ -635,25 +623,6 @@ static int probe(const struct bal_config *c)
   return 0;
 }
 
-static int load_conf(struct bal_config *c)
-{
-  const char *path = o_config ? o_config : getenv("VMKIT_BALANCE_CONF");
-  bool named = path && *path;
-  if (!named) path = "/etc/vmkit/vmbalance.conf";
-  bal_config_init(c);
-  size_t len = 0;
-  CLEANUP_FREE char *text = vm_read_file(path, BAL_CONF_MAX + 1, &len);
-  if (!text) {
-    if (errno == ENOENT && !named) return 0;
-    return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read '%s'", path);
-  }
-  struct bal_error err;
-  if (bal_config_parse(text, len, c, &err) < 0)
-    return err.line ? vm_fail(VM_EXIT_USAGE, "%s: line %d: %s", path, err.line, err.msg)
-                    : vm_fail(VM_EXIT_USAGE, "%s: %s", path, err.msg);
-  return 0;
-}
-
 int cmd_ha(int argc, char **argv)
 {
   struct poptOption table[] = {
@@ -685,7 +654,7 @@ int cmd_ha(int argc, char **argv)
   if (o_fence_timeout < 1 || o_fence_timeout > 3600)
     return vm_usage_error("invalid --fence-timeout %d: expected 1 to 3600 seconds", o_fence_timeout);
   struct bal_config c;
-  if ((rc = load_conf(&c))) return rc;
+  if ((rc = bal_load_config(o_config, NULL, 0, &c))) return rc;
   /* Each fence agent is found now, not when a host has failed. */
   for (size_t i = 0; i < c.n; i++) {
     if (c.v[i].kind != BAL_FENCE) continue;
@@ -704,6 +673,11 @@ int cmd_ha(int argc, char **argv)
     return vm_fail_errno(VM_EXIT_FAIL, "cannot make '%s'", state_dir);
   }
   vm_catch_signals();
+  /* libvirt's keepalive on every connection (pool_open) needs its event loop. */
+  if ((rc = vm_events_init())) {
+    bal_config_free(&c);
+    return rc;
+  }
   /* One watcher per state: two would fence twice. */
   struct vm_lock *lock = NULL;
   CLEANUP_FREE char *key = vm_strdup_printf("vmbalance-ha-%s", state_dir);

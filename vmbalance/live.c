@@ -8,18 +8,15 @@
 #include "pool.h"
 #include "vmbalance.h"
 
-#define CONF_DEFAULT "/etc/vmkit/vmbalance.conf"
 
 static char *o_config, *o_policy;
 static int o_level, o_interval = 5, o_timeout = 10, o_parallel = 1;
 
-/* -C FILE, else VMKIT_BALANCE_CONF, else /etc/vmkit/vmbalance.conf; the default
- * file may be missing (the defaults hold), a named one may not. */
-static int load_config(struct bal_config *c)
+int bal_load_config(const char *option, const char *policy, int level, struct bal_config *c)
 {
-  const char *path = o_config ? o_config : getenv("VMKIT_BALANCE_CONF");
+  const char *path = option ? option : getenv("VMKIT_BALANCE_CONF");
   bool named = path && *path;
-  if (!named) path = CONF_DEFAULT;
+  if (!named) path = BAL_CONF_DEFAULT;
   bal_config_init(c);
   size_t len = 0;
   CLEANUP_FREE char *text = vm_read_file(path, BAL_CONF_MAX + 1, &len);
@@ -33,12 +30,12 @@ static int load_config(struct bal_config *c)
     if (err.line) return vm_fail(VM_EXIT_USAGE, "%s: line %d: %s", path, err.line, err.msg);
     return vm_fail(VM_EXIT_USAGE, "%s: %s", path, err.msg);
   }
-  if (o_policy) {
-    if (strcmp(o_policy, "balance") == 0) c->policy = BAL_BALANCE;
-    else if (strcmp(o_policy, "consolidate") == 0) c->policy = BAL_CONSOLIDATE;
-    else return vm_usage_error("unknown --policy '%s': use balance or consolidate", o_policy);
+  if (policy) {
+    if (strcmp(policy, "balance") == 0) c->policy = BAL_BALANCE;
+    else if (strcmp(policy, "consolidate") == 0) c->policy = BAL_CONSOLIDATE;
+    else return vm_usage_error("unknown --policy '%s': use balance or consolidate", policy);
   }
-  if (o_level) c->level = o_level;
+  if (level) c->level = level;
   return 0;
 }
 
@@ -139,7 +136,7 @@ static void made_free(struct made *m)
 static int make_plan(struct made *m, bool quiet, bool dirty)
 {
   memset(m, 0, sizeof *m);
-  int rc = load_config(&m->cfg);
+  int rc = bal_load_config(o_config, o_policy, o_level, &m->cfg);
   if (rc) return rc;
   if ((rc = pool_collect(&m->pool, NULL, o_interval * 1000, o_timeout, dirty))) return rc;
   for (size_t i = 0; i < m->pool.n && !quiet; i++)
@@ -152,8 +149,11 @@ static int make_plan(struct made *m, bool quiet, bool dirty)
   m->on = json_object_new_array();
   power_on(&m->cfg, &m->pool, &m->bp, &m->plan, m->on);
   if (quiet) return 0;
+  for (size_t i = 0; i < m->bp.nvms; i++)
+    if (m->bp.vms[i].busy) vm_info("VM '%s' is locked by another run (a move, a snapshot): it stays where it is", m->bp.vms[i].name);
   for (size_t i = 0; i < m->plan.nstuck; i++)
-    vm_warn("VM '%s' breaks a rule and no host can take it: it stays where it is", m->bp.vms[m->plan.stuck[i]].name);
+    if (!m->bp.vms[m->plan.stuck[i]].busy)
+      vm_warn("VM '%s' breaks a rule and no host can take it: it stays where it is", m->bp.vms[m->plan.stuck[i]].name);
   vm_info("%zu move%s; spread of the hosts' load %.1f -> %.1f points", m->plan.n, m->plan.n == 1 ? "" : "s",
           m->plan.spread_before, m->plan.spread_after);
   return 0;
@@ -161,7 +161,7 @@ static int make_plan(struct made *m, bool quiet, bool dirty)
 
 /* Options of both verbs. */
 #define PLAN_OPTIONS                                                                                              \
-  { "config", 'C', POPT_ARG_STRING, &o_config, 0, "policy and rules (default: " CONF_DEFAULT ")", "FILE" },      \
+  { "config", 'C', POPT_ARG_STRING, &o_config, 0, "policy and rules (default: " BAL_CONF_DEFAULT ")", "FILE" },      \
     { "policy", '\0', POPT_ARG_STRING, &o_policy, 0, "balance or consolidate, over the file's", "POLICY" },       \
     { "level", '\0', POPT_ARG_INT, &o_level, 0, "1 (mandatory moves only) to 5 (any move that helps), over the file's", "N" }, \
     { "interval", '\0', POPT_ARG_INT, &o_interval, 0, "seconds between the two samples of the load (1 to 3600; default: 5)", "SECONDS" }, \

@@ -453,6 +453,14 @@ static int state_init(struct state *s, const struct bal_config *c, const struct 
   }
   for (int v = 0; v < nv; v++)
     if (s->prio[v] < 0) s->prio[v] = BAL_PRIO_DEFAULT;
+  /* A VM another run works on stays where it is, as if pinned there (its unit
+   * with it); in maintenance, it is left where it is, not placed. */
+  for (int v = 0; v < nv; v++) {
+    if (!p->vms[v].busy) continue;
+    s->pinned[v] = true;
+    s->pins[v].n = 0;
+    ilist_add(&s->pins[v], s->host[v]);
+  }
   /* Units: each VM points to its root; the root heads a list of the members. */
   for (int v = 0; v < nv; v++) s->unext[v] = -1;
   for (int v = nv - 1; v >= 0; v--) {

@@ -26,6 +26,7 @@ struct bal_vm {
   double dirty_mibs; /* memory dirty rate, MiB/s */
   int priority;      /* 0..100; below 0: the config's priority, else 50 */
   int host;          /* index into the pool's hosts */
+  bool busy;         /* another run works on it: it stays where it is */
 };
 struct bal_pool {
   const struct bal_host *hosts;

@@ -32,6 +32,7 @@ struct job {
   /* results */
   char *error;
   bool no_answer; /* could not connect (an error of a host that answered is not that) */
+  char *host_uuid; /* the host's, for the keys of its VMs' locks */
   struct vm_node_sample n0, n1;
   struct vm_dom_sample *d0, *d1;
   size_t nd0, nd1;
@@ -41,6 +42,7 @@ struct job {
 static void job_free(struct job *j)
 {
   free(j->uri);
+  free(j->host_uuid);
   free(j->error);
   vm_dom_samples_free(j->d0, j->nd0);
   vm_dom_samples_free(j->d1, j->nd1);
@@ -76,6 +78,97 @@ static void inflight_remove(const char *uri)
 }
 
 /* The caller lets go of a job (the lock held). */
+/* ---- One connection with a deadline --------------------------------------------------- */
+struct opener {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  char *uri, *error;
+  virConnectPtr conn;
+  bool done;
+  int refs; /* the thread's and the caller's: the last one frees */
+};
+
+static void opener_drop(struct opener *o)
+{
+  pthread_mutex_lock(&o->mu);
+  bool last = --o->refs == 0;
+  pthread_mutex_unlock(&o->mu);
+  if (!last) return;
+  if (o->conn) virConnectClose(o->conn);
+  free(o->uri);
+  free(o->error);
+  pthread_mutex_destroy(&o->mu);
+  pthread_cond_destroy(&o->cv);
+  free(o);
+}
+
+static void *open_thread(void *arg)
+{
+  struct opener *o = arg;
+  virConnectPtr conn = virConnectOpen(o->uri);
+  char *err = conn ? NULL : vm_strdup_printf("cannot connect: %s", vm_virt_message());
+  virResetLastError();
+  inflight_remove(o->uri);
+  pthread_mutex_lock(&o->mu);
+  o->conn = conn;
+  o->error = err;
+  o->done = true;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+  opener_drop(o);
+  return NULL;
+}
+
+virConnectPtr pool_open(const char *uri, int timeout_s, char **why)
+{
+  *why = NULL;
+  if (!inflight_add(uri)) return *why = vm_strdup("no answer (an earlier call still waits)"), NULL;
+  struct opener *o = calloc(1, sizeof *o);
+  if (!o) abort();
+  pthread_mutex_init(&o->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&o->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  o->uri = vm_strdup(uri);
+  o->refs = 2;
+  pthread_t t;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  int err = pthread_create(&t, &at, open_thread, o);
+  pthread_attr_destroy(&at);
+  if (err != 0) {
+    inflight_remove(uri);
+    o->refs = 1;
+    opener_drop(o);
+    return *why = vm_strdup("cannot start a thread"), NULL;
+  }
+  struct timespec end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  end.tv_sec += timeout_s;
+  pthread_mutex_lock(&o->mu);
+  int rc = 0;
+  while (!o->done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&o->cv, &o->mu, &end);
+  virConnectPtr conn = NULL;
+  if (o->done) {
+    conn = o->conn, o->conn = NULL;
+    if (!conn) *why = o->error, o->error = NULL;
+  } else {
+    *why = vm_strdup_printf("no answer within %d s", timeout_s);
+  }
+  pthread_mutex_unlock(&o->mu);
+  opener_drop(o);
+  /* What follows on it fails, rather than waits, once the host stops answering:
+   * libvirt's keepalive closes the connection after about timeout_s. */
+  if (conn) {
+    int every = timeout_s / 4 > 0 ? timeout_s / 4 : 1;
+    if (virConnectSetKeepAlive(conn, every, 3) < 0) virResetLastError();
+  }
+  return conn;
+}
+
 static bool job_drop(struct job *j) { return --j->refs == 0; }
 
 /* The running VMs of conn, for the dirty-rate calculations. */
@@ -121,6 +214,12 @@ static void *sample_host(void *arg)
       int64_t t1 = vm_now_ms();
       if (vm_node_sample(conn, &j->n1, &j->error) == 0) vm_dom_samples(conn, NULL, how, &j->d1, &j->nd1, &j->error);
       j->secs = (double)(t1 - t0) / 1000.0;
+      char *caps = j->error ? NULL : virConnectGetCapabilities(conn);
+      CLEANUP_XMLDOC xmlDocPtr doc = caps ? vm_xml_parse(caps) : NULL;
+      CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
+      if (x) j->host_uuid = vm_xpath_str(x, "/capabilities/host/uuid");
+      free(caps);
+      virResetLastError();
     }
     virConnectClose(conn);
   }
@@ -167,6 +266,9 @@ static void fill_host(struct pool_host *ph, const struct job *j)
     v->mem = (double)b->mem_kib * 1024;
     v->rss = (double)b->rss_kib * 1024;
     v->dirty_mibs = (double)b->dirty_mibs;
+    /* Another run of this machine works on it (a move that rolls back after its
+     * vmbalance run was killed, a snapshot): it stays where it is. */
+    v->busy = j->host_uuid && vm_lock_domain_holder(j->host_uuid, v->uuid) > 0;
     /* A VM that started between the samples (or restarted: its counters went
      * back) has no rates yet. */
     if (a && a->id == b->id && strcmp(a->uuid, b->uuid) == 0) {
@@ -393,6 +495,7 @@ int pool_to_bal(const struct pool *p, struct bal_pool *bp, void *arrays[2])
       bv->dirty_mibs = pv->dirty_mibs > 0 ? pv->dirty_mibs : 0;
       bv->priority = -1;
       bv->host = (int)h;
+      bv->busy = pv->busy;
     }
     /* The host's own load: what it uses beyond its VMs (never below 0). */
     if (ph->own_load) {

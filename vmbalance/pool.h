@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <libvirt/libvirt.h>
+
 #include "plan.h"
 #include "vmkit-base.h"
 
@@ -19,6 +21,7 @@ struct pool_vm {
   double mem, rss;        /* bytes: the balloon's size; what QEMU holds */
   double rd, wr, rx, tx;  /* bytes/s over its disks, its NICs */
   double dirty_mibs;      /* measured over the interval; -1: unknown */
+  bool busy;              /* its lock is held by a run of this machine */
 };
 
 struct pool_host {
@@ -50,6 +53,13 @@ struct pool {
 int pool_collect(struct pool *p, const char *const *names, int interval_ms, int timeout_s, bool dirty);
 void pool_free(struct pool *p);
 size_t pool_up(const struct pool *p); /* hosts that answered */
+
+/* A connection to one host, given timeout_s to open (a hung host's open is left
+ * waiting in a thread of its own, and the host gets no second one until it ends),
+ * with libvirt's keepalive on it so that a host that stops answering fails the
+ * calls that follow (needs libvirt's event loop: vm_events_init). NULL with *why
+ * (caller frees). */
+virConnectPtr pool_open(const char *uri, int timeout_s, char **why);
 
 /* Whether `vmbalance ha` fenced the host and has not cleared it since (it answers
  * again but still holds definitions of HA VMs restarted elsewhere): such a host is

@@ -27,6 +27,7 @@
 
 #include "plan.h"
 #include "sim.h"
+#include "strmap.h"
 
 const char *const sim_policy_names[SIM_NPOLICIES] = { "vmbalance", "thr-mmt", "lr-mmt" };
 const double sim_vm_mips[SIM_VM_TYPES] = { 2500, 2000, 1000, 500 };
@@ -126,9 +127,8 @@ static long parse_values(const char *p, const char *end, float *row, size_t n, c
   return got;
 }
 
-int sim_trace_parse(const char *text, size_t len, struct sim_trace *t, struct sim_error *err)
+static int trace_lines(const char *text, size_t len, struct sim_trace *t, struct sim_error *err, struct bal_map *seen)
 {
-  memset(t, 0, sizeof *t);
   size_t cap = 0, ucap = 0;
   int line = 0;
   for (const char *p = text, *end = text + len; p < end;) {
@@ -173,11 +173,28 @@ int sim_trace_parse(const char *text, size_t len, struct sim_trace *t, struct si
     parse_values(tab + 1, stop, t->util + t->nvms * t->nticks, t->nticks, &bad);
     t->names[t->nvms] = strndup(p, (size_t)(tab - p));
     if (!t->names[t->nvms]) return trace_fail(t, err, 0, "out of memory");
+    /* One VM, one line: a second would be simulated as two VMs. */
+    int first = bal_map_put(seen, t->names[t->nvms], line);
+    if (first >= 0) {
+      char w[160];
+      snprintf(w, sizeof w, "VM '%.64s' again (first on line %d)", t->names[t->nvms], first);
+      t->nvms++;
+      return trace_fail(t, err, line, w);
+    }
     t->nvms++;
     p = next;
   }
   if (t->nvms == 0) return trace_fail(t, err, 0, "no VM in the trace");
   return 0;
+}
+
+int sim_trace_parse(const char *text, size_t len, struct sim_trace *t, struct sim_error *err)
+{
+  memset(t, 0, sizeof *t);
+  struct bal_map seen = { 0 };
+  int rc = trace_lines(text, len, t, err, &seen);
+  bal_map_free(&seen);
+  return rc;
 }
 
 /* ---- Engine ---- */

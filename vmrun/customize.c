@@ -51,12 +51,9 @@ static int open_disk(guestfs_h **gp, const char *path, const char *format)
 static int write_lines(guestfs_h *g, const char *path, struct vm_strv *lines)
 {
   size_t len = 0;
-  for (size_t i = 0; i < lines->n; i++) len += strlen(lines->v[i]) + 1;
-  CLEANUP_FREE char *text = calloc(1, len + 1);
-  char *p = text;
-  for (size_t i = 0; text && i < lines->n; i++) p = stpcpy(stpcpy(p, lines->v[i]), "\n");
-  int r = text ? guestfs_write(g, path, text, len) : -1;
-  if (text) explicit_bzero(text, len);
+  CLEANUP_FREE char *text = vm_strv_lines(lines, &len);
+  int r = guestfs_write(g, path, text, len);
+  explicit_bzero(text, len);
   vm_strv_free(lines);
   if (r < 0) return vm_fail_gfs(g, "cannot write the guest's %s", path);
   return 0;

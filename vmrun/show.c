@@ -175,7 +175,9 @@ static int take_sample(virConnectPtr conn, virDomainPtr *only, struct vm_dom_sam
   return rc ? vm_fail(rc, "%s", why) : 0;
 }
 
+/* -o prom labels each sample by the host too, as vmbalance collect does. */
 static const struct vm_column stats_cols[] = {
+  { "host", NULL, VM_COL_STR, "host" },
   { "name", "NAME", VM_COL_STR, "vm" },
   { "state", "STATE", VM_COL_STR, NULL },
   { "cpu_percent", "CPU%", VM_COL_PCT, "vmkit_vm_cpu_percent" },
@@ -187,21 +189,6 @@ static const struct vm_column stats_cols[] = {
   { "net_tx", "NET-TX", VM_COL_RATE, "vmkit_vm_net_tx_bytes_per_second" },
   { NULL, NULL, 0, NULL },
 };
-/* -o prom: the same, each labelled by the host too, as vmbalance collect does. */
-static const struct vm_column stats_prom[] = {
-  { "host", "HOST", VM_COL_STR, "host" },
-  { "name", "NAME", VM_COL_STR, "vm" },
-  { "state", "STATE", VM_COL_STR, NULL },
-  { "cpu_percent", "CPU%", VM_COL_PCT, "vmkit_vm_cpu_percent" },
-  { "memory", "MEMORY", VM_COL_BYTES, "vmkit_vm_memory_bytes" },
-  { "rss", "RSS", VM_COL_BYTES, "vmkit_vm_rss_bytes" },
-  { "disk_read", "DISK-RD", VM_COL_RATE, "vmkit_vm_disk_read_bytes_per_second" },
-  { "disk_write", "DISK-WR", VM_COL_RATE, "vmkit_vm_disk_write_bytes_per_second" },
-  { "net_rx", "NET-RX", VM_COL_RATE, "vmkit_vm_net_rx_bytes_per_second" },
-  { "net_tx", "NET-TX", VM_COL_RATE, "vmkit_vm_net_tx_bytes_per_second" },
-  { NULL, NULL, 0, NULL },
-};
-
 int cmd_stats(int argc, char **argv)
 {
   struct poptOption table[] = {
@@ -274,10 +261,8 @@ int cmd_stats(int argc, char **argv)
       for (size_t i = 0; i < json_object_array_length(rows); i++)
         json_object_object_add(json_object_array_get_idx(rows, i), "host",
                                json_object_new_string(vm_conn_host_name(conn)));
-      rc = vm_print_prom(rows, stats_prom);
-    } else {
-      rc = vm_print_list(rows, stats_cols);
     }
+    rc = vm_print_list(rows, stats_cols);
     vm_dom_samples_free(prev, nprev);
     prev = cur, nprev = ncur, tprev = tcur;
     cur = NULL;

@@ -127,8 +127,14 @@ int vm_print_list(json_object *rows, const struct vm_column *cols)
     print_json(rows);
     return finish();
   }
-  size_t ncol = 0, nrow = json_object_array_length(rows);
-  while (cols[ncol].key) ncol++;
+  /* A column without a header is -o prom's only (a label, say). */
+  size_t ncol = 0, nrow = json_object_array_length(rows), nall = 0;
+  while (cols[nall].key) nall++;
+  CLEANUP_FREE struct vm_column *shown = calloc(nall + 1, sizeof *shown);
+  if (!shown) abort();
+  for (size_t c = 0; c < nall; c++)
+    if (cols[c].header) shown[ncol++] = cols[c];
+  cols = shown;
   char ***cells = calloc(nrow ? nrow : 1, sizeof *cells);
   size_t *width = calloc(ncol, sizeof *width);
   bool human = vm_opts.format == VM_FMT_TABLE;

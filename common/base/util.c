@@ -244,6 +244,18 @@ void vm_uuid_random(char buf[static 37])
            b[14], b[15]);
 }
 
+char *vm_strv_lines(const struct vm_strv *a, size_t *len)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < a->n; i++) n += strlen(a->v[i]) + 1;
+  char *text = malloc(n + 1), *p = text;
+  if (!text) abort();
+  *p = '\0';
+  for (size_t i = 0; i < a->n; i++) p = stpcpy(stpcpy(p, a->v[i]), "\n");
+  if (len) *len = n;
+  return text;
+}
+
 char *vm_strv_join_quoted(char *const *v)
 {
   size_t n = 0;

@@ -131,6 +131,9 @@ int vm_uuid_canonical(const char *s, char out[37]);
 void vm_strv_addf(struct vm_strv *a, const char *fmt, ...) VM_PRINTF(2, 3);
 void vm_strv_free(struct vm_strv *a);
 bool vm_strv_contains(char *const *v, const char *s);
+/* The strings as lines, each ending in a newline ("" for none); *len (may be
+ * NULL) its length. Caller frees. */
+char *vm_strv_lines(const struct vm_strv *a, size_t *len);
 /* "'a', 'b' and 'c'" for messages. Caller frees. */
 char *vm_strv_join_quoted(char *const *v);
 /* Quotes a word for display as shell input (dry runs, verbose logs, errors). */
@@ -199,7 +202,7 @@ int vm_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 enum vm_col_kind { VM_COL_STR, VM_COL_INT, VM_COL_BYTES, VM_COL_RATE, VM_COL_PCT, VM_COL_BOOL };
 struct vm_column {
   const char *key;
-  const char *header;
+  const char *header; /* NULL: -o prom only (a label, say), not in table or tsv */
   enum vm_col_kind kind;
   /* -o prom (verbs that allow it): a numeric or boolean column's metric name
    * ("vmkit_vm_cpu_percent"), a string column's label name ("vm"); NULL: left out. */

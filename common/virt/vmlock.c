@@ -22,6 +22,12 @@ int vm_lock_domain_uuid(virConnectPtr conn, const char *uuid, const char *name)
   return take(conn, "vm", uuid, false, what);
 }
 
+pid_t vm_lock_domain_holder(const char *host_uuid, const char *uuid)
+{
+  CLEANUP_FREE char *key = vm_strdup_printf("%s.vm.%s", host_uuid, uuid);
+  return vm_lock_holder(key);
+}
+
 int vm_lock_domain(virConnectPtr conn, virDomainPtr dom)
 {
   char uuid[VIR_UUID_STRING_BUFLEN];

@@ -218,6 +218,31 @@ static void pinning_respected(void **state)
   bal_config_free(&c);
 }
 
+/* A VM another run works on (its lock held: a move rolling back) stays, even on a
+ * host in maintenance and against its pin; the others move as before. */
+static void busy_vms_stay(void **state)
+{
+  struct pool P;
+  struct bal_config c;
+  struct bal_plan plan;
+  const char *why;
+  int where[MAXV];
+  hosts(&P, 3);
+  int busy = vm(&P, 0, 30, 300);
+  int pinned = vm(&P, 0, 10, 100);
+  for (int i = 0; i < 4; i++) vm(&P, 0, 10, 100);
+  P.v[busy].busy = P.v[pinned].busy = true;
+  config("level 5\nthreshold 0\nmaintenance h0\npin vm1 h2\n", &c);
+  assert_int_equal(bal_plan_make(&c, pool_of(&P), &plan, &why), 0);
+  carry_out(&P, &plan, where);
+  assert_int_equal(moves_of(&plan, busy), 0);
+  assert_int_equal(moves_of(&plan, pinned), 0);
+  for (size_t v = 2; v < P.nv; v++) assert_int_not_equal(where[v], 0);
+  assert_int_equal(plan.nstuck, 2); /* the busy ones, left where they are */
+  bal_plan_free(&plan);
+  bal_config_free(&c);
+}
+
 static void capacity_never_exceeded(void **state)
 {
   struct pool P;
@@ -542,6 +567,7 @@ int main(void)
     cmocka_unit_test(anti_affinity_kept),
     cmocka_unit_test(maintenance_host_evacuated),
     cmocka_unit_test(pinning_respected),
+    cmocka_unit_test(busy_vms_stay),
     cmocka_unit_test(capacity_never_exceeded),
     cmocka_unit_test(level1_only_mandatory),
     cmocka_unit_test(priorities_move_last),

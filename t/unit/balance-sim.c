@@ -74,6 +74,7 @@ static void trace_reader(void **state)
   parse_bad("\t1 2\n", 1, "expected VM-ID<TAB>values");
   parse_bad("a\t\n", 1, "no values");
   parse_bad("", 0, "no VM");
+  parse_bad("a\t1 2\nb\t3 4\na\t5 6\n", 3, "VM 'a' again (first on line 1)");
 }
 
 /* One VM of 2500 MIPS at 0 % for an hour: it can only start on the G5 (a G4's

@@ -21,6 +21,9 @@
 static char *o_image, *o_template, *o_memory, *o_vcpus, *o_size, *o_cdrom, *o_console_log, *o_cpu_model;
 static char *o_kernel, *o_initrd, *o_cmdline, *o_hostname, *o_ssh_key, *o_root_pw, *o_pool, *o_tpool, *o_count;
 static char **o_disks, **o_networks, **o_macs;
+/* --filter without a value sets it to NULL: this marks "not given". */
+static char filter_unset[] = "";
+static char *o_filter = filter_unset, *o_ip;
 static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run;
 
 static struct poptOption options[] = {
@@ -37,6 +40,11 @@ static struct poptOption options[] = {
   { "cdrom", '\0', POPT_ARG_STRING, &o_cdrom, 0, "attach an ISO image as a CD-ROM", "ISO" },
   { "network", '\0', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
   { "mac", '\0', POPT_ARG_ARGV, &o_macs, 0, "MAC address of the next NIC; repeatable", "MAC" },
+  { "filter", '\0', POPT_ARG_STRING | POPT_ARGFLAG_OPTIONAL, &o_filter, 0,
+    "a libvirt traffic filter on each network= and bridge= NIC (no value: clean-traffic, which drops "
+    "frames with a forged MAC or IP, and ARP spoofing)", "NAME" },
+  { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
+    "(default: the first it uses)", "ADDR" },
   { "cpu-model", '\0', POPT_ARG_STRING, &o_cpu_model, 0,
     "the guest's CPU: a model name (e.g. Westmere), or a file (a path with a '/', or a name ending "
     "in .xml) holding a CPU definition such as 'vmmigrate baseline --xml' prints", "MODEL|FILE" },
@@ -590,6 +598,17 @@ int cmd_create(int argc, char **argv)
     if (i >= spec.nnics) return vm_usage_error("more --mac options than NICs");
     spec.nics[i].mac = o_macs[i];
   }
+  const char *filter = o_filter == filter_unset ? NULL : o_filter ? o_filter : "clean-traffic";
+  if (o_ip && !filter) return vm_usage_error("--ip needs --filter");
+  if (o_ip && njobs > 1) return vm_usage_error("--ip goes with one VM");
+  if (o_ip && !vm_valid_ipv4(o_ip)) return vm_usage_error("invalid --ip '%s': expected an IPv4 address", o_ip);
+  if (filter) {
+    if (!*filter) return vm_usage_error("--filter needs a name (or no value: clean-traffic)");
+    size_t nf = 0;
+    for (size_t i = 0; i < spec.nnics; i++)
+      if (strcmp(spec.nics[i].type, "user") != 0) spec.nics[i].filter = filter, spec.nics[i].ip = o_ip, nf++;
+    if (!nf) return vm_usage_error("--filter needs a network= or bridge= NIC (a user-mode NIC has no tap device to filter)");
+  }
   c.cust = (struct customization){ o_hostname, o_ssh_key, o_root_pw };
   if (customization_wanted(&c.cust) && !o_template && !(o_image && o_copy))
     return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template, or --image with --copy");
@@ -617,6 +636,7 @@ int cmd_create(int argc, char **argv)
   /* Then what must exist: exit 3 when it does not. */
   c.conn = vm_connect();
   if (!c.conn) { rc = VM_EXIT_FAIL; goto out; }
+  if (filter && (rc = vm_nwfilter_check(c.conn, filter))) goto out;
   if (o_template) {
     /* Clones and the template's deletion exclude each other. */
     CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", o_tpool ? o_tpool : vm_default_template_pool(), o_template);

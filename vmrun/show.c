@@ -157,11 +157,15 @@ int cmd_info(int argc, char **argv)
     CLEANUP_FREE char *src = vm_xpath_str(x, "source/@network | source/@bridge");
     CLEANUP_FREE char *dev = vm_xpath_str(x, "target/@dev");
     CLEANUP_FREE char *model = vm_xpath_str(x, "model/@type");
+    CLEANUP_FREE char *filter = vm_xpath_str(x, "filterref/@filter");
+    CLEANUP_FREE char *fip = vm_xpath_str(x, "filterref/parameter[@name='IP']/@value");
     add_str(n, "type", type);
     add_str(n, "source", src);
     add_str(n, "mac", mac);
     add_str(n, "model", model);
     add_str(n, "device", dev);
+    add_str(n, "filter", filter);
+    add_str(n, "filter_ip", fip);
     json_object_array_add(jn, n);
   }
   json_object_object_add(o, "nics", jn);

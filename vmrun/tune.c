@@ -8,7 +8,10 @@
 
 static char *o_shares, *o_quota, *o_period, *o_mem_hard, *o_mem_soft;
 static char *o_disk, *o_rbps, *o_wbps, *o_tbps, *o_riops, *o_wiops, *o_tiops;
-static char *o_nic, *o_inbound, *o_outbound;
+static char *o_nic, *o_inbound, *o_outbound, *o_ip;
+/* --filter without a value sets it to NULL: this marks "not given". */
+static char filter_unset[] = "";
+static char *o_filter = filter_unset;
 static int o_live, o_config;
 
 static struct poptOption options[] = {
@@ -27,6 +30,11 @@ static struct poptOption options[] = {
   { "nic", '\0', POPT_ARG_STRING, &o_nic, 0, "the NIC (MAC or host device) the bandwidth limits apply to", "NIC" },
   { "inbound", '\0', POPT_ARG_STRING, &o_inbound, 0, "NIC bandwidth into the guest, bytes per second (0: none)", "SIZE" },
   { "outbound", '\0', POPT_ARG_STRING, &o_outbound, 0, "NIC bandwidth out of the guest, bytes per second", "SIZE" },
+  { "filter", '\0', POPT_ARG_STRING | POPT_ARGFLAG_OPTIONAL, &o_filter, 0,
+    "put this libvirt traffic filter on each network= and bridge= NIC (no value: clean-traffic; none: "
+    "take the filter off)", "NAME" },
+  { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
+    "(default: the first it uses)", "ADDR" },
   { "live", '\0', POPT_ARG_NONE, &o_live, 0, "change the running VM", NULL },
   { "config", '\0', POPT_ARG_NONE, &o_config, 0, "change the persistent definition (next boot)", NULL },
   VM_POPT_LOCK,
@@ -305,6 +313,40 @@ static int apply_all(virDomainPtr dom, const char *name, unsigned flags, struct 
   return rc;
 }
 
+/* The filter of every network= and bridge= NIC, on the running VM and on its
+ * definition (or only the one --live or --config names). */
+static int set_filter(virDomainPtr dom, const char *name, const char *filter, const char *ip, unsigned flags)
+{
+  int active = virDomainIsActive(dom), persistent = virDomainIsPersistent(dom);
+  virResetLastError();
+  bool live = (flags & VIR_DOMAIN_AFFECT_LIVE) || (!flags && active == 1);
+  bool conf = (flags & VIR_DOMAIN_AFFECT_CONFIG) || (!flags && persistent == 1);
+  if (live && active != 1) return vm_fail(VM_EXIT_STATE, "VM '%s' is not running: --live has nothing to change", name);
+  size_t changed = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (!(pass ? conf : live)) continue;
+    CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, pass ? VIR_DOMAIN_XML_INACTIVE : 0);
+    if (!doc) return VM_EXIT_FAIL;
+    CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr nics = vm_xpath_nodes(x, "/domain/devices/interface[@type != 'user']");
+    int n = nics && nics->nodesetval ? nics->nodesetval->nodeNr : 0;
+    if (!n) return vm_fail(VM_EXIT_STATE, "VM '%s' has no network= or bridge= NIC to filter (a user-mode NIC has no "
+                           "tap device)", name);
+    for (int i = 0; i < n; i++) {
+      xmlNodePtr nic = nics->nodesetval->nodeTab[i];
+      vm_nic_set_filter(nic, filter, ip);
+      CLEANUP_FREE char *xml = vm_xml_node_dump(nic);
+      if (!xml || virDomainUpdateDeviceFlags(dom, xml, pass ? VIR_DOMAIN_AFFECT_CONFIG : VIR_DOMAIN_AFFECT_LIVE) < 0)
+        return vm_fail_virt("cannot %s the traffic filter of NIC %d of '%s'%s", filter ? "set" : "remove", i + 1, name,
+                            changed ? " (the NICs before it were changed)" : "");
+      changed++;
+    }
+  }
+  if (filter) vm_info("traffic filter '%s' on the NICs of '%s'%s%s", filter, name, ip ? ", IP " : "", ip ? ip : "");
+  else vm_info("no traffic filter on the NICs of '%s'", name);
+  return 0;
+}
+
 int cmd_tune(int argc, char **argv)
 {
   CLEANUP_POPT poptContext ctx = NULL;
@@ -359,11 +401,16 @@ int cmd_tune(int argc, char **argv)
   if (o_disk && !io.n) { rc = vm_usage_error("--disk needs a limit such as --total-bytes-sec"); goto out; }
   if (bw.n && !o_nic) { rc = vm_usage_error("bandwidth limits need --nic MAC"); goto out; }
   if (o_nic && !bw.n) { rc = vm_usage_error("--nic needs --inbound or --outbound"); goto out; }
+  const char *filter = o_filter == filter_unset ? NULL : o_filter ? o_filter : "clean-traffic";
+  if (o_ip && !filter) { rc = vm_usage_error("--ip needs --filter"); goto out; }
+  if (filter && !*filter) { rc = vm_usage_error("--filter needs a name (or no value: clean-traffic)"); goto out; }
+  if (filter && strcmp(filter, "none") == 0 && o_ip) { rc = vm_usage_error("--filter none takes no --ip"); goto out; }
+  if (o_ip && !vm_valid_ipv4(o_ip)) { rc = vm_usage_error("invalid --ip '%s': expected an IPv4 address", o_ip); goto out; }
 
   if (!(conn = vm_connect())) { rc = VM_EXIT_FAIL; goto out; }
   if ((rc = vm_lookup(conn, name, &dom))) goto out;
 
-  if (!cpu.n && !mem.n && !io.n && !bw.n) {
+  if (!cpu.n && !mem.n && !io.n && !bw.n && !filter) {
     rc = show(dom, flags);
     goto out;
   }
@@ -403,9 +450,13 @@ int cmd_tune(int argc, char **argv)
       goto out;
     }
   }
-  rc = apply_all(dom, name, flags, &cpu, &mem, &io, &bw);
-  if (rc) goto out;
-  vm_info("tuned VM '%s'", name);
+  if (filter && strcmp(filter, "none") != 0 && (rc = vm_nwfilter_check(conn, filter))) goto out;
+  if (cpu.n || mem.n || io.n || bw.n) {
+    rc = apply_all(dom, name, flags, &cpu, &mem, &io, &bw);
+    if (rc) goto out;
+    vm_info("tuned VM '%s'", name);
+  }
+  if (filter) rc = set_filter(dom, name, strcmp(filter, "none") == 0 ? NULL : filter, o_ip, flags);
 out:
   params_free(&cpu);
   params_free(&mem);

@@ -102,6 +102,7 @@ char *vm_spec_xml(const struct vm_spec *s)
     if (n->mac) vm_xml_set(vm_xml_child(nic, "mac", NULL), "address", n->mac);
     vm_xml_set(vm_xml_child(nic, "model", NULL), "type", "virtio");
     if (n->unplugged) vm_xml_set(vm_xml_child(nic, "link", NULL), "state", "down");
+    if (n->filter) vm_nic_set_filter(nic, n->filter, n->ip);
   }
   /* A pty console for people, logged to a file by virtlogd for scripts. */
   xmlNodePtr serial = vm_xml_child(devs, "serial", NULL);
@@ -227,6 +228,25 @@ void vm_doc_set_meta(xmlDocPtr domain, const char *ns, const char *prefix, xmlDo
     }
   }
   xmlAddChild(md, copy);
+}
+
+void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip)
+{
+  for (xmlNodePtr c = nic->children, next; c; c = next) {
+    next = c->next;
+    if (c->type == XML_ELEMENT_NODE && xmlStrcmp(c->name, BAD_CAST "filterref") == 0) {
+      xmlUnlinkNode(c);
+      xmlFreeNode(c);
+    }
+  }
+  if (!filter) return;
+  xmlNodePtr f = vm_xml_child(nic, "filterref", NULL);
+  vm_xml_set(f, "filter", filter);
+  if (ip) {
+    xmlNodePtr p = vm_xml_child(f, "parameter", NULL);
+    vm_xml_set(p, "name", "IP");
+    vm_xml_set(p, "value", ip);
+  }
 }
 
 int vm_nic_parse(const char *spec, struct vm_spec_nic *nic)

@@ -173,6 +173,8 @@ xmlNodePtr vm_xml_find(xmlNodePtr parent, const char *name);
 void vm_xml_set(xmlNodePtr node, const char *attr, const char *value);
 void vm_xml_setf(xmlNodePtr node, const char *attr, const char *fmt, ...) VM_PRINTF(3, 4);
 char *vm_xml_dump(xmlDocPtr doc);
+/* One element and its children as text (a device for virDomainUpdateDeviceFlags). */
+char *vm_xml_node_dump(xmlNodePtr node);
 
 /* ---- Domain definitions (domxml.c) ----------------------------------------------------- */
 #define VM_MAX_DEVS 16
@@ -188,6 +190,8 @@ struct vm_spec_nic {
   const char *source;  /* network or bridge name */
   const char *mac;     /* NULL: libvirt chooses */
   bool unplugged;      /* the cable out: <link state='down'/> */
+  const char *filter;  /* a libvirt nwfilter (clean-traffic...) on it, or NULL */
+  const char *ip;      /* with filter: the guest's IPv4 (the filter's IP); NULL: learned */
 };
 struct vm_spec {
   const char *name;
@@ -213,6 +217,14 @@ struct vm_spec {
 /* A NIC as the tools' --network option names it: user, network=NAME or bridge=BR
  * (nic points into spec). 0, or -1 for anything else. */
 int vm_nic_parse(const char *spec, struct vm_spec_nic *nic);
+/* Sets, or with filter NULL removes, the <filterref> of an <interface> node: the
+ * filter's name, and the guest's IP as its IP parameter (NULL: libvirt learns it
+ * from the guest's first packets). */
+void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip);
+/* 0 when the host has the nwfilter NAME; else an exit code after a message (3: none). */
+int vm_nwfilter_check(virConnectPtr conn, const char *name);
+/* A dotted IPv4 address, as nwfilter's IP parameter takes it. */
+bool vm_valid_ipv4(const char *s);
 /* The domain XML for a spec, written with libxml2. Disks get vda, vdb ... on
  * virtio; CD-ROMs sda ... on SATA. Caller frees. */
 char *vm_spec_xml(const struct vm_spec *spec);

@@ -106,6 +106,15 @@ void vm_xml_setf(xmlNodePtr node, const char *attr, const char *fmt, ...)
   xmlSetProp(node, BAD_CAST attr, BAD_CAST buf);
 }
 
+char *vm_xml_node_dump(xmlNodePtr node)
+{
+  xmlBufferPtr b = xmlBufferCreate();
+  if (!b) return NULL;
+  char *out = xmlNodeDump(b, node->doc, node, 0, 1) >= 0 ? vm_strdup((const char *)xmlBufferContent(b)) : NULL;
+  xmlBufferFree(b);
+  return out;
+}
+
 char *vm_xml_dump(xmlDocPtr doc)
 {
   xmlChar *mem = NULL;

@@ -250,7 +250,8 @@ int cmd_collect(int argc, char **argv)
   }
   vm_catch_signals();
   struct pool pool;
-  rc = pool_collect(&pool, nargs ? args : NULL, o_interval * 1000, o_timeout, false);
+  rc = pool_collect(&pool, nargs ? args : NULL, o_interval * 1000, o_timeout, 0);
+  if (rc < 0) rc = vm_fail_interrupted();
   if (rc) {
     pool_free(&pool);
     free(alerts);

@@ -119,6 +119,7 @@ static const struct bal_stmt *fence_of(const struct bal_config *c, const char *h
 static char *agent_path(const char *name)
 {
   if (name[0] == '/') return access(name, X_OK) == 0 ? vm_strdup(name) : NULL;
+  if (strchr(name, '/')) return NULL; /* a relative path: not an agent's name */
   const char *env = getenv("PATH");
   CLEANUP_FREE char *dirs = vm_strdup_printf("%s:/usr/sbin:/sbin:/usr/local/sbin", env && *env ? env : "/usr/bin:/bin");
   char *save = NULL;
@@ -139,6 +140,8 @@ static int run_fence(const struct bal_stmt *f, char **why)
   for (size_t k = 2; k < f->n; k++) vm_strv_add(&in, f->w[k]);
   vm_strv_add(&in, "action=off");
   CLEANUP_FREE char *text = vm_strv_lines(&in, NULL);
+  /* The options hold the agent's password: wiped once used. */
+  for (size_t k = 0; k < in.n; k++) explicit_bzero(in.v[k], strlen(in.v[k]));
   vm_strv_free(&in);
   int pin[2], perr[2];
   if (pipe2(pin, O_CLOEXEC) < 0) return *why = vm_strdup_printf("pipe: %s", strerror(errno)), -1;
@@ -159,7 +162,7 @@ static int run_fence(const struct bal_stmt *f, char **why)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    /* The path found at startup (agent_path). */
+    /* Found by agent_path, as at startup (a fence-agents update may move it). */
     execv(agent, (char *[]){ agent, NULL });
     _exit(127);
   }
@@ -173,6 +176,7 @@ static int run_fence(const struct bal_stmt *f, char **why)
     if (w <= 0) break;
     off += (size_t)w;
   }
+  explicit_bzero(text, len);
   close(pin[1]);
   char errbuf[4096];
   size_t elen = 0;
@@ -264,7 +268,24 @@ static void keep_definitions(const struct bal_config *c, const struct pool_host 
   for (size_t k = 0; k < ph->nvms; k++) any |= is_ha(c, ph->vms[k].name);
   CLEANUP_FREE char *why = NULL;
   virConnectPtr conn = any ? pool_open(ph->h->uri, o_timeout, &why) : NULL;
-  if (any && !conn) vm_debug("cannot keep the definitions of the HA VMs of '%s': %s", ph->h->name, why);
+  /* Said once while it lasts: an HA VM whose definition is not kept cannot be
+   * restarted. */
+  static struct vm_strv unkept;
+  bool said = unkept.v && vm_strv_contains(unkept.v, ph->h->name);
+  if (any && !conn && !said) {
+    vm_warn("cannot keep the definitions of the HA VMs of '%s' (%s): they cannot be restarted until it can",
+            ph->h->name, why);
+    vm_strv_add(&unkept, ph->h->name);
+  } else if (conn && said) {
+    vm_info("the definitions of the HA VMs of '%s' are kept again", ph->h->name);
+    for (size_t i = 0; i < unkept.n; i++)
+      if (strcmp(unkept.v[i], ph->h->name) == 0) {
+        free(unkept.v[i]);
+        unkept.v[i] = unkept.v[--unkept.n];
+        unkept.v[unkept.n] = NULL;
+        break;
+      }
+  }
   for (size_t k = 0; conn && k < ph->nvms; k++) {
     const struct pool_vm *v = &ph->vms[k];
     if (!is_ha(c, v->name)) continue;
@@ -415,6 +436,17 @@ static void mark_fenced(const char *host)
  * killed midway). retry: say only what is done. */
 static void restart_vms(const struct bal_config *c, const struct pool *p, const struct pool_host *dead, bool retry)
 {
+  /* Only with every other host seen: one that does not answer (and is not fenced)
+   * may run a VM of the dead host already (a move just before it died, an earlier
+   * restart), and a second copy would write its disks too. */
+  for (size_t i = 0; i < p->n; i++) {
+    const struct pool_host *o = &p->v[i];
+    if (o == dead || !o->error || host_fenced(o->h->name)) continue;
+    if (!retry)
+      vm_warn("the HA VMs of fenced host '%s' wait: host '%s' does not answer (%s), and may run one of them",
+              dead->h->name, o->h->name, o->error);
+    return;
+  }
   CLEANUP_FREE char *dir = st_path("defs", dead->h->name, NULL, NULL);
   struct vm_strv names = { 0 };
   list_dir(dir, ".xml", &names);
@@ -542,10 +574,10 @@ static void drop_stale(const struct pool *p)
 static int probe(const struct bal_config *c)
 {
   struct pool p;
-  int rc = pool_collect(&p, NULL, 1000, o_timeout, false);
+  int rc = pool_collect(&p, NULL, 1000, o_timeout, 0);
   if (rc) {
     pool_free(&p);
-    return rc;
+    return rc < 0 ? 0 : rc; /* interrupted: the loop ends it */
   }
   time_t now = time(NULL);
   /* Reached: answered, if only with an error. Only a host that cannot be reached
@@ -553,7 +585,7 @@ static int probe(const struct bal_config *c)
   size_t reached = 0;
   for (size_t i = 0; i < p.n; i++) reached += !p.v[i].no_answer;
   bool quorum = reached * 2 >= p.n;
-  for (size_t i = 0; i < p.n; i++) {
+  for (size_t i = 0; i < p.n && !vm_interrupted(); i++) {
     const struct pool_host *ph = &p.v[i];
     CLEANUP_FREE char *down = st_path("down", ph->h->name, NULL, NULL);
     if (ph->no_answer) continue;
@@ -568,11 +600,16 @@ static int probe(const struct bal_config *c)
     if (host_fenced(ph->h->name)) clear_returned(&p, ph);
     if (!host_fenced(ph->h->name)) keep_definitions(c, ph);
   }
+  /* Stopped (SIGTERM): no fence and no restart after the request. */
+  if (vm_interrupted()) {
+    pool_free(&p);
+    return 0;
+  }
   drop_stale(&p);
   if (!quorum) {
     vm_warn("this watcher reaches %zu of %zu hosts: it may be the one cut off, and fences nobody", reached, p.n);
   }
-  for (size_t i = 0; i < p.n; i++) {
+  for (size_t i = 0; i < p.n && !vm_interrupted(); i++) {
     const struct pool_host *ph = &p.v[i];
     if (!ph->no_answer) continue;
     CLEANUP_FREE char *down = st_path("down", ph->h->name, NULL, NULL);

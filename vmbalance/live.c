@@ -14,6 +14,7 @@ static int o_level, o_interval = 5, o_timeout = 10, o_parallel = 1;
 
 int bal_load_config(const char *option, const char *policy, int level, struct bal_config *c)
 {
+  if (option && !*option) return vm_usage_error("-C needs a file name");
   const char *path = option ? option : getenv("VMKIT_BALANCE_CONF");
   bool named = path && *path;
   if (!named) path = BAL_CONF_DEFAULT;
@@ -33,7 +34,10 @@ int bal_load_config(const char *option, const char *policy, int level, struct ba
   if (policy) {
     if (strcmp(policy, "balance") == 0) c->policy = BAL_BALANCE;
     else if (strcmp(policy, "consolidate") == 0) c->policy = BAL_CONSOLIDATE;
-    else return vm_usage_error("unknown --policy '%s': use balance or consolidate", policy);
+    else {
+      bal_config_free(c);
+      return vm_usage_error("unknown --policy '%s': use balance or consolidate", policy);
+    }
   }
   if (level) c->level = level;
   return 0;
@@ -138,7 +142,8 @@ static int make_plan(struct made *m, bool quiet, bool dirty)
   memset(m, 0, sizeof *m);
   int rc = bal_load_config(o_config, o_policy, o_level, &m->cfg);
   if (rc) return rc;
-  if ((rc = pool_collect(&m->pool, NULL, o_interval * 1000, o_timeout, dirty))) return rc;
+  rc = pool_collect(&m->pool, NULL, o_interval * 1000, o_timeout, POOL_LOCKS | (dirty ? POOL_DIRTY : 0));
+  if (rc) return rc < 0 ? vm_fail_interrupted() : rc;
   for (size_t i = 0; i < m->pool.n && !quiet; i++)
     if (m->pool.v[i].error)
       vm_warn("host '%s' did not answer (%s): left out of the plan", m->pool.v[i].h->name, m->pool.v[i].error);

@@ -27,7 +27,8 @@ struct job {
   int refs; /* 2: the thread and the caller */
   char *uri;
   int interval_ms;
-  bool dirty;
+  bool dirty, locks;
+  int keepalive_s;
   bool done;
   /* results */
   char *error;
@@ -49,16 +50,20 @@ static void job_free(struct job *j)
   free(j);
 }
 
-/* The URIs whose probe thread still waits (a host that hangs): a later
- * collection in this process starts no second thread for them, so that a watcher
- * probing every few seconds does not pile threads up on a hung host. */
+/* The URIs whose threads still wait (a host that hangs): a later collection in
+ * this process starts at most INFLIGHT_MAX threads on one host, so that a watcher
+ * probing every few seconds neither piles threads up on a hung host nor gives up
+ * on it for good when one connection stays stuck (a host powered off mid-call). */
+#define INFLIGHT_MAX 3
 static pthread_mutex_t inflight_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct vm_strv inflight;
+static struct vm_strv inflight; /* one entry per waiting thread */
 
 static bool inflight_add(const char *uri)
 {
   pthread_mutex_lock(&inflight_mu);
-  bool busy = inflight.v && vm_strv_contains(inflight.v, uri);
+  int n = 0;
+  for (size_t i = 0; i < inflight.n; i++) n += strcmp(inflight.v[i], uri) == 0;
+  bool busy = n >= INFLIGHT_MAX;
   if (!busy) vm_strv_add(&inflight, uri);
   pthread_mutex_unlock(&inflight_mu);
   return !busy;
@@ -119,6 +124,10 @@ static void *open_thread(void *arg)
   return NULL;
 }
 
+/* Seconds between keepalive probes: libvirt closes a connection after four
+ * unanswered (the first, and three more), so about the timeout, at least 4 s. */
+static int keepalive_every(int timeout_s) { return timeout_s / 4 > 0 ? timeout_s / 4 : 1; }
+
 virConnectPtr pool_open(const char *uri, int timeout_s, char **why)
 {
   *why = NULL;
@@ -145,26 +154,34 @@ virConnectPtr pool_open(const char *uri, int timeout_s, char **why)
     opener_drop(o);
     return *why = vm_strdup("cannot start a thread"), NULL;
   }
-  struct timespec end;
+  /* In slices of a second: SIGTERM ends the wait. */
+  struct timespec now, end;
   clock_gettime(CLOCK_MONOTONIC, &end);
   end.tv_sec += timeout_s;
   pthread_mutex_lock(&o->mu);
-  int rc = 0;
-  while (!o->done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&o->cv, &o->mu, &end);
+  for (;;) {
+    if (o->done || vm_interrupted()) break;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) break;
+    struct timespec until = now;
+    until.tv_sec++;
+    if (until.tv_sec > end.tv_sec || (until.tv_sec == end.tv_sec && until.tv_nsec > end.tv_nsec)) until = end;
+    pthread_cond_timedwait(&o->cv, &o->mu, &until);
+  }
   virConnectPtr conn = NULL;
   if (o->done) {
     conn = o->conn, o->conn = NULL;
     if (!conn) *why = o->error, o->error = NULL;
   } else {
-    *why = vm_strdup_printf("no answer within %d s", timeout_s);
+    *why = vm_interrupted() ? vm_strdup("interrupted") : vm_strdup_printf("no answer within %d s", timeout_s);
   }
   pthread_mutex_unlock(&o->mu);
   opener_drop(o);
   /* What follows on it fails, rather than waits, once the host stops answering:
    * libvirt's keepalive closes the connection after about timeout_s. */
-  if (conn) {
-    int every = timeout_s / 4 > 0 ? timeout_s / 4 : 1;
-    if (virConnectSetKeepAlive(conn, every, 3) < 0) virResetLastError();
+  if (conn && virConnectSetKeepAlive(conn, keepalive_every(timeout_s), 3) != 0) {
+    vm_debug("no keepalive on the connection to %s: %s", uri, virGetLastErrorMessage());
+    virResetLastError();
   }
   return conn;
 }
@@ -197,6 +214,9 @@ static void *sample_host(void *arg)
     j->no_answer = true;
     virResetLastError();
   } else {
+    /* With libvirt's event loop running (ha), a host that stops answering midway
+     * closes the connection instead of holding this thread for good. */
+    if (virConnectSetKeepAlive(conn, j->keepalive_s, 3) < 0) virResetLastError();
     /* QEMU measures a dirty rate over at most 60 s; started first, the
      * calculations end with the interval, before the second sample. */
     int secs = j->interval_ms / 1000 > 60 ? 60 : j->interval_ms / 1000;
@@ -214,7 +234,7 @@ static void *sample_host(void *arg)
       int64_t t1 = vm_now_ms();
       if (vm_node_sample(conn, &j->n1, &j->error) == 0) vm_dom_samples(conn, NULL, how, &j->d1, &j->nd1, &j->error);
       j->secs = (double)(t1 - t0) / 1000.0;
-      char *caps = j->error ? NULL : virConnectGetCapabilities(conn);
+      char *caps = j->error || !j->locks ? NULL : virConnectGetCapabilities(conn);
       CLEANUP_XMLDOC xmlDocPtr doc = caps ? vm_xml_parse(caps) : NULL;
       CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
       if (x) j->host_uuid = vm_xpath_str(x, "/capabilities/host/uuid");
@@ -316,7 +336,7 @@ static int read_tags(const char *path, struct pool_host *ph)
   return 0;
 }
 
-int pool_collect(struct pool *p, const char *const *names, int interval_ms, int timeout_s, bool dirty)
+int pool_collect(struct pool *p, const char *const *names, int interval_ms, int timeout_s, unsigned flags)
 {
   memset(p, 0, sizeof *p);
   int rc = vm_hosts_load(NULL, &p->hosts);
@@ -351,7 +371,8 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
     struct job *j = calloc(1, sizeof *j);
     if (!j) abort();
     *j = (struct job){ .sh = sh, .refs = 2, .uri = vm_strdup(p->v[i].h->uri), .interval_ms = interval_ms,
-                       .dirty = dirty };
+                       .dirty = flags & POOL_DIRTY, .locks = flags & POOL_LOCKS,
+                       .keepalive_s = keepalive_every(timeout_s) };
     jobs[i] = j;
     pthread_t t;
     pthread_attr_t at;
@@ -418,7 +439,7 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
     pthread_cond_destroy(&sh->cv);
     free(sh);
   }
-  return vm_interrupted() ? vm_fail_interrupted() : 0;
+  return vm_interrupted() ? -1 : 0;
 }
 
 void pool_free(struct pool *p)

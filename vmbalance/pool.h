@@ -21,7 +21,7 @@ struct pool_vm {
   double mem, rss;        /* bytes: the balloon's size; what QEMU holds */
   double rd, wr, rx, tx;  /* bytes/s over its disks, its NICs */
   double dirty_mibs;      /* measured over the interval; -1: unknown */
-  bool busy;              /* its lock is held by a run of this machine */
+  bool busy;              /* its lock is held by a run of this machine (POOL_LOCKS) */
 };
 
 struct pool_host {
@@ -47,10 +47,13 @@ struct pool {
 
 /* Loads the hosts file (only the hosts named, when names is not NULL) and samples
  * every host: two samples interval_ms apart, each host given timeout_s more to
- * answer. dirty: have libvirt measure each running VM's dirty rate over the
- * interval (for the cost of moving it). Returns 0, or an exit code after a
- * message (a bad hosts file or tag, an unknown host name). */
-int pool_collect(struct pool *p, const char *const *names, int interval_ms, int timeout_s, bool dirty);
+ * answer. POOL_DIRTY: have libvirt measure each running VM's dirty rate over the
+ * interval (for the cost of moving it); POOL_LOCKS: mark the VMs whose lock a run
+ * of this machine holds (busy). Returns 0; -1, saying nothing, when the tool is
+ * interrupted; or an exit code after a message (a bad hosts file or tag, an
+ * unknown host name). */
+enum { POOL_DIRTY = 1, POOL_LOCKS = 2 };
+int pool_collect(struct pool *p, const char *const *names, int interval_ms, int timeout_s, unsigned flags);
 void pool_free(struct pool *p);
 size_t pool_up(const struct pool *p); /* hosts that answered */
 

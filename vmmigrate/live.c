@@ -273,6 +273,9 @@ int move_live(struct move *m, json_object *report)
   if (mo.strategy == ST_POSTCOPY)
     iter_cb = virConnectDomainEventRegisterAny(m->src.conn, m->dom, VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
                                                VIR_DOMAIN_EVENT_CALLBACK(on_iteration), NULL, NULL);
+  pthread_mutex_lock(&src_done_lock);
+  src_done_set = false;
+  pthread_mutex_unlock(&src_done_lock);
   int done_cb = virConnectDomainEventRegisterAny(m->src.conn, m->dom, VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
                                                 VIR_DOMAIN_EVENT_CALLBACK(on_job_completed), NULL, NULL);
   virResetLastError();

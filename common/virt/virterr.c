@@ -13,6 +13,8 @@ void vm_virt_init(void)
   if (done) return;
   done = true;
   virSetErrorFunc(NULL, silent_virt_error);
+  /* libxml2 set up once, before threads parse (vmbalance's probes, vmrun create). */
+  xmlInitParser();
 }
 
 /* libvirt's message as one line: some carry a child's stderr with newlines. */

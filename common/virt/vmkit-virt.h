@@ -104,7 +104,7 @@ int vm_lock_domain(virConnectPtr conn, virDomainPtr dom);
 int vm_lock_domain_uuid(virConnectPtr conn, const char *uuid, const char *name);
 /* The PID of a process of this machine that holds the lock of the VM of UUID on
  * the host of HOST_UUID (a move, a snapshot in progress), 0 when none, -1 on error.
- * Safe on any thread. */
+ * On the thread that takes and releases this process's locks. */
 pid_t vm_lock_domain_holder(const char *host_uuid, const char *uuid);
 /* Locks the VM, then finishes or rolls back what a killed run left on it (the
  * journal records the shared code knows: create, undefine). A record of another

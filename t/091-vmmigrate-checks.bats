@@ -84,7 +84,7 @@ EOF
   on_host 2 virsh_q net-destroy "$net" >/dev/null
 }
 
-@test "refusals of shut-off VMs: CPU (live comparison and recorded hosts), name and UUID clash, snapshots, a missing bridge, a saved state, a backing file that differs, pool space, a host that does not answer" {
+@test "refusals of shut-off VMs: CPU (live comparison and recorded hosts), name and UUID clash, snapshots, a missing bridge or traffic filter, a saved state, a backing file that differs, pool space, a host that does not answer" {
   local vm vm2 uuid small
   vm=$(vm_name cpu)
   # A CPU this machine's TCG cannot give: libvirt's hypervisor comparison says so.
@@ -130,6 +130,19 @@ EOF
   run_tool 4 vmmigrate "$vm2" h2
   assert_one_error_line "h2 has no bridge 'vmknobr$$'"
   [ "$(vm_hosts_of "$vm2")" = h1 ]
+
+  # A traffic filter the destination lacks (defined here after h2 started).
+  local br flt=vmkt-flt-$$
+  br=$(make_bridge)
+  virsh_q nwfilter-define /dev/stdin >/dev/null <<EOF
+<filter name='$flt' chain='root'><filterref filter='clean-traffic'/></filter>
+EOF
+  vm2=$(vm_name flt)
+  run_tool 0 vmrun create "$vm2" --template tiny --network "bridge=$br" --filter="$flt"
+  run_tool 4 vmmigrate "$vm2" h2
+  assert_one_error_line "h2 has no traffic filter '$flt'"
+  run_tool 0 vmrun undefine "$vm2" --remove-storage
+  virsh_q nwfilter-undefine "$flt" >/dev/null
 
   # A saved state (managed save): libvirt would not move it.
   vm2=$(vm_name saved)

@@ -428,6 +428,20 @@ static void check_networks(struct move *m, xmlXPathContextPtr x)
       }
       virResetLastError();
     }
+    /* Its traffic filter: QEMU does not start there without it. */
+    xmlNodePtr fref = vm_xml_find(nic, "filterref");
+    CLEANUP_XMLFREE char *filter = fref ? vm_xml_prop(fref, "filter") : NULL;
+    if (filter) {
+      CLEANUP_FREE char *what = vm_strdup_printf("traffic filter %s", filter);
+      virNWFilterPtr f = virNWFilterLookupByName(m->dst.conn, filter);
+      if (f) check_add(m, what, 0, "%s has traffic filter '%s'", m->dst.label, filter);
+      else if (vm_virt_error_code() == VIR_ERR_NO_NWFILTER)
+        check_add(m, what, VM_EXIT_STATE, "%s has no traffic filter '%s'", m->dst.label, filter);
+      else
+        check_add(m, what, -1, "cannot check traffic filter '%s' on %s: %s", filter, m->dst.label, vm_virt_message());
+      if (f) virNWFilterFree(f);
+      virResetLastError();
+    }
   }
 }
 

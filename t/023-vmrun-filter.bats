@@ -20,7 +20,7 @@ seen() {
   grep -c . "$cap" || true
 }
 
-@test "--filter: clean-traffic drops frames from a forged IP or MAC and passes the guest's own; tune takes it off and on; bad input" {
+@test "--filter: clean-traffic drops frames from a forged IP or MAC and passes the guest's own; tune takes it off and on; --allow-port lets in only its ports; bad input" {
   local vm br net=10.251.$((RANDOM % 250))
   br=$(make_bridge)
   ip addr add "$net.1/24" dev "$br"
@@ -65,4 +65,22 @@ seen() {
   run_tool 0 vmrun tune "$vm" --filter --ip "$net.2"
   [ "$(seen "$br" "src host $net.3" "$vm" "ping -c 3 -W 1 -I $net.3 $net.1")" -eq 0 ]
   virsh_q dumpxml --inactive "$vm" | grep -q "<filterref filter='clean-traffic'>"
+
+  # --allow-port: in, only connections to the ports named (and ICMP).
+  listen() { guest_exec "$vm" "(nc -l -p $1 </dev/null >/dev/null 2>&1 &)"; }
+  reach() { timeout 5 bash -c "exec 3<>/dev/tcp/$net.2/$1"; }
+  listen 2323
+  reach 2323
+  run_tool 2 vmrun tune "$vm" --allow-port 70000
+  assert_stderr_has "invalid --allow-port"
+  run_tool 0 vmrun tune "$vm" --allow-port 2222 --allow-port 5353/udp --ip "$net.2"
+  run_tool 0 vmrun info "$vm" -o json
+  [ "$(jq -r '.nics[0].filter' <<< "$output")" = vmkit-inbound-clean-traffic ]
+  listen 2323
+  listen 2222
+  reach 2222
+  refute reach 2323
+  guest_exec "$vm" "ping -c 2 -W 2 $net.1"
+  # Its own spoofing is still dropped.
+  [ "$(seen "$br" "src host $net.3" "$vm" "ping -c 3 -W 1 -I $net.3 $net.1")" -eq 0 ]
 }

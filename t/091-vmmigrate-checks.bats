@@ -143,6 +143,13 @@ EOF
   assert_one_error_line "h2 has no traffic filter '$flt'"
   run_tool 0 vmrun undefine "$vm2" --remove-storage
   virsh_q nwfilter-undefine "$flt" >/dev/null
+  # vmkit's inbound firewall (--allow-port) is made there when its base filter is.
+  vm2=$(vm_name inb)
+  run_tool 0 vmrun create "$vm2" --template tiny --network "bridge=$br" --allow-port 22
+  on_host 2 virsh_q nwfilter-undefine vmkit-inbound-clean-traffic >/dev/null 2>&1 || true
+  run_tool 0 vmmigrate "$vm2" h2 --check
+  on_host 2 virsh_q nwfilter-dumpxml vmkit-inbound-clean-traffic | grep -q 'TCP_PORTS'
+  run_tool 0 vmrun undefine "$vm2" --remove-storage
 
   # A saved state (managed save): libvirt would not move it.
   vm2=$(vm_name saved)

@@ -24,6 +24,7 @@ static char **o_disks, **o_networks, **o_macs;
 /* --filter without a value sets it to NULL: this marks "not given". */
 static char filter_unset[] = "";
 static char *o_filter = filter_unset, *o_ip;
+static char **o_ports;
 static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run;
 
 static struct poptOption options[] = {
@@ -45,6 +46,8 @@ static struct poptOption options[] = {
     "frames with a forged MAC or IP, and ARP spoofing)", "NAME" },
   { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
     "(default: the first it uses)", "ADDR" },
+  { "allow-port", '\0', POPT_ARG_ARGV, &o_ports, 0, "with --filter (implied): let in only connections to this port "
+    "(tcp unless /udp), ICMP and the replies to the guest's own; repeatable", "PORT[/udp]" },
   { "cpu-model", '\0', POPT_ARG_STRING, &o_cpu_model, 0,
     "the guest's CPU: a model name (e.g. Westmere), or a file (a path with a '/', or a name ending "
     "in .xml) holding a CPU definition such as 'vmmigrate baseline --xml' prints", "MODEL|FILE" },
@@ -598,7 +601,15 @@ int cmd_create(int argc, char **argv)
     if (i >= spec.nnics) return vm_usage_error("more --mac options than NICs");
     spec.nics[i].mac = o_macs[i];
   }
-  const char *filter = o_filter == filter_unset ? NULL : o_filter ? o_filter : "clean-traffic";
+  const char *filter = o_filter == filter_unset ? (o_ports ? "clean-traffic" : NULL) : o_filter ? o_filter : "clean-traffic";
+  struct vm_strv tcp = { 0 }, udp = { 0 };
+  if (vm_parse_ports(o_ports, &tcp, &udp) < 0) {
+    vm_strv_free(&tcp), vm_strv_free(&udp);
+    return vm_usage_error("invalid --allow-port: expected PORT, PORT/tcp or PORT/udp, PORT from 1 to 65535");
+  }
+  /* Freed at the end of the command (the spec points into them). */
+  static struct vm_strv ports[2];
+  ports[0] = tcp, ports[1] = udp;
   if (o_ip && !filter) return vm_usage_error("--ip needs --filter");
   if (o_ip && njobs > 1) return vm_usage_error("--ip goes with one VM");
   if (o_ip && !vm_valid_ipv4(o_ip)) return vm_usage_error("invalid --ip '%s': expected an IPv4 address", o_ip);
@@ -606,13 +617,17 @@ int cmd_create(int argc, char **argv)
     if (!*filter) return vm_usage_error("--filter needs a name (or no value: clean-traffic)");
     size_t nf = 0;
     for (size_t i = 0; i < spec.nnics; i++)
-      if (strcmp(spec.nics[i].type, "user") != 0) spec.nics[i].filter = filter, spec.nics[i].ip = o_ip, nf++;
+      if (strcmp(spec.nics[i].type, "user") != 0) {
+        spec.nics[i].filter = filter, spec.nics[i].ip = o_ip, nf++;
+        spec.nics[i].tcp_ports = ports[0].v, spec.nics[i].udp_ports = ports[1].v;
+      }
     if (!nf) return vm_usage_error("--filter needs a network= or bridge= NIC (a user-mode NIC has no tap device to filter)");
   }
   c.cust = (struct customization){ o_hostname, o_ssh_key, o_root_pw };
   if (customization_wanted(&c.cust) && !o_template && !(o_image && o_copy))
     return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template, or --image with --copy");
   /* Everything the exit path releases is declared before the first goto. */
+  CLEANUP_FREE char *inbound = NULL;
   CLEANUP_JSON json_object *rows = json_object_new_array();
   struct job *jobs = calloc(njobs, sizeof *jobs);
   if (!jobs) return vm_fail(VM_EXIT_FAIL, "out of memory");
@@ -636,7 +651,13 @@ int cmd_create(int argc, char **argv)
   /* Then what must exist: exit 3 when it does not. */
   c.conn = vm_connect();
   if (!c.conn) { rc = VM_EXIT_FAIL; goto out; }
-  if (filter && (rc = vm_nwfilter_check(c.conn, filter))) goto out;
+  if (filter && !o_ports && (rc = vm_nwfilter_check(c.conn, filter))) goto out;
+  if (filter && o_ports) {
+    if (!o_dry_run && (rc = vm_nwfilter_inbound(c.conn, filter, &inbound))) goto out;
+    if (o_dry_run) inbound = vm_strdup_printf("%s%s", VM_INBOUND_FILTER_PREFIX, filter);
+    for (size_t i = 0; i < spec.nnics; i++)
+      if (spec.nics[i].filter) spec.nics[i].filter = inbound;
+  }
   if (o_template) {
     /* Clones and the template's deletion exclude each other. */
     CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", o_tpool ? o_tpool : vm_default_template_pool(), o_template);
@@ -800,6 +821,8 @@ int cmd_create(int argc, char **argv)
   rc = first;
 
 out:
+  vm_strv_free(&ports[0]);
+  vm_strv_free(&ports[1]);
   if (c.scratch) vm_remove_tree(c.scratch);
   free(c.scratch);
   for (size_t i = 0; i < njobs; i++) job_free(&jobs[i]);

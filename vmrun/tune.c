@@ -12,6 +12,7 @@ static char *o_nic, *o_inbound, *o_outbound, *o_ip;
 /* --filter without a value sets it to NULL: this marks "not given". */
 static char filter_unset[] = "";
 static char *o_filter = filter_unset;
+static char **o_ports;
 static int o_live, o_config;
 
 static struct poptOption options[] = {
@@ -35,6 +36,8 @@ static struct poptOption options[] = {
     "take the filter off)", "NAME" },
   { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
     "(default: the first it uses)", "ADDR" },
+  { "allow-port", '\0', POPT_ARG_ARGV, &o_ports, 0, "with --filter (implied): let in only connections to this port "
+    "(tcp unless /udp), ICMP and the replies to the guest's own; repeatable", "PORT[/udp]" },
   { "live", '\0', POPT_ARG_NONE, &o_live, 0, "change the running VM", NULL },
   { "config", '\0', POPT_ARG_NONE, &o_config, 0, "change the persistent definition (next boot)", NULL },
   VM_POPT_LOCK,
@@ -315,7 +318,8 @@ static int apply_all(virDomainPtr dom, const char *name, unsigned flags, struct 
 
 /* The filter of every network= and bridge= NIC, on the running VM and on its
  * definition (or only the one --live or --config names). */
-static int set_filter(virDomainPtr dom, const char *name, const char *filter, const char *ip, unsigned flags)
+static int set_filter(virDomainPtr dom, const char *name, const char *filter, const char *ip, const struct vm_strv *tcp,
+                      const struct vm_strv *udp, unsigned flags)
 {
   int active = virDomainIsActive(dom), persistent = virDomainIsPersistent(dom);
   virResetLastError();
@@ -334,7 +338,7 @@ static int set_filter(virDomainPtr dom, const char *name, const char *filter, co
                            "tap device)", name);
     for (int i = 0; i < n; i++) {
       xmlNodePtr nic = nics->nodesetval->nodeTab[i];
-      vm_nic_set_filter(nic, filter, ip);
+      vm_nic_set_filter(nic, filter, ip, tcp->v, udp->v);
       CLEANUP_FREE char *xml = vm_xml_node_dump(nic);
       if (!xml || virDomainUpdateDeviceFlags(dom, xml, pass ? VIR_DOMAIN_AFFECT_CONFIG : VIR_DOMAIN_AFFECT_LIVE) < 0)
         return vm_fail_virt("cannot %s the traffic filter of NIC %d of '%s'%s", filter ? "set" : "remove", i + 1, name,
@@ -359,6 +363,10 @@ int cmd_tune(int argc, char **argv)
   unsigned flags = (o_live ? VIR_DOMAIN_AFFECT_LIVE : 0) | (o_config ? VIR_DOMAIN_AFFECT_CONFIG : 0);
 
   struct params cpu = { 0 }, mem = { 0 }, io = { 0 }, bw = { 0 };
+  /* Declared before the first goto: the exit path frees them. */
+  struct vm_strv tcp = { 0 }, udp = { 0 };
+  CLEANUP_FREE char *inbound = NULL;
+  const char *filter = NULL;
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
   uint64_t v;
@@ -401,7 +409,12 @@ int cmd_tune(int argc, char **argv)
   if (o_disk && !io.n) { rc = vm_usage_error("--disk needs a limit such as --total-bytes-sec"); goto out; }
   if (bw.n && !o_nic) { rc = vm_usage_error("bandwidth limits need --nic MAC"); goto out; }
   if (o_nic && !bw.n) { rc = vm_usage_error("--nic needs --inbound or --outbound"); goto out; }
-  const char *filter = o_filter == filter_unset ? NULL : o_filter ? o_filter : "clean-traffic";
+  filter = o_filter == filter_unset ? (o_ports ? "clean-traffic" : NULL) : o_filter ? o_filter : "clean-traffic";
+  if (vm_parse_ports(o_ports, &tcp, &udp) < 0) {
+    rc = vm_usage_error("invalid --allow-port: expected PORT, PORT/tcp or PORT/udp, PORT from 1 to 65535");
+    goto out;
+  }
+  if (o_ports && filter && strcmp(filter, "none") == 0) { rc = vm_usage_error("--filter none takes no --allow-port"); goto out; }
   if (o_ip && !filter) { rc = vm_usage_error("--ip needs --filter"); goto out; }
   if (filter && !*filter) { rc = vm_usage_error("--filter needs a name (or no value: clean-traffic)"); goto out; }
   if (filter && strcmp(filter, "none") == 0 && o_ip) { rc = vm_usage_error("--filter none takes no --ip"); goto out; }
@@ -450,14 +463,20 @@ int cmd_tune(int argc, char **argv)
       goto out;
     }
   }
-  if (filter && strcmp(filter, "none") != 0 && (rc = vm_nwfilter_check(conn, filter))) goto out;
+  if (filter && strcmp(filter, "none") != 0 && !o_ports && (rc = vm_nwfilter_check(conn, filter))) goto out;
+  if (o_ports) {
+    if ((rc = vm_nwfilter_inbound(conn, filter, &inbound))) goto out;
+    filter = inbound;
+  }
   if (cpu.n || mem.n || io.n || bw.n) {
     rc = apply_all(dom, name, flags, &cpu, &mem, &io, &bw);
     if (rc) goto out;
     vm_info("tuned VM '%s'", name);
   }
-  if (filter) rc = set_filter(dom, name, strcmp(filter, "none") == 0 ? NULL : filter, o_ip, flags);
+  if (filter) rc = set_filter(dom, name, strcmp(filter, "none") == 0 ? NULL : filter, o_ip, &tcp, &udp, flags);
 out:
+  vm_strv_free(&tcp);
+  vm_strv_free(&udp);
   params_free(&cpu);
   params_free(&mem);
   params_free(&io);

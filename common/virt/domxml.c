@@ -102,7 +102,7 @@ char *vm_spec_xml(const struct vm_spec *s)
     if (n->mac) vm_xml_set(vm_xml_child(nic, "mac", NULL), "address", n->mac);
     vm_xml_set(vm_xml_child(nic, "model", NULL), "type", "virtio");
     if (n->unplugged) vm_xml_set(vm_xml_child(nic, "link", NULL), "state", "down");
-    if (n->filter) vm_nic_set_filter(nic, n->filter, n->ip);
+    if (n->filter) vm_nic_set_filter(nic, n->filter, n->ip, n->tcp_ports, n->udp_ports);
   }
   /* A pty console for people, logged to a file by virtlogd for scripts. */
   xmlNodePtr serial = vm_xml_child(devs, "serial", NULL);
@@ -230,7 +230,15 @@ void vm_doc_set_meta(xmlDocPtr domain, const char *ns, const char *prefix, xmlDo
   xmlAddChild(md, copy);
 }
 
-void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip)
+static void add_param(xmlNodePtr f, const char *name, const char *value)
+{
+  xmlNodePtr p = vm_xml_child(f, "parameter", NULL);
+  vm_xml_set(p, "name", name);
+  vm_xml_set(p, "value", value);
+}
+
+void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip, char *const *tcp_ports,
+                       char *const *udp_ports)
 {
   for (xmlNodePtr c = nic->children, next; c; c = next) {
     next = c->next;
@@ -242,11 +250,13 @@ void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip)
   if (!filter) return;
   xmlNodePtr f = vm_xml_child(nic, "filterref", NULL);
   vm_xml_set(f, "filter", filter);
-  if (ip) {
-    xmlNodePtr p = vm_xml_child(f, "parameter", NULL);
-    vm_xml_set(p, "name", "IP");
-    vm_xml_set(p, "value", ip);
-  }
+  if (ip) add_param(f, "IP", ip);
+  if (strncmp(filter, VM_INBOUND_FILTER_PREFIX, strlen(VM_INBOUND_FILTER_PREFIX)) != 0) return;
+  /* Lists: one rule each. Port 0 stands for none (a variable must have a value). */
+  for (size_t i = 0; tcp_ports && tcp_ports[i]; i++) add_param(f, "TCP_PORTS", tcp_ports[i]);
+  if (!tcp_ports || !tcp_ports[0]) add_param(f, "TCP_PORTS", "0");
+  for (size_t i = 0; udp_ports && udp_ports[i]; i++) add_param(f, "UDP_PORTS", udp_ports[i]);
+  if (!udp_ports || !udp_ports[0]) add_param(f, "UDP_PORTS", "0");
 }
 
 int vm_nic_parse(const char *spec, struct vm_spec_nic *nic)

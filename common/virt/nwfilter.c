@@ -1,6 +1,7 @@
 /* Traffic filters on a VM's NICs: libvirt's nwfilter (clean-traffic and the other
  * filters a host defines), checked on the host before a VM names one. */
 #include <arpa/inet.h>
+#include <string.h>
 
 #include "vmkit-virt.h"
 
@@ -23,4 +24,75 @@ bool vm_valid_ipv4(const char *s)
 {
   struct in_addr a;
   return inet_pton(AF_INET, s, &a) == 1;
+}
+
+/* The inbound firewall over a base filter, vmkit-inbound-BASE: the base filter's
+ * rules, then everything out (and its replies in, by connection tracking), in
+ * only to the TCP_PORTS and UDP_PORTS the NIC's parameters list, ICMP, and DHCP
+ * replies; the rest in is dropped. One per base filter and host, the same
+ * everywhere: made where it is missing. */
+static char *inbound_xml(const char *name, const char *base)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
+  xmlNodePtr f = xmlNewNode(NULL, BAD_CAST "filter");
+  xmlDocSetRootElement(doc, f);
+  vm_xml_set(f, "name", name);
+  vm_xml_set(f, "chain", "root");
+  vm_xml_set(vm_xml_child(f, "filterref", NULL), "filter", base);
+  struct {
+    const char *action, *dir, *prio, *proto, *attr, *value;
+  } rules[] = {
+    { "accept", "out", "500", "all", NULL, NULL },
+    { "accept", "in", "500", "tcp", "dstportstart", "$TCP_PORTS" },
+    { "accept", "in", "500", "udp", "dstportstart", "$UDP_PORTS" },
+    { "accept", "in", "500", "udp", "dstportstart", "68" },
+    { "accept", "in", "500", "icmp", NULL, NULL },
+    { "drop", "in", "1000", "all", NULL, NULL },
+  };
+  for (size_t i = 0; i < sizeof rules / sizeof *rules; i++) {
+    xmlNodePtr r = vm_xml_child(f, "rule", NULL);
+    vm_xml_set(r, "action", rules[i].action);
+    vm_xml_set(r, "direction", rules[i].dir);
+    vm_xml_set(r, "priority", rules[i].prio);
+    xmlNodePtr p = vm_xml_child(r, rules[i].proto, NULL);
+    if (rules[i].attr) vm_xml_set(p, rules[i].attr, rules[i].value);
+  }
+  return vm_xml_dump(doc);
+}
+
+int vm_nwfilter_inbound(virConnectPtr conn, const char *base, char **name)
+{
+  *name = vm_strdup_printf("%s%s", VM_INBOUND_FILTER_PREFIX, base);
+  virNWFilterPtr f = virNWFilterLookupByName(conn, *name);
+  if (f) {
+    virNWFilterFree(f);
+    return 0;
+  }
+  virResetLastError();
+  int rc = vm_nwfilter_check(conn, base);
+  if (rc) return rc;
+  CLEANUP_FREE char *xml = inbound_xml(*name, base);
+  f = xml ? virNWFilterDefineXML(conn, xml) : NULL;
+  if (!f) return vm_fail_virt("cannot define traffic filter '%s' on %s", *name, vm_conn_host_name(conn));
+  virNWFilterFree(f);
+  vm_debug("defined traffic filter '%s' on %s", *name, vm_conn_host_name(conn));
+  return 0;
+}
+
+int vm_parse_ports(char **specs, struct vm_strv *tcp, struct vm_strv *udp)
+{
+  for (size_t i = 0; specs && specs[i]; i++) {
+    const char *s = specs[i], *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    char num[8];
+    uint64_t port;
+    if (n == 0 || n >= sizeof num) return -1;
+    memcpy(num, s, n);
+    num[n] = '\0';
+    if (vm_parse_uint(num, 1, 65535, &port) < 0) return -1;
+    struct vm_strv *to = !slash || strcmp(slash, "/tcp") == 0 ? tcp : strcmp(slash, "/udp") == 0 ? udp : NULL;
+    if (!to) return -1;
+    vm_strv_addf(to, "%u", (unsigned)port);
+  }
+  return 0;
 }

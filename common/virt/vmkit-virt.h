@@ -192,6 +192,7 @@ struct vm_spec_nic {
   bool unplugged;      /* the cable out: <link state='down'/> */
   const char *filter;  /* a libvirt nwfilter (clean-traffic...) on it, or NULL */
   const char *ip;      /* with filter: the guest's IPv4 (the filter's IP); NULL: learned */
+  char **tcp_ports, **udp_ports; /* with an inbound filter: its TCP_PORTS and UDP_PORTS */
 };
 struct vm_spec {
   const char *name;
@@ -219,10 +220,19 @@ struct vm_spec {
 int vm_nic_parse(const char *spec, struct vm_spec_nic *nic);
 /* Sets, or with filter NULL removes, the <filterref> of an <interface> node: the
  * filter's name, and the guest's IP as its IP parameter (NULL: libvirt learns it
- * from the guest's first packets). */
-void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip);
+ * from the guest's first packets), and with an inbound filter the ports it lets in
+ * (NULL or none: port 0 only, which no connection uses). */
+void vm_nic_set_filter(xmlNodePtr nic, const char *filter, const char *ip, char *const *tcp_ports,
+                       char *const *udp_ports);
 /* 0 when the host has the nwfilter NAME; else an exit code after a message (3: none). */
 int vm_nwfilter_check(virConnectPtr conn, const char *name);
+/* The inbound firewall over the filter BASE (man vmrun: --allow-port), defined on
+ * the host when missing; *name its name (caller frees). 0, or an exit code after a
+ * message. */
+#define VM_INBOUND_FILTER_PREFIX "vmkit-inbound-"
+int vm_nwfilter_inbound(virConnectPtr conn, const char *base, char **name);
+/* --allow-port PORT[/tcp|/udp] values into the TCP and UDP port lists; -1 on a bad one. */
+int vm_parse_ports(char **specs, struct vm_strv *tcp, struct vm_strv *udp);
 /* A dotted IPv4 address, as nwfilter's IP parameter takes it. */
 bool vm_valid_ipv4(const char *s);
 /* The domain XML for a spec, written with libxml2. Disks get vda, vdb ... on

@@ -143,13 +143,19 @@ EOF
   assert_one_error_line "h2 has no traffic filter '$flt'"
   run_tool 0 vmrun undefine "$vm2" --remove-storage
   virsh_q nwfilter-undefine "$flt" >/dev/null
-  # vmkit's inbound firewall (--allow-port) is made there when its base filter is.
+  # vmkit's inbound firewall (--allow-port) needs its base filter there; the move,
+  # not the check, makes it there.
   vm2=$(vm_name inb)
   run_tool 0 vmrun create "$vm2" --template tiny --network "bridge=$br" --allow-port 22
   on_host 2 virsh_q nwfilter-undefine vmkit-inbound-clean-traffic >/dev/null 2>&1 || true
+  refute on_host 2 virsh_q nwfilter-dumpxml vmkit-inbound-clean-traffic
   run_tool 0 vmmigrate "$vm2" h2 --check
+  [[ "$output" == *"h2 has traffic filter 'clean-traffic', which the move's firewall stands on"* ]]
+  refute on_host 2 virsh_q nwfilter-dumpxml vmkit-inbound-clean-traffic
+  run_tool 0 vmmigrate "$vm2" h2
   on_host 2 virsh_q nwfilter-dumpxml vmkit-inbound-clean-traffic | grep -q 'TCP_PORTS'
-  run_tool 0 vmrun undefine "$vm2" --remove-storage
+  run_tool 0 vmrun -c h2 undefine "$vm2" --remove-storage
+  on_host 2 virsh_q nwfilter-undefine vmkit-inbound-clean-traffic >/dev/null
 
   # A saved state (managed save): libvirt would not move it.
   vm2=$(vm_name saved)

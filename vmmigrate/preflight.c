@@ -433,24 +433,27 @@ static void check_networks(struct move *m, xmlXPathContextPtr x)
     CLEANUP_XMLFREE char *filter = fref ? vm_xml_prop(fref, "filter") : NULL;
     if (filter) {
       CLEANUP_FREE char *what = vm_strdup_printf("traffic filter %s", filter);
-      virNWFilterPtr f = virNWFilterLookupByName(m->dst.conn, filter);
+      /* vmkit's own inbound firewall is the same on every host: what must be there
+       * is its base filter, and the move (not a check) makes the firewall there. */
+      size_t pl = strlen(VM_INBOUND_FILTER_PREFIX);
+      bool ours = strncmp(filter, VM_INBOUND_FILTER_PREFIX, pl) == 0 && filter[pl];
+      const char *need = ours ? filter + pl : filter;
+      virNWFilterPtr f = virNWFilterLookupByName(m->dst.conn, need);
       bool missing = !f && vm_virt_error_code() == VIR_ERR_NO_NWFILTER;
       CLEANUP_FREE char *err = f || missing ? NULL : vm_strdup(vm_virt_message());
       virResetLastError();
-      /* vmkit's own inbound firewall is the same on every host: made there when
-       * its base filter is there. */
-      size_t pl = strlen(VM_INBOUND_FILTER_PREFIX);
-      if (missing && strncmp(filter, VM_INBOUND_FILTER_PREFIX, pl) == 0) {
-        virNWFilterPtr base = virNWFilterLookupByName(m->dst.conn, filter + pl);
-        CLEANUP_FREE char *made = NULL;
-        if (base && vm_nwfilter_inbound(m->dst.conn, filter + pl, &made) == 0)
-          f = virNWFilterLookupByName(m->dst.conn, filter);
-        if (base) virNWFilterFree(base);
-        virResetLastError();
+      CLEANUP_FREE char *made = NULL;
+      if (f && ours && !mo.check_only && vm_nwfilter_inbound(m->dst.conn, need, &made) != 0) {
+        virNWFilterFree(f);
+        f = NULL;
+        err = vm_strdup("cannot define it there");
       }
-      if (f) check_add(m, what, 0, "%s has traffic filter '%s'", m->dst.label, filter);
-      else if (missing) check_add(m, what, VM_EXIT_STATE, "%s has no traffic filter '%s'", m->dst.label, filter);
-      else check_add(m, what, -1, "cannot check traffic filter '%s' on %s: %s", filter, m->dst.label, err);
+      if (f && ours)
+        check_add(m, what, 0, "%s has traffic filter '%s'%s", m->dst.label, need,
+                  mo.check_only ? ", which the move's firewall stands on" : ", and the firewall on it");
+      else if (f) check_add(m, what, 0, "%s has traffic filter '%s'", m->dst.label, filter);
+      else if (missing) check_add(m, what, VM_EXIT_STATE, "%s has no traffic filter '%s'", m->dst.label, need);
+      else check_add(m, what, -1, "cannot check traffic filter '%s' on %s: %s", need, m->dst.label, err);
       if (f) virNWFilterFree(f);
       virResetLastError();
     }

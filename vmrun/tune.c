@@ -332,13 +332,17 @@ static int set_filter(virDomainPtr dom, const char *name, const char *filter, co
     CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, pass ? VIR_DOMAIN_XML_INACTIVE : 0);
     if (!doc) return VM_EXIT_FAIL;
     CLEANUP_XPATHCTX xmlXPathContextPtr x = vm_xpath_ctx(doc);
-    CLEANUP_XPATHOBJ xmlXPathObjectPtr nics = vm_xpath_nodes(x, "/domain/devices/interface[@type != 'user']");
+    CLEANUP_XPATHOBJ xmlXPathObjectPtr nics =
+      vm_xpath_nodes(x, "/domain/devices/interface[@type = 'network' or @type = 'bridge']");
     int n = nics && nics->nodesetval ? nics->nodesetval->nodeNr : 0;
     if (!n) return vm_fail(VM_EXIT_STATE, "VM '%s' has no network= or bridge= NIC to filter (a user-mode NIC has no "
                            "tap device)", name);
     for (int i = 0; i < n; i++) {
       xmlNodePtr nic = nics->nodesetval->nodeTab[i];
-      vm_nic_set_filter(nic, filter, ip, tcp->v, udp->v);
+      /* An IP given before stays, unless another is given. */
+      x->node = nic;
+      CLEANUP_FREE char *old_ip = ip ? NULL : vm_xpath_str(x, "filterref/parameter[@name='IP']/@value");
+      vm_nic_set_filter(nic, filter, ip ? ip : old_ip, tcp->v, udp->v);
       CLEANUP_FREE char *xml = vm_xml_node_dump(nic);
       if (!xml || virDomainUpdateDeviceFlags(dom, xml, pass ? VIR_DOMAIN_AFFECT_CONFIG : VIR_DOMAIN_AFFECT_LIVE) < 0)
         return vm_fail_virt("cannot %s the traffic filter of NIC %d of '%s'%s", filter ? "set" : "remove", i + 1, name,
@@ -349,6 +353,19 @@ static int set_filter(virDomainPtr dom, const char *name, const char *filter, co
   if (filter) vm_info("traffic filter '%s' on the NICs of '%s'%s%s", filter, name, ip ? ", IP " : "", ip ? ip : "");
   else vm_info("no traffic filter on the NICs of '%s'", name);
   return 0;
+}
+
+/* The base filter on the VM's NICs now (the first one's, under vmkit's inbound
+ * firewall if there is one), or NULL. Caller frees. */
+static char *current_base(virDomainPtr dom, unsigned flags)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, flags & VIR_DOMAIN_AFFECT_CONFIG ? VIR_DOMAIN_XML_INACTIVE : 0);
+  CLEANUP_XPATHCTX xmlXPathContextPtr x = doc ? vm_xpath_ctx(doc) : NULL;
+  char *f = x ? vm_xpath_str(x, "/domain/devices/interface/filterref/@filter") : NULL;
+  virResetLastError();
+  size_t pl = strlen(VM_INBOUND_FILTER_PREFIX);
+  if (f && strncmp(f, VM_INBOUND_FILTER_PREFIX, pl) == 0 && f[pl]) memmove(f, f + pl, strlen(f + pl) + 1);
+  return f;
 }
 
 int cmd_tune(int argc, char **argv)
@@ -365,7 +382,7 @@ int cmd_tune(int argc, char **argv)
   struct params cpu = { 0 }, mem = { 0 }, io = { 0 }, bw = { 0 };
   /* Declared before the first goto: the exit path frees them. */
   struct vm_strv tcp = { 0 }, udp = { 0 };
-  CLEANUP_FREE char *inbound = NULL;
+  CLEANUP_FREE char *inbound = NULL, *base = NULL;
   const char *filter = NULL;
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
@@ -465,6 +482,8 @@ int cmd_tune(int argc, char **argv)
   }
   if (filter && strcmp(filter, "none") != 0 && !o_ports && (rc = vm_nwfilter_check(conn, filter))) goto out;
   if (o_ports) {
+    /* Without --filter, the firewall goes on the filter the NICs have. */
+    if (o_filter == filter_unset && (base = current_base(dom, flags))) filter = base;
     if ((rc = vm_nwfilter_inbound(conn, filter, &inbound))) goto out;
     filter = inbound;
   }

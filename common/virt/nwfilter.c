@@ -29,25 +29,33 @@ bool vm_valid_ipv4(const char *s)
 /* The inbound firewall over a base filter, vmkit-inbound-BASE: the base filter's
  * rules, then everything out (and its replies in, by connection tracking), in
  * only to the TCP_PORTS and UDP_PORTS the NIC's parameters list, ICMP, and DHCP
- * replies; the rest in is dropped. One per base filter and host, the same
- * everywhere: made where it is missing. */
-static char *inbound_xml(const char *name, const char *base)
+ * replies; the rest in is dropped; IPv4 and IPv6 alike. One per base filter and host, the same
+ * everywhere. */
+static char *inbound_xml(const char *name, const char *base, const char *uuid)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
   xmlNodePtr f = xmlNewNode(NULL, BAD_CAST "filter");
   xmlDocSetRootElement(doc, f);
   vm_xml_set(f, "name", name);
   vm_xml_set(f, "chain", "root");
+  if (uuid) vm_xml_child(f, "uuid", uuid); /* libvirt redefines a filter by its UUID */
   vm_xml_set(vm_xml_child(f, "filterref", NULL), "filter", base);
+  /* IPv4, then the same for IPv6 (for a base filter that lets IPv6 through). */
   struct {
-    const char *action, *dir, *prio, *proto, *attr, *value;
+    const char *action, *dir, *prio, *proto, *dport, *sport;
   } rules[] = {
     { "accept", "out", "500", "all", NULL, NULL },
-    { "accept", "in", "500", "tcp", "dstportstart", "$TCP_PORTS" },
-    { "accept", "in", "500", "udp", "dstportstart", "$UDP_PORTS" },
-    { "accept", "in", "500", "udp", "dstportstart", "68" },
+    { "accept", "in", "500", "tcp", "$TCP_PORTS", NULL },
+    { "accept", "in", "500", "udp", "$UDP_PORTS", NULL },
+    { "accept", "in", "500", "udp", "68", "67" },
     { "accept", "in", "500", "icmp", NULL, NULL },
     { "drop", "in", "1000", "all", NULL, NULL },
+    { "accept", "out", "500", "all-ipv6", NULL, NULL },
+    { "accept", "in", "500", "tcp-ipv6", "$TCP_PORTS", NULL },
+    { "accept", "in", "500", "udp-ipv6", "$UDP_PORTS", NULL },
+    { "accept", "in", "500", "udp-ipv6", "546", "547" },
+    { "accept", "in", "500", "icmpv6", NULL, NULL },
+    { "drop", "in", "1000", "all-ipv6", NULL, NULL },
   };
   for (size_t i = 0; i < sizeof rules / sizeof *rules; i++) {
     xmlNodePtr r = vm_xml_child(f, "rule", NULL);
@@ -55,23 +63,29 @@ static char *inbound_xml(const char *name, const char *base)
     vm_xml_set(r, "direction", rules[i].dir);
     vm_xml_set(r, "priority", rules[i].prio);
     xmlNodePtr p = vm_xml_child(r, rules[i].proto, NULL);
-    if (rules[i].attr) vm_xml_set(p, rules[i].attr, rules[i].value);
+    if (rules[i].dport) vm_xml_set(p, "dstportstart", rules[i].dport);
+    if (rules[i].sport) vm_xml_set(p, "srcportstart", rules[i].sport);
   }
   return vm_xml_dump(doc);
 }
 
 int vm_nwfilter_inbound(virConnectPtr conn, const char *base, char **name)
 {
-  *name = vm_strdup_printf("%s%s", VM_INBOUND_FILTER_PREFIX, base);
-  virNWFilterPtr f = virNWFilterLookupByName(conn, *name);
-  if (f) {
-    virNWFilterFree(f);
-    return 0;
-  }
-  virResetLastError();
+  *name = NULL;
+  if (strncmp(base, VM_INBOUND_FILTER_PREFIX, strlen(VM_INBOUND_FILTER_PREFIX)) == 0)
+    return vm_usage_error("--allow-port goes on a base filter, not on '%s'", base);
+  /* The base first: without it the firewall that names it cannot start a VM. */
   int rc = vm_nwfilter_check(conn, base);
   if (rc) return rc;
-  CLEANUP_FREE char *xml = inbound_xml(*name, base);
+  *name = vm_strdup_printf("%s%s", VM_INBOUND_FILTER_PREFIX, base);
+  /* Defined each time: the same XML changes nothing, and a host that has an older
+   * vmkit's gets this one (libvirt applies it to the VMs that use it). */
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  virNWFilterPtr f = virNWFilterLookupByName(conn, *name);
+  bool had = f && virNWFilterGetUUIDString(f, uuid) == 0;
+  if (f) virNWFilterFree(f);
+  virResetLastError();
+  CLEANUP_FREE char *xml = inbound_xml(*name, base, had ? uuid : NULL);
   f = xml ? virNWFilterDefineXML(conn, xml) : NULL;
   if (!f) return vm_fail_virt("cannot define traffic filter '%s' on %s", *name, vm_conn_host_name(conn));
   virNWFilterFree(f);

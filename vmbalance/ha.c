@@ -278,13 +278,7 @@ static void keep_definitions(const struct bal_config *c, const struct pool_host 
     vm_strv_add(&unkept, ph->h->name);
   } else if (conn && said) {
     vm_info("the definitions of the HA VMs of '%s' are kept again", ph->h->name);
-    for (size_t i = 0; i < unkept.n; i++)
-      if (strcmp(unkept.v[i], ph->h->name) == 0) {
-        free(unkept.v[i]);
-        unkept.v[i] = unkept.v[--unkept.n];
-        unkept.v[unkept.n] = NULL;
-        break;
-      }
+    vm_strv_remove_one(&unkept, ph->h->name);
   }
   for (size_t k = 0; conn && k < ph->nvms; k++) {
     const struct pool_vm *v = &ph->vms[k];

@@ -72,17 +72,47 @@ static bool inflight_add(const char *uri)
 static void inflight_remove(const char *uri)
 {
   pthread_mutex_lock(&inflight_mu);
-  for (size_t i = 0; i < inflight.n; i++)
-    if (strcmp(inflight.v[i], uri) == 0) {
-      free(inflight.v[i]);
-      inflight.v[i] = inflight.v[--inflight.n];
-      inflight.v[inflight.n] = NULL;
-      break;
-    }
+  vm_strv_remove_one(&inflight, uri);
   pthread_mutex_unlock(&inflight_mu);
 }
 
 /* The caller lets go of a job (the lock held). */
+/* A mutex and a condition timed on the monotonic clock, for waits with a deadline. */
+static void sync_init(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+  pthread_mutex_init(mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+/* The deadline ms from now. */
+static struct timespec deadline_in(int64_t ms)
+{
+  struct timespec end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  end.tv_sec += (time_t)(ms / 1000);
+  end.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (end.tv_nsec >= 1000000000L) end.tv_sec++, end.tv_nsec -= 1000000000L;
+  return end;
+}
+
+/* One wait on cv (mu held) of at most a second, so that Ctrl-C and SIGTERM are
+ * seen within one; false once the deadline has passed. */
+static bool wait_slice(pthread_cond_t *cv, pthread_mutex_t *mu, const struct timespec *end)
+{
+  struct timespec now, until;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (now.tv_sec > end->tv_sec || (now.tv_sec == end->tv_sec && now.tv_nsec >= end->tv_nsec)) return false;
+  until = now;
+  until.tv_sec++;
+  if (until.tv_sec > end->tv_sec || (until.tv_sec == end->tv_sec && until.tv_nsec > end->tv_nsec)) until = *end;
+  pthread_cond_timedwait(cv, mu, &until);
+  return true;
+}
+
 /* ---- One connection with a deadline --------------------------------------------------- */
 struct opener {
   pthread_mutex_t mu;
@@ -134,12 +164,7 @@ virConnectPtr pool_open(const char *uri, int timeout_s, char **why)
   if (!inflight_add(uri)) return *why = vm_strdup("no answer (an earlier call still waits)"), NULL;
   struct opener *o = calloc(1, sizeof *o);
   if (!o) abort();
-  pthread_mutex_init(&o->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&o->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  sync_init(&o->mu, &o->cv);
   o->uri = vm_strdup(uri);
   o->refs = 2;
   pthread_t t;
@@ -154,19 +179,9 @@ virConnectPtr pool_open(const char *uri, int timeout_s, char **why)
     opener_drop(o);
     return *why = vm_strdup("cannot start a thread"), NULL;
   }
-  /* In slices of a second: SIGTERM ends the wait. */
-  struct timespec now, end;
-  clock_gettime(CLOCK_MONOTONIC, &end);
-  end.tv_sec += timeout_s;
+  struct timespec end = deadline_in((int64_t)timeout_s * 1000);
   pthread_mutex_lock(&o->mu);
-  for (;;) {
-    if (o->done || vm_interrupted()) break;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) break;
-    struct timespec until = now;
-    until.tv_sec++;
-    if (until.tv_sec > end.tv_sec || (until.tv_sec == end.tv_sec && until.tv_nsec > end.tv_nsec)) until = end;
-    pthread_cond_timedwait(&o->cv, &o->mu, &until);
+  while (!o->done && !vm_interrupted() && wait_slice(&o->cv, &o->mu, &end)) {
   }
   virConnectPtr conn = NULL;
   if (o->done) {
@@ -359,12 +374,7 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
   vm_virt_init();
   struct shared *sh = calloc(1, sizeof *sh);
   if (!sh) abort();
-  pthread_mutex_init(&sh->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&sh->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  sync_init(&sh->mu, &sh->cv);
   struct job **jobs = calloc(p->n, sizeof *jobs);
   if (!jobs) abort();
   for (size_t i = 0; i < p->n; i++) {
@@ -401,22 +411,9 @@ int pool_collect(struct pool *p, const char *const *names, int interval_ms, int 
     }
     pthread_attr_destroy(&at);
   }
-  struct timespec end;
-  clock_gettime(CLOCK_MONOTONIC, &end);
-  int64_t wait_ms = interval_ms + (int64_t)timeout_s * 1000;
-  end.tv_sec += (time_t)(wait_ms / 1000);
-  end.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-  if (end.tv_nsec >= 1000000000L) end.tv_sec++, end.tv_nsec -= 1000000000L;
+  struct timespec end = deadline_in(interval_ms + (int64_t)timeout_s * 1000);
   pthread_mutex_lock(&sh->mu);
-  /* Ctrl-C is seen within a second. */
-  while (sh->left > 0 && !vm_interrupted()) {
-    struct timespec now, until;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) break;
-    until = now;
-    until.tv_sec++;
-    if (until.tv_sec > end.tv_sec || (until.tv_sec == end.tv_sec && until.tv_nsec > end.tv_nsec)) until = end;
-    pthread_cond_timedwait(&sh->cv, &sh->mu, &until);
+  while (sh->left > 0 && !vm_interrupted() && wait_slice(&sh->cv, &sh->mu, &end)) {
   }
   bool hung = sh->left > 0;
   for (size_t i = 0; i < p->n; i++) {

@@ -21,10 +21,6 @@
 static char *o_image, *o_template, *o_memory, *o_vcpus, *o_size, *o_cdrom, *o_console_log, *o_cpu_model;
 static char *o_kernel, *o_initrd, *o_cmdline, *o_hostname, *o_ssh_key, *o_root_pw, *o_pool, *o_tpool, *o_count;
 static char **o_disks, **o_networks, **o_macs;
-/* --filter without a value sets it to NULL: this marks "not given". */
-static char filter_unset[] = "";
-static char *o_filter = filter_unset, *o_ip;
-static char **o_ports;
 static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run;
 
 static struct poptOption options[] = {
@@ -41,13 +37,6 @@ static struct poptOption options[] = {
   { "cdrom", '\0', POPT_ARG_STRING, &o_cdrom, 0, "attach an ISO image as a CD-ROM", "ISO" },
   { "network", '\0', POPT_ARG_ARGV, &o_networks, 0, "a NIC: user, network=NAME, bridge=BR or none (default: user); repeatable", "SPEC" },
   { "mac", '\0', POPT_ARG_ARGV, &o_macs, 0, "MAC address of the next NIC; repeatable", "MAC" },
-  { "filter", '\0', POPT_ARG_STRING | POPT_ARGFLAG_OPTIONAL, &o_filter, 0,
-    "a libvirt traffic filter on each network= and bridge= NIC (no value: clean-traffic, which drops "
-    "frames with a forged MAC or IP, and ARP spoofing)", "NAME" },
-  { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
-    "(default: the first it uses)", "ADDR" },
-  { "allow-port", '\0', POPT_ARG_ARGV, &o_ports, 0, "with --filter (implied): let in only connections to this port "
-    "(tcp unless /udp), ICMP and the replies to the guest's own; repeatable", "PORT[/udp]" },
   { "cpu-model", '\0', POPT_ARG_STRING, &o_cpu_model, 0,
     "the guest's CPU: a model name (e.g. Westmere), or a file (a path with a '/', or a name ending "
     "in .xml) holding a CPU definition such as 'vmmigrate baseline --xml' prints", "MODEL|FILE" },
@@ -63,6 +52,7 @@ static struct poptOption options[] = {
   { "start", 's', POPT_ARG_NONE, &o_start, 0, "start the VM once it is defined", NULL },
   { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "with --start: start with the vCPUs paused", NULL },
   { "dry-run", '\0', POPT_ARG_NONE, &o_dry_run, 0, "print the domain XML and the volumes it would make; change nothing", NULL },
+  VM_POPT_FILTER,
   VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
@@ -601,30 +591,27 @@ int cmd_create(int argc, char **argv)
     if (i >= spec.nnics) return vm_usage_error("more --mac options than NICs");
     spec.nics[i].mac = o_macs[i];
   }
-  const char *filter = o_filter == filter_unset ? (o_ports ? "clean-traffic" : NULL) : o_filter ? o_filter : "clean-traffic";
-  if (o_ip && !filter) return vm_usage_error("--ip needs --filter");
-  if (o_ip && njobs > 1) return vm_usage_error("--ip goes with one VM");
-  if (o_ip && !vm_valid_ipv4(o_ip)) return vm_usage_error("invalid --ip '%s': expected an IPv4 address", o_ip);
-  if (filter && !*filter) return vm_usage_error("--filter needs a name (or no value: clean-traffic)");
-  if (filter && o_ports && strncmp(filter, VM_INBOUND_FILTER_PREFIX, strlen(VM_INBOUND_FILTER_PREFIX)) == 0)
-    return vm_usage_error("--allow-port goes on a base filter, not on '%s'", filter);
+  /* The filter options last of the usage checks: freed at the end of the command
+   * (the spec points into their port lists). */
+  static struct vm_filter_opts fo;
+  if ((rc = vm_filter_opts_get(&fo))) return rc;
+  const char *filter = fo.filter;
+  if (fo.ip && njobs > 1) rc = vm_usage_error("--ip goes with one VM");
   size_t nfiltered = 0;
   for (size_t i = 0; filter && i < spec.nnics; i++) nfiltered += strcmp(spec.nics[i].type, "user") != 0;
-  if (filter && !nfiltered)
-    return vm_usage_error("--filter needs a network= or bridge= NIC (a user-mode NIC has no tap device to filter)");
+  if (!rc && filter && !nfiltered)
+    rc = vm_usage_error("--filter needs a network= or bridge= NIC (a user-mode NIC has no tap device to filter)");
   c.cust = (struct customization){ o_hostname, o_ssh_key, o_root_pw };
-  if (customization_wanted(&c.cust) && !o_template && !(o_image && o_copy))
-    return vm_usage_error("--hostname, --ssh-key and --root-password-file need --template, or --image with --copy");
-  /* The ports last: freed at the end of the command (the spec points into them). */
-  static struct vm_strv ports[2];
-  if (vm_parse_ports(o_ports, &ports[0], &ports[1]) < 0) {
-    vm_strv_free(&ports[0]), vm_strv_free(&ports[1]);
-    return vm_usage_error("invalid --allow-port: expected PORT, PORT/tcp or PORT/udp, PORT from 1 to 65535");
+  if (!rc && customization_wanted(&c.cust) && !o_template && !(o_image && o_copy))
+    rc = vm_usage_error("--hostname, --ssh-key and --root-password-file need --template, or --image with --copy");
+  if (rc) {
+    vm_filter_opts_free(&fo);
+    return rc;
   }
   for (size_t i = 0; filter && i < spec.nnics; i++)
     if (strcmp(spec.nics[i].type, "user") != 0) {
-      spec.nics[i].filter = filter, spec.nics[i].ip = o_ip;
-      spec.nics[i].tcp_ports = ports[0].v, spec.nics[i].udp_ports = ports[1].v;
+      spec.nics[i].filter = filter, spec.nics[i].ip = fo.ip;
+      spec.nics[i].tcp_ports = fo.tcp.v, spec.nics[i].udp_ports = fo.udp.v;
     }
   /* Everything the exit path releases is declared before the first goto. */
   CLEANUP_FREE char *inbound = NULL;
@@ -653,8 +640,8 @@ int cmd_create(int argc, char **argv)
   if (!c.conn) { rc = VM_EXIT_FAIL; goto out; }
   /* vmkit-inbound-FILTER is defined on the host when missing (shared by the VMs
    * that use it, like libvirt's own filters); a dry run only checks its base. */
-  if (filter && (!o_ports || o_dry_run) && (rc = vm_nwfilter_check(c.conn, filter))) goto out;
-  if (filter && o_ports) {
+  if (filter && (!fo.ports || o_dry_run) && (rc = vm_nwfilter_check(c.conn, filter))) goto out;
+  if (filter && fo.ports) {
     if (!o_dry_run && (rc = vm_nwfilter_inbound(c.conn, filter, &inbound))) goto out;
     if (o_dry_run) inbound = vm_strdup_printf("%s%s", VM_INBOUND_FILTER_PREFIX, filter);
     for (size_t i = 0; i < spec.nnics; i++)
@@ -823,8 +810,7 @@ int cmd_create(int argc, char **argv)
   rc = first;
 
 out:
-  vm_strv_free(&ports[0]);
-  vm_strv_free(&ports[1]);
+  vm_filter_opts_free(&fo);
   if (c.scratch) vm_remove_tree(c.scratch);
   free(c.scratch);
   for (size_t i = 0; i < njobs; i++) job_free(&jobs[i]);

@@ -8,11 +8,7 @@
 
 static char *o_shares, *o_quota, *o_period, *o_mem_hard, *o_mem_soft;
 static char *o_disk, *o_rbps, *o_wbps, *o_tbps, *o_riops, *o_wiops, *o_tiops;
-static char *o_nic, *o_inbound, *o_outbound, *o_ip;
-/* --filter without a value sets it to NULL: this marks "not given". */
-static char filter_unset[] = "";
-static char *o_filter = filter_unset;
-static char **o_ports;
+static char *o_nic, *o_inbound, *o_outbound;
 static int o_live, o_config;
 
 static struct poptOption options[] = {
@@ -31,15 +27,9 @@ static struct poptOption options[] = {
   { "nic", '\0', POPT_ARG_STRING, &o_nic, 0, "the NIC (MAC or host device) the bandwidth limits apply to", "NIC" },
   { "inbound", '\0', POPT_ARG_STRING, &o_inbound, 0, "NIC bandwidth into the guest, bytes per second (0: none)", "SIZE" },
   { "outbound", '\0', POPT_ARG_STRING, &o_outbound, 0, "NIC bandwidth out of the guest, bytes per second", "SIZE" },
-  { "filter", '\0', POPT_ARG_STRING | POPT_ARGFLAG_OPTIONAL, &o_filter, 0,
-    "put this libvirt traffic filter on each network= and bridge= NIC (no value: clean-traffic; none: "
-    "take the filter off)", "NAME" },
-  { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
-    "(default: the first it uses)", "ADDR" },
-  { "allow-port", '\0', POPT_ARG_ARGV, &o_ports, 0, "with --filter (implied): let in only connections to this port "
-    "(tcp unless /udp), ICMP and the replies to the guest's own; repeatable", "PORT[/udp]" },
   { "live", '\0', POPT_ARG_NONE, &o_live, 0, "change the running VM", NULL },
   { "config", '\0', POPT_ARG_NONE, &o_config, 0, "change the persistent definition (next boot)", NULL },
+  VM_POPT_FILTER,
   VM_POPT_LOCK,
   VM_POPT_COMMON,
   POPT_TABLEEND
@@ -381,7 +371,7 @@ int cmd_tune(int argc, char **argv)
 
   struct params cpu = { 0 }, mem = { 0 }, io = { 0 }, bw = { 0 };
   /* Declared before the first goto: the exit path frees them. */
-  struct vm_strv tcp = { 0 }, udp = { 0 };
+  struct vm_filter_opts fo = { 0 };
   CLEANUP_FREE char *inbound = NULL, *base = NULL;
   const char *filter = NULL;
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
@@ -426,16 +416,8 @@ int cmd_tune(int argc, char **argv)
   if (o_disk && !io.n) { rc = vm_usage_error("--disk needs a limit such as --total-bytes-sec"); goto out; }
   if (bw.n && !o_nic) { rc = vm_usage_error("bandwidth limits need --nic MAC"); goto out; }
   if (o_nic && !bw.n) { rc = vm_usage_error("--nic needs --inbound or --outbound"); goto out; }
-  filter = o_filter == filter_unset ? (o_ports ? "clean-traffic" : NULL) : o_filter ? o_filter : "clean-traffic";
-  if (vm_parse_ports(o_ports, &tcp, &udp) < 0) {
-    rc = vm_usage_error("invalid --allow-port: expected PORT, PORT/tcp or PORT/udp, PORT from 1 to 65535");
-    goto out;
-  }
-  if (o_ports && filter && strcmp(filter, "none") == 0) { rc = vm_usage_error("--filter none takes no --allow-port"); goto out; }
-  if (o_ip && !filter) { rc = vm_usage_error("--ip needs --filter"); goto out; }
-  if (filter && !*filter) { rc = vm_usage_error("--filter needs a name (or no value: clean-traffic)"); goto out; }
-  if (filter && strcmp(filter, "none") == 0 && o_ip) { rc = vm_usage_error("--filter none takes no --ip"); goto out; }
-  if (o_ip && !vm_valid_ipv4(o_ip)) { rc = vm_usage_error("invalid --ip '%s': expected an IPv4 address", o_ip); goto out; }
+  if ((rc = vm_filter_opts_get(&fo))) goto out;
+  filter = fo.filter;
 
   if (!(conn = vm_connect())) { rc = VM_EXIT_FAIL; goto out; }
   if ((rc = vm_lookup(conn, name, &dom))) goto out;
@@ -480,10 +462,10 @@ int cmd_tune(int argc, char **argv)
       goto out;
     }
   }
-  if (filter && strcmp(filter, "none") != 0 && !o_ports && (rc = vm_nwfilter_check(conn, filter))) goto out;
-  if (o_ports) {
+  if (filter && strcmp(filter, "none") != 0 && !fo.ports && (rc = vm_nwfilter_check(conn, filter))) goto out;
+  if (fo.ports) {
     /* Without --filter, the firewall goes on the filter the NICs have. */
-    if (o_filter == filter_unset && (base = current_base(dom, flags))) filter = base;
+    if (!fo.named && (base = current_base(dom, flags))) filter = base;
     if ((rc = vm_nwfilter_inbound(conn, filter, &inbound))) goto out;
     filter = inbound;
   }
@@ -492,10 +474,9 @@ int cmd_tune(int argc, char **argv)
     if (rc) goto out;
     vm_info("tuned VM '%s'", name);
   }
-  if (filter) rc = set_filter(dom, name, strcmp(filter, "none") == 0 ? NULL : filter, o_ip, &tcp, &udp, flags);
+  if (filter) rc = set_filter(dom, name, strcmp(filter, "none") == 0 ? NULL : filter, fo.ip, &fo.tcp, &fo.udp, flags);
 out:
-  vm_strv_free(&tcp);
-  vm_strv_free(&udp);
+  vm_filter_opts_free(&fo);
   params_free(&cpu);
   params_free(&mem);
   params_free(&io);

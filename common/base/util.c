@@ -244,6 +244,18 @@ void vm_uuid_random(char buf[static 37])
            b[14], b[15]);
 }
 
+bool vm_strv_remove_one(struct vm_strv *a, const char *s)
+{
+  for (size_t i = 0; i < a->n; i++) {
+    if (strcmp(a->v[i], s) != 0) continue;
+    free(a->v[i]);
+    a->v[i] = a->v[--a->n];
+    a->v[a->n] = NULL;
+    return true;
+  }
+  return false;
+}
+
 char *vm_strv_lines(const struct vm_strv *a, size_t *len)
 {
   size_t n = 0;

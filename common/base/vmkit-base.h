@@ -131,6 +131,8 @@ int vm_uuid_canonical(const char *s, char out[37]);
 void vm_strv_addf(struct vm_strv *a, const char *fmt, ...) VM_PRINTF(2, 3);
 void vm_strv_free(struct vm_strv *a);
 bool vm_strv_contains(char *const *v, const char *s);
+/* Removes one string equal to s (the order of the others may change); whether there was one. */
+bool vm_strv_remove_one(struct vm_strv *a, const char *s);
 /* The strings as lines, each ending in a newline ("" for none); *len (may be
  * NULL) its length. Caller frees. */
 char *vm_strv_lines(const struct vm_strv *a, size_t *len);

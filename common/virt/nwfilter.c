@@ -20,7 +20,7 @@ int vm_nwfilter_check(virConnectPtr conn, const char *name)
   return vm_fail_virt("cannot look up traffic filter '%s' on %s", name, vm_conn_host_name(conn));
 }
 
-bool vm_valid_ipv4(const char *s)
+static bool valid_ipv4(const char *s)
 {
   struct in_addr a;
   return inet_pton(AF_INET, s, &a) == 1;
@@ -93,7 +93,7 @@ int vm_nwfilter_inbound(virConnectPtr conn, const char *base, char **name)
   return 0;
 }
 
-int vm_parse_ports(char **specs, struct vm_strv *tcp, struct vm_strv *udp)
+static int parse_ports(char **specs, struct vm_strv *tcp, struct vm_strv *udp)
 {
   for (size_t i = 0; specs && specs[i]; i++) {
     const char *s = specs[i], *slash = strchr(s, '/');
@@ -109,4 +109,49 @@ int vm_parse_ports(char **specs, struct vm_strv *tcp, struct vm_strv *udp)
     vm_strv_addf(to, "%u", (unsigned)port);
   }
   return 0;
+}
+
+/* ---- --filter, --ip and --allow-port (vmrun create and tune) ---- */
+/* --filter without a value sets it to NULL: this marks "not given". */
+static char filter_unset[] = "";
+static char *o_filter = filter_unset, *o_ip;
+static char **o_ports;
+
+struct poptOption vm_filter_table[] = {
+  { "filter", '\0', POPT_ARG_STRING | POPT_ARGFLAG_OPTIONAL, &o_filter, 0,
+    "a libvirt traffic filter on each network= and bridge= NIC (no value: clean-traffic, which drops frames "
+    "with a forged MAC or IP, and ARP spoofing; tune: none takes the filter off)", "NAME" },
+  { "ip", '\0', POPT_ARG_STRING, &o_ip, 0, "with --filter: the guest's IPv4 address, the only one it may send from "
+    "(default: the first it uses)", "ADDR" },
+  { "allow-port", '\0', POPT_ARG_ARGV, &o_ports, 0, "with --filter (implied): let in only connections to this port "
+    "(tcp unless /udp), ICMP and the replies to the guest's own; repeatable", "PORT[/udp]" },
+  POPT_TABLEEND
+};
+
+int vm_filter_opts_get(struct vm_filter_opts *o)
+{
+  memset(o, 0, sizeof *o);
+  o->named = o_filter != filter_unset;
+  o->filter = o->named ? (o_filter ? o_filter : "clean-traffic") : o_ports ? "clean-traffic" : NULL;
+  o->ip = o_ip;
+  o->ports = o_ports != NULL;
+  bool none = o->filter && strcmp(o->filter, "none") == 0;
+  if (o_ip && !o->filter) return vm_usage_error("--ip needs --filter");
+  if (o->filter && !*o->filter) return vm_usage_error("--filter needs a name (or no value: clean-traffic)");
+  if (none && o_ip) return vm_usage_error("--filter none takes no --ip");
+  if (none && o_ports) return vm_usage_error("--filter none takes no --allow-port");
+  if (o_ip && !valid_ipv4(o_ip)) return vm_usage_error("invalid --ip '%s': expected an IPv4 address", o_ip);
+  if (o_ports && strncmp(o->filter, VM_INBOUND_FILTER_PREFIX, strlen(VM_INBOUND_FILTER_PREFIX)) == 0)
+    return vm_usage_error("--allow-port goes on a base filter, not on '%s'", o->filter);
+  if (parse_ports(o_ports, &o->tcp, &o->udp) < 0) {
+    vm_filter_opts_free(o);
+    return vm_usage_error("invalid --allow-port: expected PORT, PORT/tcp or PORT/udp, PORT from 1 to 65535");
+  }
+  return 0;
+}
+
+void vm_filter_opts_free(struct vm_filter_opts *o)
+{
+  vm_strv_free(&o->tcp);
+  vm_strv_free(&o->udp);
 }

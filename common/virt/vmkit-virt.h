@@ -231,10 +231,21 @@ int vm_nwfilter_check(virConnectPtr conn, const char *name);
  * message. */
 #define VM_INBOUND_FILTER_PREFIX "vmkit-inbound-"
 int vm_nwfilter_inbound(virConnectPtr conn, const char *base, char **name);
-/* --allow-port PORT[/tcp|/udp] values into the TCP and UDP port lists; -1 on a bad one. */
-int vm_parse_ports(char **specs, struct vm_strv *tcp, struct vm_strv *udp);
-/* A dotted IPv4 address, as nwfilter's IP parameter takes it. */
-bool vm_valid_ipv4(const char *s);
+/* The options --filter[=NAME], --ip ADDR and --allow-port PORT[/udp] of the verbs
+ * that filter a VM's NICs (vmrun create and tune), in their option tables. */
+extern struct poptOption vm_filter_table[];
+#define VM_POPT_FILTER { NULL, '\0', POPT_ARG_INCLUDE_TABLE, vm_filter_table, 0, NULL, NULL }
+struct vm_filter_opts {
+  const char *filter;   /* NULL: no filter asked for; "clean-traffic" for --filter alone;
+                         * "none" as given; --allow-port alone implies clean-traffic */
+  bool named;           /* --filter itself given (not only implied by --allow-port) */
+  const char *ip;       /* --ip, checked */
+  bool ports;           /* --allow-port given */
+  struct vm_strv tcp, udp; /* its ports */
+};
+/* The options as given, checked against each other: 0, or exit 2 after a message. */
+int vm_filter_opts_get(struct vm_filter_opts *o);
+void vm_filter_opts_free(struct vm_filter_opts *o);
 /* The domain XML for a spec, written with libxml2. Disks get vda, vdb ... on
  * virtio; CD-ROMs sda ... on SATA. Caller frees. */
 char *vm_spec_xml(const struct vm_spec *spec);

@@ -12,6 +12,9 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <zstd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <linux/fs.h>
 
 #include "agent.h"
 
@@ -132,25 +135,102 @@ static bool all_zero(const unsigned char *p, size_t n)
   return true;
 }
 
-static int read_range(int fd, unsigned char *buf, uint64_t off, size_t len)
+/* A disk opened for reading: direct I/O where the disk takes it. A mounted file
+ * system writes its files' data past the block device's page cache, so a page of
+ * it read by an earlier pass can be stale, and POSIX_FADV_DONTNEED does not drop
+ * a page the file system still pins (a buffer its journal holds); direct reads
+ * see the disk as it is, and leave the server's page cache alone. Buffered, the
+ * cache dropped first, where direct I/O is refused (a file on tmpfs). */
+struct rdisk {
+  int fd;
+  bool direct;
+  uint32_t align;         /* of offsets, lengths and buffers for direct reads */
+  unsigned char *bounce;  /* for the ranges that are not aligned */
+  size_t bcap;
+};
+
+#define RDISK_INIT { .fd = -1 }
+
+static void rdisk_buffered(struct rdisk *d)
 {
-  while (len) {
-    ssize_t r = pread(fd, buf, len, (off_t)off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      if (r == 0) errno = EIO;
-      return -1;
-    }
-    buf += r;
-    off += (uint64_t)r;
-    len -= (size_t)r;
-  }
+  int fl = fcntl(d->fd, F_GETFL);
+  if (fl >= 0) fcntl(d->fd, F_SETFL, fl & ~O_DIRECT);
+  d->direct = false;
+  posix_fadvise(d->fd, 0, 0, POSIX_FADV_DONTNEED);
+  posix_fadvise(d->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+}
+
+static int rdisk_open(struct rdisk *d, const char *path)
+{
+  d->fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+  d->direct = d->fd >= 0;
+  d->align = 4096;
+  if (d->fd < 0 && errno == EINVAL) d->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (d->fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", path);
+  int ss = 0;
+  struct stat st;
+  if (fstat(d->fd, &st) == 0 && S_ISBLK(st.st_mode) && ioctl(d->fd, BLKSSZGET, &ss) == 0 && ss > (int)d->align)
+    d->align = (uint32_t)ss;
+  if (!d->direct) rdisk_buffered(d);
   return 0;
+}
+
+static void rdisk_close(struct rdisk *d)
+{
+  if (d->fd >= 0) close(d->fd);
+  free(d->bounce);
+  *d = (struct rdisk)RDISK_INIT;
+}
+
+/* Reads [off, off+len) into buf; at least need bytes (fewer only at the end of
+ * the disk). */
+static ssize_t pread_full(int fd, unsigned char *buf, uint64_t off, size_t len, size_t need)
+{
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = pread(fd, buf + got, len - got, (off_t)(off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  if (got < need) {
+    errno = EIO;
+    return -1;
+  }
+  return (ssize_t)got;
+}
+
+static int read_range(struct rdisk *d, unsigned char *buf, uint64_t off, size_t len)
+{
+  if (d->direct) {
+    uint64_t a = off & ~(uint64_t)(d->align - 1), e = (off + len + d->align - 1) & ~(uint64_t)(d->align - 1);
+    if (a == off && e == off + len && ((uintptr_t)buf & (d->align - 1)) == 0) {
+      if (pread_full(d->fd, buf, off, len, len) >= 0) return 0;
+    } else {
+      size_t n = (size_t)(e - a);
+      if (n > d->bcap) {
+        free(d->bounce);
+        d->bounce = NULL;
+        d->bcap = 0;
+        if (posix_memalign((void **)&d->bounce, d->align, n) != 0) abort();
+        d->bcap = n;
+      }
+      if (pread_full(d->fd, d->bounce, a, n, (size_t)(off + len - a)) >= 0) {
+        memcpy(buf, d->bounce + (off - a), len);
+        return 0;
+      }
+    }
+    if (errno != EINVAL) return -1;
+    /* A file system that takes O_DIRECT at open but not these reads. */
+    rdisk_buffered(d);
+  }
+  return pread_full(d->fd, buf, off, len, len) < 0 ? -1 : 0;
 }
 
 /* Fills job j with block [off, off+len): the ranges in use read, the rest zeros.
  * *fi is the first free range that may touch this block or a later one. */
-static int fill_block(struct sender *s, int fd, const struct pa_map *m, size_t *fi, struct job *j)
+static int fill_block(struct sender *s, struct rdisk *rd, const struct pa_map *m, size_t *fi, struct job *j)
 {
   uint64_t off = j->offset, end = off + j->length;
   while (*fi < m->nfree && m->free[*fi].end <= off) (*fi)++;
@@ -169,7 +249,7 @@ static int fill_block(struct sender *s, int fd, const struct pa_map *m, size_t *
       continue;
     }
     uint64_t ue = k < m->nfree && m->free[k].start < end ? m->free[k].start : end;
-    if (read_range(fd, j->raw + (pos - off), pos, (size_t)(ue - pos)) != 0) return -1;
+    if (read_range(rd, j->raw + (pos - off), pos, (size_t)(ue - pos)) != 0) return -1;
     used += ue - pos;
     pos = ue;
   }
@@ -266,22 +346,18 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
                      struct pa_online *on)
 {
   int rc = 0;
-  CLEANUP_CLOSE int fd = -1;
-  if (!pre) {
-    fd = open(d->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", d->path);
-    /* A mounted file system writes its files' data past the block device's page
-     * cache: pages of it read by an earlier pass are stale. */
-    if (on) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  }
+  struct rdisk rd = RDISK_INIT;
+  if (!pre && rdisk_open(&rd, d->path) != 0) return VM_EXIT_FAIL;
   CLEANUP_JSON json_object *b = json_object_new_object();
   json_object_object_add(b, "disk", json_object_new_int((int)disk));
   json_object_object_add(b, "name", json_object_new_string(d->name));
   json_object_object_add(b, "size", json_object_new_int64((int64_t)d->size));
   json_object_object_add(b, "block_size", json_object_new_int64(s->bs));
   json_object_object_add(b, "pass", json_object_new_int((int)pass));
-  if (vm_swriter_json(&s->w, VM_REC_DISK_BEGIN, b)) return fail_write();
+  if (vm_swriter_json(&s->w, VM_REC_DISK_BEGIN, b)) {
+    rdisk_close(&rd);
+    return fail_write();
+  }
   size_t fi = 0, si = 0;
   s->blocks_sent = s->blocks_holes = 0;
   uint64_t count = blks ? nblks : dg->nblocks, head = 0, tail = 0; /* jobs [tail, head) in the ring */
@@ -317,7 +393,7 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
     if (pre) {
       j->hole = pre[i].hole;
       if (!j->hole) memcpy(j->raw, pre[i].raw, j->length);
-    } else if (fill_block(s, fd, m, &fi, j) != 0) {
+    } else if (fill_block(s, &rd, m, &fi, j) != 0) {
       rc = vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s' at offset %llu", d->path, (unsigned long long)j->offset);
       break;
     }
@@ -333,6 +409,7 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
   }
   /* Whatever happened, no worker may still hold a job's buffers. */
   vm_workq_drain(s->q);
+  rdisk_close(&rd);
   vm_progress_end();
   while (!rc && tail < head) {
     if (put_job(s, disk, &s->ring[tail % s->nring], dg)) rc = fail_write();
@@ -460,30 +537,40 @@ static int read_frozen(struct sender *s, const struct pa_disk *disks, size_t n, 
   for (size_t i = 0; i < n; i++) {
     struct dpass *p = &dp[i];
     if (!p->nblks) continue;
-    CLEANUP_CLOSE int fd = open(disks[i].path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", disks[i].path);
-    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     p->pre = calloc(p->nblks, sizeof *p->pre);
     if (!p->pre) return vm_fail(VM_EXIT_FAIL, "no memory for the final pass's %zu blocks", p->nblks);
+    struct rdisk rd = RDISK_INIT;
+    if (rdisk_open(&rd, disks[i].path) != 0) return VM_EXIT_FAIL;
     size_t fi = 0;
-    for (size_t k = 0; k < p->nblks; k++) {
-      if (vm_interrupted()) return vm_fail_interrupted();
-      if (pa_online_frozen_ms(on) > oo->max_freeze_ms)
-        return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms), or its freeze did not hold: thawed",
-                       (long long)oo->max_freeze_ms);
+    int rc = 0;
+    for (size_t k = 0; k < p->nblks && !rc; k++) {
+      if (vm_interrupted()) {
+        rc = vm_fail_interrupted();
+        break;
+      }
+      if (pa_online_frozen_ms(on) > oo->max_freeze_ms) {
+        rc = vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms), or its freeze did not hold: thawed",
+                     (long long)oo->max_freeze_ms);
+        break;
+      }
       struct job j = { .offset = p->blks[k] * s->bs, .length = block_len(&disks[i], s->bs, p->blks[k]) };
-      j.raw = malloc(j.length);
-      if (!j.raw) return vm_fail(VM_EXIT_FAIL, "no memory for the final pass's %zu blocks", p->nblks);
+      if (posix_memalign((void **)&j.raw, 4096, j.length) != 0) {
+        rc = vm_fail(VM_EXIT_FAIL, "no memory for the final pass's %zu blocks", p->nblks);
+        break;
+      }
       p->pre[k].raw = j.raw;
-      if (fill_block(s, fd, &p->map, &fi, &j) != 0)
-        return vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s' at offset %llu", disks[i].path,
-                             (unsigned long long)j.offset);
+      if (fill_block(s, &rd, &p->map, &fi, &j) != 0) {
+        rc = vm_fail_errno(VM_EXIT_FAIL, "cannot read '%s' at offset %llu", disks[i].path, (unsigned long long)j.offset);
+        break;
+      }
       p->pre[k].hole = j.hole;
       if (j.hole) {
         free(j.raw);
         p->pre[k].raw = NULL;
       }
     }
+    rdisk_close(&rd);
+    if (rc) return rc;
   }
   if (pa_online_frozen_ms(on) > oo->max_freeze_ms)
     return vm_fail(VM_EXIT_TIMEOUT, "the final pass was frozen longer than --max-freeze (%lld ms), or its freeze did not hold: thawed",
@@ -597,7 +684,7 @@ int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int t
   s.ring = calloc(s.nring, sizeof *s.ring);
   if (!s.ring) abort();
   for (size_t i = 0; i < s.nring; i++) {
-    s.ring[i].raw = malloc(bs);
+    if (posix_memalign((void **)&s.ring[i].raw, 4096, bs) != 0) abort();
     s.ring[i].outcap = ZSTD_compressBound(bs);
     s.ring[i].out = malloc(s.ring[i].outcap);
     if (!s.ring[i].raw || !s.ring[i].out) abort();

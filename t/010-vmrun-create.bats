@@ -38,6 +38,10 @@ load helpers
   [ "$(jq -r .vcpus <<< "$output")" = 1 ]
   [ "$(jq -r .kernel <<< "$output")" = "$VMKIT_TEMPLATE_DIR/tiny.vmlinuz" ]
   [ "$(jq -r '.disks[0].source' <<< "$output")" = "$VMKIT_STORAGE_DIR/$vm.qcow2" ]
+  [ "$(jq -r '.disks[0].encrypted' <<< "$output")" = false ]
+  # Shut off: the host's drivers, DAC's label the host's base label for QEMU.
+  [ "$(jq -r '.security[] | select(.model == "dac") | .type' <<< "$output")" = dynamic ]
+  [[ "$(jq -r '.security[] | select(.model == "dac") | .label' <<< "$output")" =~ ^\+[0-9]+:\+[0-9]+$ ]]
   [ "$(jq -r '.nics[0].type' <<< "$output")" = user ]
   run_tool 0 vmrun list -o tsv
   grep -qx "$vm	shutoff	1	268435456	no	tiny" <<< "$output"

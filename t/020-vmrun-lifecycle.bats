@@ -28,12 +28,18 @@ teardown() { :; }
   run_tool 2 vmrun list --state sleepy
 }
 
-@test "info shows state, id, disks and console log" {
+@test "info shows state, id, disks, console log and the security label QEMU runs under" {
   run_tool 0 vmrun info "$VM" -o json
   [ "$(jq -r .state <<< "$output")" = running ]
   [ "$(jq -r '.id | type' <<< "$output")" = number ]
   [ "$(jq -r .console_log <<< "$output")" = "/var/log/libvirt/qemu/$VM-console.log" ]
   [ "$(jq -r '.disks[0].capacity' <<< "$output")" = "$(jq -r .virtual_size "$VMKIT_TEMPLATE_DIR/tiny.template")" ]
+  [ "$(jq -r '.disks[0].encrypted' <<< "$output")" = false ]
+  # Its isolation: DAC's label is the user and group its QEMU runs as.
+  local label ids
+  label=$(jq -r '.security[] | select(.model == "dac") | .label' <<< "$output")
+  ids=$(ps -o uid=,gid= -p "$(cat "/run/libvirt/qemu/$VM.pid")" | awk '{ print "+" $1 ":+" $2 }')
+  [ -n "$label" ] && [ "$label" = "$ids" ] || { echo "dac label '$label', the QEMU process runs as '$ids'" >&2; return 1; }
   run_tool 0 vmrun info "$VM" -o tsv
   grep -qx "state	running" <<< "$output"
   run_tool 3 vmrun info "${VM}-nosuch"

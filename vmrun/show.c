@@ -81,6 +81,53 @@ static void add_str(json_object *o, const char *k, const char *v)
   if (v) json_object_object_add(o, k, json_object_new_string(v));
 }
 
+/* The isolation libvirt gives the VM: each security driver (DAC, AppArmor,
+ * SELinux) with its label. A running VM's come from its live definition; a
+ * shut-off VM's from its definition where it names them, else from the host's
+ * drivers (a dynamic label is chosen at start: DAC's is the host's base label). */
+static json_object *security_labels(virConnectPtr conn, xmlXPathContextPtr x, const char *virt_type)
+{
+  json_object *a = json_object_new_array();
+  xmlNodePtr keep = x->node;
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr sl = vm_xpath_nodes(x, "/domain/seclabel");
+  for (int i = 0; sl && sl->nodesetval && i < sl->nodesetval->nodeNr; i++) {
+    x->node = sl->nodesetval->nodeTab[i];
+    json_object *l = json_object_new_object();
+    CLEANUP_FREE char *model = vm_xml_prop(x->node, "model");
+    CLEANUP_FREE char *type = vm_xml_prop(x->node, "type");
+    CLEANUP_FREE char *label = vm_xpath_str(x, "label");
+    CLEANUP_FREE char *image = vm_xpath_str(x, "imagelabel");
+    add_str(l, "model", model);
+    add_str(l, "type", type);
+    add_str(l, "label", label);
+    add_str(l, "imagelabel", image);
+    json_object_array_add(a, l);
+  }
+  x->node = keep;
+  if (json_object_array_length(a)) return a;
+  CLEANUP_XMLDOC xmlDocPtr caps = vm_conn_caps(conn);
+  if (!caps) return a;
+  CLEANUP_XPATHCTX xmlXPathContextPtr c = vm_xpath_ctx(caps);
+  CLEANUP_XPATHOBJ xmlXPathObjectPtr ms = vm_xpath_nodes(c, "/capabilities/host/secmodel");
+  for (int i = 0; ms && ms->nodesetval && i < ms->nodesetval->nodeNr; i++) {
+    c->node = ms->nodesetval->nodeTab[i];
+    CLEANUP_FREE char *model = vm_xpath_str(c, "model");
+    if (!model || strcmp(model, "none") == 0) continue;
+    CLEANUP_FREE char *lit = vm_xpath_literal(virt_type ? virt_type : "kvm");
+    CLEANUP_FREE char *q = vm_strdup_printf("baselabel[@type=%s]", lit);
+    CLEANUP_FREE char *base = vm_xpath_str(c, q);
+    json_object *l = json_object_new_object();
+    add_str(l, "model", model);
+    add_str(l, "type", "dynamic");
+    if (strcmp(model, "dac") == 0) {
+      add_str(l, "label", base);
+      add_str(l, "imagelabel", base);
+    }
+    json_object_array_add(a, l);
+  }
+  return a;
+}
+
 int cmd_info(int argc, char **argv)
 {
   struct poptOption table[] = { VM_POPT_COMMON, POPT_TABLEEND };
@@ -137,6 +184,13 @@ int cmd_info(int argc, char **argv)
     add_str(d, "device", disks[i].device);
     add_str(d, "source", disks[i].source);
     add_str(d, "format", disks[i].format);
+    if (disks[i].target) {
+      CLEANUP_FREE char *lit = vm_xpath_literal(disks[i].target);
+      CLEANUP_FREE char *q = vm_strdup_printf("/domain/devices/disk[target/@dev=%s]//encryption/@format", lit);
+      CLEANUP_FREE char *enc = vm_xpath_str(x, q);
+      json_object_object_add(d, "encrypted", json_object_new_boolean(enc != NULL));
+      add_str(d, "encryption", enc);
+    }
     virDomainBlockInfo bi;
     if (disks[i].source && virDomainGetBlockInfo(dom, disks[i].target, &bi, 0) == 0) {
       json_object_object_add(d, "capacity", json_object_new_int64((int64_t)bi.capacity));
@@ -169,6 +223,7 @@ int cmd_info(int argc, char **argv)
     json_object_array_add(jn, n);
   }
   json_object_object_add(o, "nics", jn);
+  json_object_object_add(o, "security", security_labels(conn, x, vt));
   return vm_print_record(o, info_cols);
 }
 

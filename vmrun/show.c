@@ -81,6 +81,21 @@ static void add_str(json_object *o, const char *k, const char *v)
   if (v) json_object_object_add(o, k, json_object_new_string(v));
 }
 
+/* An object of an XML node: each key the XPath's string beside it, relative to
+ * the node (absent when empty). */
+static json_object *node_fields(xmlXPathContextPtr x, xmlNodePtr node, const char *const f[][2], size_t n)
+{
+  xmlNodePtr keep = x->node;
+  x->node = node;
+  json_object *o = json_object_new_object();
+  for (size_t i = 0; i < n; i++) {
+    CLEANUP_FREE char *v = vm_xpath_str(x, f[i][1]);
+    add_str(o, f[i][0], v);
+  }
+  x->node = keep;
+  return o;
+}
+
 /* The isolation libvirt gives the VM: each security driver (DAC, AppArmor,
  * SELinux) with its label. A running VM's come from its live definition; a
  * shut-off VM's from its definition where it names them, else from the host's
@@ -88,22 +103,12 @@ static void add_str(json_object *o, const char *k, const char *v)
 static json_object *security_labels(virConnectPtr conn, xmlXPathContextPtr x, const char *virt_type)
 {
   json_object *a = json_object_new_array();
-  xmlNodePtr keep = x->node;
+  static const char *const fields[][2] = {
+    { "model", "@model" }, { "type", "@type" }, { "label", "label" }, { "imagelabel", "imagelabel" }
+  };
   CLEANUP_XPATHOBJ xmlXPathObjectPtr sl = vm_xpath_nodes(x, "/domain/seclabel");
-  for (int i = 0; sl && sl->nodesetval && i < sl->nodesetval->nodeNr; i++) {
-    x->node = sl->nodesetval->nodeTab[i];
-    json_object *l = json_object_new_object();
-    CLEANUP_FREE char *model = vm_xml_prop(x->node, "model");
-    CLEANUP_FREE char *type = vm_xml_prop(x->node, "type");
-    CLEANUP_FREE char *label = vm_xpath_str(x, "label");
-    CLEANUP_FREE char *image = vm_xpath_str(x, "imagelabel");
-    add_str(l, "model", model);
-    add_str(l, "type", type);
-    add_str(l, "label", label);
-    add_str(l, "imagelabel", image);
-    json_object_array_add(a, l);
-  }
-  x->node = keep;
+  for (int i = 0; sl && sl->nodesetval && i < sl->nodesetval->nodeNr; i++)
+    json_object_array_add(a, node_fields(x, sl->nodesetval->nodeTab[i], fields, 4));
   if (json_object_array_length(a)) return a;
   CLEANUP_XMLDOC xmlDocPtr caps = vm_conn_caps(conn);
   if (!caps) return a;
@@ -203,25 +208,13 @@ int cmd_info(int argc, char **argv)
 
   CLEANUP_XPATHOBJ xmlXPathObjectPtr nics = vm_xpath_nodes(x, "/domain/devices/interface");
   json_object *jn = json_object_new_array();
-  for (int i = 0; nics && nics->nodesetval && i < nics->nodesetval->nodeNr; i++) {
-    x->node = nics->nodesetval->nodeTab[i];
-    json_object *n = json_object_new_object();
-    CLEANUP_FREE char *type = vm_xml_prop(x->node, "type");
-    CLEANUP_FREE char *mac = vm_xpath_str(x, "mac/@address");
-    CLEANUP_FREE char *src = vm_xpath_str(x, "source/@network | source/@bridge");
-    CLEANUP_FREE char *dev = vm_xpath_str(x, "target/@dev");
-    CLEANUP_FREE char *model = vm_xpath_str(x, "model/@type");
-    CLEANUP_FREE char *filter = vm_xpath_str(x, "filterref/@filter");
-    CLEANUP_FREE char *fip = vm_xpath_str(x, "filterref/parameter[@name='IP']/@value");
-    add_str(n, "type", type);
-    add_str(n, "source", src);
-    add_str(n, "mac", mac);
-    add_str(n, "model", model);
-    add_str(n, "device", dev);
-    add_str(n, "filter", filter);
-    add_str(n, "filter_ip", fip);
-    json_object_array_add(jn, n);
-  }
+  static const char *const nic_fields[][2] = {
+    { "type", "@type" }, { "source", "source/@network | source/@bridge" }, { "mac", "mac/@address" },
+    { "model", "model/@type" }, { "device", "target/@dev" }, { "filter", "filterref/@filter" },
+    { "filter_ip", "filterref/parameter[@name='IP']/@value" }
+  };
+  for (int i = 0; nics && nics->nodesetval && i < nics->nodesetval->nodeNr; i++)
+    json_object_array_add(jn, node_fields(x, nics->nodesetval->nodeTab[i], nic_fields, 7));
   json_object_object_add(o, "nics", jn);
   json_object_object_add(o, "security", security_labels(conn, x, vt));
   return vm_print_record(o, info_cols);

@@ -45,6 +45,7 @@ struct sender {
   /* the hole being gathered, written before the next record */
   struct vm_rec_hole hole;
   bool have_hole;
+  unsigned char *refused; /* per disk: see struct rdisk */
   /* counts */
   uint64_t bytes_read, skipped_free, skipped_zero, skipped_swap, blocks_sent, blocks_holes;
 };
@@ -135,41 +136,67 @@ static bool all_zero(const unsigned char *p, size_t n)
   return true;
 }
 
-/* A disk opened for reading: direct I/O where the disk takes it. A mounted file
- * system writes its files' data past the block device's page cache, so a page of
- * it read by an earlier pass can be stale, and POSIX_FADV_DONTNEED does not drop
- * a page the file system still pins (a buffer its journal holds); direct reads
- * see the disk as it is, and leave the server's page cache alone. Buffered, the
- * cache dropped first, where direct I/O is refused (a file on tmpfs). */
+/* A disk opened for reading. Offline (and online, a disk with no file system
+ * mounted), through the page cache, with read-ahead. Online, a disk with one is
+ * read with direct I/O where the disk takes it: a mounted file system writes its
+ * files' data past the block device's page cache, so a page of it read by an
+ * earlier pass can be stale, and POSIX_FADV_DONTNEED does not drop a page the
+ * file system still pins (a buffer its journal holds); direct reads see the disk
+ * as it is, and leave the server's page cache alone. A disk that refuses direct
+ * I/O (a file system without it: tmpfs before Linux 6.6, some FUSE ones) is read
+ * through the cache from then on, dropped first. */
 struct rdisk {
   int fd;
   bool direct;
-  uint32_t align;         /* of offsets, lengths and buffers for direct reads */
-  unsigned char *bounce;  /* for the ranges that are not aligned */
+  bool frozen;              /* nothing on stderr: said once thawed */
+  uint32_t align;           /* of offsets, lengths and buffers for direct reads */
+  unsigned char *bounce;    /* for a span that does not fit its block's buffer (the disk's tail) */
   size_t bcap;
+  const char *path;
+  unsigned char *refused;   /* the disk's, across passes: 1 it refuses direct I/O, 2 and that was said */
 };
 
 #define RDISK_INIT { .fd = -1 }
 
+/* Says once per disk that it is read through the cache, unless frozen. */
+static void say_refused(unsigned char *refused, const char *path)
+{
+  if (!refused || *refused != 1) return;
+  vm_info("%s: read through the page cache: it refuses direct I/O", path);
+  *refused = 2;
+}
+
 static void rdisk_buffered(struct rdisk *d)
 {
-  int fl = fcntl(d->fd, F_GETFL);
-  if (fl >= 0) fcntl(d->fd, F_SETFL, fl & ~O_DIRECT);
-  d->direct = false;
+  if (d->direct) {
+    int fl = fcntl(d->fd, F_GETFL);
+    if (fl >= 0) fcntl(d->fd, F_SETFL, fl & ~O_DIRECT);
+    d->direct = false;
+  }
+  if (d->refused) {
+    if (!*d->refused) *d->refused = 1;
+    if (!d->frozen) say_refused(d->refused, d->path);
+  }
   posix_fadvise(d->fd, 0, 0, POSIX_FADV_DONTNEED);
   posix_fadvise(d->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 }
 
-static int rdisk_open(struct rdisk *d, const char *path)
+/* Opens path: direct where refused is given (online) and the disk did not
+ * refuse it before. */
+static int rdisk_open(struct rdisk *d, const char *path, unsigned char *refused, bool frozen)
 {
-  d->fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-  d->direct = d->fd >= 0;
-  d->align = 4096;
-  if (d->fd < 0 && errno == EINVAL) d->fd = open(path, O_RDONLY | O_CLOEXEC);
+  *d = (struct rdisk){ .fd = -1, .align = 4096, .path = path, .refused = refused, .frozen = frozen };
+  if (refused && !*refused) {
+    d->fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    d->direct = d->fd >= 0;
+    if (d->fd < 0 && errno != EINVAL) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", path);
+  }
+  if (d->fd < 0) d->fd = open(path, O_RDONLY | O_CLOEXEC);
   if (d->fd < 0) return vm_fail_errno(VM_EXIT_FAIL, "cannot open '%s'", path);
   int ss = 0;
   struct stat st;
-  if (fstat(d->fd, &st) == 0 && S_ISBLK(st.st_mode) && ioctl(d->fd, BLKSSZGET, &ss) == 0 && ss > (int)d->align)
+  if (d->direct && fstat(d->fd, &st) == 0 && S_ISBLK(st.st_mode) && ioctl(d->fd, BLKSSZGET, &ss) == 0 &&
+      ss > (int)d->align)
     d->align = (uint32_t)ss;
   if (!d->direct) rdisk_buffered(d);
   return 0;
@@ -201,44 +228,73 @@ static ssize_t pread_full(int fd, unsigned char *buf, uint64_t off, size_t len, 
   return (ssize_t)got;
 }
 
-static int read_range(struct rdisk *d, unsigned char *buf, uint64_t off, size_t len)
+/* The bounce buffer, n bytes at least: grown when needed, ENOMEM when it cannot
+ * be (the final pass fills memory on purpose). */
+static int rdisk_bounce(struct rdisk *d, size_t n)
+{
+  if (n <= d->bcap) return 0;
+  free(d->bounce);
+  d->bounce = NULL;
+  d->bcap = 0;
+  if (posix_memalign((void **)&d->bounce, d->align, n) != 0) {
+    errno = ENOMEM;
+    return -1;
+  }
+  d->bcap = n;
+  return 0;
+}
+
+/* A direct read of [first, last) of the block at off, len bytes long, into buf
+ * (the block's): one read, rounded out to the alignment, straight into buf where
+ * the rounded span fits it (block offsets are multiples of the block size, a power
+ * of two of 64K or more, and buf is 4096-aligned), else through the bounce buffer
+ * (the disk's tail). Bytes around [first, last) may be read too. */
+static int read_direct(struct rdisk *d, unsigned char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
+{
+  uint64_t mask = d->align - 1, a = first & ~mask, e = (last + mask) & ~mask;
+  size_t n = (size_t)(e - a), need = (size_t)(last - a);
+  if (a >= off && e <= off + len && ((uintptr_t)(buf + (a - off)) & mask) == 0)
+    return pread_full(d->fd, buf + (a - off), a, n, need) < 0 ? -1 : 0;
+  if (rdisk_bounce(d, n) != 0 || pread_full(d->fd, d->bounce, a, n, need) < 0) return -1;
+  memcpy(buf + (first - off), d->bounce + (first - a), (size_t)(last - first));
+  return 0;
+}
+
+/* Reads [first, last) of the block at off, len bytes long, into buf (the
+ * block's); direct, bytes around it may be read too. */
+static int read_range(struct rdisk *d, unsigned char *buf, uint64_t off, size_t len, uint64_t first, uint64_t last)
 {
   if (d->direct) {
-    uint64_t a = off & ~(uint64_t)(d->align - 1), e = (off + len + d->align - 1) & ~(uint64_t)(d->align - 1);
-    if (a == off && e == off + len && ((uintptr_t)buf & (d->align - 1)) == 0) {
-      if (pread_full(d->fd, buf, off, len, len) >= 0) return 0;
-    } else {
-      size_t n = (size_t)(e - a);
-      if (n > d->bcap) {
-        free(d->bounce);
-        d->bounce = NULL;
-        d->bcap = 0;
-        if (posix_memalign((void **)&d->bounce, d->align, n) != 0) abort();
-        d->bcap = n;
-      }
-      if (pread_full(d->fd, d->bounce, a, n, (size_t)(off + len - a)) >= 0) {
-        memcpy(buf, d->bounce + (off - a), len);
-        return 0;
-      }
-    }
+    if (read_direct(d, buf, off, len, first, last) == 0) return 0;
     if (errno != EINVAL) return -1;
     /* A file system that takes O_DIRECT at open but not these reads. */
     rdisk_buffered(d);
   }
-  return pread_full(d->fd, buf, off, len, len) < 0 ? -1 : 0;
+  return pread_full(d->fd, buf + (first - off), first, (size_t)(last - first), (size_t)(last - first)) < 0 ? -1 : 0;
+}
+
+/* Zeros the free ranges of block j, from free range k on. */
+static void clear_free(const struct pa_map *m, size_t k, struct job *j)
+{
+  uint64_t off = j->offset, end = off + j->length;
+  for (; k < m->nfree && m->free[k].start < end; k++) {
+    uint64_t fs = m->free[k].start > off ? m->free[k].start : off, fe = m->free[k].end < end ? m->free[k].end : end;
+    memset(j->raw + (fs - off), 0, (size_t)(fe - fs));
+  }
 }
 
 /* Fills job j with block [off, off+len): the ranges in use read, the rest zeros.
- * *fi is the first free range that may touch this block or a later one. */
+ * Buffered, each used range is read (read-ahead joins them); direct, one read
+ * from the first used byte to the last, the free ranges inside it cleared after,
+ * so that fragmented free space costs no more reads. *fi is the first free range
+ * that may touch this block or a later one. */
 static int fill_block(struct sender *s, struct rdisk *rd, const struct pa_map *m, size_t *fi, struct job *j)
 {
   uint64_t off = j->offset, end = off + j->length;
   while (*fi < m->nfree && m->free[*fi].end <= off) (*fi)++;
   /* Walk the block: free ranges inside it are skipped. */
-  uint64_t pos = off, used = 0, freed = 0, swapped = 0;
+  uint64_t pos = off, used = 0, freed = 0, swapped = 0, first = end, last = off;
   size_t k = *fi;
-  /* Free ranges stay zeros: the buffer is cleared first when one touches it. */
-  if (k < m->nfree && m->free[k].start < end) memset(j->raw, 0, j->length);
   while (pos < end) {
     if (k < m->nfree && m->free[k].start <= pos) {
       uint64_t fe = m->free[k].end < end ? m->free[k].end : end;
@@ -249,10 +305,15 @@ static int fill_block(struct sender *s, struct rdisk *rd, const struct pa_map *m
       continue;
     }
     uint64_t ue = k < m->nfree && m->free[k].start < end ? m->free[k].start : end;
-    if (read_range(rd, j->raw + (pos - off), pos, (size_t)(ue - pos)) != 0) return -1;
+    if (!rd->direct && read_range(rd, j->raw, off, j->length, pos, ue) != 0) return -1;
+    if (first == end) first = pos;
+    last = ue;
     used += ue - pos;
     pos = ue;
   }
+  if (used && rd->direct && read_range(rd, j->raw, off, j->length, first, last) != 0) return -1;
+  /* Free ranges are zeros: cleared once read, a direct read may have covered them. */
+  if (used) clear_free(m, *fi, j);
   s->bytes_read += used;
   if (used == 0) {
     j->hole = swapped && !freed ? VM_HOLE_SWAP : VM_HOLE_FREE;
@@ -347,7 +408,10 @@ static int send_disk(struct sender *s, uint32_t disk, const struct pa_disk *d, u
 {
   int rc = 0;
   struct rdisk rd = RDISK_INIT;
-  if (!pre && rdisk_open(&rd, d->path) != 0) return VM_EXIT_FAIL;
+  /* Direct reads where a file system is mounted (see struct rdisk); a disk with
+   * none is read once, as offline. */
+  unsigned char *refused = on && pa_online_has_disk(on, disk) ? &s->refused[disk] : NULL;
+  if (!pre && rdisk_open(&rd, d->path, refused, false) != 0) return VM_EXIT_FAIL;
   CLEANUP_JSON json_object *b = json_object_new_object();
   json_object_object_add(b, "disk", json_object_new_int((int)disk));
   json_object_object_add(b, "name", json_object_new_string(d->name));
@@ -540,7 +604,7 @@ static int read_frozen(struct sender *s, const struct pa_disk *disks, size_t n, 
     p->pre = calloc(p->nblks, sizeof *p->pre);
     if (!p->pre) return vm_fail(VM_EXIT_FAIL, "no memory for the final pass's %zu blocks", p->nblks);
     struct rdisk rd = RDISK_INIT;
-    if (rdisk_open(&rd, disks[i].path) != 0) return VM_EXIT_FAIL;
+    if (rdisk_open(&rd, disks[i].path, &s->refused[i], true) != 0) return VM_EXIT_FAIL;
     size_t fi = 0;
     int rc = 0;
     for (size_t k = 0; k < p->nblks && !rc; k++) {
@@ -629,6 +693,7 @@ static int online_passes(struct sender *s, const struct pa_disk *disks, size_t n
     if (!rc) rc = read_frozen(s, disks, n, dp, on, oo);
     pa_online_thaw(on, frozen_ms);
     vm_errors_mute(false);
+    for (size_t i = 0; i < n; i++) say_refused(&s->refused[i], disks[i].path);
     if (!*frozen_ms) *frozen_ms = vm_now_ms() - t_frozen;
     if (rc) {
       rc = vm_fail(rc, "%s", vm_last_error());
@@ -660,7 +725,8 @@ int pa_send(const struct pa_disk *disks, size_t n, uint32_t bs, int level, int t
   int64_t t0 = vm_now_ms();
   CLEANUP_JSON json_object *inv = NULL;
   struct dpass *dp = calloc(n ? n : 1, sizeof *dp);
-  if (!dp) abort();
+  s.refused = calloc(n ? n : 1, 1);
+  if (!dp || !s.refused) abort();
   int rc = 0;
   for (size_t i = 0; i < n && !rc; i++) {
     if (vm_digest_init(&dp[i].dg, disks[i].size, bs) != 0)
@@ -743,5 +809,6 @@ out:
     vm_digest_free(&dp[i].dg);
   }
   free(dp);
+  free(s.refused);
   return rc;
 }

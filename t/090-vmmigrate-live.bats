@@ -190,3 +190,30 @@ disk_of() { on_host "$1" virsh_q domblklist "$2" --details | awk '$2 == "disk" {
   grep -qi "$mac" "$cap"
   [ "$(on_host 2 virsh_q domiflist "$vm" | awk '{print $5; exit}')" = "$mac" ]
 }
+
+@test "an encrypted VM moves live with its disk copied: its key defined there by the move (not by --check), the copy encrypted, the guest's data read there" {
+  local vm f u
+  vm=$(vm_name enc)
+  boot_vm "$vm" --pool "$LOCAL_POOL" --full --encrypt
+  set_guest_data "$vm" kept-secret
+  u=$(virsh_q dumpxml --inactive "$vm" | xmllint --xpath 'string(//disk/source/encryption/secret/@uuid)' -)
+  [ -n "$u" ]
+  run_tool 0 vmmigrate "$vm" h2 --copy-storage --check -o json
+  [ "$(jq -r --arg c "disk key $u" '.[] | select(.check == $c) | .detail' <<<"$output")" = \
+    "h2 lacks the disk key: the move defines it there from $VMKIT_KEY_DIR/$u.key" ]
+  ! on_host 2 virsh_q secret-dumpxml "$u" 2>/dev/null
+  run_tool 0 vmmigrate "$vm" h2 --copy-storage -o json
+  on_host 2 virsh_q secret-dumpxml "$u" | grep -q "private='yes'"
+  f=$POOL_DIR/local-h2/$vm.qcow2
+  [ "$(qemu-img info -U --output=json "$f" | jq -r .encrypted)" = true ]
+  ! grep -q 'tiny guest root' "$f"
+  [ "$(on_host 2 guest_data "$vm")" = kept-secret ]
+  # Without the key kept here, a host that lacks it is refused before anything moves.
+  run_tool 0 vmrun -c h2 destroy "$vm"
+  mv "$VMKIT_KEY_DIR/$u.key" "$BATS_TEST_TMPDIR/key"
+  run_tool 4 vmmigrate -c h2 "$vm" h3
+  assert_stderr_has "h3 lacks the disk key and this machine does not keep it"
+  mv "$BATS_TEST_TMPDIR/key" "$VMKIT_KEY_DIR/$u.key"
+  ! on_host 3 virsh_q secret-dumpxml "$u" 2>/dev/null
+  [ "$(vm_state_on 3 "$vm")" = none ]
+}

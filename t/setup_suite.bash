@@ -21,6 +21,8 @@ setup_suite() {
   export VMKIT_FIXTURE=${VMKIT_FIXTURE:-$top/t/.run/guest}
   # vmmigrate's records of moves under way: the run's own, not this machine's.
   export VMKIT_STATE_DIR=$VMKIT_TEST_RUN/state
+  # Encrypted VMs' disk keys: the run's own folder, not this machine's.
+  export VMKIT_KEY_DIR=$VMKIT_TEST_RUN/keys
   mkdir -p "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
   chmod 755 "$VMKIT_STORAGE_DIR" "$VMKIT_TEMPLATE_DIR"
   virsh -q -c qemu:///system pool-create-as "$VMKIT_POOL" dir --target "$VMKIT_STORAGE_DIR" >/dev/null
@@ -39,6 +41,12 @@ teardown_suite() {
     virsh -q -c qemu:///system undefine "$d" --snapshots-metadata >/dev/null 2>&1 || true
   done
   rm -f /var/log/libvirt/qemu/"$VMKIT_TEST_PREFIX"*-console.log
+  # The disk keys of the run's encrypted VMs that a failed test left on the host.
+  for d in $(virsh -q -c qemu:///system secret-list | awk '{print $1}'); do
+    virsh -q -c qemu:///system secret-dumpxml "$d" 2>/dev/null |
+      grep -q "<description>vmkit: the disk key of VM $VMKIT_TEST_PREFIX" &&
+      virsh -q -c qemu:///system secret-undefine "$d" >/dev/null 2>&1 || true
+  done
   for d in $(virsh -q -c qemu:///system pool-list --all --name | grep "^$VMKIT_TEST_PREFIX" || true); do
     virsh -q -c qemu:///system pool-destroy "$d" >/dev/null 2>&1 || true
     virsh -q -c qemu:///system pool-undefine "$d" >/dev/null 2>&1 || true

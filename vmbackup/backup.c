@@ -366,6 +366,9 @@ static int load_disks(struct run *r)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(r->dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
   if (!doc) return VM_EXIT_FAIL;
+  /* Encrypted disks: the backup job's scratch images would hold the guest's old
+   * data in clear while it runs, and a restore would make its disks unencrypted. */
+  if (vm_domain_encrypted(doc)) return vm_fail(VM_EXIT_STATE, "VM '%s' has encrypted disks, which vmbackup does not back up yet", r->vm);
   struct vm_disk *disks;
   size_t n;
   int rc = vm_domain_disks(doc, &disks, &n);

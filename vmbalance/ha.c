@@ -516,12 +516,17 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
       if (!before) virResetLastError();
       bool existed = before != NULL;
       if (before) virDomainFree(before);
-      virDomainPtr dom = conn ? virDomainDefineXML(conn, xmls[i]) : NULL;
+      /* An encrypted VM's disk keys go there first, from the keys this machine keeps. */
+      vm_errors_mute(true);
+      int krc = conn ? vm_domain_secrets_ensure(conn, to_start.v[i], xmls[i]) : 0;
+      vm_errors_mute(false);
+      CLEANUP_FREE char *why_key = krc ? vm_strdup(vm_last_error()) : NULL;
+      virDomainPtr dom = conn && !krc ? virDomainDefineXML(conn, xmls[i]) : NULL;
       if (dom && virDomainCreate(dom) == 0) {
         vm_info("restarted HA VM '%s' of fenced host '%s' on '%s'", to_start.v[i], dead->h->name, dest);
       } else {
         vm_warn("cannot restart HA VM '%s' of '%s' on '%s': %s", to_start.v[i], dead->h->name, dest,
-                conn ? virGetLastErrorMessage() : why_open);
+                !conn ? why_open : why_key ? why_key : virGetLastErrorMessage());
         /* Nothing half-made: a definition this run made is removed. */
         if (dom && !existed) virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM);
         virResetLastError();

@@ -10,7 +10,7 @@ void move_free(struct move *m)
 {
   for (size_t i = 0; i < m->ndisks; i++) {
     struct mdisk *d = &m->disks[i];
-    free(d->target); free(d->device); free(d->type); free(d->src_path); free(d->format); free(d->pool); free(d->vol);
+    free(d->target); free(d->device); free(d->type); free(d->src_path); free(d->secret); free(d->format); free(d->pool); free(d->vol);
     free(d->dst_path);
     vm_strv_free(&d->chain);
     vm_strv_free(&d->copy_chain);
@@ -78,6 +78,9 @@ static int load(struct move *m)
     CLEANUP_XMLFREE char *fmt = drv ? vm_xml_prop(drv, "type") : NULL;
     d->format = fmt ? vm_strdup(fmt) : NULL;
     d->readonly = vm_xml_find(disk, "readonly") != NULL || strcmp(d->device, "cdrom") == 0;
+    xmlNodePtr enc = vm_xml_find(src, "encryption"), sec = enc ? vm_xml_find(enc, "secret") : NULL;
+    CLEANUP_XMLFREE char *suuid = sec ? vm_xml_prop(sec, "uuid") : NULL;
+    d->secret = suuid ? vm_strdup(suuid) : NULL;
   }
   m->kernel = vm_xpath_str(x, "/domain/os/kernel");
   m->initrd = vm_xpath_str(x, "/domain/os/initrd");

@@ -12,14 +12,15 @@ static struct vm_strv created;
 
 static int create_one(struct move *m, const char *pool_name, const char *path, const char *format,
                       uint64_t capacity, const char *backing, const char *backing_format, unsigned mode,
-                      virStorageVolPtr *out)
+                      const char *secret, virStorageVolPtr *out)
 {
   CLEANUP_VIRPOOL virStoragePoolPtr dp = NULL;
   int rc = vm_pool_open(m->dst.conn, pool_name, &dp);
   if (rc) return rc;
   const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   struct vm_volspec spec = { .name = name, .format = format ? format : "raw", .capacity = capacity,
-                             .backing = backing, .backing_format = backing_format, .mode = mode };
+                             .backing = backing, .backing_format = backing_format, .mode = mode,
+                             .secret = secret };
   if ((rc = vm_vol_create(dp, &spec, out))) return rc;
   vm_strv_add(&created, path);
   return 0;
@@ -41,7 +42,7 @@ int dest_volumes_create(struct move *m, bool copy_data)
         struct vm_imginfo bi;
         if ((rc = vm_image_info(m->src.conn, d->copy_chain.v[k], &bi))) break;
         CLEANUP_VIRVOL virStorageVolPtr sv = NULL, dv = NULL;
-        rc = create_one(m, bi.pool, bi.path, bi.format, bi.capacity, bi.backing, bi.backing_format, 0444, &dv);
+        rc = create_one(m, bi.pool, bi.path, bi.format, bi.capacity, bi.backing, bi.backing_format, 0444, NULL, &dv);
         if (rc == 0 && (rc = vm_vol_find(m->src.conn, bi.path, &sv)) == 0) rc = vm_vol_copy(sv, dv, bi.path);
         vm_imginfo_free(&bi);
       }
@@ -49,7 +50,8 @@ int dest_volumes_create(struct move *m, bool copy_data)
       struct vm_imginfo ti;
       if ((rc = vm_image_info(m->src.conn, d->src_path, &ti))) break;
       CLEANUP_VIRVOL virStorageVolPtr sv = NULL, dv = NULL;
-      rc = create_one(m, d->pool, d->dst_path, ti.format, ti.capacity, ti.backing, ti.backing_format, 0, &dv);
+      /* The copy is the encrypted image byte for byte: made plain, then written whole. */
+      rc = create_one(m, d->pool, d->dst_path, ti.format, ti.capacity, ti.backing, ti.backing_format, 0, NULL, &dv);
       vm_imginfo_free(&ti);
       if (rc == 0 && (rc = vm_vol_find(m->src.conn, d->src_path, &sv)) == 0) rc = vm_vol_copy(sv, dv, d->src_path);
     } else {
@@ -64,15 +66,32 @@ int dest_volumes_create(struct move *m, bool copy_data)
       }
       const char *fmt = d->format ? d->format : "qcow2";
       if (d->how == D_COPY_ALL && strcmp(fmt, "raw") != 0) fmt = "qcow2";
-      rc = create_one(m, d->pool, d->dst_path, fmt, d->capacity, backing, bfmt, 0, NULL);
+      /* QEMU's mirror fills it through the destination's QEMU, which opens it with
+       * the VM's key: encrypted alike (a new LUKS header, the same passphrase). */
+      rc = create_one(m, d->pool, d->dst_path, fmt, d->capacity, backing, bfmt, 0, d->secret, NULL);
     }
   }
   return rc;
 }
 
+static struct vm_strv keys_made;
+
+void dest_key_made(const char *uuid) { vm_strv_add(&keys_made, uuid); }
+
+/* A move starts with nothing made: what an earlier move of the same run (a plan)
+ * made belongs to that move's VM, which a later failure must not take. */
+void dest_reset(void)
+{
+  vm_strv_free(&created);
+  vm_strv_free(&keys_made);
+}
+
 int dest_volumes_remove(struct move *m)
 {
   int left = 0;
+  for (size_t i = 0; i < keys_made.n; i++)
+    if (vm_secret_remove(m->dst.conn, keys_made.v[i], false) != 0) vm_warn("kept disk key %s on %s", keys_made.v[i], m->dst.label);
+  vm_strv_free(&keys_made);
   for (size_t i = created.n; i-- > 0;) {
     /* Never one that a VM there uses (a move that went on without us). */
     struct vm_strv users = { 0 };

@@ -45,6 +45,7 @@ struct mdisk {
   struct vm_strv chain;    /* backing files below the top, top-down */
   struct vm_strv copy_chain; /* offline, whole chain: backing files to copy too */
   bool readonly;
+  char *secret;            /* an encrypted disk (LUKS): its key's secret UUID */
 };
 
 /* What plans add up: memory and pool space given by earlier moves. */
@@ -98,6 +99,10 @@ int dest_volumes_create(struct move *m, bool copy_data);
 /* Removes them; returns how many could not be removed (the record then stays, for
  * the next run). */
 int dest_volumes_remove(struct move *m);
+/* A disk key this run defined on the destination: a failed move removes it too. */
+void dest_key_made(const char *uuid);
+/* Forgets what earlier moves of this run made (each move starts with none). */
+void dest_reset(void);
 int source_volumes_remove(struct move *m);
 /* The destination's definition: the source's, with each disk at its
  * destination path. Caller frees. */

@@ -20,8 +20,9 @@
 
 static char *o_image, *o_template, *o_memory, *o_vcpus, *o_size, *o_cdrom, *o_console_log, *o_cpu_model;
 static char *o_kernel, *o_initrd, *o_cmdline, *o_hostname, *o_ssh_key, *o_root_pw, *o_pool, *o_tpool, *o_count;
+static char *o_passphrase;
 static char **o_disks, **o_networks, **o_macs;
-static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run;
+static int o_copy, o_full, o_autostart, o_start, o_paused, o_dry_run, o_encrypt;
 
 static struct poptOption options[] = {
   { "image", 'i', POPT_ARG_STRING, &o_image, 0, "boot disk: this image, used in place", "FILE" },
@@ -51,6 +52,10 @@ static struct poptOption options[] = {
   { "autostart", '\0', POPT_ARG_NONE, &o_autostart, 0, "start the VM when the host boots", NULL },
   { "start", 's', POPT_ARG_NONE, &o_start, 0, "start the VM once it is defined", NULL },
   { "paused", '\0', POPT_ARG_NONE, &o_paused, 0, "with --start: start with the vCPUs paused", NULL },
+  { "encrypt", '\0', POPT_ARG_NONE, &o_encrypt, 0,
+    "encrypt the VM's new disks (qcow2 with LUKS), the key in a libvirt secret and kept in vmkit's key folder", NULL },
+  { "passphrase-file", '\0', POPT_ARG_STRING, &o_passphrase, 0,
+    "with --encrypt: the key is the first line of FILE (default: a random key)", "FILE" },
   { "dry-run", '\0', POPT_ARG_NONE, &o_dry_run, 0, "print the domain XML and the volumes it would make; change nothing", NULL },
   VM_POPT_FILTER,
   VM_POPT_LOCK,
@@ -73,6 +78,7 @@ struct planned {
 struct job {
   char *name, *hostname;
   char uuid[37];
+  char secret[37];         /* --encrypt: the UUID of its disks' key */
   struct planned vols[VM_MAX_DEVS];
   size_t nvols;
   char *boot;              /* the boot disk's path (a new volume or an image in place) */
@@ -188,6 +194,7 @@ struct common {
   size_t ndata;
   struct customization cust;
   char *scratch;            /* local scratch folder (customized overlays) */
+  char *passphrase;         /* --passphrase-file's key; NULL: a random key per VM */
 };
 
 static struct planned *plan_vol(struct common *c, struct job *j, enum how how, const char *name, uint64_t cap)
@@ -203,6 +210,8 @@ static struct planned *plan_vol(struct common *c, struct job *j, enum how how, c
 static int plan_job(struct common *c, struct job *j, struct vm_spec *spec)
 {
   vm_uuid_random(j->uuid);
+  if (o_encrypt) vm_uuid_random(j->secret);
+  const char *secret = o_encrypt ? j->secret : NULL;
   const char *fmt = c->file_pool ? "qcow2" : "raw";
   j->boot_format = fmt;
   j->disk_type = c->file_pool ? "file" : "block";
@@ -250,10 +259,11 @@ static int plan_job(struct common *c, struct job *j, struct vm_spec *spec)
   spec->name = j->name;
   spec->uuid = j->uuid;
   spec->ndisks = 0;
-  if (j->boot) spec->disks[spec->ndisks++] = (struct vm_spec_disk){ j->boot, j->boot_format, "disk", j->disk_type, false };
+  /* Encryption was refused for a disk that is not a new volume (an image in place). */
+  if (j->boot) spec->disks[spec->ndisks++] = (struct vm_spec_disk){ j->boot, j->boot_format, "disk", j->disk_type, false, secret };
   for (size_t i = 0; i < j->nvols; i++) {
     if (j->boot && strcmp(j->vols[i].path, j->boot) == 0) continue;
-    spec->disks[spec->ndisks++] = (struct vm_spec_disk){ j->vols[i].path, fmt, "disk", c->file_pool ? "file" : "block", false };
+    spec->disks[spec->ndisks++] = (struct vm_spec_disk){ j->vols[i].path, fmt, "disk", c->file_pool ? "file" : "block", false, secret };
   }
   if (c->cdrom) spec->disks[spec->ndisks++] = (struct vm_spec_disk){ c->cdrom, "raw", "cdrom", "file", true };
   CLEANUP_FREE char *log = NULL;
@@ -268,6 +278,7 @@ static int plan_job(struct common *c, struct job *j, struct vm_spec *spec)
   }
   spec->console_log = log;
   xmlDocPtr rec = j->rec = vm_journal_new("create");
+  if (secret) vm_journal_add_secret(rec, secret, "new");
   for (size_t i = 0; i < j->nvols; i++) vm_journal_add_volume(rec, j->vols[i].path, "new");
   if (j->nvols && j->vols[0].how == V_CUSTOM_FULL) {
     CLEANUP_FREE char *tmp = vm_strdup_printf("%s.custom", j->vols[0].path);
@@ -293,6 +304,9 @@ static void print_plan(struct common *c, struct job *j)
             hows[p->how], p->how == V_NEW ? "" : " ", p->how == V_NEW ? "" : p->source ? p->source : c->tpl.disk,
             p->capacity ? vm_format_size(p->capacity, sz) : "its source's size");
   }
+  if (o_encrypt)
+    fprintf(stderr, "would encrypt %s (qcow2 with LUKS) with the key of secret %s (%s)\n",
+            j->nvols == 1 ? "the disk" : "the disks", j->secret, c->passphrase ? "the passphrase file's" : "a random key");
   if (customization_wanted(&c->cust)) fprintf(stderr, "would customize: %s\n", j->boot);
   fputs(j->xml, stdout);
 }
@@ -333,13 +347,32 @@ static int make_custom(struct common *c, struct job *j, struct planned *p, virSt
   /* A full copy: the customized overlay flattened by libvirt, then removed. */
   virStorageVolPtr again = virStorageVolLookupByName(c->pool, vname);
   if (!again) return vm_fail_virt("cannot find volume '%s'", vname);
-  struct vm_volspec full = { .name = p->name, .format = "qcow2", .capacity = p->capacity };
+  struct vm_volspec full = { .name = p->name, .format = "qcow2", .capacity = p->capacity,
+                             .secret = o_encrypt ? j->secret : NULL };
   rc = vm_vol_create_from(c->pool, &full, again, out);
   virStorageVolFree(again);
   if (rc) return rc;
   CLEANUP_FREE char *fpath = virStorageVolGetPath(*out);
   vm_undo_volume(&j->undo, c->conn, fpath);
   return vm_path_delete(c->conn, path);
+}
+
+/* qemu-img writes a local image into the volume's file; encrypted, with the key
+ * read from its file (never on the argv) and QEMU's timing of the key derivation
+ * tried again where it failed (see vm_vol_create). */
+static int copy_local(const struct planned *p, const char *fmt, const char *path, const char *secret)
+{
+  if (!secret) {
+    char *conv[] = { "qemu-img", "convert", "-q", "-f", (char *)p->source_format, "-O", (char *)fmt, p->source, (char *)path, NULL };
+    return vm_run_checked(conv, NULL);
+  }
+  CLEANUP_FREE char *keyfile = vm_key_path(secret);
+  CLEANUP_FREE char *obj = vm_strdup_printf("secret,id=sec0,file=%s", keyfile);
+  char *conv[] = { "qemu-img", "convert", "-q", "--object", obj, "-f", (char *)p->source_format, "-O", "qcow2",
+                   "-o", "compat=1.1,encrypt.format=luks,encrypt.key-secret=sec0", p->source, (char *)path, NULL };
+  int rc = vm_run_checked(conv, NULL);
+  for (int i = 0; rc && i < 3 && strstr(vm_last_error(), "accurate CPU usage"); i++) rc = vm_run_checked(conv, NULL);
+  return rc;
 }
 
 static int make_volume(struct common *c, struct job *j, struct planned *p)
@@ -351,7 +384,7 @@ static int make_volume(struct common *c, struct job *j, struct planned *p)
   case V_NEW:
   case V_CLONE: {
     struct vm_volspec spec = { .name = p->name, .format = fmt, .capacity = p->capacity, .backing = p->backing,
-                               .backing_format = "qcow2" };
+                               .backing_format = "qcow2", .secret = o_encrypt ? j->secret : NULL };
     rc = vm_vol_create(c->pool, &spec, &vol);
     break;
   }
@@ -360,7 +393,7 @@ static int make_volume(struct common *c, struct job *j, struct planned *p)
       if (rc == VM_EXIT_NOTFOUND) rc = vm_fail(VM_EXIT_NOTFOUND, "'%s' is gone", p->source);
       break;
     }
-    struct vm_volspec spec = { .name = p->name, .format = fmt, .capacity = 0 };
+    struct vm_volspec spec = { .name = p->name, .format = fmt, .capacity = 0, .secret = o_encrypt ? j->secret : NULL };
     vm_progress("copying the disk", 0, 0);
     rc = vm_vol_create_from(c->pool, &spec, src, &vol);
     vm_progress_end();
@@ -373,9 +406,8 @@ static int make_volume(struct common *c, struct job *j, struct planned *p)
     if ((rc = vm_vol_create(c->pool, &spec, &vol))) break;
     CLEANUP_FREE char *path = virStorageVolGetPath(vol);
     vm_undo_volume(&j->undo, c->conn, path);
-    char *conv[] = { "qemu-img", "convert", "-q", "-f", (char *)p->source_format, "-O", (char *)fmt, p->source, path, NULL };
     vm_progress("copying the disk", 0, 0);
-    rc = vm_run_checked(conv, NULL);
+    rc = copy_local(p, fmt, path, o_encrypt ? j->secret : NULL);
     vm_progress_end();
     if (rc == 0) rc = vm_pool_refresh(c->pool);
     if (rc) return rc;
@@ -444,6 +476,15 @@ static int build(struct common *c, struct job *j)
     return vm_fail_virt_saved(saved, "cannot define VM '%s'", j->name);
   }
   vm_undo_domain(&j->undo, j->dom);
+  /* The key before the disks that it encrypts: kept here, then on the host. */
+  if (o_encrypt) {
+    char *key = c->passphrase ? vm_strdup(c->passphrase) : vm_key_new();
+    if (!key) return VM_EXIT_FAIL;
+    vm_undo_secret(&j->undo, c->conn, j->secret);
+    rc = vm_key_save(j->secret, key);
+    if (rc == 0) rc = vm_secret_put(c->conn, j->secret, j->name, key);
+    vm_key_free(key);
+  }
   for (size_t i = 0; i < j->nvols && rc == 0; i++) {
     vm_progress("creating disks", i, j->nvols);
     rc = make_volume(c, j, &j->vols[i]);
@@ -544,6 +585,17 @@ int cmd_create(int argc, char **argv)
   if (o_image && !o_copy && njobs > 1) return vm_usage_error("several VMs cannot share an --image in place: use --copy");
   if (o_full && !o_template) return vm_usage_error("--full needs --template");
   if (o_paused && !o_start) return vm_usage_error("--paused needs --start");
+  if (o_passphrase && !o_encrypt) return vm_usage_error("--passphrase-file needs --encrypt");
+  if (o_encrypt && o_template && !o_full)
+    return vm_usage_error("--encrypt with --template needs --full: a linked clone reads the template's disk, which "
+                          "stays in clear; --full copies it into an encrypted image");
+  if (o_encrypt && o_image && !o_copy)
+    return vm_usage_error("--encrypt with --image needs --copy: an image used in place stays as it is");
+  if (o_encrypt && !o_template && !o_image && !(o_disks && o_disks[0]))
+    return vm_usage_error("--encrypt: the VM has no disk to encrypt (give --template, --image or --disk)");
+  if (o_encrypt && o_image && (o_hostname || o_ssh_key || o_root_pw))
+    return vm_usage_error("--encrypt: a copied image is customized in place, which libguestfs cannot do to an "
+                          "encrypted disk (customize a template's --full copy instead)");
   if ((o_initrd || o_cmdline) && !o_kernel && !o_template)
     return vm_usage_error("--initrd and --cmdline need --kernel");
   uint64_t vcpus = 0, memory = 0;
@@ -634,6 +686,19 @@ int cmd_create(int argc, char **argv)
       }
   }
   if (customization_wanted(&c.cust) && (rc = customization_check(&c.cust))) goto out;
+  if (o_passphrase) {
+    c.passphrase = vm_read_first_line(o_passphrase);
+    if (!c.passphrase) {
+      rc = vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read the passphrase file '%s'",
+                         o_passphrase);
+      goto out;
+    }
+    if (!*c.passphrase || strlen(c.passphrase) > 1024) {
+      rc = vm_usage_error("the passphrase file '%s' %s", o_passphrase,
+                          *c.passphrase ? "has a first line longer than 1024 bytes" : "starts with an empty line");
+      goto out;
+    }
+  }
 
   /* Then what must exist: exit 3 when it does not. */
   c.conn = vm_connect();
@@ -715,6 +780,11 @@ int cmd_create(int argc, char **argv)
     c.file_pool = vm_pool_is_file_based(c.pool);
     if (!(c.pool_path = vm_pool_target(c.pool))) {
       rc = vm_fail_virt("cannot read storage pool '%s'", pname);
+      goto out;
+    }
+    if (o_encrypt && !c.file_pool) {
+      rc = vm_fail(VM_EXIT_STATE, "pool '%s' cannot hold encrypted disks (qcow2 with LUKS): use a dir, fs or netfs pool",
+                   pname);
       goto out;
     }
     if (o_template && !o_full && !c.file_pool) {
@@ -817,6 +887,7 @@ out:
   free(jobs);
   template_free(&c.tpl);
   free(c.local_tpl_disk);
+  vm_key_free(c.passphrase);
   free(c.image);
   free(c.image_format);
   free(c.kernel);

@@ -62,6 +62,8 @@ static int already(const char *name, const char *state)
 static int start_one(virDomainPtr dom, const char *name)
 {
   if (virDomainIsActive(dom) == 1) return already(name, "running");
+  int rc = vm_dom_secrets_ensure(virDomainGetConnect(dom), dom);
+  if (rc) return rc;
   if (virDomainCreateWithFlags(dom, o_paused ? VIR_DOMAIN_START_PAUSED : 0) < 0) {
     /* A memory hard limit is accepted by `tune` but can make QEMU fail to start
      * on hosts that cannot lock that much memory: say what to undo. */
@@ -304,6 +306,25 @@ static int removable_files(virConnectPtr conn, virDomainPtr dom, const char *nam
   return rc;
 }
 
+/* The disk keys that go with the files: vmkit's own, every disk they encrypt
+ * among the files removed (a key whose disk stays, stays). */
+static void removable_keys(virConnectPtr conn, virDomainPtr dom, const struct vm_strv *files, struct vm_strv *keys)
+{
+  CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, VIR_DOMAIN_XML_INACTIVE);
+  if (!doc) return;
+  struct vm_strv paths = { 0 }, uuids = { 0 };
+  vm_domain_disk_secrets(doc, &paths, &uuids);
+  for (size_t i = 0; i < uuids.n; i++) {
+    bool all = true;
+    for (size_t k = 0; k < uuids.n; k++)
+      if (strcmp(uuids.v[k], uuids.v[i]) == 0 && !vm_strv_contains(files->v, paths.v[k])) all = false;
+    if (all && !vm_strv_contains(keys->v, uuids.v[i]) && vm_secret_is_ours(conn, uuids.v[i]))
+      vm_strv_add(keys, uuids.v[i]);
+  }
+  vm_strv_free(&paths);
+  vm_strv_free(&uuids);
+}
+
 int cmd_undefine(int argc, char **argv)
 {
   struct poptOption table[] = {
@@ -342,16 +363,22 @@ int cmd_undefine(int argc, char **argv)
   }
   /* The files go first, under a journal record naming them: a run killed halfway
    * leaves a VM whose next run (any verb) finishes the undefine. */
+  struct vm_strv keys = { 0 };
+  if (files.n) removable_keys(conn, dom, &files, &keys);
   if (files.n) {
     CLEANUP_XMLDOC xmlDocPtr rec = vm_journal_new("undefine");
     for (size_t i = 0; i < files.n; i++) vm_journal_add_volume(rec, files.v[i], "remove");
+    for (size_t i = 0; i < keys.n; i++) vm_journal_add_secret(rec, keys.v[i], "remove");
     rc = vm_journal_write(dom, rec);
     for (size_t i = 0; i < files.n && rc == 0; i++) rc = vm_path_delete(conn, files.v[i]);
+    for (size_t i = 0; i < keys.n && rc == 0; i++) rc = vm_secret_remove(conn, keys.v[i], true);
     if (rc) {
       vm_strv_free(&files);
+      vm_strv_free(&keys);
       return rc;
     }
   }
+  vm_strv_free(&keys);
   unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                    VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
   if (virDomainUndefineFlags(dom, flags) < 0) {

@@ -408,6 +408,9 @@ static int template_create(int argc, char **argv)
                    vm_state_name(vm_domain_state(dom)));
   CLEANUP_XMLDOC xmlDocPtr doc = vm_domain_doc(dom, VIR_DOMAIN_XML_INACTIVE);
   if (!doc) return VM_EXIT_FAIL;
+  if (vm_domain_encrypted(doc))
+    return vm_fail(VM_EXIT_STATE, "VM '%s' has encrypted disks: a template's image is read in clear by every clone, "
+                   "so make the template from an unencrypted VM", o_from);
   struct vm_disk *disks;
   size_t nd;
   vm_domain_disks(doc, &disks, &nd);

@@ -20,7 +20,11 @@ static xmlNodePtr add_disk(xmlNodePtr devs, const struct vm_spec_disk *d, int *n
   if (!cdrom) vm_xml_set(drv, "cache", "none");
   if (!cdrom) vm_xml_set(drv, "discard", "unmap");
   /* A CD-ROM drive may be empty (no medium), as a physical server's. */
-  if (d->path) vm_xml_set(vm_xml_child(disk, "source", NULL), block ? "dev" : "file", d->path);
+  if (d->path) {
+    xmlNodePtr src = vm_xml_child(disk, "source", NULL);
+    vm_xml_set(src, block ? "dev" : "file", d->path);
+    if (d->secret) vm_xml_add_luks(src, d->secret);
+  }
   xmlNodePtr tgt = vm_xml_child(disk, "target", NULL);
   if (cdrom) {
     vm_xml_setf(tgt, "dev", "sd%c", 'a' + (*nsata)++);

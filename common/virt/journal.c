@@ -32,6 +32,13 @@ void vm_journal_add_volume(xmlDocPtr rec, const char *path, const char *role)
   vm_xml_set(v, "role", role);
 }
 
+void vm_journal_add_secret(xmlDocPtr rec, const char *uuid, const char *role)
+{
+  xmlNodePtr v = vm_xml_child(xmlDocGetRootElement(rec), "secret", NULL);
+  vm_xml_set(v, "uuid", uuid);
+  vm_xml_set(v, "role", role);
+}
+
 int vm_journal_write(virDomainPtr dom, xmlDocPtr rec)
 {
   return vm_meta_write(dom, VM_JOURNAL_NS, VM_JOURNAL_PREFIX, rec);
@@ -67,14 +74,19 @@ char *vm_journal_attr(xmlDocPtr rec, const char *name)
   return vm_xml_prop(xmlDocGetRootElement(rec), name);
 }
 
-void vm_journal_volumes(xmlDocPtr rec, const char *role, struct vm_strv *out)
+static void entries(xmlDocPtr rec, const char *elem, const char *attr, const char *role, struct vm_strv *out)
 {
   for (xmlNodePtr c = xmlDocGetRootElement(rec)->children; c; c = c->next) {
-    if (c->type != XML_ELEMENT_NODE || xmlStrcmp(c->name, BAD_CAST "volume") != 0) continue;
+    if (c->type != XML_ELEMENT_NODE || xmlStrcmp(c->name, BAD_CAST elem) != 0) continue;
     CLEANUP_FREE char *r = vm_xml_prop(c, "role");
-    CLEANUP_FREE char *p = vm_xml_prop(c, "path");
+    CLEANUP_FREE char *p = vm_xml_prop(c, attr);
     if (p && r && strcmp(r, role) == 0) vm_strv_add(out, p);
   }
+}
+
+void vm_journal_volumes(xmlDocPtr rec, const char *role, struct vm_strv *out)
+{
+  entries(rec, "volume", "path", role, out);
 }
 
 /* A record written from another machine: this machine's lock does not prove its
@@ -106,6 +118,21 @@ static int remove_volumes(virConnectPtr conn, xmlDocPtr rec, const char *role)
   return rc;
 }
 
+/* The disk keys the record names with role: off the host, and their key files
+ * gone (made by the run, or meant to go with the VM). */
+static int remove_secrets(virConnectPtr conn, xmlDocPtr rec, const char *role)
+{
+  struct vm_strv uuids = { 0 };
+  entries(rec, "secret", "uuid", role, &uuids);
+  int rc = 0;
+  for (size_t i = 0; i < uuids.n; i++) {
+    int r = vm_secret_remove(conn, uuids.v[i], true);
+    if (r && !rc) rc = r;
+  }
+  vm_strv_free(&uuids);
+  return rc;
+}
+
 int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other)
 {
   if (other) *other = NULL;
@@ -129,6 +156,7 @@ int vm_journal_recover(virConnectPtr conn, virDomainPtr *dom, char **other)
   CLEANUP_FREE char *why = vm_strdup_printf("to finish its interrupted %s", op);
   if ((rc = vm_force_off(*dom, why))) return rc;
   if ((rc = remove_volumes(conn, rec, create ? "new" : "remove"))) return rc;
+  if ((rc = remove_secrets(conn, rec, create ? "new" : "remove"))) return rc;
   unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                    VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
   if (virDomainIsPersistent(*dom) == 1 && virDomainUndefineFlags(*dom, flags) < 0)

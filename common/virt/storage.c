@@ -353,6 +353,7 @@ static char *vol_xml(virStoragePoolPtr pool, const struct vm_volspec *spec)
   /* qcow2 version 3 (libvirt 9.0 still makes 0.10 unless told): persistent dirty
    * bitmaps, which vmbackup's incremental backups need, exist only there. */
   if (files && spec->format && strcmp(spec->format, "qcow2") == 0) vm_xml_child(target, "compat", "1.1");
+  if (spec->secret) vm_xml_add_luks(target, spec->secret);
   xmlNodePtr perms = vm_xml_child(target, "permissions", NULL);
   snprintf(num, sizeof num, "0%o", spec->mode ? spec->mode : 0600);
   vm_xml_child(perms, "mode", num);
@@ -379,6 +380,17 @@ static int created(virStoragePoolPtr pool, const struct vm_volspec *spec, virSto
   return 0;
 }
 
+/* QEMU times its LUKS key derivation (PBKDF) on the CPU clock of the thread, and
+ * fails when the clock does not move in its sample ("Unable to get accurate CPU
+ * usage"), which a loaded host makes likely (one in twenty here): worth another try. */
+static bool luks_benchmark_failed(const struct vm_volspec *spec)
+{
+  if (!spec->secret || !strstr(vm_virt_message(), "accurate CPU usage")) return false;
+  vm_debug("QEMU could not time the key derivation of '%s': trying again", spec->name);
+  virResetLastError();
+  return true;
+}
+
 int vm_vol_create(virStoragePoolPtr pool, const struct vm_volspec *spec, virStorageVolPtr *out)
 {
   if (out) *out = NULL;
@@ -390,6 +402,7 @@ int vm_vol_create(virStoragePoolPtr pool, const struct vm_volspec *spec, virStor
   }
   CLEANUP_FREE char *xml = vol_xml(pool, spec);
   virStorageVolPtr v = virStorageVolCreateXML(pool, xml, 0);
+  for (int i = 0; !v && i < 3 && luks_benchmark_failed(spec); i++) v = virStorageVolCreateXML(pool, xml, 0);
   /* libvirt goes by its list of the pool's volumes, which a file removed behind
    * its back leaves stale: after a refresh, a name that is free is free. */
   if (!v && vm_virt_error_code() == VIR_ERR_STORAGE_VOL_EXIST && vm_pool_refresh(pool) == 0) {
@@ -412,7 +425,9 @@ int vm_vol_create_from(virStoragePoolPtr pool, const struct vm_volspec *spec, vi
   struct vm_volspec s = *spec;
   s.backing = NULL;
   CLEANUP_FREE char *xml = vol_xml(pool, &s);
-  return created(pool, spec, virStorageVolCreateXMLFrom(pool, xml, src, 0), out);
+  virStorageVolPtr v = virStorageVolCreateXMLFrom(pool, xml, src, 0);
+  for (int i = 0; !v && i < 3 && luks_benchmark_failed(spec); i++) v = virStorageVolCreateXMLFrom(pool, xml, src, 0);
+  return created(pool, spec, v, out);
 }
 
 int vm_path_delete(virConnectPtr conn, const char *path)

@@ -10,7 +10,7 @@
 
 #include "vmkit-virt.h"
 
-enum kind { U_VOLUME, U_FILE, U_DIR, U_DOMAIN };
+enum kind { U_VOLUME, U_FILE, U_DIR, U_DOMAIN, U_SECRET };
 struct vm_undo_item {
   enum kind kind;
   char *path;
@@ -32,6 +32,7 @@ void vm_undo_volume(struct vm_undo *u, virConnectPtr conn, const char *path) { p
 void vm_undo_local_file(struct vm_undo *u, const char *path) { push(u, U_FILE, path, NULL, NULL); }
 void vm_undo_local_dir(struct vm_undo *u, const char *path) { push(u, U_DIR, path, NULL, NULL); }
 void vm_undo_domain(struct vm_undo *u, virDomainPtr dom) { push(u, U_DOMAIN, NULL, dom, NULL); }
+void vm_undo_secret(struct vm_undo *u, virConnectPtr conn, const char *uuid) { push(u, U_SECRET, uuid, NULL, conn); }
 
 static void item_free(struct vm_undo_item *it)
 {
@@ -54,6 +55,9 @@ void vm_undo_run(struct vm_undo *u)
       break;
     case U_DIR:
       vm_remove_tree(it->path);
+      break;
+    case U_SECRET:
+      if (vm_secret_remove(it->conn, it->path, true) != 0) vm_warn("cannot remove disk key %s while undoing", it->path);
       break;
     case U_DOMAIN:
       if (virDomainIsActive(it->dom) == 1) virDomainDestroy(it->dom);

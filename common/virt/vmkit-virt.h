@@ -184,6 +184,7 @@ struct vm_spec_disk {
   const char *device;  /* disk, cdrom */
   const char *type;    /* file (default), block */
   bool readonly;
+  const char *secret;  /* a LUKS-encrypted qcow2: its secret's UUID */
 };
 struct vm_spec_nic {
   const char *type;    /* user, network, bridge */
@@ -324,6 +325,7 @@ struct vm_volspec {
   uint64_t capacity;
   const char *backing, *backing_format;
   unsigned mode; /* 0: 0600 */
+  const char *secret; /* qcow2 encrypted with LUKS, the key this secret's (on the pool's host) */
 };
 int vm_vol_create(virStoragePoolPtr pool, const struct vm_volspec *spec, virStorageVolPtr *vol);
 /* A full copy of src into pool (qemu-img convert by libvirt: the chain flattened). */
@@ -372,8 +374,48 @@ void vm_undo_volume(struct vm_undo *u, virConnectPtr conn, const char *path);
 void vm_undo_local_file(struct vm_undo *u, const char *path);
 void vm_undo_local_dir(struct vm_undo *u, const char *path);
 void vm_undo_domain(struct vm_undo *u, virDomainPtr dom);
+/* A disk key made by the run: its secret on the host and its key file here. */
+void vm_undo_secret(struct vm_undo *u, virConnectPtr conn, const char *uuid);
 void vm_undo_run(struct vm_undo *u);
 void vm_undo_forget(struct vm_undo *u);
+
+/* ---- Disk keys (secret.c) ------------------------------------------------------------------
+ * An encrypted VM's disks are qcow2 with LUKS, their passphrase a private libvirt
+ * secret on the VM's host, named by UUID in the disk's <encryption>. vmkit keeps
+ * each key root-only on the machine that runs it, in vm_key_dir() (0700, files
+ * UUID.key 0600: $VMKIT_KEY_DIR, else /var/lib/vmkit/keys), since libvirt does not
+ * give a private secret back; vm_secret_ensure defines a VM's secret on a host
+ * from there before the VM runs or its disks are opened there (vmkit(7)). */
+#define VM_SECRET_DESC_PREFIX "vmkit: the disk key of VM "
+const char *vm_key_dir(void);
+char *vm_key_path(const char *uuid);
+/* 64 random hex digits; NULL after a message. Free with vm_key_free. */
+char *vm_key_new(void);
+int vm_key_save(const char *uuid, const char *key);
+/* 0, VM_EXIT_NOTFOUND, or an exit code, each after a message. */
+int vm_key_load(const char *uuid, char **key);
+void vm_key_free(char *key);
+int vm_key_remove(const char *uuid);
+char *vm_secret_description(const char *vm);
+/* Defines the private secret uuid on conn's host with key as its value. */
+int vm_secret_put(virConnectPtr conn, const char *uuid, const char *vm, const char *key);
+/* The secret is on the host, or is defined there from the key this machine keeps. */
+int vm_secret_ensure(virConnectPtr conn, const char *uuid, const char *vm);
+/* Undefines it on the host (missing is fine), and with key_too removes the key. */
+int vm_secret_remove(virConnectPtr conn, const char *uuid, bool key_too);
+/* Was the secret made by vmkit (its description), or is its key kept here? */
+bool vm_secret_is_ours(virConnectPtr conn, const char *uuid);
+/* The secret UUIDs that a domain's disks name (added to out, once each). */
+void vm_domain_secrets(xmlDocPtr doc, struct vm_strv *out);
+/* Does any disk of the domain name a secret (an encrypted disk)? */
+bool vm_domain_encrypted(xmlDocPtr doc);
+/* Each encrypted disk's source path and secret UUID, in parallel lists. */
+void vm_domain_disk_secrets(xmlDocPtr doc, struct vm_strv *paths, struct vm_strv *uuids);
+/* Every secret a definition (XML text) or a domain names, ensured on conn. */
+int vm_domain_secrets_ensure(virConnectPtr conn, const char *vm, const char *xml);
+int vm_dom_secrets_ensure(virConnectPtr conn, virDomainPtr dom);
+/* <encryption format='luks'><secret type='passphrase' uuid=/></encryption> under parent. */
+void vm_xml_add_luks(xmlNodePtr parent, const char *uuid);
 
 /* ---- The journal (journal.c) --------------------------------------------------------------
  * A run that makes or removes several things on a VM first writes what it is about
@@ -387,6 +429,9 @@ void vm_undo_forget(struct vm_undo *u);
 xmlDocPtr vm_journal_new(const char *op);
 /* Adds <volume path= role=/> (role: what the op does with it). */
 void vm_journal_add_volume(xmlDocPtr rec, const char *path, const char *role);
+/* Adds <secret uuid= role=/>: a disk key the op makes (new) or removes (remove);
+ * a roll-back or finish removes it from the host and its key from this machine. */
+void vm_journal_add_secret(xmlDocPtr rec, const char *uuid, const char *role);
 int vm_journal_write(virDomainPtr dom, xmlDocPtr rec);
 /* 0 with *rec NULL when there is none. */
 int vm_journal_read(virDomainPtr dom, xmlDocPtr *rec);

@@ -24,13 +24,17 @@ GFS_PKGS  := libguestfs:libguestfs-dev
 TOOL_PKGS := libcrypt:libcrypt-dev libcrypto:libssl-dev libzstd:libzstd-dev libnbd:libnbd-dev
 PKGS := $(BASE_PKGS) $(VIRT_PKGS) $(GFS_PKGS) $(TOOL_PKGS)
 CHECK_PKGS := cmocka:libcmocka-dev
+# vmpatch compares package versions by each distribution's own library: libdpkg
+# (a static library only: its own dependencies come from --static) and librpm.
+# Checked here but kept out of PKGS, so that no other tool links them.
+PATCH_PKGS := libdpkg:libdpkg-dev rpm:librpm-dev
 
 define need_pkg
 $(if $(shell $(PKG_CONFIG) --exists $(word 1,$(subst :, ,$(1))) && echo y),,\
   $(error library $(word 1,$(subst :, ,$(1))) not found: install the Debian package $(word 2,$(subst :, ,$(1)))))
 endef
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
-$(foreach p,$(PKGS),$(call need_pkg,$(p)))
+$(foreach p,$(PKGS) $(PATCH_PKGS),$(call need_pkg,$(p)))
 endif
 
 pkgnames = $(foreach p,$(1),$(word 1,$(subst :, ,$(p))))
@@ -38,8 +42,10 @@ LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PKGS)) 2>/dev/nul
 LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(PKGS)) 2>/dev/null) -lpthread -lm
 BASE_LIBS  := $(shell $(PKG_CONFIG) --libs $(call pkgnames,$(BASE_PKGS)) 2>/dev/null)
 CPPFLAGS   += $(LIB_CFLAGS)
+PATCH_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(PATCH_PKGS)) 2>/dev/null)
+PATCH_LIBS   := $(shell $(PKG_CONFIG) --libs --static libdpkg 2>/dev/null) $(shell $(PKG_CONFIG) --libs rpm 2>/dev/null)
 
-TOOLS := vmrun vmsnap vmmigrate vmbackup p2v-convert vmbalance
+TOOLS := vmrun vmsnap vmmigrate vmbackup p2v-convert vmbalance vmpatch
 .DEFAULT_GOAL := all
 
 LAYERS := base virt gfs stream
@@ -58,12 +64,16 @@ LIBVMKIT_BASE := common/libvmkit-base.a
 
 all: $(TOOLS) p2v-agent/p2v-agent vmbackup/plugin/nbdkit-vmbackup-plugin.so
 
-# Each tool is every .c file in its folder, linked with libvmkit.a.
+# Each tool is every .c file in its folder, linked with libvmkit.a and the
+# libraries only it needs: TOOL_LIBS (link line) and TOOL_CFLAGS (its objects).
+vmpatch_LIBS   := $(PATCH_LIBS)
+vmpatch_CFLAGS := $(PATCH_CFLAGS)
 define tool_rule
 $(1)_SRCS := $$(wildcard $(1)/*.c)
 $(1)_OBJS := $$($(1)_SRCS:.c=.o)
+$$($(1)_OBJS): CPPFLAGS += $$($(1)_CFLAGS)
 $(1)/$(1): $$($(1)_OBJS) $(LIBVMKIT)
-	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIBVMKIT) $$(LIB_LIBS)
+	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIBVMKIT) $$(LIB_LIBS) $$($(1)_LIBS)
 $(1): $(1)/$(1)
 .PHONY: $(1)
 ALL_OBJS += $$($(1)_OBJS)
@@ -90,7 +100,8 @@ p2v-agent: p2v-agent/p2v-agent
 # t/unit/base-*.c link the base layer alone, with neither libvirt nor libguestfs on
 # the link line, which proves that the base layer stands without them.
 UNIT_SRCS := $(wildcard t/unit/test-*.c) $(wildcard t/unit/base-*.c) $(wildcard t/unit/backup-*.c) \
-             $(wildcard t/unit/stream-*.c) $(wildcard t/unit/convert-*.c) $(wildcard t/unit/balance-*.c)
+             $(wildcard t/unit/stream-*.c) $(wildcard t/unit/convert-*.c) $(wildcard t/unit/balance-*.c) \
+             $(wildcard t/unit/patch-*.c)
 UNIT_BINS := $(UNIT_SRCS:.c=)
 t/unit/test-%: t/unit/test-%.c $(LIBVMKIT)
 	$(call need_pkg,$(CHECK_PKGS))
@@ -146,6 +157,16 @@ t/unit/balance-%: t/unit/balance-%.c $(BAL_SRCS) $(BAL_HDRS)
 	  -fno-omit-frame-pointer -o $@ $< $(BAL_SRCS) -lm $(shell $(PKG_CONFIG) --libs cmocka)
 bench/balance-plan: bench/balance-plan.c $(BAL_SRCS) $(BAL_HDRS)
 	$(CC) -D_GNU_SOURCE $(CFLAGS) -o $@ $< $(BAL_SRCS) -lm
+# vmpatch's feed and inventory readers take untrusted JSON: t/unit/patch-X tests
+# its modules but main.c (the base layer, libdpkg and librpm only) under
+# AddressSanitizer and UBSan.
+PATCH_SRCS := $(addprefix vmpatch/,$(addsuffix .c,feed inventory scan vercmp))
+PATCH_HDRS := vmpatch/vmpatch.h vmpatch/vercmp.h
+t/unit/patch-%: t/unit/patch-%.c $(PATCH_SRCS) $(PATCH_HDRS) $(LIBVMKIT_BASE)
+	$(call need_pkg,$(CHECK_PKGS))
+	$(CC) -D_GNU_SOURCE -Icommon/base -Ivmpatch $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
+	  $(PATCH_CFLAGS) $(CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -o $@ $< $(PATCH_SRCS) \
+	  $(LIBVMKIT_BASE) $(BASE_LIBS) $(PATCH_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 t/unit/base-%: t/unit/base-%.c $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))
 	$(CC) -D_GNU_SOURCE -Icommon/base $(shell $(PKG_CONFIG) --cflags $(call pkgnames,$(BASE_PKGS)) cmocka) \
@@ -185,6 +206,16 @@ else
 t/fuzz/fuzz-balance-config: t/fuzz/fuzz-balance-config.c t/fuzz/fuzz.h t/fuzz/driver.o $(BAL_SRCS) $(BAL_HDRS)
 	$(CC) $(FUZZ_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -fsanitize-coverage=trace-pc -o $@ $< \
 	  $(BAL_SRCS) t/fuzz/driver.o -lm
+endif
+# vmpatch's OSV record parser: its own sources, the base layer, libdpkg, librpm.
+ifeq ($(FUZZ_ENGINE),libfuzzer)
+t/fuzz/fuzz-osv: t/fuzz/fuzz-osv.c t/fuzz/fuzz.h $(PATCH_SRCS) $(PATCH_HDRS) $(LIBVMKIT_BASE)
+	clang $(FUZZ_CFLAGS) -Ivmpatch $(PATCH_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(PATCH_SRCS) \
+	  $(LIBVMKIT_BASE) $(BASE_LIBS) $(PATCH_LIBS)
+else
+t/fuzz/fuzz-osv: t/fuzz/fuzz-osv.c t/fuzz/fuzz.h t/fuzz/driver.o $(PATCH_SRCS) $(PATCH_HDRS) $(LIBVMKIT_BASE)
+	$(CC) $(FUZZ_CFLAGS) -Ivmpatch $(PATCH_CFLAGS) -DFUZZ_DRIVER -fsanitize=address,undefined -fsanitize-coverage=trace-pc \
+	  -o $@ $< $(PATCH_SRCS) t/fuzz/driver.o $(LIBVMKIT_BASE) $(BASE_LIBS) $(PATCH_LIBS)
 endif
 # The engine itself is not instrumented for coverage: only the code under test.
 t/fuzz/driver.o: t/fuzz/driver.c t/fuzz/fuzz.h

@@ -2,6 +2,7 @@
 # Every tool's help, version and usage errors, and its man page against its --help
 # (the podman/util-linux/libguestfs habit: documented options and real options
 # agree). Only the binaries run: no libvirt, no VMs, no libguestfs.
+# vmkit-test: no-vm
 
 load helpers
 

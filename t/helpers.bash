@@ -10,7 +10,7 @@
 bats_require_minimum_version 1.5.0
 
 TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-TOOLS="vmrun vmsnap vmmigrate vmbackup p2v-agent p2v-convert vmbalance"
+TOOLS="vmrun vmsnap vmmigrate vmbackup p2v-agent p2v-convert vmbalance vmpatch"
 
 # One-letter file tag from the file's number: t/020-vmrun-lifecycle.bats -> 020.
 FILETAG=$(basename "$BATS_TEST_FILENAME" .bats | cut -d- -f1)

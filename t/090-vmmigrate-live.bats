@@ -208,6 +208,15 @@ disk_of() { on_host "$1" virsh_q domblklist "$2" --details | awk '$2 == "disk" {
   [ "$(qemu-img info -U --output=json "$f" | jq -r .encrypted)" = true ]
   ! grep -q 'tiny guest root' "$f"
   [ "$(on_host 2 guest_data "$vm")" = kept-secret ]
+  # The source host let the key go with the VM.
+  ! on_host 1 virsh_q secret-dumpxml "$u" 2>/dev/null
+  # A move refused by a check defines nothing there: a VM of that name on h3.
+  printf '<domain type="qemu"><name>%s</name><memory>65536</memory><os><type>hvm</type></os></domain>' "$vm" \
+    > "$BATS_TEST_TMPDIR/clash.xml"
+  on_host 3 virsh_q define "$BATS_TEST_TMPDIR/clash.xml" >/dev/null
+  run_tool 4 vmmigrate -c h2 "$vm" h3 --copy-storage
+  ! on_host 3 virsh_q secret-dumpxml "$u" 2>/dev/null
+  on_host 3 virsh_q undefine "$vm" >/dev/null
   # Without the key kept here, a host that lacks it is refused before anything moves.
   run_tool 0 vmrun -c h2 destroy "$vm"
   mv "$VMKIT_KEY_DIR/$u.key" "$BATS_TEST_TMPDIR/key"

@@ -517,8 +517,9 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
       bool existed = before != NULL;
       if (before) virDomainFree(before);
       /* An encrypted VM's disk keys go there first, from the keys this machine keeps. */
+      struct vm_strv keys_made = { 0 };
       vm_errors_mute(true);
-      int krc = conn ? vm_domain_secrets_ensure(conn, to_start.v[i], xmls[i]) : 0;
+      int krc = conn ? vm_domain_secrets_ensure(conn, to_start.v[i], xmls[i], &keys_made) : 0;
       vm_errors_mute(false);
       CLEANUP_FREE char *why_key = krc ? vm_strdup(vm_last_error()) : NULL;
       virDomainPtr dom = conn && !krc ? virDomainDefineXML(conn, xmls[i]) : NULL;
@@ -527,10 +528,15 @@ static void restart_vms(const struct bal_config *c, const struct pool *p, const 
       } else {
         vm_warn("cannot restart HA VM '%s' of '%s' on '%s': %s", to_start.v[i], dead->h->name, dest,
                 !conn ? why_open : why_key ? why_key : virGetLastErrorMessage());
-        /* Nothing half-made: a definition this run made is removed. */
+        /* Nothing half-made: a definition this run made is removed, and the keys
+         * it defined there. */
         if (dom && !existed) virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM);
         virResetLastError();
+        vm_errors_mute(true);
+        for (size_t k = 0; k < keys_made.n; k++) vm_secret_remove(conn, keys_made.v[k], false);
+        vm_errors_mute(false);
       }
+      vm_strv_free(&keys_made);
       if (dom) virDomainFree(dom);
       if (conn) virConnectClose(conn);
     }

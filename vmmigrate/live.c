@@ -506,6 +506,7 @@ int move_live(struct move *m, json_object *report)
   if (sdom && autostart) virDomainSetAutostart(sdom, 0);
   virResetLastError();
   if (!mo.keep_source && (copy_all || copy_top)) source_volumes_remove(m);
+  source_keys_remove(m);
   record_remove(m);
 
   const char *storage = copy_all ? "copied (whole chain, flattened)" : copy_top ? "copied (top image)" : "shared";

@@ -15,6 +15,8 @@ void move_free(struct move *m)
     vm_strv_free(&d->chain);
     vm_strv_free(&d->copy_chain);
   }
+  vm_strv_free(&m->keys);
+  vm_strv_free(&m->keys_missing);
   free(m->name);
   free(m->kernel);
   free(m->initrd);
@@ -81,6 +83,7 @@ static int load(struct move *m)
     xmlNodePtr enc = vm_xml_find(src, "encryption"), sec = enc ? vm_xml_find(enc, "secret") : NULL;
     CLEANUP_XMLFREE char *suuid = sec ? vm_xml_prop(sec, "uuid") : NULL;
     d->secret = suuid ? vm_strdup(suuid) : NULL;
+    if (suuid && !vm_strv_contains(m->keys.v, suuid)) vm_strv_add(&m->keys, suuid);
   }
   m->kernel = vm_xpath_str(x, "/domain/os/kernel");
   m->initrd = vm_xpath_str(x, "/domain/os/initrd");

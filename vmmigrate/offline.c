@@ -101,6 +101,7 @@ int move_offline(struct move *m, json_object *report)
     virDomainSetAutostart(m->dom, 0);
     virResetLastError();
   }
+  source_keys_remove(m);
   record_remove(m);
   virDomainFree(ddom);
   json_object_object_add(report, "mode", json_object_new_string("offline"));

@@ -460,15 +460,14 @@ static void check_networks(struct move *m, xmlXPathContextPtr x)
   }
 }
 
-/* Encrypted disks: their keys on the destination before the VM runs there, from
- * the keys this machine keeps (libvirt does not hand a private secret back). */
+/* Encrypted disks: their keys must reach the destination before the VM runs
+ * there, from the keys this machine keeps (libvirt does not hand a private secret
+ * back). The check looks; the move (dest_volumes_create) defines them. */
 static void check_keys(struct move *m)
 {
-  struct vm_strv uuids = { 0 };
-  for (size_t i = 0; i < m->ndisks; i++)
-    if (m->disks[i].secret && !vm_strv_contains(uuids.v, m->disks[i].secret)) vm_strv_add(&uuids, m->disks[i].secret);
-  for (size_t i = 0; i < uuids.n; i++) {
-    const char *u = uuids.v[i];
+  vm_strv_free(&m->keys_missing);
+  for (size_t i = 0; i < m->keys.n; i++) {
+    const char *u = m->keys.v[i];
     CLEANUP_FREE char *what = vm_strdup_printf("disk key %s", u);
     virSecretPtr s = virSecretLookupByUUIDString(m->dst.conn, u);
     if (s) {
@@ -480,20 +479,16 @@ static void check_keys(struct move *m)
     CLEANUP_FREE char *err = missing ? NULL : vm_strdup(vm_virt_message());
     virResetLastError();
     CLEANUP_FREE char *kp = vm_key_path(u);
-    if (!missing) check_add(m, what, -1, "cannot look up the disk key on %s: %s", m->dst.label, err);
-    else if (access(kp, R_OK) != 0)
+    if (!missing) {
+      check_add(m, what, -1, "cannot look up the disk key on %s: %s", m->dst.label, err);
+    } else if (access(kp, R_OK) != 0) {
       check_add(m, what, VM_EXIT_STATE, "%s lacks the disk key and this machine does not keep it (%s)", m->dst.label,
                 kp);
-    else if (mo.check_only)
+    } else {
+      vm_strv_add(&m->keys_missing, u);
       check_add(m, what, 0, "%s lacks the disk key: the move defines it there from %s", m->dst.label, kp);
-    else if (vm_secret_ensure(m->dst.conn, u, m->name) != 0)
-      check_add(m, what, VM_EXIT_FAIL, "cannot define the disk key on %s: %s", m->dst.label, vm_last_error());
-    else {
-      dest_key_made(u);
-      check_add(m, what, 0, "the disk key defined on %s", m->dst.label);
     }
   }
-  vm_strv_free(&uuids);
 }
 
 static int preflight_checks(struct move *m);

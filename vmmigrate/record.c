@@ -72,6 +72,13 @@ int record_write(struct move *m, const char *phase)
   json_object_object_add(o, "dest_volumes", dp);
   json_object_object_add(o, "source_volumes", sp);
   json_object_object_add(o, "copies", cp);
+  /* keys: the VM's disk keys, which a finished move removes here; dest_keys: those
+   * the destination lacked, which this run defines there and a roll-back removes. */
+  json_object *ks = json_object_new_array(), *dk = json_object_new_array();
+  for (size_t i = 0; i < m->keys.n; i++) json_object_array_add(ks, json_object_new_string(m->keys.v[i]));
+  for (size_t i = 0; i < m->keys_missing.n; i++) json_object_array_add(dk, json_object_new_string(m->keys_missing.v[i]));
+  json_object_object_add(o, "keys", ks);
+  json_object_object_add(o, "dest_keys", dk);
   const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
   CLEANUP_FREE char *path = record_path(m->uuid);
   int rc = vm_write_file_atomic(path, text, strlen(text), 0600) < 0
@@ -110,6 +117,16 @@ static int remove_unused(virConnectPtr conn, json_object *list)
     vm_strv_free(&users);
   }
   return left;
+}
+
+/* Removes the disk keys of a list from a host, unless a VM there names one. */
+static void remove_unused_keys(virConnectPtr conn, json_object *list)
+{
+  for (size_t i = 0; list && i < json_object_array_length(list); i++) {
+    const char *u = json_object_get_string(json_object_array_get_idx(list, i));
+    if (u && !vm_secret_in_use(conn, u, NULL) && vm_secret_remove(conn, u, false) == 0)
+      vm_debug("removed disk key %s, left by an earlier move, from %s", u, vm_conn_host_name(conn));
+  }
 }
 
 static json_object *jarray(json_object *o, const char *k)
@@ -252,6 +269,7 @@ static int recover_one(const char *path, json_object *o, const char *text)
       return 1;
     }
     if (!keep) left = remove_unused(sc, svols);
+    if (!keep) remove_unused_keys(sc, jarray(o, "keys"));
     vm_info("finished the move of '%s' to %s that an earlier run left", name, vm_conn_host_name(dc));
   } else if (sd) {
     if (dd && !dst_runs && strncmp(phase, "offline", 7) == 0 && virDomainUndefine(dd) < 0) {
@@ -261,6 +279,7 @@ static int recover_one(const char *path, json_object *o, const char *text)
       return 1;
     }
     left = remove_unused(dc, dvols);
+    remove_unused_keys(dc, jarray(o, "dest_keys"));
     vm_info("rolled back the move of '%s' to %s that an earlier run left", name, vm_conn_host_name(dc));
   } else {
     /* On neither host (moved on since?): nothing is removed on a guess. */

@@ -26,13 +26,29 @@ static int create_one(struct move *m, const char *pool_name, const char *path, c
   return 0;
 }
 
+static struct vm_strv keys_made;
+
+/* The VM's disk keys on the destination, under the move's record (which names
+ * those the destination lacked): defined from the keys kept here, or finished
+ * where an interrupted define left one without its value. */
+static int dest_keys_define(struct move *m)
+{
+  for (size_t i = 0; i < m->keys.n; i++) {
+    bool made = false;
+    int rc = vm_secret_ensure_made(m->dst.conn, m->keys.v[i], m->name, &made);
+    if (made) vm_strv_add(&keys_made, m->keys.v[i]);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 /* On failure the caller removes what was made (dest_volumes_remove).
  * Live: empty volumes that QEMU's mirror fills (top only: standing on the same
  * backing files, which the destination holds). Offline: the copies themselves,
  * the chain's missing files first. */
 int dest_volumes_create(struct move *m, bool copy_data)
 {
-  int rc = 0;
+  int rc = dest_keys_define(m);
   for (size_t i = 0; i < m->ndisks && rc == 0; i++) {
     struct mdisk *d = &m->disks[i];
     if (d->how == D_SHARED) continue;
@@ -74,9 +90,12 @@ int dest_volumes_create(struct move *m, bool copy_data)
   return rc;
 }
 
-static struct vm_strv keys_made;
-
-void dest_key_made(const char *uuid) { vm_strv_add(&keys_made, uuid); }
+void source_keys_remove(struct move *m)
+{
+  for (size_t i = 0; i < m->keys.n; i++)
+    if (!vm_secret_in_use(m->src.conn, m->keys.v[i], NULL) && vm_secret_remove(m->src.conn, m->keys.v[i], false) != 0)
+      vm_warn("cannot remove disk key %s from %s: remove it by hand (virsh secret-undefine)", m->keys.v[i], m->src.label);
+}
 
 /* A move starts with nothing made: what an earlier move of the same run (a plan)
  * made belongs to that move's VM, which a later failure must not take. */
@@ -90,7 +109,8 @@ int dest_volumes_remove(struct move *m)
 {
   int left = 0;
   for (size_t i = 0; i < keys_made.n; i++)
-    if (vm_secret_remove(m->dst.conn, keys_made.v[i], false) != 0) vm_warn("kept disk key %s on %s", keys_made.v[i], m->dst.label);
+    if (!vm_secret_in_use(m->dst.conn, keys_made.v[i], NULL) && vm_secret_remove(m->dst.conn, keys_made.v[i], false) != 0)
+      vm_warn("kept disk key %s on %s", keys_made.v[i], m->dst.label);
   vm_strv_free(&keys_made);
   for (size_t i = created.n; i-- > 0;) {
     /* Never one that a VM there uses (a move that went on without us). */

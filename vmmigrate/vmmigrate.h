@@ -78,6 +78,8 @@ struct move {
   struct ledger *ledger; /* plans only */
   struct ledger pending;  /* what this move adds to it, once every check passed */
   bool postcopy_ok;    /* the destination can take post-copy (as far as known) */
+  struct vm_strv keys;         /* the disk keys (secret UUIDs) of its encrypted disks */
+  struct vm_strv keys_missing; /* those the destination lacked at the pre-flight: the move defines them */
 };
 void move_free(struct move *m);
 
@@ -99,10 +101,11 @@ int dest_volumes_create(struct move *m, bool copy_data);
 /* Removes them; returns how many could not be removed (the record then stays, for
  * the next run). */
 int dest_volumes_remove(struct move *m);
-/* A disk key this run defined on the destination: a failed move removes it too. */
-void dest_key_made(const char *uuid);
 /* Forgets what earlier moves of this run made (each move starts with none). */
 void dest_reset(void);
+/* After a move: the VM's disk keys off the source, unless a VM there still names
+ * them (a kept source). */
+void source_keys_remove(struct move *m);
 int source_volumes_remove(struct move *m);
 /* The destination's definition: the source's, with each disk at its
  * destination path. Caller frees. */

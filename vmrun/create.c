@@ -186,7 +186,7 @@ struct common {
   virStoragePoolPtr pool;
   char *pool_path;
   bool file_pool;
-  struct template tpl;
+  struct vm_template tpl;
   char *local_tpl_disk;     /* customization: the template's disk as this machine reads it */
   char *image, *image_format, *kernel, *initrd, *cdrom;
   bool image_vol;           /* the --image is a volume of the host */
@@ -357,6 +357,19 @@ static int make_custom(struct common *c, struct job *j, struct planned *p, virSt
   return vm_path_delete(c->conn, path);
 }
 
+/* The first line of the passphrase file; the rest of what was read is wiped. */
+static char *read_passphrase(const char *path)
+{
+  size_t len = 0;
+  char *all = vm_read_file(path, 65536, &len);
+  if (!all) return NULL;
+  char *line = strndup(all, strcspn(all, "\r\n"));
+  explicit_bzero(all, len);
+  free(all);
+  if (!line) abort();
+  return line;
+}
+
 /* qemu-img writes a local image into the volume's file; encrypted, with the key
  * read from its file (never on the argv) and QEMU's timing of the key derivation
  * tried again where it failed (see vm_vol_create). */
@@ -370,8 +383,17 @@ static int copy_local(const struct planned *p, const char *fmt, const char *path
   CLEANUP_FREE char *obj = vm_strdup_printf("secret,id=sec0,file=%s", keyfile);
   char *conv[] = { "qemu-img", "convert", "-q", "--object", obj, "-f", (char *)p->source_format, "-O", "qcow2",
                    "-o", "compat=1.1,encrypt.format=luks,encrypt.key-secret=sec0", p->source, (char *)path, NULL };
-  int rc = vm_run_checked(conv, NULL);
-  for (int i = 0; rc && i < 3 && strstr(vm_last_error(), "accurate CPU usage"); i++) rc = vm_run_checked(conv, NULL);
+  int rc;
+  for (int i = 0;; i++) {
+    vm_errors_mute(true);
+    rc = vm_run_checked(conv, NULL);
+    vm_errors_mute(false);
+    if (rc == 0 || i == 3 || !strstr(vm_last_error(), "accurate CPU usage")) break;
+  }
+  if (rc) {
+    CLEANUP_FREE char *why = vm_strdup(vm_last_error());
+    rc = vm_fail(rc, "%s", why);
+  }
   return rc;
 }
 
@@ -593,6 +615,9 @@ int cmd_create(int argc, char **argv)
     return vm_usage_error("--encrypt with --image needs --copy: an image used in place stays as it is");
   if (o_encrypt && !o_template && !o_image && !(o_disks && o_disks[0]))
     return vm_usage_error("--encrypt: the VM has no disk to encrypt (give --template, --image or --disk)");
+  if (o_encrypt && o_size)
+    return vm_usage_error("--encrypt with --size: libvirt cannot grow an encrypted image as it copies it; grow the "
+                          "template or image first");
   if (o_encrypt && o_image && (o_hostname || o_ssh_key || o_root_pw))
     return vm_usage_error("--encrypt: a copied image is customized in place, which libguestfs cannot do to an "
                           "encrypted disk (customize a template's --full copy instead)");
@@ -687,7 +712,8 @@ int cmd_create(int argc, char **argv)
   }
   if (customization_wanted(&c.cust) && (rc = customization_check(&c.cust))) goto out;
   if (o_passphrase) {
-    c.passphrase = vm_read_first_line(o_passphrase);
+    vm_key_protect();
+    c.passphrase = read_passphrase(o_passphrase);
     if (!c.passphrase) {
       rc = vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read the passphrase file '%s'",
                          o_passphrase);
@@ -717,7 +743,7 @@ int cmd_create(int argc, char **argv)
     CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", o_tpool ? o_tpool : vm_default_template_pool(), o_template);
     CLEANUP_FREE char *what = vm_strdup_printf("template '%s'", o_template);
     if (!o_dry_run && (rc = vm_lock_object(c.conn, "template", key, true, what))) goto out;
-    if ((rc = template_load(c.conn, o_tpool, o_template, false, &c.tpl))) goto out;
+    if ((rc = vm_template_load(c.conn, o_tpool, o_template, false, &c.tpl))) goto out;
     if (c.size && c.size < c.tpl.virtual_size) {
       rc = vm_usage_error("--size %s is smaller than the template's disk", o_size);
       goto out;
@@ -885,7 +911,7 @@ out:
   free(c.scratch);
   for (size_t i = 0; i < njobs; i++) job_free(&jobs[i]);
   free(jobs);
-  template_free(&c.tpl);
+  vm_template_free(&c.tpl);
   free(c.local_tpl_disk);
   vm_key_free(c.passphrase);
   free(c.image);

@@ -318,7 +318,9 @@ static void removable_keys(virConnectPtr conn, virDomainPtr dom, const struct vm
     bool all = true;
     for (size_t k = 0; k < uuids.n; k++)
       if (strcmp(uuids.v[k], uuids.v[i]) == 0 && !vm_strv_contains(files->v, paths.v[k])) all = false;
-    if (all && !vm_strv_contains(keys->v, uuids.v[i]) && vm_secret_is_ours(conn, uuids.v[i]))
+    /* Nor a key that another VM of the host names (a copy of this one). */
+    if (all && !vm_strv_contains(keys->v, uuids.v[i]) && vm_secret_is_ours(conn, uuids.v[i]) &&
+        !vm_secret_in_use(conn, uuids.v[i], virDomainGetName(dom)))
       vm_strv_add(keys, uuids.v[i]);
   }
   vm_strv_free(&paths);

@@ -27,20 +27,6 @@ static const struct vm_column template_cols[] = {
   { NULL, NULL, 0 },
 };
 
-void template_free(struct template *t)
-{
-  free(t->name);
-  free(t->pool);
-  free(t->id);
-  free(t->state);
-  free(t->disk);
-  free(t->kernel);
-  free(t->initrd);
-  free(t->cmdline);
-  if (t->json) json_object_put(t->json);
-  memset(t, 0, sizeof *t);
-}
-
 static char *vol_name(const char *name, const char *suffix) { return vm_strdup_printf("%s.%s", name, suffix); }
 
 static const char *jstr(json_object *j, const char *key)
@@ -50,127 +36,9 @@ static const char *jstr(json_object *j, const char *key)
                                                                                            : NULL;
 }
 
-static int64_t jint(json_object *j, const char *key)
-{
-  json_object *v;
-  return json_object_object_get_ex(j, key, &v) ? json_object_get_int64(v) : 0;
-}
-
 /* The template's volume names, the only ones a record may name: a record is input
  * (it crosses hosts with push) and is never trusted to name other volumes. */
 static const char *const suffixes[] = { "qcow2", "vmlinuz", "initrd", NULL };
-
-/* The path on the host of the template's volume NAME.SUFFIX, when the record
- * names it (member key) and it exists. */
-static char *member_path(virStoragePoolPtr pool, const char *name, json_object *j, const char *key,
-                         const char *suffix)
-{
-  const char *v = jstr(j, key);
-  CLEANUP_FREE char *want = vol_name(name, suffix);
-  if (!v || strcmp(v, want) != 0) return NULL;
-  CLEANUP_VIRVOL virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
-  if (!vol) {
-    virResetLastError();
-    return NULL;
-  }
-  char *p = virStorageVolGetPath(vol);
-  return p;
-}
-
-static json_object *read_record(virStoragePoolPtr pool, const char *name)
-{
-  CLEANUP_FREE char *rname = vol_name(name, "template");
-  CLEANUP_VIRVOL virStorageVolPtr vol = virStorageVolLookupByName(pool, rname);
-  if (!vol) {
-    /* Made behind libvirt's back (a copy of a pool's folder)? Read the pool again. */
-    virResetLastError();
-    if (virStoragePoolRefresh(pool, 0) == 0) vol = virStorageVolLookupByName(pool, rname);
-    virResetLastError();
-    if (!vol) return NULL;
-  }
-  CLEANUP_FREE char *text = vm_vol_read_text(vol, 1 << 16);
-  json_object *j = text ? json_tokener_parse(text) : NULL;
-  /* A record torn by a kill while it was written is an incomplete template. */
-  if (!j) j = json_object_new_object();
-  return j;
-}
-
-static int template_from_record(virStoragePoolPtr pool, const char *name, json_object *j, struct template *t)
-{
-  memset(t, 0, sizeof *t);
-  t->json = json_object_get(j);
-  t->name = vm_strdup(name);
-  t->pool = vm_strdup(virStoragePoolGetName(pool));
-  t->id = vm_strdup(jstr(j, "id"));
-  t->state = vm_strdup(jstr(j, "state") ? jstr(j, "state") : "incomplete");
-  t->disk = member_path(pool, name, j, "disk", "qcow2");
-  t->kernel = member_path(pool, name, j, "kernel", "vmlinuz");
-  t->initrd = member_path(pool, name, j, "initrd", "initrd");
-  t->cmdline = vm_strdup(jstr(j, "cmdline"));
-  int64_t vcpus = jint(j, "vcpus"), memory = jint(j, "memory");
-  t->vcpus = vcpus > 0 && vcpus <= 512 ? (unsigned)vcpus : 0;
-  t->memory = memory >= (16 << 20) ? (uint64_t)memory : 0;
-  /* The disk's size is the disk's to say, not the record's. */
-  if (t->disk) {
-    CLEANUP_VIRVOL virStorageVolPtr dv = virStorageVolLookupByName(pool, strrchr(t->disk, '/') ? strrchr(t->disk, '/') + 1 : t->disk);
-    virStorageVolInfo info;
-    if (dv && virStorageVolGetInfo(dv, &info) == 0) t->virtual_size = info.capacity;
-    virResetLastError();
-  }
-  return 0;
-}
-
-static bool complete(const struct template *t) { return t->state && strcmp(t->state, "complete") == 0; }
-
-int template_open_pool(virConnectPtr conn, const char *pool_name, bool create, virStoragePoolPtr *pool)
-{
-  const char *name = pool_name ? pool_name : vm_default_template_pool();
-  if (create) return vm_pool_open(conn, name, pool);
-  *pool = virStoragePoolLookupByName(conn, name);
-  if (!*pool) {
-    virResetLastError();
-    return VM_EXIT_NOTFOUND;
-  }
-  if (virStoragePoolIsActive(*pool) != 1 && virStoragePoolCreate(*pool, 0) < 0) {
-    virErrorPtr saved = virSaveLastError();
-    if (virStoragePoolIsActive(*pool) != 1) {
-      int rc = vm_fail_virt_saved(saved, "cannot start storage pool '%s'", name);
-      virStoragePoolFree(*pool);
-      *pool = NULL;
-      return rc;
-    }
-    virFreeError(saved);
-  }
-  return 0;
-}
-
-int template_load(virConnectPtr conn, const char *pool_name, const char *name, bool allow_incomplete,
-                  struct template *t)
-{
-  memset(t, 0, sizeof *t);
-  int rc = vm_check_name("template", name);
-  if (rc) return rc;
-  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-  const char *pname = pool_name ? pool_name : vm_default_template_pool();
-  rc = template_open_pool(conn, pool_name, false, &pool);
-  if (rc == VM_EXIT_NOTFOUND)
-    return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s (no storage pool '%s')", name,
-                   vm_conn_host_name(conn), pname);
-  if (rc) return rc;
-  CLEANUP_JSON json_object *j = read_record(pool, name);
-  if (!j) return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in pool '%s' of %s", name, pname, vm_conn_host_name(conn));
-  template_from_record(pool, name, j, t);
-  if (!complete(t) && !allow_incomplete) {
-    template_free(t);
-    return vm_fail(VM_EXIT_STATE, "template '%s' is incomplete (a create or push was interrupted): "
-                   "'vmrun template delete %s' removes it", name, name);
-  }
-  if (complete(t) && !t->disk) {
-    template_free(t);
-    return vm_fail(VM_EXIT_FAIL, "template '%s' is damaged: its disk volume is missing", name);
-  }
-  return 0;
-}
 
 /* Removes a template's volumes, NAME.qcow2, NAME.vmlinuz and NAME.initrd, then its
  * record: only names of the template's own, whatever the record says. */
@@ -262,7 +130,7 @@ static int claim(virConnectPtr conn, virStoragePoolPtr pool, const char *name, b
   CLEANUP_FREE char *what = vm_strdup_printf("template '%s' on %s", name, vm_conn_host_name(conn));
   int rc = vm_lock_object(conn, "template", key, shared, what);
   if (rc) return rc;
-  json_object *j = read_record(pool, name);
+  json_object *j = vm_template_read_record(pool, name);
   if (!j) return 0;
   const char *state = jstr(j, "state");
   if (state && strcmp(state, "complete") == 0) {
@@ -437,7 +305,7 @@ static int template_create(int argc, char **argv)
     rc = vm_fail(VM_EXIT_STATE, "VM '%s' has no boot disk", o_from);
     goto out;
   }
-  if ((rc = template_open_pool(conn, o_pool, true, &pool)) || (rc = claim(conn, pool, name, false, &existing)))
+  if ((rc = vm_template_open_pool(conn, o_pool, true, &pool)) || (rc = claim(conn, pool, name, false, &existing)))
     goto out;
   if (existing) {
     rc = vm_fail(VM_EXIT_STATE, "template '%s' already exists on %s", name, vm_conn_host_name(conn));
@@ -509,7 +377,7 @@ struct seen {
 static int list_host(virConnectPtr conn, const char *host, json_object *rows, struct seen **seen, size_t *nseen)
 {
   CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-  int rc = template_open_pool(conn, o_pool, false, &pool);
+  int rc = vm_template_open_pool(conn, o_pool, false, &pool);
   if (rc == VM_EXIT_NOTFOUND) return 0;
   if (rc) return rc;
   if (virStoragePoolRefresh(pool, 0) < 0) virResetLastError(); /* busy: as libvirt last read it */
@@ -521,15 +389,15 @@ static int list_host(virConnectPtr conn, const char *host, json_object *rows, st
     size_t len = strlen(vname);
     if (len <= 9 || strcmp(vname + len - 9, ".template") != 0) continue;
     CLEANUP_FREE char *name = vm_strdup_printf("%.*s", (int)(len - 9), vname);
-    struct template t;
+    struct vm_template t;
     if (vm_check_name("template", name) != 0) continue;
-    CLEANUP_JSON json_object *j = read_record(pool, name);
+    CLEANUP_JSON json_object *j = vm_template_read_record(pool, name);
     if (!j) continue;
-    template_from_record(pool, name, j, &t);
-    if (!complete(&t)) {
+    vm_template_from_record(pool, name, j, &t);
+    if (!vm_template_complete(&t)) {
       vm_warn("template '%s' on %s is incomplete (an interrupted create or push): 'vmrun template delete %s' "
               "removes it", name, host, name);
-      template_free(&t);
+      vm_template_free(&t);
       continue;
     }
     struct vm_strv users = { 0 };
@@ -565,7 +433,7 @@ static int list_host(virConnectPtr conn, const char *host, json_object *rows, st
     json_object_object_add(row, "hosts", json_object_new_string(nh));
     vm_imginfo_free(&info);
     vm_strv_free(&users);
-    template_free(&t);
+    vm_template_free(&t);
   }
   for (int i = 0; i < n; i++) virStorageVolFree(vols[i]);
   free(vols);
@@ -626,7 +494,7 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
   CLEANUP_JSON json_object *j = NULL;
   /* An incomplete one is removed by claim() itself. */
   CLEANUP_FREE char *rname = vol_name(name, "template");
-  json_object *probe = read_record(pool, name);
+  json_object *probe = vm_template_read_record(pool, name);
   if (!probe)
     return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in pool '%s' of %s", name, virStoragePoolGetName(pool),
                    vm_conn_host_name(conn));
@@ -636,8 +504,8 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
     vm_info("deleted the incomplete template '%s'", name);
     return 0;
   }
-  struct template t;
-  template_from_record(pool, name, j, &t);
+  struct vm_template t;
+  vm_template_from_record(pool, name, j, &t);
   struct vm_strv users = { 0 };
   if (t.disk) rc = vm_image_users(conn, t.disk, NULL, &users);
   if (rc == 0 && users.n) {
@@ -655,7 +523,7 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
   }
   if (rc == 0) rc = remove_template(pool, name);
   if (rc == 0) vm_info("deleted template '%s'", name);
-  template_free(&t);
+  vm_template_free(&t);
   return rc;
 }
 
@@ -670,7 +538,7 @@ static int template_delete(int argc, char **argv)
   CLEANUP_VIRCONN virConnectPtr conn = vm_connect();
   if (!conn) return VM_EXIT_FAIL;
   CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-  rc = template_open_pool(conn, o_pool, false, &pool);
+  rc = vm_template_open_pool(conn, o_pool, false, &pool);
   if (rc == VM_EXIT_NOTFOUND)
     return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s (no storage pool '%s')", args[0],
                    vm_conn_host_name(conn), o_pool ? o_pool : vm_default_template_pool());
@@ -728,9 +596,9 @@ static int template_push(int argc, char **argv)
   CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
   CLEANUP_FREE char *vdisk = vol_name(name, "qcow2"), *vkernel = vol_name(name, "vmlinuz");
   CLEANUP_FREE char *vinitrd = vol_name(name, "initrd"), *vrec = vol_name(name, "template");
-  struct template t = { 0 };
+  struct vm_template t = { 0 };
   struct vm_undo undo = { 0 };
-  if ((rc = template_open_pool(sconn, o_pool, false, &spool))) {
+  if ((rc = vm_template_open_pool(sconn, o_pool, false, &spool))) {
     if (rc == VM_EXIT_NOTFOUND)
       rc = vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s (no storage pool '%s')", name,
                    vm_conn_host_name(sconn), o_pool ? o_pool : vm_default_template_pool());
@@ -738,7 +606,7 @@ static int template_push(int argc, char **argv)
   }
   if ((rc = claim(sconn, spool, name, true, &sj))) return rc;
   if (!sj) return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s", name, vm_conn_host_name(sconn));
-  template_from_record(spool, name, sj, &t);
+  vm_template_from_record(spool, name, sj, &t);
   if (!t.disk) {
     rc = vm_fail(VM_EXIT_FAIL, "template '%s' is damaged: its disk volume is missing", name);
     goto out;
@@ -749,7 +617,7 @@ static int template_push(int argc, char **argv)
     rc = vm_fail(VM_EXIT_USAGE, "'%s' is the host the template comes from", args[1]);
     goto out;
   }
-  if ((rc = template_open_pool(dconn, dpname, true, &dpool)) || (rc = claim(dconn, dpool, name, false, &dj)))
+  if ((rc = vm_template_open_pool(dconn, dpname, true, &dpool)) || (rc = claim(dconn, dpool, name, false, &dj)))
     goto out;
   if (dj) {
     const char *did = jstr(dj, "id");
@@ -787,36 +655,15 @@ fail:
   vm_undo_run(&undo);
 out:
   vm_undo_forget(&undo);
-  template_free(&t);
+  vm_template_free(&t);
   return rc;
 }
 
-/* A copy of the template whose files this machine can read, for libguestfs: the
- * template itself on a local connection, else the local libvirt's copy with the
- * same id (VMKIT_LOCAL_URI, else qemu:///system). NULL after a message. */
-char *template_local_disk(virConnectPtr conn, const struct template *t)
+/* The template's disk as this machine reads it, for the customization of a clone
+ * (libguestfs works on local files); NULL after a message. */
+char *template_local_disk(virConnectPtr conn, const struct vm_template *t)
 {
-  if (vm_conn_is_local(conn)) return vm_strdup(t->disk);
-  const char *uri = getenv("VMKIT_LOCAL_URI");
-  virConnectPtr local = virConnectOpen(uri && *uri ? uri : "qemu:///system");
-  char *path = NULL;
-  /* In the pool of the same name here, else in this machine's template pool. */
-  const char *pools[] = { t->pool, vm_default_template_pool() };
-  for (size_t i = 0; i < 2 && local && !path && vm_conn_is_local(local); i++) {
-    struct template lt;
-    CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-    if (template_open_pool(local, pools[i], false, &pool) != 0) continue;
-    CLEANUP_JSON json_object *j = read_record(pool, t->name);
-    if (!j) continue;
-    template_from_record(pool, t->name, j, &lt);
-    if (complete(&lt) && lt.id && t->id && strcmp(lt.id, t->id) == 0 && lt.disk) path = vm_strdup(lt.disk);
-    template_free(&lt);
-  }
-  virResetLastError();
-  if (local) {
-    vm_conn_forget(local);
-    virConnectClose(local);
-  }
+  char *path = vm_template_local_disk(conn, t);
   if (!path)
     vm_fail(VM_EXIT_STATE, "cannot customize a clone on %s: libguestfs works on local files, and this machine has "
             "no copy of template '%s' (push it here too, or create the VM without --hostname, --ssh-key and "

@@ -19,26 +19,10 @@ int cmd_tune(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 
-/* A template (template.c): volumes of a template pool, NAME.qcow2 (read-only),
- * NAME.template (its record, JSON), NAME.vmlinuz and NAME.initrd. Paths are the
- * host's. */
-struct template {
-  char *name, *pool, *id, *state;
-  char *disk, *kernel, *initrd, *cmdline;
-  unsigned vcpus;
-  uint64_t memory, virtual_size;
-  json_object *json;
-};
-/* Loads a template from pool (NULL: the default template pool). 0; 3 when there is
- * none; 4 when it is incomplete, unless allow_incomplete. */
-int template_load(virConnectPtr conn, const char *pool, const char *name, bool allow_incomplete,
-                  struct template *t);
-void template_free(struct template *t);
-/* Finds (create: defines when missing and a default) and starts the template pool. */
-int template_open_pool(virConnectPtr conn, const char *pool_name, bool create, virStoragePoolPtr *pool);
-/* A path to a copy of the template's disk that this machine can read (the template
- * itself on a local connection); NULL after a message. Caller frees. */
-char *template_local_disk(virConnectPtr conn, const struct template *t);
+/* Templates (template.c); reading one is common/virt's (struct vm_template,
+ * vm_template_load ...). The template's disk as this machine reads it, for a
+ * clone's customization; NULL after a message. Caller frees. */
+char *template_local_disk(virConnectPtr conn, const struct vm_template *t);
 
 /* First-boot customization and sealing, both through libguestfs (customize.c). */
 struct customization {

@@ -7,6 +7,8 @@
  * opened. A key never goes on an argv: qemu-img and qemu-nbd read it from its
  * file through a secret object. */
 #include <errno.h>
+#include <glob.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -40,8 +42,13 @@ static int key_dir_make(void)
   return 0;
 }
 
+/* A process that holds a key leaves no core dump (nor a /proc/PID/mem others of
+ * its user could read). */
+void vm_key_protect(void) { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
 char *vm_key_new(void)
 {
+  vm_key_protect();
   unsigned char b[32];
   size_t got = 0;
   while (got < sizeof b) {
@@ -72,13 +79,15 @@ int vm_key_save(const char *uuid, const char *key)
 
 int vm_key_load(const char *uuid, char **key)
 {
+  vm_key_protect();
   CLEANUP_FREE char *path = vm_key_path(uuid);
   size_t len = 0;
   *key = vm_read_file(path, 4096, &len);
   if (!*key)
     return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read the disk key '%s'", path);
   if (len == 0 || strlen(*key) != len) {
-    vm_key_free(*key);
+    explicit_bzero(*key, len);
+    free(*key);
     *key = NULL;
     return vm_fail(VM_EXIT_FAIL, "the disk key '%s' is empty or not text", path);
   }
@@ -96,6 +105,13 @@ int vm_key_remove(const char *uuid)
 {
   CLEANUP_FREE char *path = vm_key_path(uuid);
   if (unlink(path) < 0 && errno != ENOENT) return vm_fail_errno(VM_EXIT_FAIL, "cannot remove the disk key '%s'", path);
+  /* And the temporary file of a save that a kill interrupted (UUID.key.XXXXXX). */
+  CLEANUP_FREE char *pattern = vm_strdup_printf("%s.??????", path);
+  glob_t g;
+  if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc; i++) unlink(g.gl_pathv[i]);
+    globfree(&g);
+  }
   CLEANUP_FREE char *dir = vm_strdup(vm_key_dir());
   vm_fsync_dir(dir);
   return 0;
@@ -103,7 +119,11 @@ int vm_key_remove(const char *uuid)
 
 char *vm_secret_description(const char *vm) { return vm_strdup_printf("%s%s", VM_SECRET_DESC_PREFIX, vm); }
 
-int vm_secret_put(virConnectPtr conn, const char *uuid, const char *vm, const char *key)
+/* A secret is defined first with this mark in its description, which goes once its
+ * value is set: a define that a kill interrupted is known by it, and finished. */
+#define UNFINISHED " (its value being set)"
+
+static virSecretPtr define(virConnectPtr conn, const char *uuid, const char *vm, bool unfinished)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
   xmlNodePtr root = xmlNewNode(NULL, BAD_CAST "secret");
@@ -111,53 +131,111 @@ int vm_secret_put(virConnectPtr conn, const char *uuid, const char *vm, const ch
   vm_xml_set(root, "ephemeral", "no");
   vm_xml_set(root, "private", "yes");
   vm_xml_child(root, "uuid", uuid);
-  CLEANUP_FREE char *desc = vm_secret_description(vm);
+  CLEANUP_FREE char *desc = vm_strdup_printf("%s%s%s", VM_SECRET_DESC_PREFIX, vm, unfinished ? UNFINISHED : "");
   vm_xml_child(root, "description", desc);
   CLEANUP_FREE char *xml = vm_xml_dump(doc);
-  virSecretPtr s = virSecretDefineXML(conn, xml, 0);
-  if (!s) return vm_fail_virt("cannot define the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
-  int r = virSecretSetValue(s, (const unsigned char *)key, strlen(key), 0);
-  if (r < 0) {
-    int rc = vm_fail_virt("cannot set the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
-    virSecretUndefine(s);
-    virSecretFree(s);
-    return rc;
-  }
-  virSecretFree(s);
+  return virSecretDefineXML(conn, xml, 0);
+}
+
+/* Sets the value of s from key, then defines it again without the mark (libvirt
+ * keeps a secret's value across a new definition). */
+static int finish(virConnectPtr conn, virSecretPtr s, const char *uuid, const char *vm, const char *key)
+{
+  if (virSecretSetValue(s, (const unsigned char *)key, strlen(key), 0) < 0)
+    return vm_fail_virt("cannot set the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
+  virSecretPtr again = define(conn, uuid, vm, false);
+  if (!again) return vm_fail_virt("cannot define the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
+  virSecretFree(again);
   return 0;
 }
 
-/* The key kept here is the truth: a secret that is on the host gets its value
- * set again from it (a private secret's value cannot be read back to compare, and
- * a define interrupted before its value was set leaves a secret without one). A
- * host's secret whose key this machine does not keep is taken as it is. */
-int vm_secret_ensure(virConnectPtr conn, const char *uuid, const char *vm)
+int vm_secret_put(virConnectPtr conn, const char *uuid, const char *vm, const char *key)
 {
+  virSecretPtr s = define(conn, uuid, vm, true);
+  if (!s) return vm_fail_virt("cannot define the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
+  int rc = finish(conn, s, uuid, vm, key);
+  virSecretFree(s);
+  return rc;
+}
+
+/* The description of a secret; NULL when it cannot be read. */
+static char *description(virSecretPtr s)
+{
+  CLEANUP_FREE char *xml = virSecretGetXMLDesc(s, 0);
+  CLEANUP_XMLDOC xmlDocPtr doc = xml ? vm_xml_parse(xml) : NULL;
+  xmlXPathContextPtr ctx = doc ? vm_xpath_ctx(doc) : NULL;
+  char *desc = ctx ? vm_xpath_str(ctx, "/secret/description") : NULL;
+  if (ctx) xmlXPathFreeContext(ctx);
+  virResetLastError();
+  return desc;
+}
+
+/* A host's secret is taken as it is, never overwritten from the key file (which a
+ * person may have copied wrong): only one that vmkit began to define and did not
+ * finish gets its value, from the key kept here. A missing one is defined. */
+int vm_secret_ensure_made(virConnectPtr conn, const char *uuid, const char *vm, bool *made)
+{
+  if (made) *made = false;
   virSecretPtr s = virSecretLookupByUUIDString(conn, uuid);
   if (!s) {
     if (vm_virt_error_code() != VIR_ERR_NO_SECRET)
       return vm_fail_virt("cannot look up the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
     virResetLastError();
   }
+  CLEANUP_FREE char *desc = s ? description(s) : NULL;
+  size_t dl = desc ? strlen(desc) : 0, ul = strlen(UNFINISHED);
+  bool unfinished = dl > ul && strcmp(desc + dl - ul, UNFINISHED) == 0;
+  if (s && !unfinished) {
+    virSecretFree(s);
+    return 0;
+  }
   CLEANUP_FREE char *path = vm_key_path(uuid);
   if (access(path, F_OK) != 0 && errno == ENOENT) {
-    if (s) {
-      virSecretFree(s);
-      return 0;
-    }
-    return vm_fail(VM_EXIT_NOTFOUND, "VM '%s' needs the disk key %s, which %s lacks and this machine does not keep "
+    if (s) virSecretFree(s);
+    return vm_fail(VM_EXIT_NOTFOUND, "VM '%s' needs the disk key %s, which %s %s and this machine does not keep "
                    "(%s): copy the key file there, from the machine that created the VM", vm, uuid,
-                   vm_conn_host_name(conn), path);
+                   vm_conn_host_name(conn), s ? "has without its value" : "lacks", path);
   }
   char *key = NULL;
   int rc = vm_key_load(uuid, &key);
-  if (rc == 0 && s && virSecretSetValue(s, (const unsigned char *)key, strlen(key), 0) < 0)
-    rc = vm_fail_virt("cannot set the disk key of VM '%s' on %s", vm, vm_conn_host_name(conn));
-  if (rc == 0 && !s && (rc = vm_secret_put(conn, uuid, vm, key)) == 0)
+  if (rc == 0 && s) rc = finish(conn, s, uuid, vm, key);
+  if (rc == 0 && !s && (rc = vm_secret_put(conn, uuid, vm, key)) == 0) {
+    if (made) *made = true;
     vm_debug("defined the disk key %s of VM '%s' on %s", uuid, vm, vm_conn_host_name(conn));
+  }
   vm_key_free(key);
   if (s) virSecretFree(s);
   return rc;
+}
+
+int vm_secret_ensure(virConnectPtr conn, const char *uuid, const char *vm)
+{
+  return vm_secret_ensure_made(conn, uuid, vm, NULL);
+}
+
+bool vm_secret_in_use(virConnectPtr conn, const char *uuid, const char *except)
+{
+  virDomainPtr *doms = NULL;
+  int n = virConnectListAllDomains(conn, &doms, 0);
+  if (n < 0) {
+    virResetLastError();
+    return true; /* cannot tell: keep it */
+  }
+  bool used = false;
+  for (int i = 0; i < n; i++) {
+    if (!used && (!except || strcmp(virDomainGetName(doms[i]), except) != 0)) {
+      CLEANUP_FREE char *xml = virDomainGetXMLDesc(doms[i], VIR_DOMAIN_XML_INACTIVE);
+      CLEANUP_XMLDOC xmlDocPtr doc = xml ? vm_xml_parse(xml) : NULL;
+      struct vm_strv u = { 0 };
+      if (doc) vm_domain_secrets(doc, &u);
+      used = vm_strv_contains(u.v, uuid);
+      vm_strv_free(&u);
+    }
+    virDomainFree(doms[i]);
+  }
+  free(doms);
+  virResetLastError();
+  return used;
 }
 
 int vm_secret_remove(virConnectPtr conn, const char *uuid, bool key_too)
@@ -183,12 +261,8 @@ bool vm_secret_is_ours(virConnectPtr conn, const char *uuid)
     CLEANUP_FREE char *path = vm_key_path(uuid);
     return access(path, F_OK) == 0;
   }
-  CLEANUP_FREE char *xml = virSecretGetXMLDesc(s, 0);
+  CLEANUP_FREE char *desc = description(s);
   virSecretFree(s);
-  CLEANUP_XMLDOC xmlDocPtr doc = xml ? vm_xml_parse(xml) : NULL;
-  xmlXPathContextPtr ctx = doc ? vm_xpath_ctx(doc) : NULL;
-  CLEANUP_FREE char *desc = ctx ? vm_xpath_str(ctx, "/secret/description") : NULL;
-  if (ctx) xmlXPathFreeContext(ctx);
   return desc && strncmp(desc, VM_SECRET_DESC_PREFIX, strlen(VM_SECRET_DESC_PREFIX)) == 0;
 }
 
@@ -234,14 +308,18 @@ bool vm_domain_encrypted(xmlDocPtr doc)
   return any;
 }
 
-int vm_domain_secrets_ensure(virConnectPtr conn, const char *vm, const char *xml)
+int vm_domain_secrets_ensure(virConnectPtr conn, const char *vm, const char *xml, struct vm_strv *made)
 {
   CLEANUP_XMLDOC xmlDocPtr doc = vm_xml_parse(xml);
   if (!doc) return vm_fail(VM_EXIT_FAIL, "cannot parse the definition of VM '%s'", vm);
   struct vm_strv uuids = { 0 };
   vm_domain_secrets(doc, &uuids);
   int rc = 0;
-  for (size_t i = 0; i < uuids.n && rc == 0; i++) rc = vm_secret_ensure(conn, uuids.v[i], vm);
+  for (size_t i = 0; i < uuids.n && rc == 0; i++) {
+    bool m = false;
+    rc = vm_secret_ensure_made(conn, uuids.v[i], vm, &m);
+    if (m && made) vm_strv_add(made, uuids.v[i]);
+  }
   vm_strv_free(&uuids);
   return rc;
 }
@@ -250,7 +328,7 @@ int vm_dom_secrets_ensure(virConnectPtr conn, virDomainPtr dom)
 {
   CLEANUP_FREE char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
   if (!xml) return vm_fail_virt("cannot read the definition of VM '%s'", virDomainGetName(dom));
-  return vm_domain_secrets_ensure(conn, virDomainGetName(dom), xml);
+  return vm_domain_secrets_ensure(conn, virDomainGetName(dom), xml, NULL);
 }
 
 void vm_xml_add_luks(xmlNodePtr parent, const char *uuid)

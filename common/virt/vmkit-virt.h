@@ -399,8 +399,14 @@ int vm_key_remove(const char *uuid);
 char *vm_secret_description(const char *vm);
 /* Defines the private secret uuid on conn's host with key as its value. */
 int vm_secret_put(virConnectPtr conn, const char *uuid, const char *vm, const char *key);
-/* The secret is on the host, or is defined there from the key this machine keeps. */
+/* The secret is on the host (taken as it is), or is defined there from the key this
+ * machine keeps (*made then true); one whose define was interrupted is finished. */
 int vm_secret_ensure(virConnectPtr conn, const char *uuid, const char *vm);
+int vm_secret_ensure_made(virConnectPtr conn, const char *uuid, const char *vm, bool *made);
+/* Does a domain of conn (other than except) name the secret? True when it cannot tell. */
+bool vm_secret_in_use(virConnectPtr conn, const char *uuid, const char *except);
+/* No core dump of a process that holds a key. */
+void vm_key_protect(void);
 /* Undefines it on the host (missing is fine), and with key_too removes the key. */
 int vm_secret_remove(virConnectPtr conn, const char *uuid, bool key_too);
 /* Was the secret made by vmkit (its description), or is its key kept here? */
@@ -411,8 +417,9 @@ void vm_domain_secrets(xmlDocPtr doc, struct vm_strv *out);
 bool vm_domain_encrypted(xmlDocPtr doc);
 /* Each encrypted disk's source path and secret UUID, in parallel lists. */
 void vm_domain_disk_secrets(xmlDocPtr doc, struct vm_strv *paths, struct vm_strv *uuids);
-/* Every secret a definition (XML text) or a domain names, ensured on conn. */
-int vm_domain_secrets_ensure(virConnectPtr conn, const char *vm, const char *xml);
+/* Every secret a definition (XML text) or a domain names, ensured on conn; made
+ * (may be NULL) gets those it defined. */
+int vm_domain_secrets_ensure(virConnectPtr conn, const char *vm, const char *xml, struct vm_strv *made);
 int vm_dom_secrets_ensure(virConnectPtr conn, virDomainPtr dom);
 /* <encryption format='luks'><secret type='passphrase' uuid=/></encryption> under parent. */
 void vm_xml_add_luks(xmlNodePtr parent, const char *uuid);
@@ -501,5 +508,37 @@ struct vm_node_sample {
 int vm_node_sample(virConnectPtr conn, struct vm_node_sample *s, char **why);
 /* (b - a) / secs, 0 when the counter went back (a VM restarted). */
 double vm_rate(unsigned long long a, unsigned long long b, double secs);
+
+/* ---- Templates, read (template.c) ------------------------------------------------------
+ * A template lives in a storage pool of each host (vm_default_template_pool()) as
+ * volumes named after it: NAME.qcow2 (read-only), NAME.template (its record, JSON),
+ * NAME.vmlinuz and NAME.initrd. vmrun makes and clones them; vmpatch reads their
+ * disks. Paths are the host's. */
+struct vm_template {
+  char *name, *pool, *id, *state;
+  char *disk, *kernel, *initrd, *cmdline;
+  unsigned vcpus;
+  uint64_t memory, virtual_size;
+  json_object *json;
+};
+/* Loads a template from pool (NULL: the default template pool). 0; 3 when there is
+ * none; 4 when it is incomplete, unless allow_incomplete. Each after a message. */
+int vm_template_load(virConnectPtr conn, const char *pool, const char *name, bool allow_incomplete,
+                     struct vm_template *t);
+void vm_template_free(struct vm_template *t);
+/* Finds (create: defines when missing and a default) and starts the template pool:
+ * 0; VM_EXIT_NOTFOUND quietly when there is none (and not create). */
+int vm_template_open_pool(virConnectPtr conn, const char *pool_name, bool create, virStoragePoolPtr *pool);
+/* The record NAME.template of pool, parsed (an empty object when it does not
+ * parse: a torn, incomplete record); NULL when there is none. Caller puts it. */
+json_object *vm_template_read_record(virStoragePoolPtr pool, const char *name);
+/* The template a record describes: only its own volume names are looked up. */
+int vm_template_from_record(virStoragePoolPtr pool, const char *name, json_object *j, struct vm_template *t);
+bool vm_template_complete(const struct vm_template *t);
+/* A path to a copy of the template's disk that this machine can read, for
+ * libguestfs: the template itself on a local connection, else the local libvirt's
+ * copy with the same id (VMKIT_LOCAL_URI, else qemu:///system). NULL, quietly,
+ * when there is none: the caller says what that stops. Caller frees. */
+char *vm_template_local_disk(virConnectPtr conn, const struct vm_template *t);
 
 #endif

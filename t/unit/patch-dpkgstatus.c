@@ -1,0 +1,243 @@
+/* vmpatch's readers of package databases as text (vmpatch/pkgdb.c): dpkg's
+ * status file as a guest disk holds it (installed packages only, Source with and
+ * without a version, continuation lines, a malformed file refused), the output
+ * of dpkg-query and rpm -qa that the host's inventory runs, and os-release. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmpatch.h"
+
+static int status(const char *text, struct vmp_target *t, char *why)
+{
+  memset(t, 0, sizeof *t);
+  return vmp_dpkg_status_parse(text, strlen(text), t, why, 256);
+}
+
+static void target_free(struct vmp_target *t)
+{
+  struct vmp_inventory inv = { t, 1 };
+  struct vmp_target *copy = malloc(sizeof *copy);
+  *copy = *t;
+  inv.targets = copy;
+  vmp_inventory_free(&inv);
+  memset(t, 0, sizeof *t);
+}
+
+#define PKG(t, i, n, v, a, s, sv)                                                                                      \
+  do {                                                                                                                 \
+    assert_string_equal((t).pkgs[i].name, n);                                                                          \
+    assert_string_equal((t).pkgs[i].version, v);                                                                       \
+    if (a) assert_string_equal((t).pkgs[i].arch, (const char *)(a));                                                    \
+    else assert_null((t).pkgs[i].arch);                                                                                \
+    assert_string_equal((t).pkgs[i].source, s);                                                                        \
+    assert_string_equal((t).pkgs[i].source_version, sv);                                                               \
+  } while (0)
+
+/* A status file as Debian 12 writes it: multi-line Description and Conffiles,
+ * a binNMU (Source with its version), a package that is its own source, a held
+ * one, and packages that are removed, half-installed or only configured. */
+static const char bookworm[] =
+  "Package: libc6\n"
+  "Status: install ok installed\n"
+  "Priority: optional\n"
+  "Section: libs\n"
+  "Installed-Size: 12986\n"
+  "Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>\n"
+  "Architecture: amd64\n"
+  "Multi-Arch: same\n"
+  "Source: glibc\n"
+  "Version: 2.36-9+deb12u4\n"
+  "Depends: libgcc-s1\n"
+  "Conffiles:\n"
+  " /etc/ld.so.conf.d/x86_64-linux-gnu.conf d4e7a7b88a71b5ffd9e2644e71a0cfab\n"
+  "Description: GNU C Library: Shared libraries\n"
+  " Contains the standard libraries that are used by nearly all programs on\n"
+  " the system.\n"
+  " .\n"
+  " This package includes shared versions of the standard C library.\n"
+  "Homepage: https://www.gnu.org/software/libc/libc.html\n"
+  "\n"
+  "Package: libssl3\n"
+  "Status: install ok installed\n"
+  "Architecture: amd64\n"
+  "Source: openssl (3.0.11-1~deb12u2)\n"
+  "Version: 3.0.11-1~deb12u2+b1\n"
+  "Description: Secure Sockets Layer toolkit - shared libraries\n"
+  "\n"
+  "Package: bash\n"
+  "Essential: yes\n"
+  "Status: hold ok installed\n"
+  "Architecture: amd64\n"
+  "Version: 5.2.15-2+b2\n"
+  "\n"
+  "Package: oldpkg\n"
+  "Status: deinstall ok config-files\n"
+  "Architecture: amd64\n"
+  "Version: 1.0-1\n"
+  "\n"
+  "Package: broken\n"
+  "Status: install reinstreq half-installed\n"
+  "Architecture: amd64\n"
+  "Version: 2.0-1\n"
+  "\n"
+  "Package: pending\n"
+  "Status: install ok unpacked\n"
+  "Architecture: all\n"
+  "Version: 1:0.5-3\n"
+  "\n"
+  "Package: tzdata\n"
+  "Status: install ok installed\n"
+  "Architecture: all\n"
+  "Version: 2024a-0+deb12u1\n";
+
+static void installed_only(void **state)
+{
+  struct vmp_target t;
+  char why[256] = "";
+  assert_int_equal(status(bookworm, &t, why), 0);
+  assert_int_equal(t.npkgs, 4);
+  /* No version in Source: the source's version is the package's. */
+  PKG(t, 0, "libc6", "2.36-9+deb12u4", "amd64", "glibc", "2.36-9+deb12u4");
+  /* A binNMU: the source's version is the one in parentheses. */
+  PKG(t, 1, "libssl3", "3.0.11-1~deb12u2+b1", "amd64", "openssl", "3.0.11-1~deb12u2");
+  /* No Source: the package is its own source; held is installed too. */
+  PKG(t, 2, "bash", "5.2.15-2+b2", "amd64", "bash", "5.2.15-2+b2");
+  /* The last paragraph, with no blank line after it. */
+  PKG(t, 3, "tzdata", "2024a-0+deb12u1", "all", "tzdata", "2024a-0+deb12u1");
+  target_free(&t);
+}
+
+static void layout(void **state)
+{
+  struct vmp_target t;
+  char why[256] = "";
+  /* CR LF line ends, several blank lines (some of spaces), fields in any case
+   * and order, an epoch, spaces around a Source's version. */
+  assert_int_equal(status("\n\nversion: 1:2.0-1\r\nSTATUS: install ok installed\r\npackage: foo\r\n"
+                          "Source: foo-src  ( 1:2.0-1 )\r\n   \r\n\t\n\nPackage: bar\nStatus: install ok installed\n"
+                          "Version: 3\nDescription: one\n two\n\tthree\n\n\n",
+                          &t, why),
+                   0);
+  assert_int_equal(t.npkgs, 2);
+  PKG(t, 0, "foo", "1:2.0-1", NULL, "foo-src", "1:2.0-1");
+  PKG(t, 1, "bar", "3", NULL, "bar", "3");
+  target_free(&t);
+  /* Nothing at all: no packages, not an error (a minimal chroot). */
+  assert_int_equal(status("", &t, why), 0);
+  assert_int_equal(t.npkgs, 0);
+  target_free(&t);
+}
+
+/* Each malformed file is refused, with the line named. */
+static void malformed(void **state)
+{
+  static const struct {
+    const char *text, *why;
+  } bad[] = {
+    { "Package: a1\nStatus: install ok installed\nVersion: 1\nthis line is no field\n", "line 4: neither" },
+    { " continuation\nPackage: a1\n", "line 1: a continuation line that follows no field" },
+    { "Package: a1\nStatus: install ok\nVersion: 1\n", "line 1: Status 'install ok' is not" },
+    { "Package: a1\nStatus: install ok installed\n", "line 1: installed package 'a1' has no Version" },
+    { "Package: a1\nVersion: 1\n", "line 1: package 'a1' has no Status" },
+    { "Status: install ok installed\nVersion: 1\n", "line 1: an installed paragraph has no Package" },
+    { "Package: a1\nStatus: install ok installed\nVersion: 1.0 beta\n", "line 1: package 'a1': version '1.0 beta'" },
+    { "Package: a1\nStatus: install ok installed\nVersion: 1\nSource: s1 (2\n", "Source is not 'NAME' or" },
+    { "Package: a1\nStatus: install ok installed\nVersion: 1\nSource: s1 (a b)\n", "Source is not" },
+    { "Package: a1\nStatus: install ok installed\nVersion: 1\nSource: s1 (:x)\n", "source version ':x'" },
+    { "Package: Bad_Name\nStatus: install ok installed\nVersion: 1\n", "'Bad_Name' is not a package name" },
+    { "Package: a1\nPackage: a2\nStatus: install ok installed\nVersion: 1\n", "line 2: field Package twice" },
+    { "Package: a1\nStatus: install ok installed\nVersion:\n", "line 3: field Version is empty" },
+    { "Package: a1\nStatus: install ok installed\nVer sion: 1\n", "line 3: a field name with a space" },
+    { "Package: a1\nStatus: install ok installed\x01\nVersion: 1\n", "line 2: a control character" },
+    { ": value\n", "line 1: neither" },
+    { "# a comment\n", "line 1: a comment" },
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct vmp_target t;
+    char why[256] = "";
+    assert_int_equal(status(bad[i].text, &t, why), -1);
+    if (!strstr(why, bad[i].why)) fail_msg("case %zu: '%s' does not contain '%s'", i, why, bad[i].why);
+    target_free(&t);
+  }
+  /* A NUL byte, which strlen would hide. */
+  struct vmp_target t = { 0 };
+  char why[256] = "";
+  assert_int_equal(vmp_dpkg_status_parse("Package: a\0b\n", 13, &t, why, sizeof why), -1);
+  assert_string_equal(why, "a NUL byte");
+  target_free(&t);
+}
+
+static void dpkg_query(void **state)
+{
+  struct vmp_target t = { 0 };
+  char why[256] = "";
+  const char out[] = "libc6\t2.36-9+deb12u4\tamd64\tglibc\t2.36-9+deb12u4\tii \n"
+                     "libssl3\t3.0.11-1~deb12u2+b1\tamd64\topenssl\t3.0.11-1~deb12u2\tii \n"
+                     "oldpkg\t1.0-1\tamd64\toldpkg\t1.0-1\trc \n"
+                     "bash\t5.2.15-2+b2\tamd64\tbash\t5.2.15-2+b2\thi \n"
+                     "half\t1-1\tamd64\thalf\t1-1\tiU \n"
+                     "gone\t\t\tgone\t\tun \n";
+  assert_int_equal(vmp_dpkg_query_parse(out, strlen(out), &t, why, sizeof why), 0);
+  assert_int_equal(t.npkgs, 3);
+  PKG(t, 0, "libc6", "2.36-9+deb12u4", "amd64", "glibc", "2.36-9+deb12u4");
+  PKG(t, 1, "libssl3", "3.0.11-1~deb12u2+b1", "amd64", "openssl", "3.0.11-1~deb12u2");
+  PKG(t, 2, "bash", "5.2.15-2+b2", "amd64", "bash", "5.2.15-2+b2");
+  target_free(&t);
+  const char short_line[] = "a1\t1\tamd64\tii \n";
+  assert_int_equal(vmp_dpkg_query_parse(short_line, strlen(short_line), &t, why, sizeof why), -1);
+  assert_string_equal(why, "line 1: not the six fields asked for");
+  target_free(&t);
+}
+
+static void rpm_qa(void **state)
+{
+  struct vmp_target t = { 0 };
+  char why[256] = "";
+  const char out[] = "openssl-libs\t1\t3.0.7\t24.el9\tx86_64\topenssl-3.0.7-24.el9.src.rpm\n"
+                     "bash\t(none)\t5.1.8\t6.el9_1\tx86_64\tbash-5.1.8-6.el9_1.src.rpm\n"
+                     "gpg-pubkey\t(none)\tfd431d51\t4ae0493b\t(none)\t(none)\n";
+  assert_int_equal(vmp_rpm_qa_parse(out, strlen(out), &t, why, sizeof why), 0);
+  assert_int_equal(t.npkgs, 2);
+  PKG(t, 0, "openssl-libs", "1:3.0.7-24.el9", "x86_64", "openssl", "1:3.0.7-24.el9");
+  PKG(t, 1, "bash", "5.1.8-6.el9_1", "x86_64", "bash", "5.1.8-6.el9_1");
+  target_free(&t);
+}
+
+static void os_release(void **state)
+{
+  char *id, *ver;
+  const char deb[] = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n"
+                     "VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nID=debian\n";
+  assert_int_equal(vmp_os_release_parse(deb, strlen(deb), &id, &ver), 0);
+  assert_string_equal(id, "debian");
+  assert_string_equal(ver, "12");
+  free(id);
+  free(ver);
+  const char alma[] = "ID='almalinux'\nVERSION_ID='9.3'\n";
+  assert_int_equal(vmp_os_release_parse(alma, strlen(alma), &id, &ver), 0);
+  assert_string_equal(id, "almalinux");
+  assert_string_equal(ver, "9.3");
+  free(id);
+  free(ver);
+  /* Debian testing has no VERSION_ID; a file without ID is refused. */
+  assert_int_equal(vmp_os_release_parse("ID=debian\n", 10, &id, &ver), 0);
+  assert_null(ver);
+  free(id);
+  assert_int_equal(vmp_os_release_parse("NAME=x\nVERSION_ID=1\n", 20, &id, &ver), -1);
+  assert_null(id);
+  assert_null(ver);
+}
+
+int main(void)
+{
+  vm_init("patch-dpkgstatus");
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(installed_only), cmocka_unit_test(layout), cmocka_unit_test(malformed),
+    cmocka_unit_test(dpkg_query),     cmocka_unit_test(rpm_qa), cmocka_unit_test(os_release),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -160,7 +160,7 @@ bench/balance-plan: bench/balance-plan.c $(BAL_SRCS) $(BAL_HDRS)
 # vmpatch's feed and inventory readers take untrusted JSON: t/unit/patch-X tests
 # its modules but main.c (the base layer, libdpkg and librpm only) under
 # AddressSanitizer and UBSan.
-PATCH_SRCS := $(addprefix vmpatch/,$(addsuffix .c,feed inventory scan vercmp))
+PATCH_SRCS := $(addprefix vmpatch/,$(addsuffix .c,feed inventory pkgdb scan vercmp))
 PATCH_HDRS := vmpatch/vmpatch.h vmpatch/vercmp.h
 t/unit/patch-%: t/unit/patch-%.c $(PATCH_SRCS) $(PATCH_HDRS) $(LIBVMKIT_BASE)
 	$(call need_pkg,$(CHECK_PKGS))

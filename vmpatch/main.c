@@ -1,6 +1,6 @@
-/* vmpatch: the security of the pool. This first part scans an inventory of the
- * packages of VMs, templates and hosts against an offline OSV feed; the verbs
- * `inventory` (through libguestfs) and `apply` are to come. */
+/* vmpatch: the security of the pool. `inventory` lists the packages of VMs,
+ * templates and the host (collect.c, through libguestfs); `scan` checks an
+ * inventory against an offline OSV feed; the verb `apply` is to come. */
 #include <string.h>
 
 #include "vmpatch.h"
@@ -113,6 +113,7 @@ int cmd_scan(int argc, char **argv)
 }
 
 static const struct vm_verb verbs[] = {
+  { "inventory", cmd_inventory, "the OS and installed packages of VMs, templates and the host, read offline" },
   { "scan", cmd_scan, "known vulnerabilities of what is installed, from an offline OSV feed" },
   { NULL, NULL, NULL },
 };
@@ -121,6 +122,6 @@ int main(int argc, char **argv)
 {
   vm_init("vmpatch");
   return vm_dispatch_local(argc, argv, verbs,
-                           "Security of the pool: scans the packages of VMs, templates and hosts for known\n"
-                           "vulnerabilities (the verbs inventory and apply are to come).");
+                           "Security of the pool: lists the packages of VMs, templates and the host, and scans\n"
+                           "them for known vulnerabilities (the verb apply is to come).");
 }

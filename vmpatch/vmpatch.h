@@ -1,5 +1,6 @@
-/* vmpatch: the security of the pool (man/vmpatch.1). This first part is the
- * offline scan: the packages of an inventory against an OSV feed. */
+/* vmpatch: the security of the pool (man/vmpatch.1): the inventory of what is
+ * installed on VMs, templates and the host, and its offline scan against an OSV
+ * feed. */
 #ifndef VMPATCH_H
 #define VMPATCH_H
 
@@ -16,6 +17,8 @@
 #define VMP_EXIT_BADINPUT VM_EXIT_FAIL
 
 int cmd_scan(int argc, char **argv);
+/* The inventory verb (collect.c: libguestfs, libvirt, the host's package database). */
+int cmd_inventory(int argc, char **argv);
 
 /* ---- Severities, lowest first -------------------------------------------------------- */
 enum vmp_sev { VMP_SEV_UNKNOWN, VMP_SEV_LOW, VMP_SEV_MEDIUM, VMP_SEV_HIGH, VMP_SEV_CRITICAL };
@@ -55,6 +58,30 @@ char *vmp_inventory_write(const struct vmp_inventory *inv);
 void vmp_inventory_free(struct vmp_inventory *inv);
 /* Reads FILE ("-": stdin): an exit code, the error said. */
 int vmp_inventory_load(const char *path, struct vmp_inventory *inv);
+
+/* ---- Package databases as text (pkgdb.c) ------------------------------------------------
+ * Each appends the installed packages it reads to t->pkgs; on error returns -1
+ * with why saying where (a line number) and what, the packages read so far kept
+ * for vmp_inventory_free. */
+/* dpkg's status file: the paragraphs whose Status is "install ok installed" or
+ * "hold ok installed"; Package, Version, Architecture, and Source ("NAME" or
+ * "NAME (VERSION)": the source's version, else the package's). Read exactly: a
+ * line that is neither a field nor a continuation, a field twice, a Status that
+ * is not three words, or an installed package without a valid name or version
+ * refuses the file. */
+int vmp_dpkg_status_parse(const char *text, size_t len, struct vmp_target *t, char *why, size_t whylen);
+/* dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\t${db:Status-Abbrev}\n':
+ * the lines of status ii and hi. */
+#define VMP_DPKG_QUERY_FORMAT \
+  "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\t${db:Status-Abbrev}\n"
+int vmp_dpkg_query_parse(const char *text, size_t len, struct vmp_target *t, char *why, size_t whylen);
+/* rpm -qa --qf with VMP_RPM_QUERY_FORMAT: versions [EPOCH:]VERSION-RELEASE, the
+ * source package's name from SOURCERPM; gpg-pubkey left out. */
+#define VMP_RPM_QUERY_FORMAT "%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t%{SOURCERPM}\n"
+int vmp_rpm_qa_parse(const char *text, size_t len, struct vmp_target *t, char *why, size_t whylen);
+/* ID and VERSION_ID of os-release(5) text (*version_id NULL when absent). 0, or -1
+ * when there is no ID. Caller frees both. */
+int vmp_os_release_parse(const char *text, size_t len, char **id, char **version_id);
 
 /* ---- The OSV feed (feed.c) --------------------------------------------------------------- */
 enum vmp_event_kind { VMP_EV_INTRODUCED, VMP_EV_FIXED, VMP_EV_LAST_AFFECTED };

@@ -11,13 +11,14 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wformat=2 -Wshadow \
            -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing
 CPPFLAGS += -D_GNU_SOURCE -DVMKIT_VERSION='"$(VERSION)"' -Icommon -Icommon/base -Icommon/virt \
-            -Icommon/gfs -Icommon/stream -MMD -MP
+            -Icommon/gfs -Icommon/stream -Icommon/snap -MMD -MP
 
 PKG_CONFIG ?= pkg-config
 # Each library and the Debian package that provides it, so that a missing one stops
 # the build with a message a newcomer can act on.
 # common/ is layered: base (libc, popt, json-c), virt (libvirt, libxml2) and gfs
-# (libguestfs); a program links only the layers it needs.
+# (libguestfs); snap (vmsnap's snapshots, on virt) is linked only by the tools that
+# name it (TOOL_LIBVMKIT); a program links only the layers it needs.
 BASE_PKGS := popt:libpopt-dev json-c:libjson-c-dev
 VIRT_PKGS := libvirt:libvirt-dev libvirt-qemu:libvirt-dev libxml-2.0:libxml2-dev
 GFS_PKGS  := libguestfs:libguestfs-dev
@@ -48,7 +49,7 @@ PATCH_LIBS   := $(shell $(PKG_CONFIG) --libs --static libdpkg 2>/dev/null) $(she
 TOOLS := vmrun vmsnap vmmigrate vmbackup p2v-convert vmbalance vmpatch
 .DEFAULT_GOAL := all
 
-LAYERS := base virt gfs stream
+LAYERS := base virt gfs stream snap
 define layer_rule
 $(1)_LSRCS := $$(wildcard common/$(1)/*.c)
 $(1)_LOBJS := $$($(1)_LSRCS:.c=.o)
@@ -65,15 +66,18 @@ LIBVMKIT_BASE := common/libvmkit-base.a
 all: $(TOOLS) p2v-agent/p2v-agent vmbackup/plugin/nbdkit-vmbackup-plugin.so
 
 # Each tool is every .c file in its folder, linked with libvmkit.a and the
-# libraries only it needs: TOOL_LIBS (link line) and TOOL_CFLAGS (its objects).
+# libraries only it needs: TOOL_LIBVMKIT (common layers above the others),
+# TOOL_LIBS (link line) and TOOL_CFLAGS (its objects).
+vmsnap_LIBVMKIT  := common/libvmkit-snap.a
+vmpatch_LIBVMKIT := common/libvmkit-snap.a
 vmpatch_LIBS   := $(PATCH_LIBS)
 vmpatch_CFLAGS := $(PATCH_CFLAGS)
 define tool_rule
 $(1)_SRCS := $$(wildcard $(1)/*.c)
 $(1)_OBJS := $$($(1)_SRCS:.c=.o)
 $$($(1)_OBJS): CPPFLAGS += $$($(1)_CFLAGS)
-$(1)/$(1): $$($(1)_OBJS) $(LIBVMKIT)
-	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIBVMKIT) $$(LIB_LIBS) $$($(1)_LIBS)
+$(1)/$(1): $$($(1)_OBJS) $$($(1)_LIBVMKIT) $(LIBVMKIT)
+	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $$($(1)_LIBVMKIT) $(LIBVMKIT) $$(LIB_LIBS) $$($(1)_LIBS)
 $(1): $(1)/$(1)
 .PHONY: $(1)
 ALL_OBJS += $$($(1)_OBJS)

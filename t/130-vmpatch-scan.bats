@@ -46,7 +46,7 @@ make_inventory() {
  {"name": "web1", "kind": "vm", "os": {"id": "debian", "version_id": "12", "package_format": "deb"},
   "packages": [
    {"name": "libssl3", "version": "3.0.11-1~deb12u2", "arch": "amd64", "source": "openssl", "source_version": "3.0.11-1~deb12u2"},
-   {"name": "linux-image-amd64", "version": "6.1.76-1+b1", "arch": "amd64", "source": "linux", "source_version": "6.1.76-1"},
+   {"name": "linux-image-amd64", "version": "6.1.76-1", "arch": "amd64", "source": "linux-signed-amd64", "source_version": "6.1.76+1"},
    {"name": "bash", "version": "5.2.15-2+b2", "arch": "amd64", "source": "bash", "source_version": "5.2.15-2"}]},
  {"name": "clean1", "kind": "template", "os": {"id": "debian", "version_id": "12", "package_format": "deb"},
   "packages": [
@@ -68,20 +68,23 @@ setup() {
   run_tool 6 vmpatch scan -o tsv --feed "$FEED" --inventory "$INV"
   [ "${#lines[@]}" -eq 2 ]
   [ "${lines[0]}" = $'web1\tlibssl3\topenssl\t3.0.11-1~deb12u2\t3.0.11-1~deb12u3\tDSA-5532-1\tCVE-2023-5678\thigh\tno' ]
-  [ "${lines[1]}" = $'web1\tlinux-image-amd64\tlinux\t6.1.76-1+b1\tnone\tDEBIAN-CVE-2024-0001\tCVE-2024-0001\tunknown\tyes' ]
-  [ "$stderr" = "vmpatch: 2 vulnerabilities found" ]
+  # The signed kernel's binaries, under the linux source Debian's records name.
+  [ "${lines[1]}" = $'web1\tlinux-image-amd64\tlinux\t6.1.76-1\tnone\tDEBIAN-CVE-2024-0001\tCVE-2024-0001\tunknown\tyes' ]
+  [ "${stderr_lines[0]}" = "vmpatch: host 'old1' (debian 11) not scanned: feed $FEED has no record for its distribution and release" ]
+  [ "${stderr_lines[1]}" = "vmpatch: 2 vulnerabilities found" ]
   # The table has a header and the same rows.
-  run_tool 6 vmpatch scan -q --feed "$FEED" --inventory "$INV"
+  run_tool 6 vmpatch scan -q --feed "$FEED" --inventory "$INV" web1 clean1
   [ -z "$stderr" ]
   [[ "${lines[0]}" == "TARGET "*"PACKAGE "*"FIXED "*"ADVISORY "*"SEVERITY "*"REBOOT" ]]
   [ "${#lines[@]}" -eq 3 ]
 }
 
-@test "scan: a clean target exits 0 with no rows; a target of another release is clean" {
+@test "scan: a clean target exits 0 with no rows; a release the feed does not cover is said, exit 4" {
   run_tool 0 vmpatch scan -q -o tsv --feed "$FEED" --inventory "$INV" clean1
   [ -z "$output" ]
-  run_tool 0 vmpatch scan -q -o tsv --feed "$FEED" --inventory "$INV" old1 clean1
+  run_tool 4 vmpatch scan -q -o tsv --feed "$FEED" --inventory "$INV" old1 clean1
   [ -z "$output" ]
+  [ "$stderr" = "vmpatch: host 'old1' (debian 11) not scanned: feed $FEED has no record for its distribution and release" ]
   run_tool 0 vmpatch scan -q -o json --feed "$FEED" --inventory "$INV" clean1
   [ "$(jq -c . <<<"$output")" = "[]" ]
 }
@@ -95,6 +98,21 @@ setup() {
   run_tool 6 vmpatch scan -q -o tsv --feed "$BATS_TEST_TMPDIR/all.zip" --inventory "$INV"
   [ "$output" = "$from_dir" ]
   [ -z "$(ls -A "$TMPDIR")" ]
+  # A name unzip would take for an option or a wildcard is still just a name.
+  cp "$BATS_TEST_TMPDIR/all.zip" "$BATS_TEST_TMPDIR/-[a]ll.zip"
+  cd "$BATS_TEST_TMPDIR"
+  run_tool 6 vmpatch scan -q -o tsv --feed "-[a]ll.zip" --inventory "$INV"
+  [ "$output" = "$from_dir" ]
+  # A member that unpacks past any record (a zip bomb) stops unzip, in one line.
+  mkdir bomb && head -c 80M /dev/zero > bomb/x.json && (cd bomb && zip -q ../bomb.zip x.json) && rm -r bomb
+  run_tool 1 vmpatch scan -q --feed bomb.zip --inventory "$INV"
+  [ "${#stderr_lines[@]}" -eq 1 ]
+  [ "$stderr" = "vmpatch: feed bomb.zip: unzip stopped: a member unpacks past 64 MiB, more than any OSV record" ]
+  # Not a zip at all.
+  echo nonsense > notzip.zip
+  run_tool 1 vmpatch scan -q --feed notzip.zip --inventory "$INV"
+  [ "$stderr" = "vmpatch: feed notzip.zip: not a zip file (neither a folder nor a .json file)" ]
+  [ -z "$(ls -A "$TMPDIR")" ]
 }
 
 @test "scan --min-severity and --fixed-only filter the rows, and the exit code follows" {
@@ -104,7 +122,7 @@ setup() {
   run_tool 6 vmpatch scan -q -o tsv --feed "$FEED" --inventory "$INV" --fixed-only
   [ "${#lines[@]}" -eq 1 ]
   [[ "${lines[0]}" == *$'\tDSA-5532-1\t'* ]]
-  run_tool 0 vmpatch scan -q -o tsv --feed "$FEED" --inventory "$INV" --min-severity critical
+  run_tool 0 vmpatch scan -q -o tsv --feed "$FEED" --inventory "$INV" --min-severity critical web1 clean1
   [ -z "$output" ]
   run_tool 2 vmpatch scan --feed "$FEED" --inventory "$INV" --min-severity urgent
   [[ "${stderr_lines[0]}" == "vmpatch: invalid --min-severity 'urgent'"* ]]
@@ -132,6 +150,20 @@ setup() {
   echo '{"aliases": []}' > "$FEED/sub/DSA-2-1.json"
   run_tool 1 vmpatch scan --feed "$FEED" --inventory "$INV"
   assert_one_error_line "DSA-2-1.json: the record has no 'id'"
+  # A forged line in an alias, a link, a folder too deep: refused, not passed over.
+  printf '{"id": "DSA-2-1", "aliases": ["CVE-1\\nweb1\\tfake"]}\n' > "$FEED/sub/DSA-2-1.json"
+  run_tool 1 vmpatch scan --feed "$FEED" --inventory "$INV"
+  assert_one_error_line "vmpatch: feed $FEED/sub/DSA-2-1.json: aliases[0] is not a non-empty string without control characters"
+  rm "$FEED/sub/DSA-2-1.json"
+  ln -s "$FEED/DSA-9-1.json" "$FEED/sub/link.json"
+  run_tool 1 vmpatch scan --feed "$FEED" --inventory "$INV"
+  assert_one_error_line "vmpatch: feed $FEED/sub/link.json: a symbolic link (a feed holds its records itself)"
+  rm "$FEED/sub/link.json"
+  mkdir -p "$FEED/1/2/3/4/5/6/7/8/9"
+  run_tool 1 vmpatch scan --feed "$FEED" --inventory "$INV"
+  assert_one_error_line "vmpatch: feed $FEED/1/2/3/4/5/6/7/8/9: folders nested deeper than 8"
+  rm -r "$FEED/1"
+  echo '{"aliases": []}' > "$FEED/sub/DSA-2-1.json"
   # In a zip, the zip and the member are named.
   (cd "$FEED" && zip -qr "$BATS_TEST_TMPDIR/bad.zip" .)
   run_tool 1 vmpatch scan --feed "$BATS_TEST_TMPDIR/bad.zip" --inventory "$INV"

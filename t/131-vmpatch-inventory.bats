@@ -41,7 +41,8 @@ installed_in() {
         else if ($i ~ /^Version: /) v = substr($i, 10)
         else if ($i ~ /^Status: /) s = substr($i, 9)
       }
-      if (s == "install ok installed" || s == "hold ok installed") print p, v }' "$1" | sort
+      n = split(s, w, " ")
+      if (n == 3 && w[3] != "not-installed" && w[3] != "config-files") print p, v }' "$1" | sort
 }
 
 # field_of PACKAGE FIELD: a field of the package's paragraph in the image's status.
@@ -73,11 +74,13 @@ field_of() {
   [ "$(jq -r '.targets[0].packages[] | select(.name == "libssl3") | [.version, .source] | @tsv' "$j")" = "$v"$'\topenssl' ]
   # A package that is its own source: bash.
   [ "$(jq -r '.targets[0].packages[] | select(.name == "bash") | .source' "$j")" = bash ]
-  # The inventory reads back: scan accepts it (an empty feed of another ecosystem).
+  # The inventory reads back: scan accepts it, and says a feed of another
+  # ecosystem has nothing to say of it (exit 4, not clean).
   mkdir -p "$BATS_TEST_TMPDIR/feed"
   echo '{"id": "GHSA-1", "affected": [{"package": {"ecosystem": "npm", "name": "x"}, "versions": ["1.0.0"]}]}' \
     > "$BATS_TEST_TMPDIR/feed/GHSA-1.json"
-  run_tool 0 vmpatch scan -q --inventory "$j" --feed "$BATS_TEST_TMPDIR/feed"
+  run_tool 4 vmpatch scan -q --inventory "$j" --feed "$BATS_TEST_TMPDIR/feed"
+  [ "$stderr" = "vmpatch: vm '$VM' (debian 12) not scanned: feed $BATS_TEST_TMPDIR/feed has no record for its distribution and release" ]
 }
 
 @test "inventory --host: the host's packages with dpkg-query's versions, the VMM's among them" {

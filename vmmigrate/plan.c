@@ -88,29 +88,20 @@ static pid_t spawn(struct pmove *p, char **pass, const char *dir, size_t idx)
 int run_plan(const char *file, int parallel, char **pass)
 {
   /* Read whole, from stdin, a file or a FIFO (--plan <(vmbalance plan)). */
-  FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
-  if (!in) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read plan '%s'", file);
-  CLEANUP_FREE char *text = NULL;
-  size_t cap = 0, len = 0;
-  FILE *f = open_memstream(&text, &cap);
-  char buf[65536];
-  size_t r;
-  bool too_big = false;
-  while ((r = fread(buf, 1, sizeof buf, in)) > 0) {
-    len += r;
-    if (len > PLAN_MAX) { too_big = true; break; }
-    fwrite(buf, 1, r, f);
-  }
-  bool bad = ferror(in);
-  if (in != stdin) fclose(in);
-  fclose(f);
+  bool std_in = strcmp(file, "-") == 0;
+  int fd = std_in ? STDIN_FILENO : open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VM_EXIT_FAIL, "cannot read plan '%s'", file);
+  size_t len;
+  CLEANUP_FREE char *text = vm_read_fd(fd, PLAN_MAX, &len);
+  bool too_big = !text && errno == EFBIG;
+  if (!std_in) close(fd);
   if (too_big) return vm_fail(VM_EXIT_USAGE, "plan '%s' is larger than %d MiB", file, PLAN_MAX >> 20);
-  if (bad) return vm_fail(VM_EXIT_FAIL, "cannot read plan '%s'", file);
-  const char *shown = strcmp(file, "-") == 0 ? "stdin" : file;
+  if (!text) return vm_fail(VM_EXIT_FAIL, "cannot read plan '%s'", file);
+  const char *shown = std_in ? "stdin" : file;
   struct vm_plan plan;
   int line;
   const char *why;
-  if (vm_plan_parse(text ? text : "", len, &plan, &line, &why) < 0)
+  if (vm_plan_parse(text, len, &plan, &line, &why) < 0)
     return vm_fail(VM_EXIT_USAGE, "%s:%d: %s", shown, line, why);
   size_t n = plan.n;
   if (n == 0) {

@@ -425,8 +425,7 @@ out:
   return rc;
 }
 
-/* Does this machine see the file (a VM on a remote host may keep its disks on
- * shared storage mounted at the same path here)? */
+/* Does this machine see the file? */
 static bool local_file(const char *path)
 {
   struct stat st;
@@ -452,7 +451,12 @@ static int collect_vm(virConnectPtr conn, const char *name, struct vmp_target *t
   if (!gd) abort();
   size_t n = 0;
   CLEANUP_FREE char *what = vm_strdup_printf("VM '%s'", t->name);
-  bool local = vm_conn_is_local(conn);
+  /* libguestfs reads this machine's files. A file here at the path a remote
+   * host's VM names is not known to be that disk (another host's files are its
+   * own): such a VM is read on its host. */
+  if (!vm_conn_is_local(conn))
+    rc = vm_fail(VM_EXIT_STATE, "cannot read VM '%s' on %s: libguestfs reads this machine's disks only; run "
+                 "'vmpatch inventory %s' on that host", t->name, vm_conn_host_name(conn), t->name);
   for (size_t i = 0; i < nd && rc == 0; i++) {
     if (!disks[i].device || strcmp(disks[i].device, "disk") != 0) continue;
     if (!disks[i].source) {
@@ -461,9 +465,7 @@ static int collect_vm(virConnectPtr conn, const char *name, struct vmp_target *t
       break;
     }
     if (!local_file(disks[i].source)) {
-      rc = local ? vm_fail(VM_EXIT_FAIL, "cannot read VM '%s': its disk '%s' is missing", t->name, disks[i].source)
-                 : vm_fail(VM_EXIT_STATE, "cannot read VM '%s' on %s: libguestfs reads this machine's files, and its "
-                           "disk '%s' is not here", t->name, vm_conn_host_name(conn), disks[i].source);
+      rc = vm_fail(VM_EXIT_FAIL, "cannot read VM '%s': its disk '%s' is missing", t->name, disks[i].source);
       break;
     }
     gd[n].path = disks[i].source;
@@ -578,7 +580,13 @@ static int inventory_run(const char **vms, int nvms)
   CLEANUP_VIRCONN virConnectPtr conn = NULL;
   if ((nvms || ntpl) && !(conn = vm_connect())) rc = VM_EXIT_FAIL;
   for (int i = 0; i < nvms && rc == 0; i++) {
-    rc = collect_vm(conn, vms[i], new_target(&inv));
+    /* The same VM by its name and by its UUID: read and listed once. */
+    CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
+    if ((rc = vm_lookup(conn, vms[i], &dom))) break;
+    bool again = false;
+    for (size_t k = 0; k < inv.n && !again; k++) again = strcmp(inv.targets[k].name, virDomainGetName(dom)) == 0;
+    if (again) vm_debug("'%s' is VM '%s' again: read once", vms[i], virDomainGetName(dom));
+    else rc = collect_vm(conn, vms[i], new_target(&inv));
   }
   for (size_t i = 0; i < ntpl && rc == 0; i++) {
     rc = collect_template(conn, o_templates[i], new_target(&inv));

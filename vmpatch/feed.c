@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "vmpatch.h"
 
@@ -88,6 +90,17 @@ void vmp_advisory_free(struct vmp_advisory *adv)
   memset(adv, 0, sizeof *adv);
 }
 
+/* A string without control characters: a NUL inside would cut it short of what
+ * the record says, and a newline or escape would forge lines of the report. */
+static bool clean_string(json_object *v)
+{
+  const char *s = json_object_get_string(v);
+  size_t n = (size_t)json_object_get_string_len(v);
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+  return true;
+}
+
 /* A member that must be a non-empty string when present; NULL when absent. */
 static int get_string(json_object *o, const char *key, bool required, const char **out, const char *where,
                       char *why, size_t whylen)
@@ -103,9 +116,8 @@ static int get_string(json_object *o, const char *key, bool required, const char
     snprintf(why, whylen, "%s: '%s' is not a non-empty string", where, key);
     return -1;
   }
-  /* A NUL inside would cut the string short of what the record says. */
-  if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
-    snprintf(why, whylen, "%s: '%s' holds a NUL", where, key);
+  if (!clean_string(v)) {
+    snprintf(why, whylen, "%s: '%s' holds a control character", where, key);
     return -1;
   }
   *out = json_object_get_string(v);
@@ -259,8 +271,8 @@ static int parse_affected(json_object *e, size_t idx, enum vmp_sev record_sev, s
     json_object *v = json_object_array_get_idx(versions, i);
     char w[128];
     snprintf(w, sizeof w, "%s.versions[%zu]", where, i);
-    if (!json_object_is_type(v, json_type_string)) {
-      snprintf(why, whylen, "%s is not a string", w);
+    if (!json_object_is_type(v, json_type_string) || !clean_string(v)) {
+      snprintf(why, whylen, "%s is not a string without control characters", w);
       goto fail;
     }
     if (!version_ok(fmt, json_object_get_string(v), w, why, whylen)) goto fail;
@@ -320,8 +332,8 @@ int vmp_osv_parse(const char *text, size_t len, struct vmp_advisory *adv, char *
   }
   for (size_t i = 0; aliases && i < json_object_array_length(aliases); i++) {
     json_object *v = json_object_array_get_idx(aliases, i);
-    if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0) {
-      snprintf(why, whylen, "aliases[%zu] is not a non-empty string", i);
+    if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 || !clean_string(v)) {
+      snprintf(why, whylen, "aliases[%zu] is not a non-empty string without control characters", i);
       goto fail;
     }
     vm_strv_add(&adv->aliases, json_object_get_string(v));
@@ -387,9 +399,14 @@ static int load_one(const char *path, const char *shown, struct vmp_feed *f, siz
   return 0;
 }
 
+/* Folders nested deeper than this in a feed refuse it (OSV's zips are flat). */
+#define FEED_DEPTH_MAX 8
+
 /* The *.json files of a directory and of its subdirectories, in name order (a
- * scan's rows come out the same each time); files that are not regular (links)
- * are passed over. shown: the name messages give the directory. */
+ * scan's rows come out the same each time). A link, or a folder deeper than
+ * FEED_DEPTH_MAX, refuses the feed rather than being passed over: a record
+ * skipped would call a vulnerable machine clean. shown: the name messages give
+ * the directory. */
 static int load_dir(const char *dir, const char *shown, struct vmp_feed *f, size_t *seen, int depth)
 {
   struct dirent **names;
@@ -403,7 +420,11 @@ static int load_dir(const char *dir, const char *shown, struct vmp_feed *f, size
       CLEANUP_FREE char *sub = vm_strdup_printf("%s/%s", shown, e->d_name);
       struct stat st;
       if (lstat(path, &st) < 0) rc = vm_fail_errno(VMP_EXIT_BADINPUT, "feed %s", sub);
-      else if (S_ISDIR(st.st_mode) && depth < 8) rc = load_dir(path, sub, f, seen, depth + 1);
+      else if (S_ISLNK(st.st_mode))
+        rc = vm_fail(VMP_EXIT_BADINPUT, "feed %s: a symbolic link (a feed holds its records itself)", sub);
+      else if (S_ISDIR(st.st_mode) && depth >= FEED_DEPTH_MAX)
+        rc = vm_fail(VMP_EXIT_BADINPUT, "feed %s: folders nested deeper than %d", sub, FEED_DEPTH_MAX);
+      else if (S_ISDIR(st.st_mode)) rc = load_dir(path, sub, f, seen, depth + 1);
       else if (S_ISREG(st.st_mode) && json_file(e)) rc = load_one(path, sub, f, seen);
     }
     free(names[i]);
@@ -412,16 +433,71 @@ static int load_dir(const char *dir, const char *shown, struct vmp_feed *f, size
   return rc;
 }
 
+/* What a zip may unpack to: OSV's largest, all.zip of every ecosystem, is a few
+ * GiB; its Debian one about 1 GiB. */
+#define ZIP_TOTAL_MAX ((uint64_t)16 << 30)
+
+/* The size its members say they unpack to, from unzip -Zt's summary ("N files,
+ * M bytes uncompressed, ..."). 0, or an exit code after a message. */
+static int zip_total(const char *zip, const char *shown, uint64_t *total)
+{
+  char *argv[] = { "unzip", "-Zt", (char *)zip, NULL };
+  CLEANUP_FREE char *out = NULL, *err = NULL;
+  int st = vm_run(argv, &out, &err);
+  unsigned long long bytes;
+  const char *comma = out ? strchr(out, ',') : NULL; /* "1 file, ..." or "2 files, ..." */
+  if (st == 0 && comma && sscanf(comma + 1, " %llu bytes uncompressed", &bytes) == 1) {
+    *total = bytes;
+    return 0;
+  }
+  if (vm_interrupted()) return vm_fail_interrupted();
+  if (st < 0 && !out) return vm_fail_errno(VM_EXIT_FAIL, "cannot run unzip (Debian package unzip)");
+  return vm_fail(VMP_EXIT_BADINPUT, "feed %s: not a zip file (neither a folder nor a .json file)", shown);
+}
+
 /* A zip is unpacked by unzip(1), run with an argv, into a scratch folder of this
  * run that is removed afterwards; unzip keeps every member inside it (it drops
- * "../" and leading "/"). */
+ * "../" and leading "/"). unzip reads its archive's name as a wildcard and an
+ * option when it starts with '-': it is given a link of a fixed name to it.
+ * Against a zip bomb, the total its members declare is checked first (against
+ * ZIP_TOTAL_MAX and the scratch folder's free space), and prlimit(1) caps
+ * each file unzip writes at OSV_RECORD_MAX, which holds a member that lies. */
 static int load_zip(const char *zip, struct vmp_feed *f, size_t *seen)
 {
   CLEANUP_FREE char *dir = vm_scratch_dir("patch");
   if (!dir) return VM_EXIT_FAIL;
-  char *argv[] = { "unzip", "-qq", "-o", (char *)zip, "*.json", "-d", dir, NULL };
-  int rc = vm_run_checked(argv, NULL);
-  if (rc == 0) rc = load_dir(dir, zip, f, seen, 0);
+  CLEANUP_FREE char *abs = realpath(zip, NULL);
+  CLEANUP_FREE char *link = vm_strdup_printf("%s/feed.zip", dir);
+  CLEANUP_FREE char *out = vm_strdup_printf("%s/records", dir);
+  int rc = 0;
+  uint64_t total = 0;
+  struct statvfs fs;
+  if (!abs || symlink(abs, link) < 0 || mkdir(out, 0700) < 0)
+    rc = vm_fail_errno(VM_EXIT_FAIL, "feed %s: cannot prepare its scratch folder", zip);
+  if (rc == 0) rc = zip_total(link, zip, &total);
+  if (rc == 0 && total > ZIP_TOTAL_MAX)
+    rc = vm_fail(VMP_EXIT_BADINPUT, "feed %s: its members unpack to %llu bytes, more than an OSV feed (%llu)", zip,
+                 (unsigned long long)total, (unsigned long long)ZIP_TOTAL_MAX);
+  if (rc == 0 && statvfs(dir, &fs) == 0 && total > (uint64_t)fs.f_bavail * fs.f_frsize)
+    rc = vm_fail(VM_EXIT_FAIL, "feed %s: its members unpack to %llu bytes, more than the free space of %s (TMPDIR)",
+                 zip, (unsigned long long)total, dir);
+  if (rc == 0) {
+    CLEANUP_FREE char *fsize = vm_strdup_printf("--fsize=%zu", OSV_RECORD_MAX);
+    char *argv[] = { "prlimit", fsize, "unzip", "-qq", "-o", link, "*.json", "-d", out, NULL };
+    CLEANUP_FREE char *err = NULL;
+    int st = vm_run(argv, NULL, &err);
+    /* unzip's 11: no member matched "*.json" (an empty feed, said below). */
+    if (vm_interrupted()) rc = vm_fail_interrupted();
+    else if (st < 0 && (!err || !*err))
+      rc = vm_fail(VMP_EXIT_BADINPUT, "feed %s: unzip stopped: a member unpacks past %zu MiB, more than any OSV record",
+                   zip, OSV_RECORD_MAX >> 20);
+    else if (st != 0 && st != 11) {
+      const char *why = vm_last_line(err);
+      rc = vm_fail(VMP_EXIT_BADINPUT, "feed %s: unzip failed%s%s", zip, *why ? ": " : "",
+                   *why ? why : "");
+    }
+  }
+  if (rc == 0) rc = load_dir(out, zip, f, seen, 0);
   vm_remove_tree(dir);
   return rc;
 }

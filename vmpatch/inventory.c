@@ -233,45 +233,14 @@ char *vmp_inventory_write(const struct vmp_inventory *inv)
   return vm_strdup_printf("%s\n", s);
 }
 
-/* Standard input, which may be a pipe (vm_read_file takes regular files only). */
-static char *read_stdin(size_t max, size_t *len)
-{
-  size_t cap = 65536, got = 0;
-  char *buf = malloc(cap + 1);
-  if (!buf) abort();
-  for (;;) {
-    if (got == cap) {
-      if (cap > max) {
-        free(buf);
-        errno = EFBIG;
-        return NULL;
-      }
-      cap *= 2;
-      buf = realloc(buf, cap + 1);
-      if (!buf) abort();
-    }
-    ssize_t r = read(STDIN_FILENO, buf + got, cap - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      int e = errno;
-      free(buf);
-      errno = e;
-      return NULL;
-    }
-    if (r == 0) break;
-    got += (size_t)r;
-  }
-  buf[got] = '\0';
-  *len = got;
-  return buf;
-}
-
 int vmp_inventory_load(const char *path, struct vmp_inventory *inv)
 {
   size_t len;
   bool std_in = strcmp(path, "-") == 0;
   const char *shown = std_in ? "stdin" : path;
-  CLEANUP_FREE char *text = std_in ? read_stdin(INVENTORY_MAX, &len) : vm_read_file(path, INVENTORY_MAX, &len);
+  /* Standard input may be a pipe, which vm_read_file refuses (regular files only). */
+  CLEANUP_FREE char *text = std_in ? vm_read_fd(STDIN_FILENO, INVENTORY_MAX, &len)
+                                   : vm_read_file(path, INVENTORY_MAX, &len);
   if (!text)
     return vm_fail_errno(errno == ENOENT ? VM_EXIT_NOTFOUND : VMP_EXIT_BADINPUT, "inventory %s", shown);
   char why[256];

@@ -65,18 +65,31 @@ static int cmd_scan_run(const char **targets, int ntargets)
     for (k = 0; k < inv.n && strcmp(inv.targets[k].name, targets[i]) != 0; k++) {}
     if (k == inv.n) rc = vm_fail(VM_EXIT_NOTFOUND, "no target '%s' in inventory %s", targets[i], o_inventory);
   }
+  /* A signal while unzip runs: its scratch folder is removed, the run fails. */
+  vm_catch_signals();
   struct vmp_feed feed = { 0 };
   if (rc == 0) rc = vmp_feed_load(o_feed, &feed);
+  if (rc == 0 && vm_interrupted()) {
+    vmp_feed_free(&feed);
+    rc = vm_fail_interrupted();
+  }
   if (rc) {
     vmp_inventory_free(&inv);
     return rc;
   }
   CLEANUP_JSON json_object *rows = json_object_new_array();
-  size_t found = 0;
+  size_t found = 0, uncovered = 0;
   for (size_t k = 0; k < inv.n; k++) {
-    bool wanted = ntargets == 0;
-    for (int i = 0; i < ntargets && !wanted; i++) wanted = strcmp(inv.targets[k].name, targets[i]) == 0;
-    if (wanted) found += vmp_scan_target(&feed, &inv.targets[k], &so, rows);
+    const struct vmp_target *t = &inv.targets[k];
+    bool wanted = ntargets == 0, covered;
+    for (int i = 0; i < ntargets && !wanted; i++) wanted = strcmp(t->name, targets[i]) == 0;
+    if (!wanted) continue;
+    found += vmp_scan_target(&feed, t, &so, rows, &covered);
+    if (!covered) {
+      (void)vm_fail(VM_EXIT_STATE, "%s '%s' (%s%s%s) not scanned: feed %s has no record for its distribution and release", t->kind,
+               t->name, t->os_id, t->os_version ? " " : "", t->os_version ? t->os_version : "", o_feed);
+      uncovered++;
+    }
   }
   vmp_feed_free(&feed);
   vmp_inventory_free(&inv);
@@ -84,14 +97,15 @@ static int cmd_scan_run(const char **targets, int ntargets)
   rc = vm_print_list(rows, scan_cols);
   if (rc) return rc;
   vm_info("%zu vulnerabilit%s found", found, found == 1 ? "y" : "ies");
-  return found ? VMP_EXIT_VULNERABLE : VM_EXIT_OK;
+  /* Vulnerable first (what cron and monitoring act on), then "could not say". */
+  return found ? VMP_EXIT_VULNERABLE : uncovered ? VM_EXIT_STATE : VM_EXIT_OK;
 }
 
 int cmd_scan(int argc, char **argv)
 {
   struct poptOption table[] = {
     { "feed", '\0', POPT_ARG_STRING, &o_feed, 0,
-      "the OSV feed: a directory of OSV JSON records, or a .zip of them (required)", "PATH" },
+      "the OSV feed: a directory of OSV JSON records, a .zip of them, or one FILE.json (required)", "PATH" },
     { "inventory", '\0', POPT_ARG_STRING, &o_inventory, 0,
       "the packages of each target, a vmpatch-inventory JSON file, '-' for stdin (required)", "FILE" },
     { "min-severity", '\0', POPT_ARG_STRING, &o_min_severity, 0,
@@ -106,7 +120,8 @@ int cmd_scan(int argc, char **argv)
   int rc = vm_parse(&ctx, argc, argv, table, "[TARGET...]",
                     "Lists the known vulnerabilities of the packages installed on each target of an\n"
                     "inventory (all, or the TARGETs named), from an offline OSV feed. Exits 6 when\n"
-                    "something vulnerable is found, 0 when nothing is.",
+                    "something vulnerable is found, else 4 when the feed has no record for a target's\n"
+                    "distribution and release, else 0.",
                     0, -1, &args, &nargs);
   if (rc) return rc == VM_DONE ? 0 : rc;
   return cmd_scan_run(args, nargs);
@@ -115,6 +130,7 @@ int cmd_scan(int argc, char **argv)
 static const struct vm_verb verbs[] = {
   { "inventory", cmd_inventory, "the OS and installed packages of VMs, templates and the host, read offline" },
   { "scan", cmd_scan, "known vulnerabilities of what is installed, from an offline OSV feed" },
+  { "apply", cmd_apply, "update shut-off VMs from an APT repository, each behind a snapshot, checked after" },
   { NULL, NULL, NULL },
 };
 

@@ -10,7 +10,8 @@
 
 #include "vmpatch.h"
 
-/* A guest's status file: a desktop's is a few MB. */
+/* The longest Package, Version, Architecture, Source or Status read: other
+ * fields (Depends, Description) are not read and may be of any length. */
 #define FIELD_MAX 4096
 
 static int err(char *why, size_t whylen, const char *fmt, ...) VM_PRINTF(3, 4);
@@ -93,14 +94,24 @@ static int split_source(char *src, char **name, char **ver)
   return 0;
 }
 
-/* "want flag status": installed (and configured), wanted installed or held. */
+/* The status words (dpkg(1)'s "want flag status") whose package has files of its
+ * Version on disk: installed, and the states a package is in while dpkg or a
+ * trigger is not done with it (unpacked, half-configured, triggers-awaiting,
+ * triggers-pending, half-installed). What the admin wants of it ("deinstall",
+ * "purge", "hold") and an error flag ("reinstreq") do not change what is on
+ * disk; "not-installed" and "config-files" leave no program behind. */
+static const char *const present_states[] = {
+  "installed", "unpacked", "half-configured", "triggers-awaiting", "triggers-pending", "half-installed",
+};
+
 static bool installed(const char *status, bool *ok)
 {
   char want[32], flag[32], st[32], extra;
   *ok = sscanf(status, "%31s %31s %31s %c", want, flag, st, &extra) == 3;
   if (!*ok) return false;
-  return (strcmp(want, "install") == 0 || strcmp(want, "hold") == 0) && strcmp(flag, "ok") == 0 &&
-         strcmp(st, "installed") == 0;
+  for (size_t i = 0; i < sizeof present_states / sizeof present_states[0]; i++)
+    if (strcmp(st, present_states[i]) == 0) return true;
+  return false;
 }
 
 static int para_end(struct para *p, struct vmp_target *t, size_t *cap, char *why, size_t whylen)
@@ -185,10 +196,6 @@ int vmp_dpkg_status_parse(const char *text, size_t len, struct vmp_target *t, ch
     while (*v == ' ' || *v == '\t') v++;
     size_t vn = strlen(v);
     while (vn && (v[vn - 1] == ' ' || v[vn - 1] == '\t')) v[--vn] = '\0';
-    if (vn > FIELD_MAX) {
-      rc = err(why, whylen, "line %d: field %.32s is too long", lineno, line);
-      break;
-    }
     if (!p.line) p.line = lineno;
     in_field = true;
     char **slot = strcasecmp(line, "Package") == 0        ? &p.package
@@ -197,7 +204,11 @@ int vmp_dpkg_status_parse(const char *text, size_t len, struct vmp_target *t, ch
                   : strcasecmp(line, "Source") == 0       ? &p.source
                   : strcasecmp(line, "Status") == 0       ? &p.status
                                                           : NULL;
-    if (!slot) continue;
+    if (!slot) continue; /* a long Depends or Description is no concern here */
+    if (vn > FIELD_MAX) {
+      rc = err(why, whylen, "line %d: field %.32s is too long", lineno, line);
+      break;
+    }
     if (*slot) {
       rc = err(why, whylen, "line %d: field %s twice in one paragraph", lineno, line);
       break;
@@ -262,9 +273,10 @@ static int dpkg_query_line(char *line, int lineno, void *arg)
   if (!*line) return 0;
   if (!clean_text(line, strlen(line)) || split_tabs(line, f, 6) < 0)
     return err(c->why, c->whylen, "line %d: not the six fields asked for", lineno);
-  /* db:Status-Abbrev: want, status, error flag ("ii ", "hi ", "rc "). */
+  /* db:Status-Abbrev: want, status, error flag ("ii ", "hi ", "rc ", "iU "): the
+   * status letters of present_states (i, U, F, W, t, H). */
   const char *st = f[5];
-  if (strlen(st) < 2 || (st[0] != 'i' && st[0] != 'h') || st[1] != 'i' || (st[2] && st[2] != ' ')) return 0;
+  if (strlen(st) < 2 || !strchr("iUFWtH", st[1])) return 0;
   const char *vwhy = NULL;
   if (!deb_name_ok(f[0])) return err(c->why, c->whylen, "line %d: '%.64s' is not a package name", lineno, f[0]);
   if (!vmp_version_valid(VMP_DEB, f[1], &vwhy))
@@ -297,18 +309,28 @@ static int rpm_line(char *line, int lineno, void *arg)
   const char *vwhy = NULL;
   if (!*f[0] || !vmp_version_valid(VMP_RPM, ver, &vwhy))
     return err(c->why, c->whylen, "line %d: package '%.64s': version '%.64s' is not an RPM version", lineno, f[0], ver);
-  CLEANUP_FREE char *src = NULL;
+  CLEANUP_FREE char *src = NULL, *srcver = NULL;
   size_t sn = strlen(f[5]);
   if (sn > 8 && strcmp(f[5] + sn - 8, ".src.rpm") == 0) {
     src = strndup(f[5], sn - 8);
     if (!src) abort();
-    /* NAME-VERSION-RELEASE: the name is what comes before the last two dashes. */
-    for (int k = 0; k < 2; k++) {
-      char *d = strrchr(src, '-');
-      if (d) *d = '\0';
+    /* NAME-VERSION-RELEASE: the name is what comes before the last two dashes,
+     * the source's version what comes after (a subpackage may have its own
+     * version); the epoch is not in the file name: the binary's. */
+    char *rd = strrchr(src, '-');
+    char *vd = rd ? memrchr(src, '-', (size_t)(rd - src)) : NULL;
+    if (vd && vd > src && rd[1] && vd + 1 < rd) {
+      *vd = '\0';
+      srcver = vm_strdup_printf("%s%s%s", epoch ? f[1] : "", epoch ? ":" : "", vd + 1);
+      if (!vmp_version_valid(VMP_RPM, srcver, &vwhy))
+        return err(c->why, c->whylen, "line %d: package '%.64s': source '%.64s' is not NAME-VERSION-RELEASE.src.rpm",
+                   lineno, f[0], f[5]);
+    } else {
+      return err(c->why, c->whylen, "line %d: package '%.64s': source '%.64s' is not NAME-VERSION-RELEASE.src.rpm",
+                 lineno, f[0], f[5]);
     }
   }
-  pkg_add(c->t, &c->cap, f[0], ver, strcmp(f[4], "(none)") ? f[4] : NULL, src, NULL);
+  pkg_add(c->t, &c->cap, f[0], ver, strcmp(f[4], "(none)") ? f[4] : NULL, src, srcver);
   return 0;
 }
 
@@ -370,5 +392,79 @@ int vmp_os_release_parse(const char *text, size_t len, char **id, char **version
     *version_id = NULL;
     return -1;
   }
+  return 0;
+}
+
+/* ---- An APT repository's index ------------------------------------------------------- */
+
+/* One paragraph of a Packages index, checked; its Filename added to files. */
+static int packages_para(const struct para *p, const char *filename, struct vm_strv *files, char *why, size_t whylen)
+{
+  if (!p->package) return err(why, whylen, "line %d: a paragraph without Package", p->line);
+  if (!deb_name_ok(p->package)) return err(why, whylen, "line %d: '%.64s' is not a package name", p->line, p->package);
+  const char *vwhy = NULL;
+  if (!p->version) return err(why, whylen, "line %d: package '%s' has no Version", p->line, p->package);
+  if (!vmp_version_valid(VMP_DEB, p->version, &vwhy))
+    return err(why, whylen, "line %d: package '%s': version '%.64s': %s", p->line, p->package, p->version, vwhy);
+  if (!filename) return err(why, whylen, "line %d: package '%s' has no Filename", p->line, p->package);
+  if (filename[0] == '/' || strstr(filename, "..") || strpbrk(filename, " \t"))
+    return err(why, whylen, "line %d: package '%s': Filename '%.64s' is not a path inside the repository", p->line,
+               p->package, filename);
+  vm_strv_add(files, filename);
+  return 0;
+}
+
+int vmp_deb_packages_parse(const char *text, size_t len, struct vm_strv *files, char *why, size_t whylen)
+{
+  if (memchr(text, '\0', len)) return err(why, whylen, "a NUL byte");
+  CLEANUP_FREE char *copy = malloc(len + 1);
+  if (!copy) abort();
+  memcpy(copy, text, len);
+  copy[len] = '\0';
+  struct para p = { 0 };
+  char *filename = NULL;
+  bool in_field = false;
+  int lineno = 0;
+  size_t before = files->n;
+  for (char *s = copy, *nl; s && *s; s = nl ? nl + 1 : NULL) {
+    nl = strchr(s, '\n');
+    if (nl) *nl = '\0';
+    char *line = s;
+    lineno++;
+    size_t ln = strlen(line);
+    if (ln && line[ln - 1] == '\r') line[--ln] = '\0';
+    if (!clean_text(line, ln)) return err(why, whylen, "line %d: a control character", lineno);
+    if (strspn(line, " \t") == ln) { /* a blank line ends a paragraph */
+      if (p.line && packages_para(&p, filename, files, why, whylen) < 0) return -1;
+      memset(&p, 0, sizeof p);
+      filename = NULL;
+      in_field = false;
+      continue;
+    }
+    if (line[0] == ' ' || line[0] == '\t') {
+      if (!in_field) return err(why, whylen, "line %d: a continuation line that follows no field", lineno);
+      continue;
+    }
+    char *colon = strchr(line, ':');
+    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line)))
+      return err(why, whylen, "line %d: neither 'Field: value' nor a continuation line", lineno);
+    *colon = '\0';
+    char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    size_t vn = strlen(v);
+    while (vn && (v[vn - 1] == ' ' || v[vn - 1] == '\t')) v[--vn] = '\0';
+    if (!p.line) p.line = lineno;
+    in_field = true;
+    char **slot = strcasecmp(line, "Package") == 0    ? &p.package
+                  : strcasecmp(line, "Version") == 0  ? &p.version
+                  : strcasecmp(line, "Filename") == 0 ? &filename
+                                                      : NULL;
+    if (!slot) continue;
+    if (*slot) return err(why, whylen, "line %d: field %s twice in one paragraph", lineno, line);
+    if (!*v || vn > FIELD_MAX) return err(why, whylen, "line %d: field %s is empty or too long", lineno, line);
+    *slot = v;
+  }
+  if (p.line && packages_para(&p, filename, files, why, whylen) < 0) return -1;
+  if (files->n == before) return err(why, whylen, "no package in it");
   return 0;
 }

@@ -56,7 +56,15 @@ bool vmp_ecosystem_applies(const char *eco, const struct vmp_target *t)
     return strncmp(rel, v, mj) == 0 && (rel[mj] == ':' || rel[mj] == '\0');
   default: { /* openSUSE:Leap 15.5, openSUSE:Tumbleweed, SUSE:Linux Enterprise Server 15 SP5 */
     if (strcmp(t->os_id, "opensuse-tumbleweed") == 0) return strcmp(rel, "Tumbleweed") == 0;
-    CLEANUP_FREE char *sp = vm_strdup(v);
+    CLEANUP_FREE char *sp = NULL;
+    /* SLES's os-release says "15.5" for what SUSE's ecosystems call "15 SP5"
+     * (and "15" for 15 GA); Leap's says "15.5", as its ecosystem does. */
+    if (strncmp(t->os_id, "sle", 3) == 0 && v[mj] == '.' && v[mj + 1] && strcmp(v + mj + 1, "0") != 0)
+      sp = vm_strdup_printf("%.*s SP%s", (int)mj, v, v + mj + 1);
+    else if (strncmp(t->os_id, "sle", 3) == 0)
+      sp = vm_strdup_printf("%.*s", (int)mj, v);
+    else
+      sp = vm_strdup(v);
     for (char *p = sp; *p; p++)
       if (*p == '-') *p = ' ';
     return ends_with(rel, sp);
@@ -149,6 +157,11 @@ bool vmp_needs_reboot(const char *src)
   return strncmp(src, "linux-signed-", 13) == 0;
 }
 
+/* The names a package is looked up by, and the version each is compared at. */
+struct lookup {
+  const char *name, *version;
+};
+
 /* The feed's affected entries that apply to the target, sorted by package name. */
 struct hit {
   const char *name;
@@ -164,27 +177,48 @@ static int hit_cmp(const void *a, const void *b)
   return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
+/* A row: the source as the record names it (the package's own source when the
+ * record names the binary) and the version compared. */
 static void add_row(json_object *rows, const struct vmp_target *t, const struct vmp_package *p,
-                    const struct vmp_advisory *adv, const struct vmp_affected *aff, const char *fixed)
+                    const struct lookup *by, const struct vmp_advisory *adv, const struct vmp_affected *aff,
+                    const char *fixed)
 {
   json_object *o = json_object_new_object(), *al = json_object_new_array();
+  bool binary = by->name == p->name;
   json_object_object_add(o, "target", json_object_new_string(t->name));
   json_object_object_add(o, "package", json_object_new_string(p->name));
-  json_object_object_add(o, "source", json_object_new_string(p->source));
+  json_object_object_add(o, "source", json_object_new_string(binary ? p->source : by->name));
   json_object_object_add(o, "installed", json_object_new_string(p->version));
-  json_object_object_add(o, "source_version", json_object_new_string(p->source_version));
+  json_object_object_add(o, "source_version", json_object_new_string(by->version));
   json_object_object_add(o, "fixed", fixed ? json_object_new_string(fixed) : NULL);
   json_object_object_add(o, "id", json_object_new_string(adv->id));
   for (size_t i = 0; i < adv->aliases.n; i++) json_object_array_add(al, json_object_new_string(adv->aliases.v[i]));
   json_object_object_add(o, "aliases", al);
   json_object_object_add(o, "severity", json_object_new_string(vmp_sev_names[aff->severity]));
-  json_object_object_add(o, "reboot", json_object_new_boolean(vmp_needs_reboot(p->source)));
+  json_object_object_add(o, "reboot", json_object_new_boolean(vmp_needs_reboot(binary ? p->source : by->name)));
   json_object_object_add(o, "ecosystem", json_object_new_string(aff->ecosystem));
   json_object_array_add(rows, o);
 }
 
+/* The name and version a Debian package's source is known by in Debian's records.
+ * The kernel's binaries come from linux-signed-ARCH (or linux-signed-VER-ARCH,
+ * for linux-VER), a source that only signs linux's builds: its version is
+ * linux's with the revision after '+' instead of '-' (6.1.76+1 for linux
+ * 6.1.76-1), and Debian's records name linux only (Vuls maps it the same way).
+ * Returns false for any other source. Caller frees both. */
+static bool deb_signed_kernel(const char *src, const char *ver, char **name, char **version)
+{
+  if (strncmp(src, "linux-signed-", 13) != 0) return false;
+  const char *rest = src + 13, *arch = strrchr(rest, '-');
+  *name = arch ? vm_strdup_printf("linux-%.*s", (int)(arch - rest), rest) : vm_strdup("linux");
+  *version = vm_strdup(ver);
+  char *plus = strchr(*version, '+');
+  if (plus) *plus = '-';
+  return true;
+}
+
 size_t vmp_scan_target(const struct vmp_feed *feed, const struct vmp_target *t, const struct vmp_scan_opts *o,
-                       json_object *rows)
+                       json_object *rows, bool *covered)
 {
   size_t nh = 0, cap = 0, found = 0;
   struct hit *h = NULL;
@@ -200,33 +234,47 @@ size_t vmp_scan_target(const struct vmp_feed *feed, const struct vmp_target *t, 
       h[nh] = (struct hit){ a->package, &feed->v[i], a, nh };
       nh++;
     }
+  /* A feed with no record for the target's distribution and release cannot say
+   * it is clean. */
+  if (covered) *covered = nh > 0;
   if (nh) qsort(h, nh, sizeof *h, hit_cmp);
+  const struct vmp_advisory **seen = NULL;
+  size_t nseen = 0, seencap = 0;
   for (size_t p = 0; p < t->npkgs; p++) {
     const struct vmp_package *pk = &t->pkgs[p];
-    /* Debian's records name source packages; RPM distributions' name either. */
-    const char *names[2] = { pk->source, t->format == VMP_RPM && strcmp(pk->name, pk->source) ? pk->name : NULL };
-    const struct vmp_advisory *last = NULL;
-    for (int n = 0; n < 2 && names[n]; n++) {
-      struct hit key = { names[n], NULL, NULL, 0 };
+    CLEANUP_FREE char *kname = NULL, *kver = NULL;
+    struct lookup names[2] = { { pk->source, pk->source_version }, { NULL, NULL } };
+    /* Debian's signing layout only (Ubuntu's linux-signed-* name other sources). */
+    if (t->format == VMP_DEB && strcmp(t->os_id, "debian") == 0 && deb_signed_kernel(pk->source, pk->source_version, &kname, &kver))
+      names[0] = (struct lookup){ kname, kver };
+    /* RPM distributions' records name the source package or the binary. */
+    if (t->format == VMP_RPM && strcmp(pk->name, pk->source) != 0) names[1] = (struct lookup){ pk->name, pk->version };
+    nseen = 0; /* one row per advisory and package, whichever of its names and entries match */
+    for (int n = 0; n < 2 && names[n].name; n++) {
       size_t lo = 0, hi = nh;
       while (lo < hi) { /* the first entry of that name */
         size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(h[mid].name, key.name) < 0) lo = mid + 1;
+        if (strcmp(h[mid].name, names[n].name) < 0) lo = mid + 1;
         else hi = mid;
       }
-      for (size_t i = lo; i < nh && strcmp(h[i].name, key.name) == 0; i++) {
+      for (size_t i = lo; i < nh && strcmp(h[i].name, names[n].name) == 0; i++) {
         const char *fixed;
-        /* One row per advisory, however many of its entries match. */
-        if (h[i].adv == last) continue;
-        const char *v = n == 0 ? pk->source_version : pk->version;
-        if (!vmp_affected_match(h[i].aff, t->format, v, &fixed)) continue;
-        last = h[i].adv;
+        bool dup = false;
+        for (size_t s = 0; s < nseen && !dup; s++) dup = seen[s] == h[i].adv;
+        if (dup || !vmp_affected_match(h[i].aff, t->format, names[n].version, &fixed)) continue;
+        if (nseen == seencap) {
+          seencap = seencap ? 2 * seencap : 16;
+          seen = realloc(seen, seencap * sizeof *seen);
+          if (!seen) abort();
+        }
+        seen[nseen++] = h[i].adv;
         if (h[i].aff->severity < o->min_severity || (o->fixed_only && !fixed)) continue;
-        add_row(rows, t, pk, h[i].adv, h[i].aff, fixed);
+        add_row(rows, t, pk, &names[n == 0 ? 0 : 1], h[i].adv, h[i].aff, fixed);
         found++;
       }
     }
   }
+  free(seen);
   free(h);
   return found;
 }

@@ -19,6 +19,8 @@
 int cmd_scan(int argc, char **argv);
 /* The inventory verb (collect.c: libguestfs, libvirt, the host's package database). */
 int cmd_inventory(int argc, char **argv);
+/* The apply verb (apply.c: libguestfs, vmsnap's library, the guest agent). */
+int cmd_apply(int argc, char **argv);
 
 /* ---- Severities, lowest first -------------------------------------------------------- */
 enum vmp_sev { VMP_SEV_UNKNOWN, VMP_SEV_LOW, VMP_SEV_MEDIUM, VMP_SEV_HIGH, VMP_SEV_CRITICAL };
@@ -79,6 +81,11 @@ int vmp_dpkg_query_parse(const char *text, size_t len, struct vmp_target *t, cha
  * source package's name from SOURCERPM; gpg-pubkey left out. */
 #define VMP_RPM_QUERY_FORMAT "%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t%{SOURCERPM}\n"
 int vmp_rpm_qa_parse(const char *text, size_t len, struct vmp_target *t, char *why, size_t whylen);
+/* An APT repository's Packages index, read exactly as a status file is: each
+ * paragraph needs a Package, a valid Version and a Filename inside the
+ * repository (relative, no ".."), which is added to files. -1 with why (a line
+ * number and what) otherwise, or when it lists no package. */
+int vmp_deb_packages_parse(const char *text, size_t len, struct vm_strv *files, char *why, size_t whylen);
 /* ID and VERSION_ID of os-release(5) text (*version_id NULL when absent). 0, or -1
  * when there is no ID. Caller frees both. */
 int vmp_os_release_parse(const char *text, size_t len, char **id, char **version_id);
@@ -139,10 +146,13 @@ struct vmp_scan_opts {
   bool fixed_only;
 };
 /* One row per (target, binary package, advisory) found, in the order of the
- * inventory: target, package, source, installed (the source's version), fixed
- * ("none" when there is no fix), id, aliases, severity, reboot. Appends to
- * rows; returns how many. */
+ * inventory: target, package, source (as the record names it: Debian's signed
+ * kernels are linux's), installed, source_version (the version compared),
+ * fixed (NULL when there is no fix), id, aliases, severity, reboot. Appends to
+ * rows; returns how many. *covered (when not NULL): whether the feed has any
+ * record for the target's distribution and release (without one, no finding
+ * does not mean clean). */
 size_t vmp_scan_target(const struct vmp_feed *feed, const struct vmp_target *t,
-                       const struct vmp_scan_opts *o, json_object *rows);
+                       const struct vmp_scan_opts *o, json_object *rows, bool *covered);
 
 #endif

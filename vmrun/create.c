@@ -372,7 +372,7 @@ static char *read_passphrase(const char *path)
 
 /* qemu-img writes a local image into the volume's file; encrypted, with the key
  * read from its file (never on the argv) and QEMU's timing of the key derivation
- * tried again where it failed (see vm_vol_create). */
+ * tried again where it failed (vm_luks_timing_failed, as vm_vol_create does). */
 static int copy_local(const struct planned *p, const char *fmt, const char *path, const char *secret)
 {
   if (!secret) {
@@ -388,7 +388,7 @@ static int copy_local(const struct planned *p, const char *fmt, const char *path
     vm_errors_mute(true);
     rc = vm_run_checked(conv, NULL);
     vm_errors_mute(false);
-    if (rc == 0 || i == 3 || !strstr(vm_last_error(), "accurate CPU usage")) break;
+    if (rc == 0 || i == VM_LUKS_TIMING_RETRIES || !vm_luks_timing_failed(vm_last_error())) break;
   }
   if (rc) {
     CLEANUP_FREE char *why = vm_strdup(vm_last_error());

@@ -33,8 +33,9 @@ void vm_init(const char *progname)
     vm_opts.use_syslog = 1;
 }
 
-/* The last error line, for reports that list each item's failure. */
-static char last_error[8192 + 4];
+/* The last error line of this thread, for reports that list each item's
+ * failure (items may be worked on by threads side by side). */
+static __thread char last_error[8192 + 4];
 
 const char *vm_last_error(void) { return last_error; }
 

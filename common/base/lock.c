@@ -5,6 +5,7 @@
  * of the file: this module opens each lock file once and keeps it open.) */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,9 @@ struct vm_lock {
   struct vm_lock *next;
 };
 static struct vm_lock *held;
+/* The list is shared by the threads of a tool that works on items side by side
+ * (vmpatch apply --parallel); the file locks themselves belong to the process. */
+static pthread_mutex_t held_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *lock_dir(void)
 {
@@ -91,15 +95,19 @@ pid_t vm_lock_holder(const char *key)
 int vm_lock_take(const char *key, bool shared, int wait_s, const char *what, struct vm_lock **out)
 {
   *out = NULL;
+  pthread_mutex_lock(&held_mutex);
   for (struct vm_lock *l = held; l; l = l->next) {
     if (strcmp(l->key, key) != 0) continue;
     /* Already ours. A shared lock does not become exclusive here: a second
      * descriptor of the file would release the first lock when closed. */
-    if (l->shared && !shared) return vm_fail(VM_EXIT_FAIL, "internal error: %s is locked shared already", what);
-    l->refs++;
+    bool bad = l->shared && !shared;
+    if (!bad) l->refs++;
+    pthread_mutex_unlock(&held_mutex);
+    if (bad) return vm_fail(VM_EXIT_FAIL, "internal error: %s is locked shared already", what);
     *out = l;
     return 0;
   }
+  pthread_mutex_unlock(&held_mutex);
   if (make_dir(lock_dir()) < 0)
     return vm_fail_errno(VM_EXIT_FAIL, "cannot create the lock directory '%s'", lock_dir());
   CLEANUP_FREE char *path = lock_path(key);
@@ -136,20 +144,26 @@ int vm_lock_take(const char *key, bool shared, int wait_s, const char *what, str
   l->fd = fd;
   l->shared = shared;
   l->refs = 1;
+  pthread_mutex_lock(&held_mutex);
   l->next = held;
   held = l;
+  pthread_mutex_unlock(&held_mutex);
   *out = l;
   return 0;
 }
 
 void vm_lock_release(struct vm_lock *l)
 {
-  if (!l || --l->refs > 0) return;
-  for (struct vm_lock **p = &held; *p; p = &(*p)->next) {
+  if (!l) return;
+  pthread_mutex_lock(&held_mutex);
+  bool last = --l->refs == 0;
+  for (struct vm_lock **p = &held; last && *p; p = &(*p)->next) {
     if (*p != l) continue;
     *p = l->next;
     break;
   }
+  pthread_mutex_unlock(&held_mutex);
+  if (!last) return;
   close(l->fd); /* releases the fcntl lock */
   free(l->key);
   free(l);

@@ -106,9 +106,7 @@ int vm_run(char *const argv[], char **out, char **err)
   return -1;
 }
 
-/* The last non-empty line of a program's stderr, which is where qemu-img and
- * friends say why they failed. */
-static const char *last_line(char *s)
+const char *vm_last_line(char *s)
 {
   size_t n = strlen(s);
   while (n && (s[n - 1] == '\n' || s[n - 1] == '\r')) s[--n] = '\0';
@@ -129,7 +127,7 @@ int vm_run_checked(char *const argv[], char **out)
     free(*out);
     *out = NULL;
   }
-  const char *why = err && *err ? last_line(err) : (rc < 0 ? "killed by a signal" : "failed");
+  const char *why = err && *err ? vm_last_line(err) : (rc < 0 ? "killed by a signal" : "failed");
   return vm_fail(VM_EXIT_FAIL, "%s failed: %s", argv[0], why);
 }
 

@@ -129,18 +129,14 @@ char *vm_argv_str(char *const argv[])
   return out;
 }
 
-char *vm_read_file(const char *path, size_t max, size_t *len)
+char *vm_read_fd(int fd, size_t max, size_t *len)
 {
-  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return NULL;
+  /* Read to the end, not to the size: files of /proc say they are empty, and a
+   * pipe has none. A regular file's size is only the room to start with. */
   struct stat st;
-  if (fstat(fd, &st) < 0) return NULL;
-  if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
-    errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
-    return NULL;
-  }
-  /* Read to the end, not to the size: files of /proc say they are empty. */
-  size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, got = 0;
+  size_t cap = 4096, got = 0;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+    cap = (size_t)st.st_size <= max ? (size_t)st.st_size + 1 : max + 1;
   char *buf = xrealloc(NULL, cap + 1);
   for (;;) {
     if (got == cap) {
@@ -171,6 +167,19 @@ char *vm_read_file(const char *path, size_t max, size_t *len)
   buf[got] = '\0';
   if (len) *len = got;
   return buf;
+}
+
+char *vm_read_file(const char *path, size_t max, size_t *len)
+{
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return NULL;
+  if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+    errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+    return NULL;
+  }
+  return vm_read_fd(fd, max, len);
 }
 
 char *vm_read_first_line(const char *path)

@@ -45,7 +45,8 @@ int vm_fail(int code, const char *fmt, ...) VM_PRINTF(2, 3);
 int vm_fail_errno(int code, const char *fmt, ...) VM_PRINTF(2, 3);
 /* One message line with a reason appended ("...: why"), for the layers above. */
 int vm_fail_why(int code, const char *why, const char *fmt, va_list ap) VM_PRINTF(3, 0);
-/* The text of the last error printed (without the program's name), "" if none. */
+/* The text of the last error this thread printed (without the program's name),
+ * "" if none. */
 const char *vm_last_error(void);
 /* Mutes error lines (on this thread) while on: they are only kept for
  * vm_last_error(), for code that gathers failures and reports them itself (a
@@ -145,6 +146,10 @@ char *vm_strdup_printf(const char *fmt, ...) VM_PRINTF(1, 2);
 char *vm_strdup(const char *s); /* exits on out of memory, like the rest */
 /* Reads a whole small file (a key, a password); NULL with errno set on failure. */
 char *vm_read_file(const char *path, size_t max, size_t *len);
+/* Reads an open file, pipe or socket to its end (standard input for "-"), like
+ * vm_read_file: NUL-terminated, *len (may be NULL) its length; NULL with errno
+ * set on failure, EFBIG past max bytes. Leaves fd open. Caller frees. */
+char *vm_read_fd(int fd, size_t max, size_t *len);
 /* The first line of a file, without its newline (secrets: never on argv). */
 char *vm_read_first_line(const char *path);
 /* Writes a file whole and durably: to a unique temporary file beside it, fsync,
@@ -177,6 +182,9 @@ int vm_run(char *const argv[], char **out, char **err);
 /* Runs argv; on failure prints "tool: PROGRAM failed: LAST LINE OF STDERR" and
  * returns VM_EXIT_FAIL. With -v the command line is shown first. */
 int vm_run_checked(char *const argv[], char **out);
+/* The last non-empty line of a program's stderr (s, its trailing newlines cut),
+ * which is where qemu-img and friends say why they failed. */
+const char *vm_last_line(char *s);
 /* Another vmkit tool: beside this one (installed), in its folder of the build
  * tree, else its bare name for PATH. Caller frees. */
 char *vm_tool_path(const char *tool);

@@ -380,12 +380,11 @@ static int created(virStoragePoolPtr pool, const struct vm_volspec *spec, virSto
   return 0;
 }
 
-/* QEMU times its LUKS key derivation (PBKDF) on the CPU clock of the thread, and
- * fails when the clock does not move in its sample ("Unable to get accurate CPU
- * usage"), which a loaded host makes likely (one in twenty here): worth another try. */
+/* An encrypted volume that failed on QEMU's timing of its key derivation
+ * (vm_luks_timing_failed): worth another try. */
 static bool luks_benchmark_failed(const struct vm_volspec *spec)
 {
-  if (!spec->secret || !strstr(vm_virt_message(), "accurate CPU usage")) return false;
+  if (!spec->secret || !vm_luks_timing_failed(vm_virt_message())) return false;
   vm_debug("QEMU could not time the key derivation of '%s': trying again", spec->name);
   virResetLastError();
   return true;
@@ -402,7 +401,8 @@ int vm_vol_create(virStoragePoolPtr pool, const struct vm_volspec *spec, virStor
   }
   CLEANUP_FREE char *xml = vol_xml(pool, spec);
   virStorageVolPtr v = virStorageVolCreateXML(pool, xml, 0);
-  for (int i = 0; !v && i < 3 && luks_benchmark_failed(spec); i++) v = virStorageVolCreateXML(pool, xml, 0);
+  for (int i = 0; !v && i < VM_LUKS_TIMING_RETRIES && luks_benchmark_failed(spec); i++)
+    v = virStorageVolCreateXML(pool, xml, 0);
   /* libvirt goes by its list of the pool's volumes, which a file removed behind
    * its back leaves stale: after a refresh, a name that is free is free. */
   if (!v && vm_virt_error_code() == VIR_ERR_STORAGE_VOL_EXIST && vm_pool_refresh(pool) == 0) {
@@ -426,7 +426,8 @@ int vm_vol_create_from(virStoragePoolPtr pool, const struct vm_volspec *spec, vi
   s.backing = NULL;
   CLEANUP_FREE char *xml = vol_xml(pool, &s);
   virStorageVolPtr v = virStorageVolCreateXMLFrom(pool, xml, src, 0);
-  for (int i = 0; !v && i < 3 && luks_benchmark_failed(spec); i++) v = virStorageVolCreateXMLFrom(pool, xml, src, 0);
+  for (int i = 0; !v && i < VM_LUKS_TIMING_RETRIES && luks_benchmark_failed(spec); i++)
+    v = virStorageVolCreateXMLFrom(pool, xml, src, 0);
   return created(pool, spec, v, out);
 }
 

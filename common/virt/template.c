@@ -164,6 +164,14 @@ char *vm_template_local_disk(virConnectPtr conn, const struct vm_template *t)
     struct vm_template lt;
     CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
     if (vm_template_open_pool(local, pools[i], false, &pool) != 0) continue;
+    /* The copy read is this machine's: its lock here, shared (as a clone's),
+     * keeps a local 'vmrun template delete' off it until this run ends. */
+    CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", pools[i], t->name);
+    CLEANUP_FREE char *what = vm_strdup_printf("template '%s' of this machine", t->name);
+    vm_errors_mute(true); /* NULL quietly: the caller says what it stops */
+    int lrc = vm_lock_object(local, "template", key, true, what);
+    vm_errors_mute(false);
+    if (lrc != 0) break;
     CLEANUP_JSON json_object *j = vm_template_read_record(pool, t->name);
     if (!j) continue;
     vm_template_from_record(pool, t->name, j, &lt);

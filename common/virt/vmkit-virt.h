@@ -150,6 +150,12 @@ bool vm_follow_stream(virStreamPtr st, struct vm_follower *f, const char *text, 
 bool vm_follow_log(struct vm_follower *f, const char *text);
 /* Does the guest agent answer a ping (2 s)? */
 bool vm_agent_answers(virDomainPtr dom);
+/* Runs argv in the guest through its agent (guest-exec: argv[0] a path or a
+ * name for the guest's PATH) and waits up to timeout_s for it to end. *exit_code:
+ * its exit code (128 + N when signal N ended it); *out (when not NULL): its
+ * standard output. 0, or an exit code after a message (5 at the timeout; the
+ * program then goes on in the guest). (agent.c) */
+int vm_agent_exec(virDomainPtr dom, char *const argv[], int timeout_s, int *exit_code, char **out);
 
 /* ---- XML (xml.c) ----------------------------------------------------------------------- */
 #define VM_META_NS "https://vmkit.dev/xmlns/domain/1"
@@ -407,6 +413,13 @@ int vm_secret_ensure_made(virConnectPtr conn, const char *uuid, const char *vm, 
 bool vm_secret_in_use(virConnectPtr conn, const char *uuid, const char *except);
 /* No core dump of a process that holds a key. */
 void vm_key_protect(void);
+/* QEMU times its LUKS key derivation (PBKDF) on the CPU clock of the thread, and
+ * fails when the clock does not move in its sample ("Unable to get accurate CPU
+ * usage"), which a loaded host makes likely: worth another try, up to
+ * VM_LUKS_TIMING_RETRIES more times. Does the error text why (libvirt's, or
+ * qemu-img's last line; may be NULL) say so? */
+#define VM_LUKS_TIMING_RETRIES 3
+bool vm_luks_timing_failed(const char *why);
 /* Undefines it on the host (missing is fine), and with key_too removes the key. */
 int vm_secret_remove(virConnectPtr conn, const char *uuid, bool key_too);
 /* Was the secret made by vmkit (its description), or is its key kept here? */
@@ -537,7 +550,8 @@ int vm_template_from_record(virStoragePoolPtr pool, const char *name, json_objec
 bool vm_template_complete(const struct vm_template *t);
 /* A path to a copy of the template's disk that this machine can read, for
  * libguestfs: the template itself on a local connection, else the local libvirt's
- * copy with the same id (VMKIT_LOCAL_URI, else qemu:///system). NULL, quietly,
+ * copy with the same id (VMKIT_LOCAL_URI, else qemu:///system), whose shared
+ * lock on this machine is then held until the process ends. NULL, quietly,
  * when there is none: the caller says what that stops. Caller frees. */
 char *vm_template_local_disk(virConnectPtr conn, const struct vm_template *t);
 

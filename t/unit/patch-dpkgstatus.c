@@ -39,7 +39,8 @@ static void target_free(struct vmp_target *t)
 
 /* A status file as Debian 12 writes it: multi-line Description and Conffiles,
  * a binNMU (Source with its version), a package that is its own source, a held
- * one, and packages that are removed, half-installed or only configured. */
+ * one, a package marked for removal but still there, packages half-installed or
+ * unpacked (their files are on disk) and one that left only its conffiles. */
 static const char bookworm[] =
   "Package: libc6\n"
   "Status: install ok installed\n"
@@ -89,6 +90,20 @@ static const char bookworm[] =
   "Architecture: all\n"
   "Version: 1:0.5-3\n"
   "\n"
+  "Package: leaving\n"
+  "Status: deinstall ok installed\n"
+  "Architecture: amd64\n"
+  "Version: 3-1\n"
+  "\n"
+  "Package: trig\n"
+  "Status: install ok triggers-pending\n"
+  "Architecture: amd64\n"
+  "Version: 4-1\n"
+  "\n"
+  "Package: gone\n"
+  "Status: purge ok not-installed\n"
+  "Architecture: amd64\n"
+  "\n"
   "Package: tzdata\n"
   "Status: install ok installed\n"
   "Architecture: all\n"
@@ -99,15 +114,20 @@ static void installed_only(void **state)
   struct vmp_target t;
   char why[256] = "";
   assert_int_equal(status(bookworm, &t, why), 0);
-  assert_int_equal(t.npkgs, 4);
+  assert_int_equal(t.npkgs, 8);
   /* No version in Source: the source's version is the package's. */
   PKG(t, 0, "libc6", "2.36-9+deb12u4", "amd64", "glibc", "2.36-9+deb12u4");
   /* A binNMU: the source's version is the one in parentheses. */
   PKG(t, 1, "libssl3", "3.0.11-1~deb12u2+b1", "amd64", "openssl", "3.0.11-1~deb12u2");
   /* No Source: the package is its own source; held is installed too. */
   PKG(t, 2, "bash", "5.2.15-2+b2", "amd64", "bash", "5.2.15-2+b2");
+  /* Files on disk, whatever dpkg is still to do with them (config-files is not). */
+  PKG(t, 3, "broken", "2.0-1", "amd64", "broken", "2.0-1");
+  PKG(t, 4, "pending", "1:0.5-3", "all", "pending", "1:0.5-3");
+  PKG(t, 5, "leaving", "3-1", "amd64", "leaving", "3-1");
+  PKG(t, 6, "trig", "4-1", "amd64", "trig", "4-1");
   /* The last paragraph, with no blank line after it. */
-  PKG(t, 3, "tzdata", "2024a-0+deb12u1", "all", "tzdata", "2024a-0+deb12u1");
+  PKG(t, 7, "tzdata", "2024a-0+deb12u1", "all", "tzdata", "2024a-0+deb12u1");
   target_free(&t);
 }
 
@@ -171,6 +191,62 @@ static void malformed(void **state)
   target_free(&t);
 }
 
+/* Only the fields read are held to FIELD_MAX: a long Depends or Description is
+ * a status file like any other. */
+static void long_fields(void **state)
+{
+  struct vmp_target t = { 0 };
+  char why[256] = "";
+  size_t n = 20000;
+  char *text = malloc(n + 256), *p = text;
+  p += sprintf(p, "Package: big\nStatus: install ok installed\nVersion: 1-1\nDepends: ");
+  for (size_t i = 0; i < n; i++) *p++ = 'a';
+  p += sprintf(p, "\n");
+  assert_int_equal(status(text, &t, why), 0);
+  assert_int_equal(t.npkgs, 1);
+  target_free(&t);
+  p = text + sprintf(text, "Package: big\nStatus: install ok installed\nVersion: 1-");
+  for (size_t i = 0; i < 5000; i++) *p++ = '1';
+  sprintf(p, "\n");
+  assert_int_equal(status(text, &t, why), -1);
+  assert_string_equal(why, "line 3: field Version is too long");
+  target_free(&t);
+  free(text);
+}
+
+/* An APT repository's Packages index: each paragraph's Filename, checked. */
+static void packages_index(void **state)
+{
+  struct vm_strv files = { 0 };
+  char why[256] = "";
+  const char good[] = "Package: libvmkit-canary1\nSource: vmkit-canary\nVersion: 1.0-2\nArchitecture: all\n"
+                      "Filename: ./libvmkit-canary1_1.0-2_all.deb\nDescription: a\n b\n\n"
+                      "Package: vmkit-breaker\nVersion: 2:2.0-1\nFilename: pool/v/vmkit-breaker_2.0-1_all.deb";
+  assert_int_equal(vmp_deb_packages_parse(good, strlen(good), &files, why, sizeof why), 0);
+  assert_int_equal(files.n, 2);
+  assert_string_equal(files.v[0], "./libvmkit-canary1_1.0-2_all.deb");
+  assert_string_equal(files.v[1], "pool/v/vmkit-breaker_2.0-1_all.deb");
+  vm_strv_free(&files);
+  static const struct {
+    const char *text, *why;
+  } bad[] = {
+    { "Package: a1\nVersion: 1\n", "line 1: package 'a1' has no Filename" },
+    { "Package: a1\nVersion: 1\nFilename: ../../etc/passwd\n", "is not a path inside the repository" },
+    { "Package: a1\nVersion: 1\nFilename: /etc/passwd\n", "is not a path inside the repository" },
+    { "Package: a1\nFilename: a.deb\n", "has no Version" },
+    { "Package: a1\nVersion: 1 0\nFilename: a.deb\n", "version '1 0'" },
+    { "this is not a Debian control file\n", "line 1: neither" },
+    { "", "no package in it" },
+    { "Package: a1\nPackage: a2\n", "field Package twice" },
+    { " x\n", "continuation line that follows no field" },
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(vmp_deb_packages_parse(bad[i].text, strlen(bad[i].text), &files, why, sizeof why), -1);
+    if (!strstr(why, bad[i].why)) fail_msg("case %zu: '%s' does not contain '%s'", i, why, bad[i].why);
+    vm_strv_free(&files);
+  }
+}
+
 static void dpkg_query(void **state)
 {
   struct vmp_target t = { 0 };
@@ -182,10 +258,11 @@ static void dpkg_query(void **state)
                      "half\t1-1\tamd64\thalf\t1-1\tiU \n"
                      "gone\t\t\tgone\t\tun \n";
   assert_int_equal(vmp_dpkg_query_parse(out, strlen(out), &t, why, sizeof why), 0);
-  assert_int_equal(t.npkgs, 3);
+  assert_int_equal(t.npkgs, 4);
   PKG(t, 0, "libc6", "2.36-9+deb12u4", "amd64", "glibc", "2.36-9+deb12u4");
   PKG(t, 1, "libssl3", "3.0.11-1~deb12u2+b1", "amd64", "openssl", "3.0.11-1~deb12u2");
   PKG(t, 2, "bash", "5.2.15-2+b2", "amd64", "bash", "5.2.15-2+b2");
+  PKG(t, 3, "half", "1-1", "amd64", "half", "1-1");
   target_free(&t);
   const char short_line[] = "a1\t1\tamd64\tii \n";
   assert_int_equal(vmp_dpkg_query_parse(short_line, strlen(short_line), &t, why, sizeof why), -1);
@@ -199,11 +276,22 @@ static void rpm_qa(void **state)
   char why[256] = "";
   const char out[] = "openssl-libs\t1\t3.0.7\t24.el9\tx86_64\topenssl-3.0.7-24.el9.src.rpm\n"
                      "bash\t(none)\t5.1.8\t6.el9_1\tx86_64\tbash-5.1.8-6.el9_1.src.rpm\n"
-                     "gpg-pubkey\t(none)\tfd431d51\t4ae0493b\t(none)\t(none)\n";
+                     "gpg-pubkey\t(none)\tfd431d51\t4ae0493b\t(none)\t(none)\n"
+                     "python3-pyyaml\t(none)\t5.4.1\t6.el9\tx86_64\tPyYAML-5.4.1-6.el9.src.rpm\n"
+                     "perl-Carp\t(none)\t1.50\t460.el9\tnoarch\tperl-Carp-1.50-460.el9.src.rpm\n"
+                     "sub\t(none)\t2.1\t1\tnoarch\tbig-suite-9.0-3.src.rpm\n";
   assert_int_equal(vmp_rpm_qa_parse(out, strlen(out), &t, why, sizeof why), 0);
-  assert_int_equal(t.npkgs, 2);
+  assert_int_equal(t.npkgs, 5);
   PKG(t, 0, "openssl-libs", "1:3.0.7-24.el9", "x86_64", "openssl", "1:3.0.7-24.el9");
   PKG(t, 1, "bash", "5.1.8-6.el9_1", "x86_64", "bash", "5.1.8-6.el9_1");
+  PKG(t, 2, "python3-pyyaml", "5.4.1-6.el9", "x86_64", "PyYAML", "5.4.1-6.el9");
+  PKG(t, 3, "perl-Carp", "1.50-460.el9", "noarch", "perl-Carp", "1.50-460.el9");
+  /* A subpackage versioned apart from its source: the source's own version. */
+  PKG(t, 4, "sub", "2.1-1", "noarch", "big-suite", "9.0-3");
+  target_free(&t);
+  const char bad_src[] = "a\t(none)\t1\t1\tnoarch\tnodashes.src.rpm\n";
+  assert_int_equal(vmp_rpm_qa_parse(bad_src, strlen(bad_src), &t, why, sizeof why), -1);
+  assert_string_equal(why, "line 1: package 'a': source 'nodashes.src.rpm' is not NAME-VERSION-RELEASE.src.rpm");
   target_free(&t);
 }
 
@@ -236,7 +324,7 @@ int main(void)
 {
   vm_init("patch-dpkgstatus");
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(installed_only), cmocka_unit_test(layout), cmocka_unit_test(malformed),
+    cmocka_unit_test(installed_only), cmocka_unit_test(long_fields), cmocka_unit_test(packages_index), cmocka_unit_test(layout), cmocka_unit_test(malformed),
     cmocka_unit_test(dpkg_query),     cmocka_unit_test(rpm_qa), cmocka_unit_test(os_release),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,7 +18,7 @@ static const char *const inventory_text =
   "{\"name\":\"libssl3\",\"version\":\"3.0.11-1~deb12u2\",\"arch\":\"amd64\",\"source\":\"openssl\","
   "\"source_version\":\"3.0.11-1~deb12u2\"},"
   "{\"name\":\"openssl\",\"version\":\"3.0.11-1~deb12u2\",\"arch\":\"amd64\"},"
-  "{\"name\":\"linux-image-6.1.0-18-amd64\",\"version\":\"6.1.76-1+b1\",\"source\":\"linux-signed-amd64\","
+  "{\"name\":\"linux-image-6.1.0-18-amd64\",\"version\":\"6.1.76-1\",\"source\":\"linux-signed-amd64\","
   "\"source_version\":\"6.1.76+1\"},"
   "{\"name\":\"bash\",\"version\":\"5.2.15-2+b2\",\"source\":\"bash\",\"source_version\":\"5.2.15-2\"}]},"
   "{\"name\":\"old\",\"kind\":\"template\",\"os\":{\"id\":\"debian\",\"version_id\":\"11\",\"package_format\":\"deb\"},"
@@ -36,16 +36,25 @@ static const char *const records[] = {
   /* The same advisory for bullseye: its own release only. */
   "{\"package\":{\"ecosystem\":\"Debian:11\",\"name\":\"openssl\"},\"ranges\":[{\"type\":\"ECOSYSTEM\",\"events\":"
   "[{\"introduced\":\"0\"},{\"fixed\":\"1.1.1w-0+deb11u2\"}]}],\"ecosystem_specific\":{\"urgency\":\"medium\"}}]}",
-  /* The kernel: no fix yet, severity unknown. */
+  /* The kernel, as Debian's records name it (linux, not the signed build the
+   * binaries come from): no fix yet, severity unknown; and one fixed in
+   * 6.1.76-1, which the signed build 6.1.76+1 has. */
   "{\"id\":\"DEBIAN-CVE-2024-0001\",\"affected\":[{\"package\":{\"ecosystem\":\"Debian:12\",\"name\":"
-  "\"linux-signed-amd64\"},\"ranges\":[{\"type\":\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"}]}]}]}",
+  "\"linux\"},\"ranges\":[{\"type\":\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"}]}]}]}",
+  "{\"id\":\"DEBIAN-CVE-2024-0002\",\"affected\":[{\"package\":{\"ecosystem\":\"Debian:12\",\"name\":"
+  "\"linux\"},\"ranges\":[{\"type\":\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"},{\"fixed\":\"6.1.76-1\"}]}]},"
+  "{\"package\":{\"ecosystem\":\"Debian:12\",\"name\":\"linux-signed-amd64\"},\"ranges\":[{\"type\":"
+  "\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"}]}]}]}",
   /* bash: fixed below what is installed (the source version, not the binary's +b2). */
   "{\"id\":\"DSA-9-1\",\"affected\":[{\"package\":{\"ecosystem\":\"Debian:12\",\"name\":\"bash\"},\"ranges\":"
   "[{\"type\":\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"},{\"fixed\":\"5.2.15-2+b1\"}]}],"
   "\"ecosystem_specific\":{\"urgency\":\"low\"}}]}",
-  /* AlmaLinux 9: openssl by source name, glibc by its versions list; Rocky is another distribution. */
+  /* AlmaLinux 9: openssl by source name and by binary name, glibc by its
+   * versions list; Rocky is another distribution. */
   "{\"id\":\"ALSA-2024:1\",\"aliases\":[\"CVE-2024-1\",\"CVE-2024-2\"],\"database_specific\":{\"severity\":"
   "\"Moderate\"},\"affected\":[{\"package\":{\"ecosystem\":\"AlmaLinux:9\",\"name\":\"openssl\"},\"ranges\":"
+  "[{\"type\":\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"},{\"fixed\":\"1:3.0.7-25.el9_3\"}]}]},"
+  "{\"package\":{\"ecosystem\":\"AlmaLinux:9\",\"name\":\"openssl-libs\"},\"ranges\":"
   "[{\"type\":\"ECOSYSTEM\",\"events\":[{\"introduced\":\"0\"},{\"fixed\":\"1:3.0.7-25.el9_3\"}]}]},"
   "{\"package\":{\"ecosystem\":\"AlmaLinux:9\",\"name\":\"glibc\"},\"versions\":[\"2.34-83.el9_3.7\"]},"
   "{\"package\":{\"ecosystem\":\"Rocky Linux:9\",\"name\":\"bash\"},\"versions\":[\"5.1.8-6.el9\"]}]}",
@@ -102,7 +111,7 @@ static void source_mapping(void **state)
   struct vmp_scan_opts o = { VMP_SEV_UNKNOWN, false };
   json_object *rows = json_object_new_array();
   /* vm1: libssl3 and openssl from the openssl source, the kernel, and bash. */
-  size_t n = vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows);
+  size_t n = vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows, NULL);
   assert_int_equal(n, 4);
   assert_string_equal(field(rows, 0, "package"), "libssl3");
   assert_string_equal(field(rows, 0, "source"), "openssl");
@@ -113,7 +122,13 @@ static void source_mapping(void **state)
   assert_false(flag(rows, 0, "reboot"));
   /* A package without a source field is its own source. */
   assert_string_equal(field(rows, 1, "package"), "openssl");
+  /* The signed kernel's binaries under linux 6.1.76-1: DEBIAN-CVE-2024-0002 is
+   * fixed there, and its entry for linux-signed-amd64 (no such record in
+   * Debian's feed) is not read. */
   assert_string_equal(field(rows, 2, "package"), "linux-image-6.1.0-18-amd64");
+  assert_string_equal(field(rows, 2, "id"), "DEBIAN-CVE-2024-0001");
+  assert_string_equal(field(rows, 2, "source"), "linux");
+  assert_string_equal(field(rows, 2, "source_version"), "6.1.76-1");
   assert_null(field(rows, 2, "fixed"));
   assert_string_equal(field(rows, 2, "severity"), "unknown");
   assert_true(flag(rows, 2, "reboot"));
@@ -127,7 +142,7 @@ static void source_mapping(void **state)
   /* The bullseye template: the Debian:11 entry (medium), from the source version
    * that defaults to the binary's. */
   rows = json_object_new_array();
-  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[1], &o, rows), 1);
+  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[1], &o, rows, NULL), 1);
   assert_string_equal(field(rows, 0, "fixed"), "1.1.1w-0+deb11u2");
   assert_string_equal(field(rows, 0, "severity"), "medium");
   assert_string_equal(field(rows, 0, "ecosystem"), "Debian:11");
@@ -136,7 +151,8 @@ static void source_mapping(void **state)
   /* AlmaLinux 9.3: openssl by source name (epoch compared), glibc by its version
    * list (reboot); Rocky's bash is not for it. */
   rows = json_object_new_array();
-  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[2], &o, rows), 2);
+  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[2], &o, rows, NULL), 2);
+  /* Its advisory names both the source and the binary: one row. */
   assert_string_equal(field(rows, 0, "package"), "openssl-libs");
   assert_string_equal(field(rows, 0, "fixed"), "1:3.0.7-25.el9_3");
   assert_string_equal(field(rows, 0, "severity"), "medium");
@@ -147,28 +163,44 @@ static void source_mapping(void **state)
   json_object_put(rows);
 }
 
+/* A target whose distribution and release no record of the feed names is not
+ * covered: no row does not mean clean. */
+static void coverage(void **state)
+{
+  struct fixture *f = *state;
+  struct vmp_scan_opts o = { VMP_SEV_UNKNOWN, false };
+  json_object *rows = json_object_new_array();
+  bool covered = false;
+  vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows, &covered);
+  assert_true(covered);
+  struct vmp_target t = { .name = "trixie", .os_id = "debian", .os_version = "13", .format = VMP_DEB };
+  assert_int_equal(vmp_scan_target(&f->feed, &t, &o, rows, &covered), 0);
+  assert_false(covered);
+  json_object_put(rows);
+}
+
 static void filters(void **state)
 {
   struct fixture *f = *state;
   json_object *rows = json_object_new_array();
   struct vmp_scan_opts o = { VMP_SEV_HIGH, false };
-  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows), 2);
+  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows, NULL), 2);
   assert_string_equal(field(rows, 1, "package"), "openssl");
   json_object_put(rows);
   /* low and up: not the kernel's unknown. */
   rows = json_object_new_array();
   o = (struct vmp_scan_opts){ VMP_SEV_LOW, false };
-  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows), 3);
+  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows, NULL), 3);
   json_object_put(rows);
   /* Fixed only: not the kernel. */
   rows = json_object_new_array();
   o = (struct vmp_scan_opts){ VMP_SEV_UNKNOWN, true };
-  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows), 3);
+  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows, NULL), 3);
   for (size_t i = 0; i < 3; i++) assert_non_null(field(rows, i, "fixed"));
   json_object_put(rows);
   rows = json_object_new_array();
   o = (struct vmp_scan_opts){ VMP_SEV_CRITICAL, false };
-  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows), 0);
+  assert_int_equal(vmp_scan_target(&f->feed, &f->inv.targets[0], &o, rows, NULL), 0);
   json_object_put(rows);
 }
 
@@ -197,6 +229,15 @@ static void ecosystems(void **state)
   t = (struct vmp_target){ .os_id = "opensuse-leap", .os_version = "15.5", .format = VMP_RPM };
   assert_true(vmp_ecosystem_applies("openSUSE:Leap 15.5", &t));
   assert_false(vmp_ecosystem_applies("openSUSE:Leap 15.4", &t));
+  /* SLES's VERSION_ID 15.5 is SUSE's "15 SP5"; 15 is 15 GA. */
+  t = (struct vmp_target){ .os_id = "sles", .os_version = "15.5", .format = VMP_RPM };
+  assert_true(vmp_ecosystem_applies("SUSE:Linux Enterprise Server 15 SP5", &t));
+  assert_true(vmp_ecosystem_applies("SUSE:Linux Enterprise Module for Basesystem 15 SP5", &t));
+  assert_false(vmp_ecosystem_applies("SUSE:Linux Enterprise Server 15 SP4", &t));
+  assert_false(vmp_ecosystem_applies("SUSE:Linux Enterprise Server 15", &t));
+  t = (struct vmp_target){ .os_id = "sles", .os_version = "15", .format = VMP_RPM };
+  assert_true(vmp_ecosystem_applies("SUSE:Linux Enterprise Server 15", &t));
+  assert_false(vmp_ecosystem_applies("SUSE:Linux Enterprise Server 15 SP5", &t));
   t = (struct vmp_target){ .os_id = "debian", .os_version = "12", .format = VMP_DEB };
   assert_true(vmp_ecosystem_applies("Debian:12", &t));
   assert_true(vmp_ecosystem_applies("Debian", &t));
@@ -265,6 +306,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(source_mapping, setup, teardown),
     cmocka_unit_test_setup_teardown(filters, setup, teardown),
+    cmocka_unit_test_setup_teardown(coverage, setup, teardown),
     cmocka_unit_test(reboot),
     cmocka_unit_test(ecosystems),
     cmocka_unit_test_setup_teardown(inventory_round_trip, setup, teardown),

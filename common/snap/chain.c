@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vmsnap.h"
+#include "snap.h"
 #include "chain.h"
 
 static void add_edge(struct graph *g, const char *file, const char *backing, const char *format)

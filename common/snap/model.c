@@ -3,7 +3,7 @@
 #include <libgen.h>
 #include <string.h>
 
-#include "vmsnap.h"
+#include "snap.h"
 
 static void snap_free(struct snap *p)
 {

@@ -1,9 +1,9 @@
 /* Backing links between images, block jobs, and definitions rewritten after the
  * chain under them changed (chain.c). */
-#ifndef VMSNAP_CHAIN_H
-#define VMSNAP_CHAIN_H
+#ifndef VMKIT_SNAP_CHAIN_H
+#define VMKIT_SNAP_CHAIN_H
 
-#include "vmsnap.h"
+#include "snap.h"
 
 struct edge {
   char *file, *backing, *format; /* real paths; backing NULL at the bottom */

@@ -12,7 +12,7 @@
  * The records vmkit's shared code knows (create, undefine) are dealt with by it. */
 #include <string.h>
 
-#include "vmsnap.h"
+#include "snap.h"
 
 int wait_domain_jobs(virDomainPtr dom, int seconds)
 {
@@ -137,7 +137,7 @@ static int recover_revert(virConnectPtr conn, virDomainPtr dom, xmlDocPtr rec, c
   return vm_journal_clear(dom);
 }
 
-int vmsnap_lock(virConnectPtr conn, virDomainPtr *dom, const char *vm)
+int vm_snap_lock(virConnectPtr conn, virDomainPtr *dom, const char *vm)
 {
   CLEANUP_FREE char *other = NULL;
   int rc = vm_lock_and_recover(conn, dom, vm, &other);

@@ -6,9 +6,11 @@
 # feed naming canary 1.0-1 vulnerable: scan finds it, apply installs the fix
 # offline, boots the VM, checks it and shuts it down, and scan is then clean; the
 # breaking update is rolled back when the agent does not come back; a kill in
-# the middle is rolled back by the next run; bad repositories are refused
-# before any VM is touched. Three boots under TCG and a dozen libguestfs
-# launches. The tests run in order.
+# the middle is rolled back by the next run; a running VM is updated through its
+# agent (canary 1.0-3) and kept running, and the breaking update rebooted,
+# reverted and started again; bad repositories are refused before any VM is
+# touched. Six boots under TCG and a dozen libguestfs launches. The tests run
+# in order.
 
 load helpers
 
@@ -19,12 +21,7 @@ setup_file() {
   "$TOP/t/fixtures/mkdebrepo" "$REPO" >&2
   VM=$(file_vm_name deb)
   DISK=$VMKIT_STORAGE_DIR/$VM.qcow2
-  qemu-img create -q -f qcow2 -F qcow2 -b "$DEB/disk.qcow2" "$DISK"
-  # The old packages, installed by libguestfs's own tool (as an admin would).
-  LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg \
-    virt-customize -q --format qcow2 -a "$DISK" --copy-in "$REPO/old:/root" \
-    --run-command 'dpkg -i /root/old/*.deb && rm -r /root/old' >&2
-  "$TOP/vmrun/vmrun" -q create "$VM" --image "$DISK" --memory 768M --network none
+  patch_guest_vm "$VM"
 }
 
 teardown() { common_teardown; }
@@ -103,6 +100,48 @@ snapshots() { virsh_q snapshot-list "$VM" --name | sed '/^$/d'; }
   [ "$(version_in vmkit-breaker)" = 1.0-1 ]
 }
 
+@test "apply on a running VM: updated through its agent, checked, kept running; nothing newer leaves it alone" {
+  run_tool 0 vmrun start "$VM"
+  run_tool 0 vmrun wait "$VM" --agent --timeout 300
+  # A paused VM is refused in its row.
+  virsh_q suspend "$VM" > /dev/null
+  run_tool 4 vmpatch apply "$VM" --repo "$REPO/newer" -o tsv
+  [ "$output" = "$VM"$'\tfailed\t0\tno\t'"VM '$VM' is paused: vmpatch apply patches shut-off or running VMs" ]
+  virsh_q resume "$VM" > /dev/null
+  run_tool 0 vmpatch apply "$VM" --repo "$REPO/newer" -o tsv
+  [ "$output" = "$VM"$'\tpatched\t1\tno\t' ]
+  [[ "$stderr" == *"VM '$VM': checked, running"* ]]
+  [ "$(virsh_q domstate "$VM")" = running ]
+  [ -z "$(snapshots)" ]
+  [ -z "$(virsh_q metadata "$VM" https://vmkit.dev/xmlns/vmpatch/1 2>/dev/null || true)" ]
+  # The guest's own dpkg has the new version; the run's folder is gone.
+  run guest_exec "$VM" "dpkg-query -W -f='\${Version}' libvmkit-canary1"
+  [ "$status" -eq 0 ]
+  [ "$output" = 1.0-3 ]
+  guest_exec "$VM" "test ! -e /var/lib/vmpatch-apply"
+  # The VM's disk is one image again: the snapshot's overlay was merged.
+  [ "$(virsh_q domblklist "$VM" --details | awk '$2 == "disk" { print $4 }')" = "$DISK" ]
+  run_tool 0 vmpatch apply "$VM" --repo "$REPO/newer" -o tsv
+  [ "$output" = "$VM"$'\tup-to-date\t0\tno\t' ]
+  [ "$(virsh_q domstate "$VM")" = running ]
+  [ -z "$(snapshots)" ]
+}
+
+@test "a running VM whose update masks its agent: rebooted (--reboot always), reverted and started again: exit 6" {
+  [ "$(virsh_q domstate "$VM")" = running ]
+  run_tool 6 vmpatch apply "$VM" --repo "$REPO/breaking" --reboot always --timeout 120 -o tsv
+  [[ "$output" == "$VM"$'\treverted\t1\tdone\t'"VM '$VM' failed its check after the patch (its agent did not answer within 120 s): reverted to snapshot 'vmpatch-"*"' and started again" ]]
+  [[ "$stderr" == *"VM '$VM': rebooting it"* ]]
+  [ "$(virsh_q domstate "$VM")" = running ]
+  [ -z "$(snapshots)" ]
+  run_tool 0 vmrun wait "$VM" --agent --timeout 300
+  run guest_exec "$VM" "dpkg-query -W -f='\${Package}=\${Version} ' vmkit-breaker libvmkit-canary1"
+  [ "$output" = "libvmkit-canary1=1.0-3 vmkit-breaker=1.0-1 " ]
+  run_tool 2 vmpatch apply "$VM" --repo "$REPO/newer" --reboot sometimes
+  assert_stderr_has "vmpatch: invalid --reboot 'sometimes': expected auto, always or never"
+  virsh_q destroy "$VM" > /dev/null
+}
+
 @test "bad repositories and usage are refused in one line before any VM is touched" {
   run_tool 1 vmpatch apply "$VM" --repo "$REPO/bad"
   assert_one_error_line "vmpatch: repository $REPO/bad: Packages: line 1: package 'libvmkit-canary1' has no Filename"
@@ -115,7 +154,7 @@ snapshots() { virsh_q snapshot-list "$VM" --name | sed '/^$/d'; }
   cp -r "$REPO/fixed" "$BATS_TEST_TMPDIR/holey"
   rm "$BATS_TEST_TMPDIR"/holey/libvmkit-canary1_1.0-2_all.deb
   run_tool 1 vmpatch apply "$VM" --repo "$BATS_TEST_TMPDIR/holey"
-  assert_one_error_line "vmpatch: repository $BATS_TEST_TMPDIR/holey: Packages names './libvmkit-canary1_1.0-2_all.deb', which it does not hold"
+  assert_one_error_line "vmpatch: repository $BATS_TEST_TMPDIR/holey: Packages names './libvmkit-canary1_1.0-2_all.deb', which it does not hold (as a file)"
   run_tool 2 vmpatch apply "$VM" --repo http://deb.debian.org/debian
   assert_stderr_has "vmpatch: invalid --repo 'http://deb.debian.org/debian': a directory or a file:// URL of one (a local mirror)"
   run_tool 2 vmpatch apply "$VM"

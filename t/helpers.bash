@@ -299,3 +299,16 @@ vm_state_on() { virsh -q -c "$(host_uri "$1")" domstate "$2" 2>/dev/null || echo
 guest_dirty() {
   guest_exec "$1" 'dd if=/dev/urandom of=/tmp/a bs=1M count=100 2>/dev/null; (while :; do cp /tmp/a /tmp/b; done) >/dev/null 2>&1 </dev/null &'
 }
+
+# patch_guest_vm VM: for vmpatch's tests, the VM defined on a qcow2 overlay
+# ($VMKIT_STORAGE_DIR/VM.qcow2, its own disk) of the cached Debian 12 image
+# ($DEB), with the old packages of the repository fixture ($REPO/old, from
+# t/fixtures/mkdebrepo) installed by libguestfs's own tool, as an admin would.
+patch_guest_vm() {
+  local vm=$1 disk=$VMKIT_STORAGE_DIR/$1.qcow2
+  qemu-img create -q -f qcow2 -F qcow2 -b "$DEB/disk.qcow2" "$disk"
+  LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg \
+    virt-customize -q --format qcow2 -a "$disk" --copy-in "$REPO/old:/root" \
+    --run-command 'dpkg -i /root/old/*.deb && rm -r /root/old' >&2
+  "$TOP/vmrun/vmrun" -q create "$vm" --image "$disk" --memory 768M --network none
+}

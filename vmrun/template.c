@@ -13,8 +13,6 @@
 
 #include "vmrun.h"
 
-#define TEMPLATE_FORMAT 2
-
 static const struct vm_column template_cols[] = {
   { "name", "NAME", VM_COL_STR },
   { "size", "SIZE", VM_COL_BYTES },
@@ -27,171 +25,13 @@ static const struct vm_column template_cols[] = {
   { NULL, NULL, 0 },
 };
 
-static char *vol_name(const char *name, const char *suffix) { return vm_strdup_printf("%s.%s", name, suffix); }
+static char *vol_name(const char *name, const char *suffix) { return vm_template_vol_name(name, suffix); }
 
 static const char *jstr(json_object *j, const char *key)
 {
   json_object *v;
   return json_object_object_get_ex(j, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
                                                                                            : NULL;
-}
-
-/* The template's volume names, the only ones a record may name: a record is input
- * (it crosses hosts with push) and is never trusted to name other volumes. */
-static const char *const suffixes[] = { "qcow2", "vmlinuz", "initrd", NULL };
-
-/* Removes a template's volumes, NAME.qcow2, NAME.vmlinuz and NAME.initrd, then its
- * record: only names of the template's own, whatever the record says. */
-static int remove_template(virStoragePoolPtr pool, const char *name)
-{
-  int rc = 0;
-  for (size_t i = 0; suffixes[i]; i++) {
-    CLEANUP_FREE char *v = vol_name(name, suffixes[i]);
-    virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
-    if (!vol) {
-      virResetLastError();
-      continue;
-    }
-    if (virStorageVolDelete(vol, 0) < 0 && !rc) rc = vm_fail_virt("cannot remove volume '%s'", v);
-    virStorageVolFree(vol);
-  }
-  CLEANUP_FREE char *rname = vol_name(name, "template");
-  virStorageVolPtr rec = virStorageVolLookupByName(pool, rname);
-  if (rec) {
-    if (rc == 0 && virStorageVolDelete(rec, 0) < 0) rc = vm_fail_virt("cannot remove volume '%s'", rname);
-    virStorageVolFree(rec);
-  }
-  virResetLastError();
-  vm_storage_changed();
-  return rc;
-}
-
-/* Before a record names them: the template's volume names must be free, so that
- * removing an incomplete template never removes what another made. */
-static int names_free(virConnectPtr conn, virStoragePoolPtr pool, const char *name)
-{
-  for (size_t i = 0; suffixes[i]; i++) {
-    CLEANUP_FREE char *v = vol_name(name, suffixes[i]);
-    virStorageVolPtr vol = virStorageVolLookupByName(pool, v);
-    if (vol) {
-      virStorageVolFree(vol);
-      return vm_fail(VM_EXIT_STATE, "cannot create template '%s' on %s: volume '%s' of pool '%s' exists and is no "
-                     "template's", name, vm_conn_host_name(conn), v, virStoragePoolGetName(pool));
-    }
-    virResetLastError();
-  }
-  return 0;
-}
-
-/* A record being built: its volumes listed (for people; removal goes by the
- * template's own names) before they are made. */
-static json_object *new_record(const char *name, const char *id, bool kernel, bool initrd)
-{
-  json_object *j = json_object_new_object();
-  char host[256] = "", now[32];
-  gethostname(host, sizeof host - 1);
-  vm_iso_time(now);
-  json_object_object_add(j, "format", json_object_new_int(TEMPLATE_FORMAT));
-  json_object_object_add(j, "name", json_object_new_string(name));
-  json_object_object_add(j, "id", json_object_new_string(id));
-  json_object_object_add(j, "state", json_object_new_string("incomplete"));
-  json_object_object_add(j, "created", json_object_new_string(now));
-  json_object *run = json_object_new_object();
-  json_object_object_add(run, "tool", json_object_new_string(vm_progname));
-  json_object_object_add(run, "pid", json_object_new_int((int)getpid()));
-  json_object_object_add(run, "host", json_object_new_string(host));
-  json_object_object_add(run, "machine", json_object_new_string(vm_machine_id()));
-  json_object_object_add(j, "run", run);
-  json_object *vols = json_object_new_array();
-  const char *suffix[] = { "qcow2", kernel ? "vmlinuz" : NULL, initrd ? "initrd" : NULL };
-  for (size_t i = 0; i < 3; i++) {
-    if (!suffix[i]) continue;
-    CLEANUP_FREE char *v = vol_name(name, suffix[i]);
-    json_object_array_add(vols, json_object_new_string(v));
-  }
-  json_object_object_add(j, "volumes", vols);
-  return j;
-}
-
-static int write_record(virStorageVolPtr rec, json_object *j)
-{
-  const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-  return vm_vol_write_text(rec, text);
-}
-
-/* Takes the template's lock, then deals with what an earlier, killed run left: an
- * incomplete record is removed with the volumes it names. Returns 0 with *existing
- * set (caller frees) when a complete template is there, 0 with NULL when the name
- * is free, or an exit code. */
-static int claim(virConnectPtr conn, virStoragePoolPtr pool, const char *name, bool shared, json_object **existing)
-{
-  *existing = NULL;
-  CLEANUP_FREE char *key = vm_strdup_printf("%s/%s", virStoragePoolGetName(pool), name);
-  CLEANUP_FREE char *what = vm_strdup_printf("template '%s' on %s", name, vm_conn_host_name(conn));
-  int rc = vm_lock_object(conn, "template", key, shared, what);
-  if (rc) return rc;
-  json_object *j = vm_template_read_record(pool, name);
-  if (!j) return 0;
-  const char *state = jstr(j, "state");
-  if (state && strcmp(state, "complete") == 0) {
-    *existing = j;
-    return 0;
-  }
-  if (shared) {
-    json_object_put(j);
-    return 0;
-  }
-  /* An incomplete template written from another machine: its run may still go on
-   * (this machine's lock does not cover it). */
-  json_object *run = NULL;
-  json_object_object_get_ex(j, "run", &run);
-  const char *machine = run ? jstr(run, "machine") : NULL;
-  if (machine && strcmp(machine, vm_machine_id()) != 0) {
-    const char *host = jstr(run, "host");
-    rc = vm_fail(VM_EXIT_STATE, "template '%s' on %s is being made from %s: finish it there (vmkit's locks cover "
-                 "the runs of one machine)", name, vm_conn_host_name(conn), host ? host : "another machine");
-    json_object_put(j);
-    return rc;
-  }
-  vm_info("removing the incomplete template '%s' that an interrupted run left (%s)", name,
-          run ? json_object_to_json_string(run) : "a record that cannot be read");
-  rc = remove_template(pool, name);
-  json_object_put(j);
-  return rc;
-}
-
-/* A new empty volume of a template, registered for undo. */
-static int new_volume(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const char *name,
-                      const char *format, uint64_t capacity, unsigned mode, virStorageVolPtr *vol)
-{
-  struct vm_volspec spec = { .name = name, .format = format, .capacity = capacity, .mode = mode };
-  int rc = vm_vol_create(pool, &spec, vol);
-  if (rc == 0) {
-    CLEANUP_FREE char *path = virStorageVolGetPath(*vol);
-    if (path) vm_undo_volume(u, conn, path);
-  }
-  return rc;
-}
-
-/* A copy of a file the source VM boots from (kernel, initrd) into the template. */
-static int copy_boot_file(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const char *src,
-                          const char *as)
-{
-  CLEANUP_VIRVOL virStorageVolPtr srcvol = NULL, dst = NULL;
-  int rc = vm_vol_find(conn, src, &srcvol);
-  if (rc == 0) {
-    struct vm_volspec spec = { .name = as, .format = "raw", .capacity = 0, .mode = 0444 };
-    if ((rc = vm_vol_create_from(pool, &spec, srcvol, &dst))) return rc;
-    CLEANUP_FREE char *path = virStorageVolGetPath(dst);
-    vm_undo_volume(u, conn, path);
-    return 0;
-  }
-  if (rc != VM_EXIT_NOTFOUND) return rc;
-  if (!vm_conn_is_local(conn))
-    return vm_fail(VM_EXIT_FAIL, "cannot copy '%s' into the template: it is in no storage pool of %s", src,
-                   vm_conn_host_name(conn));
-  if ((rc = new_volume(conn, pool, u, as, "raw", 0, 0444, &dst))) return rc;
-  return vm_vol_upload_file(dst, src);
 }
 
 /* The disk image of a template, flattened and sealed. libguestfs works on local
@@ -215,14 +55,14 @@ static int make_disk(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo 
     if (rc) return rc;
     CLEANUP_FREE char *path = virStorageVolGetPath(dst);
     vm_undo_volume(u, conn, path);
-    if (local) return seal_disk(path);
+    if (local) return vm_gfs_seal_disk(path);
     CLEANUP_FREE char *copy = vm_strdup_printf("%s/disk.qcow2", scratch);
-    if ((rc = vm_vol_download_file(dst, copy)) || (rc = seal_disk(copy))) return rc;
+    if ((rc = vm_vol_download_file(dst, copy)) || (rc = vm_gfs_seal_disk(copy))) return rc;
     /* An upload does not truncate: the sealed image goes into a new, empty volume. */
     if (virStorageVolDelete(dst, 0) < 0) return vm_fail_virt("cannot replace '%s'", volname);
     virStorageVolFree(dst);
     dst = NULL;
-    if ((rc = new_volume(conn, pool, u, volname, "raw", 0, 0444, &dst))) return rc;
+    if ((rc = vm_template_new_volume(conn, pool, u, volname, "raw", 0, 0444, &dst))) return rc;
     return vm_vol_upload_file(dst, copy);
   }
   /* A local disk in no pool: flattened here, then sent into the pool. */
@@ -231,8 +71,8 @@ static int make_disk(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo 
                    boot->source, copy, NULL };
   rc = vm_run_checked(conv, NULL);
   vm_progress_end();
-  if (rc || (rc = seal_disk(copy))) return rc;
-  if ((rc = new_volume(conn, pool, u, volname, "raw", 0, 0444, &dst))) return rc;
+  if (rc || (rc = vm_gfs_seal_disk(copy))) return rc;
+  if ((rc = vm_template_new_volume(conn, pool, u, volname, "raw", 0, 0444, &dst))) return rc;
   return vm_vol_upload_file(dst, copy);
 }
 
@@ -252,6 +92,29 @@ static struct poptOption create_options[] = {
   VM_POPT_COMMON,
   POPT_TABLEEND
 };
+
+/* What template create makes between the record and its completion: the sealed
+ * disk, the kernel and initrd the VM boots, and what a clone inherits. */
+struct create_fill {
+  const struct vm_disk *boot;
+  const char *kernel, *initrd, *cmdline;
+  long long vcpus, mem_kib;
+};
+
+static int create_fill(struct vm_template_build *b, void *arg)
+{
+  const struct create_fill *f = arg;
+  int rc;
+  if ((rc = make_disk(b->conn, b->pool, b->undo, f->boot, b->vdisk, b->scratch))) return rc;
+  if (f->kernel && (rc = vm_template_copy_boot_file(b->conn, b->pool, b->undo, f->kernel, b->vkernel))) return rc;
+  if (f->initrd && (rc = vm_template_copy_boot_file(b->conn, b->pool, b->undo, f->initrd, b->vinitrd))) return rc;
+  json_object_object_add(b->fields, "source", json_object_new_string(o_from));
+  if (o_description) json_object_object_add(b->fields, "description", json_object_new_string(o_description));
+  json_object_object_add(b->fields, "vcpus", json_object_new_int((int)f->vcpus));
+  json_object_object_add(b->fields, "memory", json_object_new_int64(f->mem_kib * 1024));
+  b->cmdline = f->cmdline;
+  return 0;
+}
 
 static int template_create(int argc, char **argv)
 {
@@ -291,77 +154,15 @@ static int template_create(int argc, char **argv)
   CLEANUP_FREE char *cmdline = vm_xpath_str(xp, "/domain/os/cmdline");
   long long vcpus = vm_xpath_ll(xp, "/domain/vcpu", 1);
   long long mem_kib = vm_xpath_ll(xp, "/domain/memory", 0);
-  CLEANUP_VIRPOOL virStoragePoolPtr pool = NULL;
-  CLEANUP_JSON json_object *existing = NULL, *rec = NULL;
-  CLEANUP_VIRVOL virStorageVolPtr recvol = NULL;
-  CLEANUP_FREE char *scratch = NULL, *dpath = NULL;
-  struct vm_undo undo = { 0 };
-  char id[37];
-  vm_uuid_random(id);
-  CLEANUP_FREE char *vdisk = vol_name(name, "qcow2"), *vkernel = vol_name(name, "vmlinuz");
-  CLEANUP_FREE char *vinitrd = vol_name(name, "initrd"), *vrec = vol_name(name, "template");
-
   if (!boot) {
     rc = vm_fail(VM_EXIT_STATE, "VM '%s' has no boot disk", o_from);
-    goto out;
+  } else {
+    struct create_fill f = { boot, kernel, initrd, cmdline, vcpus, mem_kib };
+    rc = vm_template_make(conn, o_pool, name, kernel != NULL, initrd != NULL, create_fill, &f);
+    if (rc == 0)
+      vm_info("created template '%s' from VM '%s' in pool '%s' of %s", name, o_from,
+              o_pool ? o_pool : vm_default_template_pool(), vm_conn_host_name(conn));
   }
-  if ((rc = vm_template_open_pool(conn, o_pool, true, &pool)) || (rc = claim(conn, pool, name, false, &existing)))
-    goto out;
-  if (existing) {
-    rc = vm_fail(VM_EXIT_STATE, "template '%s' already exists on %s", name, vm_conn_host_name(conn));
-    goto out;
-  }
-  if ((rc = names_free(conn, pool, name))) goto out;
-  vm_catch_signals();
-  if (!(scratch = vm_scratch_dir("template"))) {
-    rc = VM_EXIT_FAIL;
-    goto out;
-  }
-  vm_undo_local_dir(&undo, scratch);
-
-  /* The record first, naming every volume this run may make. */
-  rec = new_record(name, id, kernel != NULL, initrd != NULL);
-  if ((rc = new_volume(conn, pool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
-    goto fail;
-
-  if ((rc = make_disk(conn, pool, &undo, boot, vdisk, scratch))) goto fail;
-  if (kernel && (rc = copy_boot_file(conn, pool, &undo, kernel, vkernel))) goto fail;
-  if (initrd && (rc = copy_boot_file(conn, pool, &undo, initrd, vinitrd))) goto fail;
-  if (vm_interrupted()) {
-    rc = vm_fail_interrupted();
-    goto fail;
-  }
-  {
-    CLEANUP_VIRVOL virStorageVolPtr dv = virStorageVolLookupByName(pool, vdisk);
-    dpath = dv ? virStorageVolGetPath(dv) : NULL;
-  }
-  struct vm_imginfo info = { 0 };
-  if (!dpath || (rc = vm_image_info(conn, dpath, &info))) {
-    if (!rc) rc = vm_fail_virt("cannot find the template's disk volume");
-    goto fail;
-  }
-  json_object_object_add(rec, "state", json_object_new_string("complete"));
-  json_object_object_del(rec, "run");
-  json_object_object_add(rec, "source", json_object_new_string(o_from));
-  if (o_description) json_object_object_add(rec, "description", json_object_new_string(o_description));
-  json_object_object_add(rec, "vcpus", json_object_new_int((int)vcpus));
-  json_object_object_add(rec, "memory", json_object_new_int64(mem_kib * 1024));
-  json_object_object_add(rec, "disk", json_object_new_string(vdisk));
-  json_object_object_add(rec, "virtual_size", json_object_new_int64((int64_t)info.capacity));
-  vm_imginfo_free(&info);
-  if (kernel) json_object_object_add(rec, "kernel", json_object_new_string(vkernel));
-  if (initrd) json_object_object_add(rec, "initrd", json_object_new_string(vinitrd));
-  if (cmdline) json_object_object_add(rec, "cmdline", json_object_new_string(cmdline));
-  if ((rc = write_record(recvol, rec))) goto fail;
-  vm_remove_tree(scratch);
-  vm_undo_forget(&undo);
-  vm_info("created template '%s' from VM '%s' in pool '%s' of %s", name, o_from, virStoragePoolGetName(pool),
-          vm_conn_host_name(conn));
-  goto out;
-fail:
-  vm_undo_run(&undo);
-out:
-  vm_undo_forget(&undo);
   vm_disks_free(disks, nd);
   return rc;
 }
@@ -492,14 +293,14 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
   int rc = vm_check_name("template", name);
   if (rc) return rc;
   CLEANUP_JSON json_object *j = NULL;
-  /* An incomplete one is removed by claim() itself. */
+  /* An incomplete one is removed by vm_template_claim() itself. */
   CLEANUP_FREE char *rname = vol_name(name, "template");
   json_object *probe = vm_template_read_record(pool, name);
   if (!probe)
     return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' in pool '%s' of %s", name, virStoragePoolGetName(pool),
                    vm_conn_host_name(conn));
   json_object_put(probe);
-  if ((rc = claim(conn, pool, name, false, &j))) return rc;
+  if ((rc = vm_template_claim(conn, pool, name, false, &j))) return rc;
   if (!j) {
     vm_info("deleted the incomplete template '%s'", name);
     return 0;
@@ -519,9 +320,9 @@ static int delete_one(virConnectPtr conn, virStoragePoolPtr pool, const char *na
     CLEANUP_VIRVOL virStorageVolPtr recvol = virStorageVolLookupByName(pool, rname);
     json_object_object_add(j, "state", json_object_new_string("deleting"));
     if (!recvol) rc = vm_fail_virt("cannot find the record of template '%s'", name);
-    else rc = write_record(recvol, j);
+    else rc = vm_template_write_record(recvol, j);
   }
-  if (rc == 0) rc = remove_template(pool, name);
+  if (rc == 0) rc = vm_template_remove(pool, name);
   if (rc == 0) vm_info("deleted template '%s'", name);
   vm_template_free(&t);
   return rc;
@@ -567,7 +368,7 @@ static int push_volume(virConnectPtr dconn, virStoragePoolPtr dpool, struct vm_u
   CLEANUP_VIRVOL virStorageVolPtr src = NULL, dst = NULL;
   int rc = vm_vol_find(sconn, src_path, &src);
   if (rc == VM_EXIT_NOTFOUND) rc = vm_fail(VM_EXIT_FAIL, "template volume '%s' is missing", src_path);
-  if (rc || (rc = new_volume(dconn, dpool, u, as, "raw", 0, mode, &dst))) return rc;
+  if (rc || (rc = vm_template_new_volume(dconn, dpool, u, as, "raw", 0, mode, &dst))) return rc;
   CLEANUP_FREE char *what = vm_strdup_printf("pushing %s", as);
   return vm_vol_copy(src, dst, what);
 }
@@ -604,7 +405,7 @@ static int template_push(int argc, char **argv)
                    vm_conn_host_name(sconn), o_pool ? o_pool : vm_default_template_pool());
     return rc;
   }
-  if ((rc = claim(sconn, spool, name, true, &sj))) return rc;
+  if ((rc = vm_template_claim(sconn, spool, name, true, &sj))) return rc;
   if (!sj) return vm_fail(VM_EXIT_NOTFOUND, "no such template '%s' on %s", name, vm_conn_host_name(sconn));
   vm_template_from_record(spool, name, sj, &t);
   if (!t.disk) {
@@ -617,7 +418,7 @@ static int template_push(int argc, char **argv)
     rc = vm_fail(VM_EXIT_USAGE, "'%s' is the host the template comes from", args[1]);
     goto out;
   }
-  if ((rc = vm_template_open_pool(dconn, dpname, true, &dpool)) || (rc = claim(dconn, dpool, name, false, &dj)))
+  if ((rc = vm_template_open_pool(dconn, dpname, true, &dpool)) || (rc = vm_template_claim(dconn, dpool, name, false, &dj)))
     goto out;
   if (dj) {
     const char *did = jstr(dj, "id");
@@ -630,11 +431,11 @@ static int template_push(int argc, char **argv)
                  vm_conn_host_name(dconn), name);
     goto out;
   }
-  if ((rc = names_free(dconn, dpool, name))) goto out;
+  if ((rc = vm_template_names_free(dconn, dpool, name))) goto out;
 
   vm_catch_signals();
-  rec = new_record(name, t.id ? t.id : "", t.kernel != NULL, t.initrd != NULL);
-  if ((rc = new_volume(dconn, dpool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = write_record(recvol, rec)))
+  rec = vm_template_new_record(name, t.id ? t.id : "", t.kernel != NULL, t.initrd != NULL);
+  if ((rc = vm_template_new_volume(dconn, dpool, &undo, vrec, "raw", 65536, 0644, &recvol)) || (rc = vm_template_write_record(recvol, rec)))
     goto fail;
   if ((rc = push_volume(dconn, dpool, &undo, t.disk, sconn, vdisk, 0444))) goto fail;
   if (t.kernel && (rc = push_volume(dconn, dpool, &undo, t.kernel, sconn, vkernel, 0444))) goto fail;
@@ -645,7 +446,7 @@ static int template_push(int argc, char **argv)
   json_object_deep_copy(sj, &copy, NULL);
   json_object_object_add(copy, "pushed_from", json_object_new_string(vm_conn_host_name(sconn)));
   json_object_object_add(copy, "state", json_object_new_string("complete"));
-  rc = write_record(recvol, copy);
+  rc = vm_template_write_record(recvol, copy);
   json_object_put(copy);
   if (rc) goto fail;
   vm_undo_forget(&undo);

@@ -24,7 +24,8 @@ int cmd_template(int argc, char **argv);
  * clone's customization; NULL after a message. Caller frees. */
 char *template_local_disk(virConnectPtr conn, const struct vm_template *t);
 
-/* First-boot customization and sealing, both through libguestfs (customize.c). */
+/* First-boot customization through libguestfs (customize.c); sealing a template's
+ * disk is vm_gfs_seal_disk. */
 struct customization {
   const char *hostname;
   const char *ssh_key_file;
@@ -33,7 +34,6 @@ struct customization {
 bool customization_wanted(const struct customization *c);
 int customization_check(const struct customization *c);
 int customize_disk(const char *path, const char *format, const struct customization *c);
-int seal_disk(const char *path);
 
 
 #endif

@@ -114,14 +114,18 @@ void vm_debug(const char *fmt, ...)
   va_end(ap);
 }
 
-/* Set by run.c while a child program runs, so that the signal reaches it too. */
-volatile pid_t vm_running_child;
+/* Set by run.c while child programs run (one slot each: the threads of a run,
+ * such as vmpatch apply's, each run their own), so that the signal reaches them
+ * too. */
+volatile pid_t vm_running_children[VM_CHILD_SLOTS];
 
 static void on_signal(int sig)
 {
   if (!interrupted) interrupted = sig;
-  pid_t child = vm_running_child;
-  if (child > 0) kill(child, sig);
+  for (size_t i = 0; i < VM_CHILD_SLOTS; i++) {
+    pid_t child = vm_running_children[i];
+    if (child > 0) kill(child, sig);
+  }
 }
 
 void vm_catch_signals(void)

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,8 +27,20 @@ static void buf_append(struct buf *b, const char *d, size_t n)
   b->p[b->n] = '\0';
 }
 
-/* error.c forwards the signal that interrupts the tool to this child. */
-extern volatile pid_t vm_running_child;
+/* error.c forwards the signal that interrupts the tool to these children. */
+extern volatile pid_t vm_running_children[VM_CHILD_SLOTS];
+
+/* A slot for pid (none when all are taken: the child is then not told). */
+static volatile pid_t *child_slot(pid_t pid)
+{
+  for (size_t i = 0; i < VM_CHILD_SLOTS; i++) {
+    pid_t zero = 0;
+    if (__atomic_compare_exchange_n(&vm_running_children[i], &zero, pid, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST))
+      return &vm_running_children[i];
+  }
+  return NULL;
+}
 
 static void close_pair(int p[2])
 {
@@ -64,10 +77,15 @@ int vm_run(char *const argv[], char **out, char **err)
     dup2(out ? po[1] : devnull, STDOUT_FILENO);
     dup2(pe[1], STDERR_FILENO);
     execvp(argv[0], argv);
-    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    /* write(2) only: the parent may have threads, whose stdio locks a fork copies. */
+    const char *why = strerror(errno);
+    struct iovec iov[] = { { (void *)"cannot run ", 11 }, { argv[0], strlen(argv[0]) }, { (void *)": ", 2 },
+                           { (void *)why, strlen(why) }, { (void *)"\n", 1 } };
+    ssize_t ignored = writev(STDERR_FILENO, iov, 5);
+    (void)ignored;
     _exit(127);
   }
-  vm_running_child = pid;
+  volatile pid_t *slot = child_slot(pid);
   /* A signal that came just before the child existed is passed on now. */
   if (vm_interrupted()) kill(pid, vm_interrupt_signal());
   if (out) close(po[1]);
@@ -96,9 +114,14 @@ int vm_run(char *const argv[], char **out, char **err)
     }
   }
   int status = 0;
+  /* The slot is freed while the child is a zombie, before its pid can be
+   * reused: a late signal then reaches no other process. */
+  siginfo_t si;
+  while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+    ;
+  if (slot) __atomic_store_n(slot, 0, __ATOMIC_SEQ_CST);
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
-  vm_running_child = 0;
   if (out) *out = bo.p ? bo.p : strdup("");
   if (err) *err = be.p ? be.p : strdup("");
   else free(be.p);

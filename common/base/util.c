@@ -358,3 +358,20 @@ int vm_uuid_canonical(const char *s, char out[37])
   out[36] = '\0';
   return 0;
 }
+
+void vm_sanitize(char *s)
+{
+  for (unsigned char *p = (unsigned char *)s; p && *p; p++) {
+    if (*p < 0x20 || *p == 0x7f) *p = ' ';
+    else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) p[0] = p[1] = ' ';
+  }
+}
+
+void vm_cut_utf8(char *s, size_t max)
+{
+  size_t n = strlen(s);
+  if (n <= max) return;
+  /* Back to the start of the character that would be cut. */
+  while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80) max--;
+  s[max] = '\0';
+}

@@ -171,6 +171,11 @@ void vm_iso_time(char buf[static 32]);
 const char *vm_machine_id(void);
 /* A random UUID string (36 characters and a NUL). */
 void vm_uuid_random(char buf[static 37]);
+/* Text from elsewhere (a guest, a file) made fit for one line of a terminal:
+ * control characters (C0, DEL, and C1 as UTF-8) become spaces. */
+void vm_sanitize(char *s);
+/* Cuts s to at most max bytes, never inside a UTF-8 character. */
+void vm_cut_utf8(char *s, size_t max);
 
 /* ---- Running programs (run.c) ----------------------------------------------------------
  * Programs get an argv, never a shell string. stdout and stderr are captured when
@@ -179,6 +184,9 @@ void vm_uuid_random(char buf[static 37]);
  * and the signal that interrupts the tool. Returns the exit status, or -1 when it
  * could not run or was killed by a signal. */
 int vm_run(char *const argv[], char **out, char **err);
+/* Child programs (vm_run) that a signal interrupting the tool is passed on to,
+ * at once: one per thread that runs one. */
+#define VM_CHILD_SLOTS 32
 /* Runs argv; on failure prints "tool: PROGRAM failed: LAST LINE OF STDERR" and
  * returns VM_EXIT_FAIL. With -v the command line is shown first. */
 int vm_run_checked(char *const argv[], char **out);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -133,14 +134,26 @@ struct refreshed {
   unsigned gen;
 };
 static struct refreshed refreshed[32];
+/* The table and the generation, for the threads of one run (vmpatch apply). */
+static pthread_mutex_t refreshed_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void vm_storage_changed(void) { generation++; }
+void vm_storage_changed(void)
+{
+  pthread_mutex_lock(&refreshed_lock);
+  generation++;
+  pthread_mutex_unlock(&refreshed_lock);
+}
 
 /* A pool with a volume being built or copied into refuses a refresh until it is
  * done: waited for up to wait_ms, then reported (report) or not. */
 static int refresh(virStoragePoolPtr pool, int wait_ms, bool report)
 {
   const char *name = virStoragePoolGetName(pool);
+  /* The generation this refresh sees: a change made while it runs is not
+   * counted as seen. */
+  pthread_mutex_lock(&refreshed_lock);
+  unsigned gen = generation;
+  pthread_mutex_unlock(&refreshed_lock);
   int64_t until = vm_now_ms() + wait_ms;
   while (virStoragePoolRefresh(pool, 0) < 0) {
     if (vm_now_ms() > until || vm_interrupted() || virStoragePoolIsActive(pool) != 1) {
@@ -151,12 +164,14 @@ static int refresh(virStoragePoolPtr pool, int wait_ms, bool report)
     }
     vm_sleep_ms(100);
   }
+  pthread_mutex_lock(&refreshed_lock);
   for (size_t i = 0; i < sizeof refreshed / sizeof *refreshed; i++) {
     if (refreshed[i].name && strcmp(refreshed[i].name, name) != 0) continue;
     if (!refreshed[i].name) refreshed[i].name = vm_strdup(name);
-    refreshed[i].gen = generation;
+    refreshed[i].gen = gen;
     break;
   }
+  pthread_mutex_unlock(&refreshed_lock);
   return 0;
 }
 
@@ -168,8 +183,12 @@ int vm_pool_refresh(virStoragePoolPtr pool) { return refresh(pool, 10000, true);
 static int refresh_once(virStoragePoolPtr pool)
 {
   const char *name = virStoragePoolGetName(pool);
-  for (size_t i = 0; i < sizeof refreshed / sizeof *refreshed; i++)
-    if (refreshed[i].name && strcmp(refreshed[i].name, name) == 0 && refreshed[i].gen == generation) return 0;
+  bool fresh = false;
+  pthread_mutex_lock(&refreshed_lock);
+  for (size_t i = 0; i < sizeof refreshed / sizeof *refreshed && !fresh; i++)
+    fresh = refreshed[i].name && strcmp(refreshed[i].name, name) == 0 && refreshed[i].gen == generation;
+  pthread_mutex_unlock(&refreshed_lock);
+  if (fresh) return 0;
   refresh(pool, 2000, false);
   return 0;
 }

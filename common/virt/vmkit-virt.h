@@ -156,6 +156,13 @@ bool vm_agent_answers(virDomainPtr dom);
  * standard output. 0, or an exit code after a message (5 at the timeout; the
  * program then goes on in the guest). (agent.c) */
 int vm_agent_exec(virDomainPtr dom, char *const argv[], int timeout_s, int *exit_code, char **out);
+/* Writes len bytes of data to path in the guest through its agent (guest-file-open
+ * with mode "w", then guest-file-write in pieces of 1 MiB, guest-file-close): the
+ * file is created or truncated, its folder must exist. 0, or an exit code after a
+ * message. (agent.c) */
+int vm_agent_write_file(virDomainPtr dom, const char *path, const char *data, size_t len);
+/* The same, what fd reads to its end. */
+int vm_agent_write_fd(virDomainPtr dom, const char *path, int fd);
 
 /* ---- XML (xml.c) ----------------------------------------------------------------------- */
 #define VM_META_NS "https://vmkit.dev/xmlns/domain/1"
@@ -554,5 +561,61 @@ bool vm_template_complete(const struct vm_template *t);
  * lock on this machine is then held until the process ends. NULL, quietly,
  * when there is none: the caller says what that stops. Caller frees. */
 char *vm_template_local_disk(virConnectPtr conn, const struct vm_template *t);
+
+/* ---- Templates, made (template.c) ----------------------------------------------------
+ * What vmrun template create and push, and vmpatch apply --template, share: a
+ * template is made under its lock, its record written first as incomplete (naming
+ * every volume the run may make) and marked complete last, so that a run killed at
+ * any instant leaves an incomplete record, which the next run on that name removes
+ * with the volumes of the template's own names. */
+#define VM_TEMPLATE_FORMAT 2
+/* "NAME.SUFFIX", the name of a template's volume. Caller frees. */
+char *vm_template_vol_name(const char *name, const char *suffix);
+/* Removes NAME.qcow2, NAME.vmlinuz and NAME.initrd, then the record: only names of
+ * the template's own, whatever the record says. 0 or an exit code after a message. */
+int vm_template_remove(virStoragePoolPtr pool, const char *name);
+/* 0 when none of the template's volume names is taken (so that removing an
+ * incomplete template never removes what another made); else 4 after a message. */
+int vm_template_names_free(virConnectPtr conn, virStoragePoolPtr pool, const char *name);
+/* A record being built (state "incomplete", the run that makes it, the volumes it
+ * names), and writing one. Caller puts the record. */
+json_object *vm_template_new_record(const char *name, const char *id, bool kernel, bool initrd);
+int vm_template_write_record(virStorageVolPtr rec, json_object *j);
+/* The template's lock on this machine (held until the process ends). */
+int vm_template_lock(virConnectPtr conn, const char *pool_name, const char *name, bool shared);
+/* Takes the lock, then deals with what an earlier, killed run left: an incomplete
+ * record (not shared) is removed with the volumes it names. 0 with *existing set
+ * (caller puts) when a complete template is there, 0 with NULL when the name is
+ * free, or an exit code after a message. */
+int vm_template_claim(virConnectPtr conn, virStoragePoolPtr pool, const char *name, bool shared,
+                      json_object **existing);
+/* A new empty volume of a template, registered for undo. */
+int vm_template_new_volume(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const char *name,
+                           const char *format, uint64_t capacity, unsigned mode, virStorageVolPtr *vol);
+/* A copy of a file (kernel, initrd; a volume, or a local file on a local
+ * connection) into the template as volume as (0444), registered for undo. */
+int vm_template_copy_boot_file(virConnectPtr conn, virStoragePoolPtr pool, struct vm_undo *u, const char *src,
+                               const char *as);
+/* What vm_template_make hands its fill callback. */
+struct vm_template_build {
+  virConnectPtr conn;
+  virStoragePoolPtr pool;
+  struct vm_undo *undo;    /* every volume fill makes goes on it (vm_template_new_volume ...) */
+  const char *scratch;     /* a local folder of the run's, removed at its end */
+  const char *name;        /* the template being made */
+  const char *vdisk;       /* the volume names fill makes: NAME.qcow2 (the sealed disk), */
+  const char *vkernel;     /* NAME.vmlinuz, NAME.initrd (NULL when the record names none) */
+  const char *vinitrd;
+  json_object *fields;     /* fill adds what the record keeps (source, vcpus, memory ...) */
+  const char *cmdline;     /* fill sets it when the template boots a kernel with one */
+};
+/* Makes template name in pool (NULL: the default template pool, made when
+ * missing) on conn: its lock; 4 when it exists; the record first, as incomplete
+ * (naming NAME.vmlinuz and NAME.initrd when kernel, initrd); then fill makes the
+ * volumes, sealed; the record is then marked complete with fill's fields, the
+ * disk's virtual size and the volume names. When fill fails, or returns VM_DONE
+ * (nothing to keep), what the run made is removed and that is returned. */
+int vm_template_make(virConnectPtr conn, const char *pool_name, const char *name, bool kernel, bool initrd,
+                     int (*fill)(struct vm_template_build *b, void *arg), void *arg);
 
 #endif

@@ -179,7 +179,8 @@ int vm_pool_refresh(virStoragePoolPtr pool) { return refresh(pool, 10000, true);
 
 /* Lookups refresh a pool once per generation, to see what others made. A pool busy
  * with another run's copy is read as libvirt last read it (a copy in progress
- * changes no chain), rather than failing this run. */
+ * changes no chain), rather than failing this run: 1 then, 0 when the pool's
+ * list is current. */
 static int refresh_once(virStoragePoolPtr pool)
 {
   const char *name = virStoragePoolGetName(pool);
@@ -189,8 +190,7 @@ static int refresh_once(virStoragePoolPtr pool)
     fresh = refreshed[i].name && strcmp(refreshed[i].name, name) == 0 && refreshed[i].gen == generation;
   pthread_mutex_unlock(&refreshed_lock);
   if (fresh) return 0;
-  refresh(pool, 2000, false);
-  return 0;
+  return refresh(pool, 2000, false) == 0 ? 0 : 1;
 }
 
 /* The active pool whose folder is dir, if any. */
@@ -225,10 +225,11 @@ static int find_vol(virConnectPtr conn, const char *path, virStorageVolPtr *vol,
       /* Found in a pool refreshed in an earlier generation: its facts may be stale. */
       if (attempt == 0) {
         CLEANUP_VIRPOOL virStoragePoolPtr pool = virStoragePoolLookupByVolume(*vol);
+        /* A refresh that failed (a busy pool, a host going down) may leave
+         * libvirt's list of it empty: the volume found is kept, as last read. */
         if (pool && refresh_once(pool) != 0) {
-          virStorageVolFree(*vol);
-          *vol = NULL;
-          return VM_EXIT_FAIL;
+          virResetLastError();
+          return 0;
         }
         if (pool) {
           /* The refresh made new volume objects: look again. */
@@ -249,8 +250,9 @@ static int find_vol(virConnectPtr conn, const char *path, virStorageVolPtr *vol,
     CLEANUP_FREE char *copy = vm_strdup(path);
     CLEANUP_VIRPOOL virStoragePoolPtr pool = pool_of_dir(conn, dirname(copy));
     if (!pool) return VM_EXIT_NOTFOUND;
-    *covered = true;
-    if (refresh_once(pool) != 0) return VM_EXIT_FAIL;
+    /* Only a pool read now says that its folder has no such file. */
+    *covered = refresh_once(pool) == 0;
+    virResetLastError();
   }
   return VM_EXIT_NOTFOUND;
 }

@@ -301,14 +301,31 @@ guest_dirty() {
 }
 
 # patch_guest_vm VM: for vmpatch's tests, the VM defined on a qcow2 overlay
-# ($VMKIT_STORAGE_DIR/VM.qcow2, its own disk) of the cached Debian 12 image
-# ($DEB), with the old packages of the repository fixture ($REPO/old, from
-# t/fixtures/mkdebrepo) installed by libguestfs's own tool, as an admin would.
+# ($VMKIT_STORAGE_DIR/VM.qcow2, its own disk) of the patch guest image: the cached
+# Debian 12 image ($DEB) with the old packages of the repository fixture ($REPO/old,
+# from t/fixtures/mkdebrepo) installed by libguestfs's own tool, as an admin would.
+# That image is made once per machine (one libguestfs launch, shared by t/132 and
+# t/133) in ${VMKIT_CACHE:-/var/cache/vmkit}/patchguest: an overlay of $DEB's disk,
+# made again when $DEB, mkdebrepo or this function changes (its stamp), moved into
+# place whole, under a lock.
 patch_guest_vm() {
   local vm=$1 disk=$VMKIT_STORAGE_DIR/$1.qcow2
-  qemu-img create -q -f qcow2 -F qcow2 -b "$DEB/disk.qcow2" "$disk"
-  LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg \
-    virt-customize -q --format qcow2 -a "$disk" --copy-in "$REPO/old:/root" \
-    --run-command 'dpkg -i /root/old/*.deb && rm -r /root/old' >&2
+  local cache=${VMKIT_CACHE:-/var/cache/vmkit}/patchguest stamp
+  stamp=$({ cat "$DEB/stamp"; sha256sum < "$TOP/t/fixtures/mkdebrepo"; declare -f patch_guest_vm; } | sha256sum | cut -c1-16)
+  mkdir -p "$cache"
+  (
+    flock 9
+    if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -s "$cache/disk.qcow2" ]; then
+      rm -f "$cache/stamp" "$cache/disk.qcow2" "$cache/.disk.qcow2.new"
+      qemu-img create -q -f qcow2 -F qcow2 -b "$DEB/disk.qcow2" "$cache/.disk.qcow2.new" &&
+        LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg \
+          virt-customize -q --format qcow2 -a "$cache/.disk.qcow2.new" --copy-in "$REPO/old:/root" \
+          --run-command 'dpkg -i /root/old/*.deb && rm -r /root/old' >&2 &&
+        chmod 644 "$cache/.disk.qcow2.new" &&
+        mv -f "$cache/.disk.qcow2.new" "$cache/disk.qcow2" &&
+        echo "$stamp" > "$cache/stamp"
+    fi
+  ) 9> "$cache/lock" || return 1
+  qemu-img create -q -f qcow2 -F qcow2 -b "$cache/disk.qcow2" "$disk"
   "$TOP/vmrun/vmrun" -q create "$vm" --image "$disk" --memory 768M --network none
 }

@@ -165,9 +165,11 @@ static int keep(virConnectPtr conn, virDomainPtr dom, const char *vm, const char
 }
 
 /* What a killed apply left: a patch not checked is reverted, a checked one kept;
- * a snapshot taken before anything was patched is merged. */
-static int recover(virConnectPtr conn, virDomainPtr *dom, const char *vm)
+ * a snapshot taken before anything was patched is merged. *started: the revert
+ * started the VM again (it ran when it was patched, and runs now). */
+static int recover(virConnectPtr conn, virDomainPtr *dom, const char *vm, bool *started)
 {
+  *started = false;
   CLEANUP_XMLDOC xmlDocPtr mark = NULL;
   int rc = vm_meta_read(*dom, APPLY_NS, &mark);
   if (rc || !mark) return rc;
@@ -205,7 +207,26 @@ static int recover(virConnectPtr conn, virDomainPtr *dom, const char *vm)
   }
   vm_info("reverting '%s' to snapshot '%s': vmpatch (pid %s) did not finish patching it", vm, snapshot, who);
   /* A running VM patched online is started again; one shut down since stays so. */
-  return revert(conn, dom, vm, snapshot, online && virDomainIsActive(*dom) == 1);
+  *started = online && virDomainIsActive(*dom) == 1;
+  return revert(conn, dom, vm, snapshot, *started);
+}
+
+/* A VM just started again: its agent answers within --timeout, or the VM's row
+ * says so. */
+static int wait_agent(virDomainPtr dom, const char *vm)
+{
+  vm_info("VM '%s': started again, waiting for its agent (up to %d s)", vm, o_timeout);
+  int64_t deadline = vm_now_ms() + (int64_t)o_timeout * 1000;
+  while (!vm_agent_answers(dom)) {
+    virResetLastError();
+    if (vm_interrupted()) return vm_fail_interrupted();
+    if (virDomainIsActive(dom) != 1) return vm_fail(VM_EXIT_STATE, "VM '%s' stopped while it booted again", vm);
+    if (vm_now_ms() >= deadline)
+      return vm_fail(VM_EXIT_STATE, "VM '%s' was reverted and started again, but its agent did not answer within "
+                     "%d s", vm, o_timeout);
+    vm_sleep_ms(2000);
+  }
+  return 0;
 }
 
 /* ---- The patch, offline ------------------------------------------------------------------- */
@@ -774,8 +795,11 @@ static int apply_vm(struct vmp_patch_job *j)
 {
   virConnectPtr conn = j->conn;
   CLEANUP_VIRDOMAIN virDomainPtr dom = NULL;
+  bool started;
   int rc = vm_lookup(conn, j->vm, &dom);
-  if (rc || (rc = vm_snap_lock(conn, &dom, j->vm)) || (rc = recover(conn, &dom, j->vm))) return rc;
+  if (rc || (rc = vm_snap_lock(conn, &dom, j->vm)) || (rc = recover(conn, &dom, j->vm, &started)) ||
+      (started && (rc = wait_agent(dom, j->vm))))
+    return rc;
   int state = vm_domain_state(dom);
   bool online = state == VIR_DOMAIN_RUNNING;
   if (state != VIR_DOMAIN_SHUTOFF && !online)

@@ -4,6 +4,7 @@
  * comes from a guest disk, which is untrusted input, and is read exactly (a line
  * that is neither a field nor a continuation refuses the file), since an
  * inventory that silently lost packages would call a machine clean. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -64,9 +65,76 @@ static bool deb_name_ok(const char *s)
 
 /* One paragraph's fields that matter, as pointers into a copy of its lines. */
 struct para {
-  char *package, *version, *arch, *source, *status;
+  char *package, *version, *arch, *source, *status, *filename;
   int line; /* of its first field */
 };
+
+/* A field a reader keeps (the others are skipped): its name (any case), its
+ * slot in struct para, and whether it may be empty. */
+struct field {
+  const char *name;
+  size_t slot;
+  bool may_be_empty;
+};
+
+/* Reads a deb822 control file (dpkg's status file, a Packages index) with
+ * dpkg's rules: "Field: value" lines, continuation lines (skipped: no field kept
+ * here has several lines), paragraphs ended by a blank line; no comments, NUL
+ * or control characters. At the end of each paragraph, done() gets its kept
+ * fields. kind names the file in the error about a comment. */
+static int deb822_read(const char *text, size_t len, const char *kind, const struct field *fields,
+                       int (*done)(struct para *p, void *ctx, char *why, size_t whylen), void *ctx, char *why,
+                       size_t whylen)
+{
+  if (memchr(text, '\0', len)) return err(why, whylen, "a NUL byte");
+  CLEANUP_FREE char *copy = malloc(len + 1);
+  if (!copy) abort();
+  memcpy(copy, text, len);
+  copy[len] = '\0';
+  struct para p = { 0 };
+  bool in_field = false; /* a continuation line may follow */
+  int lineno = 0;
+  for (char *s = copy, *nl; s && *s; s = nl ? nl + 1 : NULL) {
+    nl = strchr(s, '\n');
+    if (nl) *nl = '\0';
+    char *line = s;
+    lineno++;
+    size_t n = strlen(line);
+    if (n && line[n - 1] == '\r') line[--n] = '\0';
+    if (!clean_text(line, n)) return err(why, whylen, "line %d: a control character", lineno);
+    if (strspn(line, " \t") == n) { /* a blank line ends a paragraph */
+      if (p.line && done(&p, ctx, why, whylen) < 0) return -1;
+      memset(&p, 0, sizeof p);
+      in_field = false;
+      continue;
+    }
+    if (line[0] == ' ' || line[0] == '\t') {
+      if (!in_field) return err(why, whylen, "line %d: a continuation line that follows no field", lineno);
+      continue;
+    }
+    if (line[0] == '#') return err(why, whylen, "line %d: a comment, which %s does not have", lineno, kind);
+    char *colon = strchr(line, ':');
+    if (!colon || colon == line)
+      return err(why, whylen, "line %d: neither 'Field: value' nor a continuation line", lineno);
+    *colon = '\0';
+    if (strpbrk(line, " \t")) return err(why, whylen, "line %d: a field name with a space", lineno);
+    char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    size_t vn = strlen(v);
+    while (vn && (v[vn - 1] == ' ' || v[vn - 1] == '\t')) v[--vn] = '\0';
+    if (!p.line) p.line = lineno;
+    in_field = true;
+    const struct field *f = fields;
+    while (f->name && strcasecmp(line, f->name) != 0) f++;
+    if (!f->name) continue; /* a long Depends or Description is no concern here */
+    char **slot = (char **)((char *)&p + f->slot);
+    if (vn > FIELD_MAX) return err(why, whylen, "line %d: field %.32s is too long", lineno, line);
+    if (*slot) return err(why, whylen, "line %d: field %s twice in one paragraph", lineno, line);
+    if (!*v && !f->may_be_empty) return err(why, whylen, "line %d: field %s is empty", lineno, line);
+    *slot = v;
+  }
+  return p.line ? done(&p, ctx, why, whylen) : 0;
+}
 
 /* "Source: name" or "Source: name (version)". */
 static int split_source(char *src, char **name, char **ver)
@@ -114,11 +182,16 @@ static bool installed(const char *status, bool *ok)
   return false;
 }
 
-static int para_end(struct para *p, struct vmp_target *t, size_t *cap, char *why, size_t whylen)
+struct status_ctx {
+  struct vmp_target *t;
+  size_t cap;
+};
+
+/* One paragraph of dpkg's status file: an installed package is added. */
+static int status_para(struct para *p, void *ctx, char *why, size_t whylen)
 {
-  if (!p->line) return 0;
+  struct status_ctx *c = ctx;
   int line = p->line;
-  p->line = 0;
   if (!p->status) {
     if (!p->package) return err(why, whylen, "line %d: a paragraph with neither Package nor Status", line);
     return err(why, whylen, "line %d: package '%.64s' has no Status", line, p->package);
@@ -140,88 +213,22 @@ static int para_end(struct para *p, struct vmp_target *t, size_t *cap, char *why
     if (sver && !vmp_version_valid(VMP_DEB, sver, &vwhy))
       return err(why, whylen, "line %d: package '%s': source version '%.64s': %s", line, p->package, sver, vwhy);
   }
-  pkg_add(t, cap, p->package, p->version, p->arch, sname, sver);
+  pkg_add(c->t, &c->cap, p->package, p->version, p->arch, sname, sver);
   return 0;
 }
 
 int vmp_dpkg_status_parse(const char *text, size_t len, struct vmp_target *t, char *why, size_t whylen)
 {
-  if (memchr(text, '\0', len)) return err(why, whylen, "a NUL byte");
-  size_t cap = t->npkgs;
-  char *copy = malloc(len + 1);
-  if (!copy) abort();
-  memcpy(copy, text, len);
-  copy[len] = '\0';
-  struct para p = { 0 };
-  bool in_field = false; /* a continuation line may follow */
-  int lineno = 0, rc = 0;
-  char *s = copy;
-  while (rc == 0 && s && *s) {
-    char *nl = strchr(s, '\n');
-    if (nl) *nl = '\0';
-    char *line = s;
-    s = nl ? nl + 1 : NULL;
-    lineno++;
-    size_t n = strlen(line);
-    if (n && line[n - 1] == '\r') line[--n] = '\0';
-    if (!clean_text(line, n)) {
-      rc = err(why, whylen, "line %d: a control character", lineno);
-      break;
-    }
-    if (strspn(line, " \t") == n) { /* a blank line ends a paragraph */
-      rc = para_end(&p, t, &cap, why, whylen);
-      memset(&p, 0, sizeof p);
-      in_field = false;
-      continue;
-    }
-    if (line[0] == ' ' || line[0] == '\t') {
-      if (!in_field) rc = err(why, whylen, "line %d: a continuation line that follows no field", lineno);
-      continue; /* multi-line values (Description, Conffiles): none that vmpatch reads */
-    }
-    if (line[0] == '#') {
-      rc = err(why, whylen, "line %d: a comment, which a status file does not have", lineno);
-      break;
-    }
-    char *colon = strchr(line, ':');
-    if (!colon || colon == line) {
-      rc = err(why, whylen, "line %d: neither 'Field: value' nor a continuation line", lineno);
-      break;
-    }
-    *colon = '\0';
-    if (strpbrk(line, " \t")) {
-      rc = err(why, whylen, "line %d: a field name with a space", lineno);
-      break;
-    }
-    char *v = colon + 1;
-    while (*v == ' ' || *v == '\t') v++;
-    size_t vn = strlen(v);
-    while (vn && (v[vn - 1] == ' ' || v[vn - 1] == '\t')) v[--vn] = '\0';
-    if (!p.line) p.line = lineno;
-    in_field = true;
-    char **slot = strcasecmp(line, "Package") == 0        ? &p.package
-                  : strcasecmp(line, "Version") == 0      ? &p.version
-                  : strcasecmp(line, "Architecture") == 0 ? &p.arch
-                  : strcasecmp(line, "Source") == 0       ? &p.source
-                  : strcasecmp(line, "Status") == 0       ? &p.status
-                                                          : NULL;
-    if (!slot) continue; /* a long Depends or Description is no concern here */
-    if (vn > FIELD_MAX) {
-      rc = err(why, whylen, "line %d: field %.32s is too long", lineno, line);
-      break;
-    }
-    if (*slot) {
-      rc = err(why, whylen, "line %d: field %s twice in one paragraph", lineno, line);
-      break;
-    }
-    if (!*v && slot != &p.arch) {
-      rc = err(why, whylen, "line %d: field %s is empty", lineno, line);
-      break;
-    }
-    *slot = v;
-  }
-  if (rc == 0) rc = para_end(&p, t, &cap, why, whylen);
-  free(copy);
-  return rc;
+  static const struct field fields[] = {
+    { "Package", offsetof(struct para, package), false },
+    { "Version", offsetof(struct para, version), false },
+    { "Architecture", offsetof(struct para, arch), true },
+    { "Source", offsetof(struct para, source), false },
+    { "Status", offsetof(struct para, status), false },
+    { NULL, 0, false },
+  };
+  struct status_ctx c = { t, t->npkgs };
+  return deb822_read(text, len, "a status file", fields, status_para, &c, why, whylen);
 }
 
 /* One line a field: splits at tabs into exactly n fields. */
@@ -398,14 +405,16 @@ int vmp_os_release_parse(const char *text, size_t len, char **id, char **version
 /* ---- An APT repository's index ------------------------------------------------------- */
 
 /* One paragraph of a Packages index, checked; its Filename added to files. */
-static int packages_para(const struct para *p, const char *filename, struct vm_strv *files, char *why, size_t whylen)
+static int packages_para(struct para *p, void *ctx, char *why, size_t whylen)
 {
+  struct vm_strv *files = ctx;
   if (!p->package) return err(why, whylen, "line %d: a paragraph without Package", p->line);
   if (!deb_name_ok(p->package)) return err(why, whylen, "line %d: '%.64s' is not a package name", p->line, p->package);
   const char *vwhy = NULL;
   if (!p->version) return err(why, whylen, "line %d: package '%s' has no Version", p->line, p->package);
   if (!vmp_version_valid(VMP_DEB, p->version, &vwhy))
     return err(why, whylen, "line %d: package '%s': version '%.64s': %s", p->line, p->package, p->version, vwhy);
+  const char *filename = p->filename;
   if (!filename) return err(why, whylen, "line %d: package '%s' has no Filename", p->line, p->package);
   if (filename[0] == '/' || strstr(filename, "..") || strpbrk(filename, " \t"))
     return err(why, whylen, "line %d: package '%s': Filename '%.64s' is not a path inside the repository", p->line,
@@ -416,55 +425,14 @@ static int packages_para(const struct para *p, const char *filename, struct vm_s
 
 int vmp_deb_packages_parse(const char *text, size_t len, struct vm_strv *files, char *why, size_t whylen)
 {
-  if (memchr(text, '\0', len)) return err(why, whylen, "a NUL byte");
-  CLEANUP_FREE char *copy = malloc(len + 1);
-  if (!copy) abort();
-  memcpy(copy, text, len);
-  copy[len] = '\0';
-  struct para p = { 0 };
-  char *filename = NULL;
-  bool in_field = false;
-  int lineno = 0;
+  static const struct field fields[] = {
+    { "Package", offsetof(struct para, package), false },
+    { "Version", offsetof(struct para, version), false },
+    { "Filename", offsetof(struct para, filename), false },
+    { NULL, 0, false },
+  };
   size_t before = files->n;
-  for (char *s = copy, *nl; s && *s; s = nl ? nl + 1 : NULL) {
-    nl = strchr(s, '\n');
-    if (nl) *nl = '\0';
-    char *line = s;
-    lineno++;
-    size_t ln = strlen(line);
-    if (ln && line[ln - 1] == '\r') line[--ln] = '\0';
-    if (!clean_text(line, ln)) return err(why, whylen, "line %d: a control character", lineno);
-    if (strspn(line, " \t") == ln) { /* a blank line ends a paragraph */
-      if (p.line && packages_para(&p, filename, files, why, whylen) < 0) return -1;
-      memset(&p, 0, sizeof p);
-      filename = NULL;
-      in_field = false;
-      continue;
-    }
-    if (line[0] == ' ' || line[0] == '\t') {
-      if (!in_field) return err(why, whylen, "line %d: a continuation line that follows no field", lineno);
-      continue;
-    }
-    char *colon = strchr(line, ':');
-    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line)))
-      return err(why, whylen, "line %d: neither 'Field: value' nor a continuation line", lineno);
-    *colon = '\0';
-    char *v = colon + 1;
-    while (*v == ' ' || *v == '\t') v++;
-    size_t vn = strlen(v);
-    while (vn && (v[vn - 1] == ' ' || v[vn - 1] == '\t')) v[--vn] = '\0';
-    if (!p.line) p.line = lineno;
-    in_field = true;
-    char **slot = strcasecmp(line, "Package") == 0    ? &p.package
-                  : strcasecmp(line, "Version") == 0  ? &p.version
-                  : strcasecmp(line, "Filename") == 0 ? &filename
-                                                      : NULL;
-    if (!slot) continue;
-    if (*slot) return err(why, whylen, "line %d: field %s twice in one paragraph", lineno, line);
-    if (!*v || vn > FIELD_MAX) return err(why, whylen, "line %d: field %s is empty or too long", lineno, line);
-    *slot = v;
-  }
-  if (p.line && packages_para(&p, filename, files, why, whylen) < 0) return -1;
+  if (deb822_read(text, len, "a Packages index", fields, packages_para, files, why, whylen) < 0) return -1;
   if (files->n == before) return err(why, whylen, "no package in it");
   return 0;
 }

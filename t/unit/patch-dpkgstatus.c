@@ -174,7 +174,7 @@ static void malformed(void **state)
     { "Package: a1\nStatus: install ok installed\nVer sion: 1\n", "line 3: a field name with a space" },
     { "Package: a1\nStatus: install ok installed\x01\nVersion: 1\n", "line 2: a control character" },
     { ": value\n", "line 1: neither" },
-    { "# a comment\n", "line 1: a comment" },
+    { "# a comment\n", "line 1: a comment, which a status file does not have" },
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     struct vmp_target t;
@@ -239,6 +239,10 @@ static void packages_index(void **state)
     { "", "no package in it" },
     { "Package: a1\nPackage: a2\n", "field Package twice" },
     { " x\n", "continuation line that follows no field" },
+    { "# a comment\nPackage: a1\n", "line 1: a comment, which a Packages index does not have" },
+    { "Package: a1\nVer sion: 1\n", "line 2: a field name with a space" },
+    { "Package: a1\nVersion:\nFilename: a.deb\n", "line 2: field Version is empty" },
+    { "Package: a1\nVersion: 1\nFilename: a.deb\x7f\n", "line 3: a control character" },
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(vmp_deb_packages_parse(bad[i].text, strlen(bad[i].text), &files, why, sizeof why), -1);

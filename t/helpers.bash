@@ -306,12 +306,14 @@ guest_dirty() {
 # from t/fixtures/mkdebrepo) installed by libguestfs's own tool, as an admin would.
 # That image is made once per machine (one libguestfs launch, shared by t/132 and
 # t/133) in ${VMKIT_CACHE:-/var/cache/vmkit}/patchguest: an overlay of $DEB's disk,
-# made again when $DEB, mkdebrepo or this function changes (its stamp), moved into
+# made again when $DEB's build, mkdebrepo or this function changes (its stamp), moved into
 # place whole, under a lock.
 patch_guest_vm() {
   local vm=$1 disk=$VMKIT_STORAGE_DIR/$1.qcow2
   local cache=${VMKIT_CACHE:-/var/cache/vmkit}/patchguest stamp
-  stamp=$({ cat "$DEB/stamp"; sha256sum < "$TOP/t/fixtures/mkdebrepo"; declare -f patch_guest_vm; } | sha256sum | cut -c1-16)
+  # $DEB's README names its build (date, file system UUID): a rebuilt base is a new stamp.
+  stamp=$({ cat "$DEB/stamp" "$DEB/README"; sha256sum < "$TOP/t/fixtures/mkdebrepo"; declare -f patch_guest_vm; } |
+    sha256sum | cut -c1-16)
   mkdir -p "$cache"
   (
     flock 9

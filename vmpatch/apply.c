@@ -201,8 +201,10 @@ static int recover(virConnectPtr conn, virDomainPtr *dom, const char *vm, bool *
                    APPLY_NS);
   if (checked) {
     vm_info("finishing the patch of '%s' that vmpatch (pid %s) did not finish", vm, who);
-    /* The check booted it; a reverted one was left as it was. */
+    /* The check booted it; a reverted one was left as it was (one patched
+     * online started again, perhaps still booting). */
     if (!online && strcmp(step, "checked") == 0) vm_down(*dom, false);
+    *started = online && strcmp(step, "reverted") == 0 && virDomainIsActive(*dom) == 1;
     return keep(conn, *dom, vm, snapshot);
   }
   vm_info("reverting '%s' to snapshot '%s': vmpatch (pid %s) did not finish patching it", vm, snapshot, who);
@@ -211,8 +213,9 @@ static int recover(virConnectPtr conn, virDomainPtr *dom, const char *vm, bool *
   return revert(conn, dom, vm, snapshot, *started);
 }
 
-/* A VM just started again: its agent answers within --timeout, or the VM's row
- * says so. */
+/* A VM just started again: its agent answers within --timeout (or the VM's row
+ * says so), and its boot is let finish, so that the units that fail before the
+ * patch are read once systemd is done. */
 static int wait_agent(virDomainPtr dom, const char *vm)
 {
   vm_info("VM '%s': started again, waiting for its agent (up to %d s)", vm, o_timeout);
@@ -226,7 +229,16 @@ static int wait_agent(virDomainPtr dom, const char *vm)
                      "%d s", vm, o_timeout);
     vm_sleep_ms(2000);
   }
-  return 0;
+  int left = (int)((deadline - vm_now_ms()) / 1000);
+  char *is_running[] = { "systemctl", "is-system-running", "--wait", NULL };
+  int code;
+  CLEANUP_FREE char *out = NULL;
+  /* Its answer is not the point here (the check after the patch reads it). */
+  vm_errors_mute(true);
+  vm_agent_exec(dom, is_running, left < 10 ? 10 : left, &code, &out);
+  vm_errors_mute(false);
+  virResetLastError();
+  return vm_interrupted() ? vm_fail_interrupted() : 0;
 }
 
 /* ---- The patch, offline ------------------------------------------------------------------- */
